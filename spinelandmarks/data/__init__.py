@@ -1,0 +1,1 @@
+"""Radiograph I/O, annotation formats, synthetic phantoms and the DataModule."""

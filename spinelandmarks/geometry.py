@@ -1,0 +1,378 @@
+"""Coordinate conventions, oriented crops, letterbox resizing and converters.
+
+All transforms are 3x3 homogeneous matrices acting on *continuous pixel coordinates*
+(x right, y down, origin at the top-left corner of the top-left pixel; see
+``CONVENTIONS.md``). A point ``p`` of the source maps to ``M @ [x, y, 1]`` in the target, so
+chained transforms multiply and the inverse is ``torch.linalg.inv(M)``. The image sampling
+functions build their ``grid_sample`` grids from the same matrices, which is what makes
+image -> crop -> image round trips exact.
+
+This module is the only place that does half-pixel arithmetic: the converters to other
+libraries' conventions are named after the library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "crop_images",
+    "crop_matrix",
+    "from_dsntnn_pixels",
+    "from_kornia_normalized",
+    "from_kornia_pixels",
+    "from_mmpose",
+    "from_torchvision",
+    "letterbox",
+    "letterbox_matrix",
+    "normalized_to_pixel",
+    "pixel_to_normalized",
+    "sampling_grid",
+    "to_dsntnn_pixels",
+    "to_kornia_normalized",
+    "to_kornia_pixels",
+    "to_mmpose",
+    "to_torchvision",
+    "transform_points",
+    "vertebra_crop_params",
+]
+
+Size = tuple[int, int]  # (H, W)
+
+
+def _wh(size: Sequence[int], like: Tensor) -> Tensor:
+    h, w = int(size[0]), int(size[1])
+    return torch.tensor([w, h], dtype=like.dtype, device=like.device)
+
+
+# -- our two conventions ---------------------------------------------------------------------
+def pixel_to_normalized(points: Tensor, size: Sequence[int]) -> Tensor:
+    """Pixel (x, y) -> normalized (u, v) with the image edges at -1 and +1.
+
+    Parameters
+    ----------
+    points : Tensor
+        (..., 2) pixel coordinates.
+    size : (H, W)
+        Image size in pixels.
+    """
+    return 2 * points / _wh(size, points) - 1
+
+
+def normalized_to_pixel(points: Tensor, size: Sequence[int]) -> Tensor:
+    """Normalized (u, v) -> pixel (x, y); inverse of :func:`pixel_to_normalized`."""
+    return (points + 1) * _wh(size, points) / 2
+
+
+def _normalize_matrix(size: Sequence[int], like: Tensor) -> Tensor:
+    """3x3 matrix taking pixel coordinates of an image of ``size`` to normalized ones."""
+    h, w = float(size[0]), float(size[1])
+    return torch.tensor([[2 / w, 0, -1], [0, 2 / h, -1], [0, 0, 1]],
+                        dtype=like.dtype, device=like.device)
+
+
+# -- matrices ----------------------------------------------------------------------------------
+def transform_points(points: Tensor, matrices: Tensor) -> Tensor:
+    """Apply 3x3 homogeneous transforms to points.
+
+    Parameters
+    ----------
+    points : Tensor
+        (..., P, 2) coordinates (x, y).
+    matrices : Tensor
+        (..., 3, 3) transforms, broadcast against the leading dimensions of ``points``.
+
+    Returns
+    -------
+    Tensor
+        (..., P, 2) transformed coordinates in the dtype of ``points`` (with the perspective
+        division, exact for affine matrices); NaN points stay NaN.
+    """
+    # float64 inside: fp32 has ~1e-4 px resolution at 2000 px, the size of a radiograph, and
+    # a point goes through several matrices; the point arrays are tiny, so this is cheap.
+    p64 = points.double()
+    homog = torch.cat((p64, torch.ones_like(p64[..., :1])), -1)
+    out = homog @ matrices.double().transpose(-1, -2)
+    return (out[..., :2] / out[..., 2:]).to(points.dtype)
+
+
+def crop_matrix(centers: Tensor, sizes: Tensor, angles_deg: Tensor,
+                out_size: Sequence[int]) -> Tensor:
+    """Image -> crop pixel transform of oriented rectangular crops.
+
+    The crop is the rectangle of side lengths ``sizes = (w, h)`` image pixels centred at
+    ``centers``, whose x axis points along the image direction ``angles_deg`` (measured like
+    ``atan2(dy, dx)`` in image pixels, so with y down a positive angle turns the crop's x axis
+    clockwise on screen), resampled to ``out_size``.
+
+    Parameters
+    ----------
+    centers : Tensor
+        (N, 2) crop centres (x, y) in image pixels.
+    sizes : Tensor
+        (N, 2) crop side lengths (w, h) in image pixels.
+    angles_deg : Tensor
+        (N,) rotation of the crop's x axis in degrees.
+    out_size : (H_out, W_out)
+        Crop size in pixels.
+
+    Returns
+    -------
+    Tensor
+        (N, 3, 3) float64 matrices mapping image pixel coordinates to crop pixel coordinates.
+        Matrices are always float64 (whatever the input dtype): their translations reach
+        10^4 px, where float32 would cost ~1e-3 px per round trip. Points keep their dtype
+        through :func:`transform_points`.
+    """
+    h_out, w_out = float(out_size[0]), float(out_size[1])
+    centers, sizes = centers.double(), sizes.double()
+    theta = torch.deg2rad(angles_deg.double())
+    c, s = torch.cos(theta), torch.sin(theta)
+    kx = w_out / sizes[..., 0]
+    ky = h_out / sizes[..., 1]
+    # q = K R(-theta) (p - center) + crop_center
+    r00, r01 = kx * c, kx * s
+    r10, r11 = -ky * s, ky * c
+    cx, cy = centers[..., 0], centers[..., 1]
+    tx = w_out / 2 - (r00 * cx + r01 * cy)
+    ty = h_out / 2 - (r10 * cx + r11 * cy)
+    zero, one = torch.zeros_like(c), torch.ones_like(c)
+    rows = [torch.stack(r, -1) for r in ((r00, r01, tx), (r10, r11, ty), (zero, zero, one))]
+    return torch.stack(rows, -2)
+
+
+def vertebra_crop_params(corners: Tensor, scale: float = 1.6,
+                         facing: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Centre, square side and angle of a crop aligned with a vertebral body.
+
+    Parameters
+    ----------
+    corners : Tensor
+        (N, K, 2) points of each vertebra in image pixels (K >= 2; the four corners of the
+        conventions, or the two S1 superior corners). NaN rows are ignored.
+    scale : float
+        Crop side as a multiple of the body's larger extent, leaving context for the
+        refiner to correct step-1 errors.
+    facing : Tensor, optional
+        (N,) +1/-1 image facing; unused for the angle (kept for symmetric crops).
+
+    Returns
+    -------
+    centers : Tensor
+        (N, 2) crop centres (x, y) in pixels.
+    sizes : Tensor
+        (N, 2) square sides (s, s) in pixels.
+    angles_deg : Tensor
+        (N,) angle of the mean endplate direction, folded into (-90, 90] so the crop is
+        never upside down whichever way the patient faces.
+    """
+    del facing
+    valid = ~torch.isnan(corners).any(-1, keepdim=True)
+    pts = torch.where(valid, corners, torch.zeros_like(corners))
+    n = valid.sum(-2).clamp_min(1)
+    center = pts.sum(-2) / n
+    # Endplate direction from the superior pair (0 -> 1: anterior -> posterior) and, when
+    # present, the inferior pair (3 -> 2); the vector is folded so its x is non-negative.
+    d = corners[..., 1, :] - corners[..., 0, :]
+    if corners.shape[-2] >= 4:
+        d2 = corners[..., 2, :] - corners[..., 3, :]
+        d = torch.where(torch.isnan(d2), d, torch.where(torch.isnan(d), d2, d + d2))
+    d = torch.nan_to_num(d, nan=1.0)
+    d = torch.where(d[..., :1] < 0, -d, d)
+    angle = torch.rad2deg(torch.atan2(d[..., 1], d[..., 0]))
+    # Extent in the rotated frame.
+    rel = pts - center.unsqueeze(-2)
+    th = torch.deg2rad(angle).unsqueeze(-1)
+    u = rel[..., 0] * torch.cos(th) + rel[..., 1] * torch.sin(th)
+    v = -rel[..., 0] * torch.sin(th) + rel[..., 1] * torch.cos(th)
+    big = torch.finfo(corners.dtype).max
+    mask = valid.squeeze(-1)
+    ext_u = torch.where(mask, u, -big).amax(-1) - torch.where(mask, u, big).amin(-1)
+    ext_v = torch.where(mask, v, -big).amax(-1) - torch.where(mask, v, big).amin(-1)
+    side = torch.maximum(ext_u, ext_v).clamp_min(1.0) * scale
+    return center, torch.stack((side, side), -1), angle
+
+
+def sampling_grid(matrices: Tensor, in_size: Sequence[int], out_size: Sequence[int]) -> Tensor:
+    """``grid_sample`` grid (align_corners=False) realizing an image -> output transform.
+
+    Parameters
+    ----------
+    matrices : Tensor
+        (..., 3, 3) maps from input-image pixels to output pixels.
+    in_size, out_size : (H, W)
+        Sizes of the sampled image and of the output.
+
+    Returns
+    -------
+    Tensor
+        (..., H_out, W_out, 2) normalized input coordinates for every output pixel centre.
+    """
+    h_out, w_out = int(out_size[0]), int(out_size[1])
+    inv = torch.linalg.inv(matrices.double())
+    theta = _normalize_matrix(in_size, inv) @ inv @ torch.linalg.inv(
+        _normalize_matrix(out_size, inv))
+    ys = (torch.arange(h_out, dtype=inv.dtype, device=inv.device) * 2 + 1) / h_out - 1
+    xs = (torch.arange(w_out, dtype=inv.dtype, device=inv.device) * 2 + 1) / w_out - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    base = torch.stack((gx, gy, torch.ones_like(gx)), -1)  # (H_out, W_out, 3)
+    lead = theta.shape[:-2]
+    grid = base.reshape(-1, 3) @ theta.reshape(-1, 3, 3).transpose(-1, -2)  # (N, HW, 3)
+    grid = grid[..., :2] / grid[..., 2:]
+    return grid.reshape(*lead, h_out, w_out, 2).to(matrices.dtype)
+
+
+def crop_images(images: Tensor, matrices: Tensor, out_size: Sequence[int],
+                mode: str = "bilinear", padding_mode: str = "zeros") -> Tensor:
+    """Extract crops (or any warp) described by image -> crop matrices.
+
+    Parameters
+    ----------
+    images : Tensor
+        (B, C, H, W) images.
+    matrices : Tensor
+        (B, 3, 3): one crop per image, or (B, K, 3, 3): K crops per image (e.g. one per
+        vertebra), done in a single ``grid_sample`` call.
+    out_size : (H_out, W_out)
+        Crop size.
+    mode, padding_mode : str
+        As for :func:`torch.nn.functional.grid_sample`.
+
+    Returns
+    -------
+    Tensor
+        (B, C, H_out, W_out) or (B, K, C, H_out, W_out), dtype of ``images``.
+    """
+    h_out, w_out = int(out_size[0]), int(out_size[1])
+    in_size = images.shape[-2:]
+    grid = sampling_grid(matrices.float(), in_size, out_size).to(images.dtype)
+    if matrices.dim() == 3:
+        return F.grid_sample(images, grid, mode=mode, padding_mode=padding_mode,
+                             align_corners=False)
+    b, k = matrices.shape[:2]
+    # Stack the K grids vertically so each image is sampled once for all its crops.
+    stacked = grid.reshape(b, k * h_out, w_out, 2)
+    out = F.grid_sample(images, stacked, mode=mode, padding_mode=padding_mode,
+                        align_corners=False)
+    return out.reshape(b, images.shape[1], k, h_out, w_out).transpose(1, 2)
+
+
+# -- letterbox ---------------------------------------------------------------------------------
+def letterbox_matrix(in_size: Sequence[int], out_size: Sequence[int]) -> tuple[Tensor, Size]:
+    """Matrix of an aspect-preserving resize into ``out_size`` with centred padding.
+
+    The resized image has integer size ``(round(H s), round(W s))`` with
+    ``s = min(H_out / H, W_out / W)``; the matrix uses the exact per-axis factors of that
+    integer size, which is what ``interpolate(align_corners=False)`` or ``cv2.resize`` do,
+    and integer padding offsets, so mapped points land exactly on the resized pixels.
+
+    Returns
+    -------
+    matrix : Tensor
+        (3, 3) float64 map from input pixels to output pixels.
+    resized : (H_r, W_r)
+        Size of the resized image before padding.
+    """
+    h, w = int(in_size[0]), int(in_size[1])
+    h_out, w_out = int(out_size[0]), int(out_size[1])
+    s = min(h_out / h, w_out / w)
+    h_r, w_r = min(h_out, max(1, round(h * s))), min(w_out, max(1, round(w * s)))
+    top, left = (h_out - h_r) // 2, (w_out - w_r) // 2
+    m = torch.tensor([[w_r / w, 0, left], [0, h_r / h, top], [0, 0, 1]], dtype=torch.float64)
+    return m, (h_r, w_r)
+
+
+def letterbox(images: Tensor, out_size: Sequence[int], pad_value: float = 0.0,
+              antialias: bool = True) -> tuple[Tensor, Tensor]:
+    """Resize a batch keeping the aspect ratio, padding to ``out_size``.
+
+    Parameters
+    ----------
+    images : Tensor
+        (B, C, H, W) images of one size.
+    out_size : (H_out, W_out)
+        Model input size.
+    pad_value : float
+        Value of the padding.
+    antialias : bool
+        Antialiased bilinear downsampling (recommended for radiographs many times larger
+        than the model input).
+
+    Returns
+    -------
+    out : Tensor
+        (B, C, H_out, W_out).
+    matrix : Tensor
+        (3, 3) float64 map from input pixels to output pixels; use ``transform_points(points, torch.linalg.inv(matrix))`` to map predictions back.
+    """
+    m, (h_r, w_r) = letterbox_matrix(images.shape[-2:], out_size)
+    h_out, w_out = int(out_size[0]), int(out_size[1])
+    resized = F.interpolate(images, size=(h_r, w_r), mode="bilinear", align_corners=False,
+                            antialias=antialias)
+    top, left = int(m[1, 2]), int(m[0, 2])
+    out = F.pad(resized, (left, w_out - w_r - left, top, h_out - h_r - top), value=pad_value)
+    return out, m.to(images.device)
+
+
+# -- converters to other libraries -------------------------------------------------------------
+def to_dsntnn_pixels(points: Tensor) -> Tensor:
+    """Ours -> dsntnn's pixel mode (centre of pixel ``i`` is ``i``).
+
+    dsntnn's *normalized* coordinates are identical to ours and need no conversion.
+    """
+    return points - 0.5
+
+
+def from_dsntnn_pixels(points: Tensor) -> Tensor:
+    """dsntnn pixel mode -> ours."""
+    return points + 0.5
+
+
+def to_kornia_pixels(points: Tensor) -> Tensor:
+    """Ours -> Kornia/OpenCV pixel indices (centre of pixel ``i`` is ``i``)."""
+    return points - 0.5
+
+
+def from_kornia_pixels(points: Tensor) -> Tensor:
+    """Kornia/OpenCV pixel indices -> ours."""
+    return points + 0.5
+
+
+def to_kornia_normalized(points: Tensor, size: Sequence[int]) -> Tensor:
+    """Ours (pixels) -> Kornia's normalized coordinates (-1/+1 at the first/last pixel centres)."""
+    wh = _wh(size, points)
+    return 2 * (points - 0.5) / (wh - 1).clamp_min(1) - 1
+
+
+def from_kornia_normalized(points: Tensor, size: Sequence[int]) -> Tensor:
+    """Kornia's normalized coordinates -> ours (pixels)."""
+    wh = _wh(size, points)
+    return (points + 1) * (wh - 1).clamp_min(1) / 2 + 0.5
+
+
+def to_mmpose(points: Tensor, size: Sequence[int]) -> Tensor:
+    """Ours (pixels) -> MMPose integral-regression coordinates (pixel ``i`` at ``i / W``)."""
+    return (points - 0.5) / _wh(size, points)
+
+
+def from_mmpose(points: Tensor, size: Sequence[int]) -> Tensor:
+    """MMPose integral-regression coordinates -> ours (pixels)."""
+    return points * _wh(size, points) + 0.5
+
+
+def to_torchvision(points: Tensor) -> Tensor:
+    """Ours -> torchvision keypoints/boxes: the same continuous convention (identity).
+
+    torchvision's Keypoint R-CNN floors ``x`` to find a keypoint's pixel and adds 0.5 when it
+    decodes a heatmap, i.e. pixel ``i`` spans ``[i, i + 1)`` as here.
+    """
+    return points.clone()
+
+
+def from_torchvision(points: Tensor) -> Tensor:
+    """torchvision keypoints/boxes -> ours (identity, see :func:`to_torchvision`)."""
+    return points.clone()
