@@ -58,7 +58,7 @@ def test_errors_name_the_problem(tmp_path) -> None:
         Level("L_1", ("p",))
     bad = tmp_path / "bad.json"
     bad.write_text('{"name": "x"}')
-    with pytest.raises(ValueError, match="bad.json"):
+    with pytest.raises(ValueError, match=r"bad\.json"):
         LandmarkSchema.load(bad)
     assert LUMBAR_SAGITTAL.parse_point_name("L3_posterior_inferior") == ("L3", "posterior_inferior")
     assert isinstance(LUMBAR_SAGITTAL.point_level, torch.Tensor)

@@ -1,0 +1,727 @@
+"""Clinical parameters and localization metrics, batched and vectorized in torch.
+
+Every function works on a batch of point sets ``points`` of shape ``(B, P, 2)`` in pixel
+coordinates ``(x, y)`` (conventions section 1), ordered as the flat points of a
+:class:`~spinelandmarks.schema.LandmarkSchema`. An absent point is a NaN coordinate and/or a
+zero in an optional visibility mask ``(B, P)`` (0 = absent, 1 or 2 = labelled). Absent inputs
+propagate as NaN: a quantity that needs an absent point is NaN, never a number computed from a
+placeholder.
+
+Functional API (angles in degrees, signed; conventions section 4)
+
+- :func:`facing` -- +1 / -1 per image, majority over endplates.
+- :func:`endplate_tilts` -- tilt of every endplate of the schema.
+- :func:`lordosis`, :func:`lumbar_parameters`, :func:`segmental_angles`.
+- :func:`vertebra_size` -- ground-truth width / height per level (conventions section 5).
+- :func:`normalized_errors`, :func:`euclidean_errors`.
+
+Metric classes (:class:`torchmetrics.Metric`). They buffer per-sample values in flat (1-D) list
+states reduced with ``dist_reduce_fx="cat"``, so ``compute()`` after a DDP sync sees the samples
+of every process and medians / correlations are exact, not averages of per-process figures (a
+process without samples contributes an empty tensor). States are kept in the metric's dtype
+(float32 unless changed with ``metric.set_dtype(torch.float64)``), whatever the input dtype.
+``compute()`` returns ``dict[str, Tensor]`` ready for ``LightningModule.log_dict``.
+
+- :class:`NormalizedLocalizationError` -- median / mean of x and y normalized errors, per level,
+  and the detection rate.
+- :class:`EuclideanError` -- median / mean Euclidean error in pixels and mm.
+- :class:`SuccessDetectionRate` -- fraction of points within 2, 2.5, 3, 4 mm.
+- :class:`AngleError` -- angle errors, Pearson r and Bland-Altman limits of agreement.
+
+Missed detections. A predicted point that is NaN (the model did not find its level) is a *miss*.
+It has no error: error figures are taken over the points with a finite prediction, and misses are
+reported separately as a detection rate (``NormalizedLocalizationError``), a ``missed`` count
+(``AngleError``) or as failures (``SuccessDetectionRate``), never dropped silently.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
+
+from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema
+
+__all__ = [
+    "LUMBAR_PARAMETERS",
+    "AngleError",
+    "EuclideanError",
+    "NormalizedLocalizationError",
+    "SuccessDetectionRate",
+    "endplate_tilts",
+    "euclidean_errors",
+    "facing",
+    "lordosis",
+    "lumbar_parameters",
+    "normalized_errors",
+    "segmental_angle_names",
+    "segmental_angles",
+    "vertebra_size",
+]
+
+#: Names of the parameters returned by :func:`lumbar_parameters`, in order.
+LUMBAR_PARAMETERS: tuple[str, str, str] = ("l1_l5_lordosis", "l1_s1_lordosis", "sacral_slope")
+
+Side = Literal["superior", "inferior"]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+def _check_points(points: Tensor, schema: LandmarkSchema | None, name: str = "points") -> None:
+    if points.ndim != 3 or points.shape[-1] != 2:
+        raise ValueError(f"{name} must have shape (B, P, 2), got {tuple(points.shape)}")
+    if schema is not None and points.shape[1] != schema.num_points:
+        raise ValueError(f"{name} has {points.shape[1]} points but schema {schema.name!r} "
+                         f"has {schema.num_points}")
+    if not points.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor, got {points.dtype}")
+
+
+def _masked(points: Tensor, visibility: Tensor | None) -> Tensor:
+    """``points`` with the points whose visibility is 0 set to NaN (a copy when masked)."""
+    if visibility is None:
+        return points
+    if visibility.shape != points.shape[:-1]:
+        raise ValueError(f"visibility must have shape {tuple(points.shape[:-1])}, "
+                         f"got {tuple(visibility.shape)}")
+    absent = (visibility.to(points.device) <= 0).unsqueeze(-1)
+    return points.masked_fill(absent, math.nan)
+
+
+def _present(points: Tensor) -> Tensor:
+    """(B, P) bool: both coordinates finite."""
+    return torch.isfinite(points).all(dim=-1)
+
+
+def _nan(like: Tensor) -> Tensor:
+    return torch.full((), math.nan, dtype=like.dtype, device=like.device)
+
+
+def _median(x: Tensor) -> Tensor:
+    """Median of the finite values of ``x`` (mean of the two middle ones, like NumPy); NaN if none."""
+    x = x[torch.isfinite(x)]
+    n = x.numel()
+    if n == 0:
+        return _nan(x)
+    s = torch.sort(x).values
+    return (s[(n - 1) // 2] + s[n // 2]) / 2
+
+
+def _mean(x: Tensor) -> Tensor:
+    """Mean of the finite values of ``x``; NaN if none."""
+    x = x[torch.isfinite(x)]
+    return x.mean() if x.numel() else _nan(x)
+
+
+def _endplate_position(schema: LandmarkSchema, level: str, side: Side) -> int:
+    for i, e in enumerate(schema.endplates()):
+        if e.level == level and e.side == side:
+            return i
+    raise KeyError(f"schema {schema.name!r} has no {side} endplate for level {level!r}")
+
+
+def _cat_state(state: list[Tensor] | Tensor, like: Tensor) -> Tensor:
+    """Concatenate a 1-D list state (empty list -> empty tensor)."""
+    if isinstance(state, Tensor):
+        return state.reshape(-1)
+    if len(state) == 0:
+        return like.new_empty((0,))
+    return dim_zero_cat([s.reshape(-1) for s in state])
+
+
+# ---------------------------------------------------------------------------------------------
+# angles
+# ---------------------------------------------------------------------------------------------
+def _facing(points: Tensor, schema: LandmarkSchema) -> Tensor:
+    eps = schema.endplates()
+    if not eps:
+        return points.new_ones(points.shape[0])
+    post = torch.tensor([e.posterior for e in eps], dtype=torch.long, device=points.device)
+    ant = torch.tensor([e.anterior for e in eps], dtype=torch.long, device=points.device)
+    dx = points[:, ant, 0] - points[:, post, 0]  # (B, E); NaN compares False
+    votes = (dx > 0).sum(dim=1) - (dx < 0).sum(dim=1)
+    return torch.where(votes < 0, -1.0, 1.0).to(points.dtype)
+
+
+def facing(points: Tensor, schema: LandmarkSchema, visibility: Tensor | None = None) -> Tensor:
+    """Facing direction of every image: sign of (anterior x - posterior x), by majority.
+
+    Parameters
+    ----------
+    points : Tensor, shape (B, P, 2)
+        Pixel coordinates, NaN where absent.
+    schema : LandmarkSchema
+        Schema of the points.
+    visibility : Tensor, shape (B, P), optional
+        0 marks an absent point.
+
+    Returns
+    -------
+    Tensor, shape (B,)
+        +1 (anterior to the right) or -1, dtype of ``points``. Endplates with an absent point or
+        a vertical direction do not vote; ties (and images without any endplate) give +1.
+    """
+    _check_points(points, schema)
+    return _facing(_masked(points, visibility), schema)
+
+
+def endplate_tilts(points: Tensor, schema: LandmarkSchema, facing: Tensor | None = None,
+                   visibility: Tensor | None = None) -> Tensor:
+    """Tilt of every endplate of the schema, ``atan2(A.y - P.y, facing * (A.x - P.x))``.
+
+    Parameters
+    ----------
+    points : Tensor, shape (B, P, 2)
+        Pixel coordinates (x right, y down), NaN where absent.
+    schema : LandmarkSchema
+        Schema of the points; columns follow ``schema.endplates()``.
+    facing : Tensor, shape (B,), optional
+        +1 / -1 per image; computed with :func:`facing` when omitted.
+    visibility : Tensor, shape (B, P), optional
+        0 marks an absent point.
+
+    Returns
+    -------
+    Tensor, shape (B, E)
+        Degrees in (-180, 180]; positive when the anterior end is lower in the image. NaN where
+        either point of the endplate is absent.
+    """
+    _check_points(points, schema)
+    points = _masked(points, visibility)
+    eps = schema.endplates()
+    if facing is None:
+        facing = _facing(points, schema)
+    f = facing.to(device=points.device, dtype=points.dtype).reshape(-1, 1)
+    post = torch.tensor([e.posterior for e in eps], dtype=torch.long, device=points.device)
+    ant = torch.tensor([e.anterior for e in eps], dtype=torch.long, device=points.device)
+    d = points[:, ant] - points[:, post]  # (B, E, 2)
+    return torch.rad2deg(torch.atan2(d[..., 1], f * d[..., 0]))
+
+
+def lordosis(points: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
+             upper: tuple[str, Side] = ("L1", "superior"),
+             lower: tuple[str, Side] = ("L5", "inferior"),
+             visibility: Tensor | None = None, facing: Tensor | None = None) -> Tensor:
+    """Angle between two endplates, ``tilt(lower) - tilt(upper)``.
+
+    Parameters
+    ----------
+    points : Tensor, shape (B, P, 2)
+        Pixel coordinates, NaN where absent.
+    schema : LandmarkSchema
+        Schema of the points.
+    upper, lower : (level, side)
+        Cranial and caudal endplates, e.g. ``("L1", "superior")`` and ``("S1", "superior")``.
+    visibility : Tensor, shape (B, P), optional
+        0 marks an absent point.
+    facing : Tensor, shape (B,), optional
+        +1 / -1 per image; computed from all endplates when omitted.
+
+    Returns
+    -------
+    Tensor, shape (B,)
+        Degrees; lordosis positive, kyphosis negative; NaN where a needed point is absent.
+    """
+    iu = _endplate_position(schema, *upper)
+    il = _endplate_position(schema, *lower)
+    tilts = endplate_tilts(points, schema, facing=facing, visibility=visibility)
+    return tilts[:, il] - tilts[:, iu]
+
+
+def lumbar_parameters(points: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
+                      visibility: Tensor | None = None) -> dict[str, Tensor]:
+    """Lumbar lordosis (L1-L5, L1-S1) and sacral slope of every image.
+
+    Parameters
+    ----------
+    points : Tensor, shape (B, P, 2)
+        Pixel coordinates, NaN where absent.
+    schema : LandmarkSchema
+        Must have L1 superior, L5 inferior and S1 superior endplates.
+    visibility : Tensor, shape (B, P), optional
+        0 marks an absent point.
+
+    Returns
+    -------
+    dict[str, Tensor]
+        ``l1_l5_lordosis`` = tilt(L5 inferior) - tilt(L1 superior),
+        ``l1_s1_lordosis`` = tilt(S1 superior) - tilt(L1 superior),
+        ``sacral_slope`` = tilt(S1 superior); each (B,) degrees, signed, NaN where a needed
+        point is absent. The facing direction is taken by majority over all endplates.
+    """
+    tilts = endplate_tilts(points, schema, visibility=visibility)
+    l1 = tilts[:, _endplate_position(schema, "L1", "superior")]
+    l5 = tilts[:, _endplate_position(schema, "L5", "inferior")]
+    s1 = tilts[:, _endplate_position(schema, "S1", "superior")]
+    return {"l1_l5_lordosis": l5 - l1, "l1_s1_lordosis": s1 - l1, "sacral_slope": s1}
+
+
+def _superior_levels(schema: LandmarkSchema) -> list[str]:
+    return [e.level for e in schema.endplates() if e.side == "superior"]
+
+
+def segmental_angle_names(schema: LandmarkSchema) -> list[str]:
+    """Names ``"<upper>-<lower>"`` of the columns of :func:`segmental_angles`, e.g. ``"L5-S1"``."""
+    lv = _superior_levels(schema)
+    return [f"{a}-{b}" for a, b in itertools.pairwise(lv)]
+
+
+def segmental_angles(points: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
+                     visibility: Tensor | None = None) -> Tensor:
+    """Segmental lordosis between the superior endplates of consecutive levels.
+
+    Parameters
+    ----------
+    points : Tensor, shape (B, P, 2)
+        Pixel coordinates, NaN where absent.
+    schema : LandmarkSchema
+        Schema of the points; every level with a superior endplate takes part (for
+        ``LUMBAR_SAGITTAL``: L1 .. L5 and S1, giving L1-L2, ..., L5-S1).
+    visibility : Tensor, shape (B, P), optional
+        0 marks an absent point.
+
+    Returns
+    -------
+    Tensor, shape (B, K - 1)
+        ``tilt(sup[k + 1]) - tilt(sup[k])`` in degrees (lordosis positive), K = number of levels
+        with a superior endplate; column names from :func:`segmental_angle_names`.
+    """
+    tilts = endplate_tilts(points, schema, visibility=visibility)
+    cols = [i for i, e in enumerate(schema.endplates()) if e.side == "superior"]
+    sup = tilts[:, torch.tensor(cols, dtype=torch.long, device=tilts.device)]
+    return sup[:, 1:] - sup[:, :-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# sizes and localization errors
+# ---------------------------------------------------------------------------------------------
+def _size_tables(schema: LandmarkSchema) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Index tables for :func:`vertebra_size`.
+
+    Returns ``w_pairs`` (L, 2, 2) (two endplates, each (posterior, anterior)), ``h_pairs``
+    (L, 2, 2) (anterior wall, posterior wall, each (superior, inferior)), both -1 where the
+    segment does not exist, ``h_source`` (L,) the level whose walls give the height
+    (-1 if none) and ``body`` (L,) bool.
+    """
+    nl = schema.num_levels
+    w_pairs = torch.full((nl, 2, 2), -1, dtype=torch.long)
+    h_pairs = torch.full((nl, 2, 2), -1, dtype=torch.long)
+    body = torch.tensor([lv.has_body for lv in schema.levels])
+    sides: tuple[Side, Side] = ("superior", "inferior")
+    for i, lv in enumerate(schema.levels):
+        for j, side in enumerate(sides):
+            if schema.has_endplate(lv.name, side):
+                e = schema.endplate(lv.name, side)
+                w_pairs[i, j] = torch.tensor([e.posterior, e.anterior])
+        if lv.has_body:
+            for j, wall in enumerate(("anterior", "posterior")):
+                h_pairs[i, j] = torch.tensor([schema.index(lv.name, f"{wall}_superior"),
+                                              schema.index(lv.name, f"{wall}_inferior")])
+    body_idx = [i for i in range(nl) if bool(body[i])]
+    h_source = torch.full((nl,), -1, dtype=torch.long)
+    for i in range(nl):
+        if body[i]:
+            h_source[i] = i
+        else:
+            before = [j for j in body_idx if j < i]
+            after = [j for j in body_idx if j > i]
+            if before:
+                h_source[i] = before[-1]
+            elif after:
+                h_source[i] = after[0]
+    return w_pairs, h_pairs, h_source, body
+
+
+def _pair_lengths(points: Tensor, pairs: Tensor) -> Tensor:
+    """Lengths (B, *pairs.shape[:-1]) of segments given by index pairs, NaN where index is -1."""
+    pairs = pairs.to(points.device)
+    valid = (pairs >= 0).all(dim=-1)
+    safe = pairs.clamp_min(0)
+    a = points[:, safe[..., 0]]
+    b = points[:, safe[..., 1]]
+    length = torch.linalg.vector_norm(a - b, dim=-1)
+    return length.masked_fill(~valid, math.nan)
+
+
+def vertebra_size(points: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
+                  visibility: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Width and height of every level, from ground-truth points (conventions section 5).
+
+    Parameters
+    ----------
+    points : Tensor, shape (B, P, 2)
+        Ground-truth pixel coordinates, NaN where absent.
+    schema : LandmarkSchema
+        Schema of the points.
+    visibility : Tensor, shape (B, P), optional
+        0 marks an absent point.
+
+    Returns
+    -------
+    width, height : Tensor, shape (B, num_levels)
+        Pixels. W = mean length of the superior and inferior endplates (mean over those
+        present); H = mean length of the anterior (A_sup - A_inf) and posterior (P_sup - P_inf)
+        walls (mean over those present). A level without four corners (S1) uses its endplate
+        length as W and the height of the nearest preceding body level (L5) as H (the nearest
+        following one if there is none before it). NaN where nothing needed is present.
+    """
+    _check_points(points, schema)
+    points = _masked(points, visibility)
+    w_pairs, h_pairs, h_source, _ = _size_tables(schema)
+    width = torch.nanmean(_pair_lengths(points, w_pairs), dim=-1)  # (B, L)
+    h_own = torch.nanmean(_pair_lengths(points, h_pairs), dim=-1)  # (B, L), NaN for non-body
+    src = h_source.to(points.device)
+    height = h_own[:, src.clamp_min(0)].masked_fill((src < 0).unsqueeze(0), math.nan)
+    return width, height
+
+
+def normalized_errors(pred: Tensor, gt: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
+                      visibility: Tensor | None = None) -> Tensor:
+    """Normalized localization error of every point, in percent of its vertebra's size.
+
+    Parameters
+    ----------
+    pred : Tensor, shape (B, P, 2)
+        Predicted pixel coordinates; NaN where the model did not find the point.
+    gt : Tensor, shape (B, P, 2)
+        Ground-truth pixel coordinates; NaN where not labelled.
+    schema : LandmarkSchema
+        Schema of the points.
+    visibility : Tensor, shape (B, P), optional
+        Ground-truth visibility; 0 marks an unlabelled point (also excluded from the sizes).
+
+    Returns
+    -------
+    Tensor, shape (B, P, 2)
+        ``100 * |x_pred - x_gt| / W`` and ``100 * |y_pred - y_gt| / H`` with W, H of the point's
+        own ground-truth level (:func:`vertebra_size`). NaN where the ground truth is absent,
+        where the size cannot be measured and where the prediction is NaN. Callers count a
+        NaN prediction of a labelled point as *missed* (detection rate), not as an error.
+    """
+    _check_points(pred, schema, "pred")
+    _check_points(gt, schema, "gt")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} differ in shape")
+    gt = _masked(gt, visibility)
+    width, height = vertebra_size(gt, schema)
+    lvl = schema.point_level.to(gt.device)
+    size = torch.stack([width[:, lvl], height[:, lvl]], dim=-1)  # (B, P, 2)
+    return 100.0 * (pred.to(gt.dtype) - gt).abs() / size
+
+
+def euclidean_errors(pred: Tensor, gt: Tensor, pixel_spacing: Tensor | None = None,
+                     visibility: Tensor | None = None) -> Tensor:
+    """Euclidean distance between predicted and ground-truth points.
+
+    Parameters
+    ----------
+    pred, gt : Tensor, shape (B, P, 2)
+        Pixel coordinates ``(x, y)``; NaN where absent / not found.
+    pixel_spacing : Tensor, shape (B, 2), optional
+        ``(row_mm, col_mm)`` per image (the DICOM / COCO order): x is scaled by ``col_mm`` and
+        y by ``row_mm``. NaN rows give NaN distances.
+    visibility : Tensor, shape (B, P), optional
+        Ground-truth visibility; 0 marks an unlabelled point.
+
+    Returns
+    -------
+    Tensor, shape (B, P)
+        Pixels, or millimetres when ``pixel_spacing`` is given; NaN where either point is absent.
+    """
+    _check_points(pred, None, "pred")
+    _check_points(gt, None, "gt")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} differ in shape")
+    gt = _masked(gt, visibility)
+    d = pred.to(gt.dtype) - gt
+    if pixel_spacing is not None:
+        sp = pixel_spacing.to(device=gt.device, dtype=gt.dtype)
+        if sp.shape != (gt.shape[0], 2):
+            raise ValueError(f"pixel_spacing must have shape ({gt.shape[0]}, 2), "
+                             f"got {tuple(sp.shape)}")
+        d = d * sp.flip(-1).unsqueeze(1)  # (col_mm, row_mm) multiplies (dx, dy)
+    return torch.linalg.vector_norm(d, dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# torchmetrics classes
+# ---------------------------------------------------------------------------------------------
+class NormalizedLocalizationError(Metric):
+    """Normalized localization error (percent of vertebra width / height) and detection rate.
+
+    Parameters
+    ----------
+    schema : LandmarkSchema
+        Schema of the points.
+    **kwargs
+        Passed to :class:`torchmetrics.Metric` (``sync_on_compute``, ``process_group``, ...).
+
+    Notes
+    -----
+    ``update(pred, gt, visibility=None)`` takes ``(B, P, 2)`` pixel coordinates and an optional
+    ``(B, P)`` ground-truth visibility. ``compute()`` returns, over every labelled point of every
+    image seen (by every process under DDP):
+
+    - ``median_x``, ``median_y``, ``mean_x``, ``mean_y`` -- percent, over labelled points with a
+      finite prediction and a measurable vertebra size (the headline figures are the medians);
+    - ``detection_rate`` -- fraction of labelled points whose prediction is finite;
+    - ``n`` -- number of points in the error figures, ``n_labelled`` -- labelled points;
+    - per level ``<LEVEL>/median_x`` ... ``<LEVEL>/mean_y`` and ``<LEVEL>/detection_rate``.
+
+    Figures without any sample are NaN.
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    errors: list[Tensor]
+    labelled: list[Tensor]
+    detected: list[Tensor]
+
+    def __init__(self, schema: LandmarkSchema = LUMBAR_SAGITTAL, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.schema = schema
+        # All states are flat (1-D) so that an empty state on one process concatenates cleanly.
+        self.add_state("errors", default=[], dist_reduce_fx="cat")
+        self.add_state("labelled", default=[], dist_reduce_fx="cat")
+        self.add_state("detected", default=[], dist_reduce_fx="cat")
+
+    def update(self, pred: Tensor, gt: Tensor, visibility: Tensor | None = None) -> None:
+        """Add a batch: ``pred``, ``gt`` (B, P, 2) pixels, ``visibility`` (B, P) optional."""
+        pred, gt = pred.detach().to(self.dtype), gt.detach().to(self.dtype)
+        gt = _masked(gt, None if visibility is None else visibility.detach())
+        err = normalized_errors(pred, gt, self.schema)
+        labelled = _present(gt)
+        detected = _present(pred) & labelled
+        self.errors.append(err.reshape(-1))
+        self.labelled.append(labelled.reshape(-1).to(err.dtype))
+        self.detected.append(detected.reshape(-1).to(err.dtype))
+
+    def compute(self) -> dict[str, Tensor]:
+        """Dict of median / mean errors (percent) and detection rates; see the class notes."""
+        ref = torch.zeros((), dtype=self.dtype, device=self.device)
+        p = self.schema.num_points
+        err = _cat_state(self.errors, ref).reshape(-1, p, 2)
+        labelled = _cat_state(self.labelled, ref).reshape(-1, p) > 0
+        detected = _cat_state(self.detected, ref).reshape(-1, p) > 0
+        ref = err.new_zeros(())
+
+        def figures(e: Tensor, lab: Tensor, det: Tensor, prefix: str) -> dict[str, Tensor]:
+            ex, ey = e[..., 0][lab], e[..., 1][lab]
+            n_lab = lab.sum()
+            rate = det.sum().to(ref.dtype) / n_lab if int(n_lab) > 0 else _nan(ref)
+            return {f"{prefix}median_x": _median(ex), f"{prefix}median_y": _median(ey),
+                    f"{prefix}mean_x": _mean(ex), f"{prefix}mean_y": _mean(ey),
+                    f"{prefix}detection_rate": rate}
+
+        out = figures(err, labelled, detected, "")
+        ok = labelled & torch.isfinite(err).all(dim=-1)
+        out["n"] = ok.sum().to(ref.dtype)
+        out["n_labelled"] = labelled.sum().to(ref.dtype)
+        lvl = self.schema.point_level.to(err.device)
+        for i, name in enumerate(self.schema.level_names):
+            cols = lvl == i
+            out.update(figures(err[:, cols], labelled[:, cols], detected[:, cols], f"{name}/"))
+        return out
+
+
+class EuclideanError(Metric):
+    """Euclidean localization error in pixels and, where pixel spacing is known, millimetres.
+
+    Notes
+    -----
+    ``update(pred, gt, pixel_spacing=None, visibility=None)``: ``pred``, ``gt`` (B, P, 2) pixels,
+    ``pixel_spacing`` (B, 2) ``(row_mm, col_mm)`` with NaN (or non-positive) rows for images of
+    unknown spacing. ``compute()`` returns ``median_px``, ``mean_px``, ``n_px`` over labelled
+    points with a finite prediction, and ``median_mm``, ``mean_mm``, ``n_mm`` over those of images
+    with a known spacing. Missed points are counted by :class:`NormalizedLocalizationError`.
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    px: list[Tensor]
+    mm: list[Tensor]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("px", default=[], dist_reduce_fx="cat")
+        self.add_state("mm", default=[], dist_reduce_fx="cat")
+
+    def update(self, pred: Tensor, gt: Tensor, pixel_spacing: Tensor | None = None,
+               visibility: Tensor | None = None) -> None:
+        """Add a batch; see the class notes for shapes."""
+        pred, gt = pred.detach().to(self.dtype), gt.detach().to(self.dtype)
+        px = euclidean_errors(pred, gt, visibility=visibility)
+        ok = torch.isfinite(px)
+        self.px.append(px[ok])
+        if pixel_spacing is not None:
+            sp = pixel_spacing.detach().to(device=gt.device, dtype=gt.dtype)
+            sp = sp.masked_fill(~(torch.isfinite(sp) & (sp > 0)), math.nan)
+            mm = euclidean_errors(pred, gt, pixel_spacing=sp, visibility=visibility)
+            self.mm.append(mm[torch.isfinite(mm)])
+
+    def compute(self) -> dict[str, Tensor]:
+        """Dict ``median_px``, ``mean_px``, ``n_px``, ``median_mm``, ``mean_mm``, ``n_mm``."""
+        ref = torch.zeros((), dtype=self.dtype, device=self.device)
+        px = _cat_state(self.px, ref)
+        mm = _cat_state(self.mm, px)
+        return {"median_px": _median(px), "mean_px": _mean(px),
+                "n_px": torch.tensor(float(px.numel()), dtype=px.dtype, device=px.device),
+                "median_mm": _median(mm), "mean_mm": _mean(mm),
+                "n_mm": torch.tensor(float(mm.numel()), dtype=px.dtype, device=px.device)}
+
+
+class SuccessDetectionRate(Metric):
+    """Fraction of labelled points localized within given distances (millimetres).
+
+    Parameters
+    ----------
+    thresholds_mm : sequence of float
+        Radii in mm; a point succeeds when its Euclidean error is ``<=`` the radius.
+    **kwargs
+        Passed to :class:`torchmetrics.Metric`.
+
+    Notes
+    -----
+    ``update(pred, gt, pixel_spacing, visibility=None)``: ``pred``, ``gt`` (B, P, 2) pixels,
+    ``pixel_spacing`` (B, 2) ``(row_mm, col_mm)``. Images whose spacing is unknown (a NaN or
+    non-positive entry) are skipped: they have no error in mm. A labelled point with a NaN
+    prediction (missed) counts as a failure at every radius. ``compute()`` returns
+    ``sdr@2.0mm``, ``sdr@2.5mm``, ... (fractions in [0, 1]) and ``n`` (points counted).
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    distances: list[Tensor]
+
+    def __init__(self, thresholds_mm: Sequence[float] = (2.0, 2.5, 3.0, 4.0),
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.thresholds_mm = tuple(float(t) for t in thresholds_mm)
+        self.add_state("distances", default=[], dist_reduce_fx="cat")
+
+    def update(self, pred: Tensor, gt: Tensor, pixel_spacing: Tensor,
+               visibility: Tensor | None = None) -> None:
+        """Add a batch; see the class notes for shapes."""
+        pred = pred.detach().to(self.dtype)
+        gt = _masked(gt.detach().to(self.dtype), visibility)
+        sp = pixel_spacing.detach().to(device=gt.device, dtype=gt.dtype)
+        known = (torch.isfinite(sp) & (sp > 0)).all(dim=-1)  # (B,)
+        dist = euclidean_errors(pred, gt, pixel_spacing=sp.masked_fill(~known[:, None], 1.0))
+        counted = _present(gt) & known[:, None]
+        dist = dist.masked_fill(~torch.isfinite(dist), math.inf)  # missed -> failure
+        self.distances.append(dist[counted])
+
+    def compute(self) -> dict[str, Tensor]:
+        """Dict ``sdr@<t>mm`` for every threshold, and ``n``."""
+        ref = torch.zeros((), dtype=self.dtype, device=self.device)
+        d = _cat_state(self.distances, ref)
+        out: dict[str, Tensor] = {}
+        for t in self.thresholds_mm:
+            out[f"sdr@{t}mm"] = (d <= t).to(d.dtype).mean() if d.numel() else _nan(d)
+        out["n"] = torch.tensor(float(d.numel()), dtype=d.dtype, device=d.device)
+        return out
+
+
+class AngleError(Metric):
+    """Agreement of predicted and ground-truth angles (degrees), per named parameter.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Keys of the parameter dicts to evaluate (default: :data:`LUMBAR_PARAMETERS`).
+    **kwargs
+        Passed to :class:`torchmetrics.Metric`.
+
+    Notes
+    -----
+    ``update(pred_params, gt_params)`` takes two dicts ``name -> (B,)`` tensor, e.g. the outputs
+    of :func:`lumbar_parameters`. With the error ``d = pred - gt`` over the images where both are
+    finite, ``compute()`` returns for every name:
+
+    - ``{name}/median_abs``, ``{name}/mean_abs`` -- median / mean of ``|d|``;
+    - ``{name}/pearson_r`` -- Pearson correlation of pred and gt (NaN below 2 pairs or for a
+      constant series);
+    - ``{name}/bias``, ``{name}/loa_low``, ``{name}/loa_high`` -- Bland-Altman bias ``mean(d)``
+      and 95 % limits of agreement ``bias -/+ 1.96 * SD(d)`` (SD with ddof = 1; NaN below 2
+      pairs);
+    - ``{name}/n`` -- pairs with both finite, ``{name}/missed`` -- images whose ground truth is
+      finite but prediction NaN (a level was not found).
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    preds: list[Tensor]
+    targets: list[Tensor]
+
+    def __init__(self, names: Sequence[str] = LUMBAR_PARAMETERS, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.names = tuple(names)
+        if not self.names:
+            raise ValueError("AngleError needs at least one parameter name")
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("targets", default=[], dist_reduce_fx="cat")
+
+    def _stack(self, params: Mapping[str, Tensor], what: str) -> Tensor:
+        missing = [n for n in self.names if n not in params]
+        if missing:
+            raise KeyError(f"{what} lacks parameters {missing}; has {sorted(params)}")
+        cols = [params[n].detach().reshape(-1) for n in self.names]
+        return torch.stack(torch.broadcast_tensors(*cols), dim=-1)  # (B, K)
+
+    def update(self, pred_params: Mapping[str, Tensor], gt_params: Mapping[str, Tensor]) -> None:
+        """Add a batch: dicts ``name -> (B,)`` degrees; NaN marks a missing value."""
+        p = self._stack(pred_params, "pred_params")
+        g = self._stack(gt_params, "gt_params").to(device=p.device)
+        if p.shape != g.shape:
+            raise ValueError(f"pred_params {tuple(p.shape)} and gt_params {tuple(g.shape)} "
+                             "have different batch sizes")
+        self.preds.append(p.to(self.dtype).reshape(-1))
+        self.targets.append(g.to(self.dtype).reshape(-1))
+
+    def compute(self) -> dict[str, Tensor]:
+        """Dict of ``{name}/<figure>``; see the class notes."""
+        ref = torch.zeros((), dtype=self.dtype, device=self.device)
+        k = len(self.names)
+        preds = _cat_state(self.preds, ref).reshape(-1, k)
+        targets = _cat_state(self.targets, preds).reshape(-1, k)
+        out: dict[str, Tensor] = {}
+        for j, name in enumerate(self.names):
+            p, g = preds[:, j], targets[:, j]
+            both = torch.isfinite(p) & torch.isfinite(g)
+            missed = torch.isfinite(g) & ~torch.isfinite(p)
+            pb, gb = p[both], g[both]
+            d = pb - gb
+            n = d.numel()
+            nan = _nan(d)
+            bias = d.mean() if n else nan
+            sd = d.std(correction=1) if n > 1 else nan
+            if n > 1:
+                pc, gc = pb - pb.mean(), gb - gb.mean()
+                den = torch.sqrt((pc * pc).sum() * (gc * gc).sum())
+                r = (pc * gc).sum() / den if float(den) > 0 else nan
+            else:
+                r = nan
+            out[f"{name}/median_abs"] = _median(d.abs())
+            out[f"{name}/mean_abs"] = _mean(d.abs())
+            out[f"{name}/pearson_r"] = r
+            out[f"{name}/bias"] = bias
+            out[f"{name}/loa_low"] = bias - 1.96 * sd
+            out[f"{name}/loa_high"] = bias + 1.96 * sd
+            out[f"{name}/n"] = torch.tensor(float(n), dtype=d.dtype, device=d.device)
+            out[f"{name}/missed"] = missed.sum().to(d.dtype)
+        return out
