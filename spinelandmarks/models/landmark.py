@@ -1,0 +1,168 @@
+"""DSNT landmark networks: the whole-image model (step 1) and the crop refiner (step 2).
+
+Both are a torchvision backbone, an FPN decoder to a stride-4 (or 2) map and a
+:class:`~spinelandmarks.dsnt.DSNTHead`; they differ in what they see (a letterboxed radiograph
+vs. an oriented crop of one vertebra) and in which points they predict (the whole schema vs.
+the points of one level).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import MetricCollection
+
+from ..data.batch import LandmarkBatch
+from ..dsnt import DSNTHead, euclidean_loss, heatmap_spread, js_reg_loss, masked_mean
+from ..geometry import normalized_to_pixel, pixel_to_normalized, transform_points
+from ..metrics import EuclideanError, NormalizedLocalizationError
+from ..schema import CORNERS, LandmarkSchema, Level
+from .backbones import Backbone, FPNDecoder
+from .base import LandmarkTask, resolve_schema
+
+__all__ = ["CropRefiner", "LandmarkModel"]
+
+
+class LandmarkModel(LandmarkTask):
+    """Step 1: every point of the schema on the whole, letterboxed radiograph.
+
+    Parameters
+    ----------
+    schema : LandmarkSchema, dict, str or None
+        Points to predict (default ``LUMBAR_SAGITTAL``).
+    backbone : str
+        A name of :data:`~spinelandmarks.models.backbones.BACKBONES`.
+    weights_path : str, optional
+        Local backbone weights (never downloaded).
+    decoder_channels : int
+        Channels of the FPN decoder.
+    head_stride : {4, 2}
+        Stride of the heatmaps relative to the input.
+    sigma_px : float
+        Standard deviation of the JS-regularization target, in heatmap pixels.
+    js_weight : float
+        Weight of the JS regularization against the Euclidean loss.
+    input_size : (H, W)
+        Model input size (documentation for the pipeline; the network is fully convolutional).
+    lr, weight_decay, scheduler, warmup_epochs
+        See :class:`~spinelandmarks.models.base.LandmarkTask`.
+
+    Shapes
+    ------
+    ``forward(images)``: (B, 1, H, W) in [0, 1] -> coords (B, P, 2) normalized, heatmaps
+    (B, P, H / stride, W / stride), both float32 (also under autocast).
+    """
+
+    def __init__(self, schema: LandmarkSchema | dict[str, Any] | str | None = None,
+                 backbone: str = "resnet18", weights_path: str | None = None,
+                 decoder_channels: int = 64, head_stride: int = 4, sigma_px: float = 1.0,
+                 js_weight: float = 1.0, input_size: tuple[int, int] = (512, 384),
+                 lr: float = 1e-3, weight_decay: float = 1e-4, scheduler: str = "cosine",
+                 warmup_epochs: int = 0) -> None:
+        schema = resolve_schema(schema).to_dict()
+        input_size = (int(input_size[0]), int(input_size[1]))
+        super().__init__(schema, lr, weight_decay, scheduler, warmup_epochs)
+        self.save_hyperparameters()
+        self.setup_task()
+
+    @property
+    def num_outputs(self) -> int:
+        """Heatmaps the head predicts."""
+        return self.schema.num_points
+
+    def configure_models(self) -> None:
+        hp = self.hparams
+        self.backbone = Backbone(hp["backbone"], hp["weights_path"])
+        self.decoder = FPNDecoder(self.backbone.out_channels, hp["decoder_channels"],
+                                  hp["head_stride"])
+        self.head = DSNTHead(hp["decoder_channels"], self.num_outputs)
+
+    def configure_metrics(self) -> None:
+        def make(prefix: str) -> MetricCollection:
+            return MetricCollection({"nle": NormalizedLocalizationError(self.schema),
+                                     "error": EuclideanError()}, prefix=prefix)
+        self.val_metrics = make("val/")
+        self.test_metrics = make("test/")
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return self.head(self.decoder(self.backbone(images)))
+
+    def compute_loss(self, batch: LandmarkBatch) -> tuple[Tensor, dict[str, Tensor], Any]:
+        coords, heatmaps = self(batch.images)
+        size = batch.images.shape[-2:]
+        mask = batch.mask
+        # Absent targets are NaN: replace them before the loss so no NaN reaches a gradient.
+        target = torch.where(mask.unsqueeze(-1), pixel_to_normalized(batch.points, size),
+                             torch.zeros_like(coords))
+        euc = masked_mean(euclidean_loss(coords, target), mask)
+        js = masked_mean(js_reg_loss(heatmaps, target, self.hparams["sigma_px"]), mask)
+        loss = euc + self.hparams["js_weight"] * js
+        return loss, {"euclidean": euc, "js": js}, coords
+
+    def to_original(self, coords: Tensor, batch: LandmarkBatch) -> tuple[Tensor, Tensor]:
+        """Predicted and target points of a batch in original-image pixels."""
+        inv = torch.linalg.inv(batch.matrices)
+        pred = transform_points(normalized_to_pixel(coords, batch.images.shape[-2:]), inv)
+        gt = transform_points(batch.points, inv)
+        return pred, gt
+
+    def update_metrics(self, metrics: MetricCollection, batch: LandmarkBatch, preds: Any) -> None:
+        pred, gt = self.to_original(preds.detach(), batch)
+        metrics["nle"].update(pred, gt, batch.visibility)
+        metrics["error"].update(pred, gt, batch.pixel_spacing, batch.visibility)
+
+    @torch.no_grad()
+    def predict_points(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Points in input pixels and their heatmap spread.
+
+        Returns
+        -------
+        points : Tensor
+            (B, P, 2) float32 pixels of the input images.
+        spread : Tensor
+            (B, P) float32 radial heatmap standard deviation in input pixels.
+        """
+        coords, heatmaps = self(images)
+        stride = images.shape[-1] / heatmaps.shape[-1]
+        return normalized_to_pixel(coords, images.shape[-2:]), heatmap_spread(heatmaps) * stride
+
+
+class CropRefiner(LandmarkModel):
+    """Step 2: the points of one vertebra in an oriented crop around it.
+
+    The head predicts ``schema.max_points_per_level`` points; a level with fewer points (S1's
+    two superior corners) uses the first outputs and masks the rest. Trained on crops from
+    jittered ground-truth corners (``SpineDataModule(task="crops")``), so it corrects step-1
+    errors of realistic size.
+
+    Parameters
+    ----------
+    As :class:`LandmarkModel`, with defaults for 128 x 128 crops and stride-2 heatmaps.
+    """
+
+    def __init__(self, schema: LandmarkSchema | dict[str, Any] | str | None = None,
+                 backbone: str = "resnet18", weights_path: str | None = None,
+                 decoder_channels: int = 64, head_stride: int = 2, sigma_px: float = 1.0,
+                 js_weight: float = 1.0, input_size: tuple[int, int] = (128, 128),
+                 lr: float = 1e-3, weight_decay: float = 1e-4, scheduler: str = "cosine",
+                 warmup_epochs: int = 0) -> None:
+        super().__init__(schema, backbone, weights_path, decoder_channels, head_stride, sigma_px,
+                         js_weight, input_size, lr, weight_decay, scheduler, warmup_epochs)
+
+    @property
+    def num_outputs(self) -> int:
+        return self.schema.max_points_per_level
+
+    def configure_metrics(self) -> None:
+        # Errors are normalized by the crop's own vertebra: a one-level schema of its points.
+        names = self.schema.levels[0].points if self.schema.max_points_per_level != 4 else CORNERS
+        crop_schema = LandmarkSchema("crop", (Level("V", tuple(names)),))
+
+        def make(prefix: str) -> MetricCollection:
+            return MetricCollection({"nle": NormalizedLocalizationError(crop_schema),
+                                     "error": EuclideanError()}, prefix=prefix)
+        self.val_metrics = make("val/")
+        self.test_metrics = make("test/")
+
