@@ -140,6 +140,10 @@ class LandmarkTask(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics(self.test_metrics)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lets ``pipeline.load_module`` rebuild the right class from any checkpoint.
+        checkpoint["class"] = type(self).__name__
+
     def configure_optimizers(self) -> Any:
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams["lr"],
                                 weight_decay=self.hparams["weight_decay"])
