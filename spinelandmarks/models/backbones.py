@@ -13,9 +13,10 @@ import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor
+from torchvision.models.resnet import BasicBlock
 from torchvision.ops import FeaturePyramidNetwork
 
-__all__ = ["BACKBONES", "Backbone", "FPNDecoder", "load_state_dict_file"]
+__all__ = ["BACKBONES", "Backbone", "FPNDecoder", "LiteResNet", "load_state_dict_file"]
 
 #: Supported names -> nodes returning stride 4, 8, 16 and 32 features.
 BACKBONES: dict[str, list[str]] = {
@@ -26,7 +27,37 @@ BACKBONES: dict[str, list[str]] = {
     "efficientnet_b2": ["features.2", "features.3", "features.5", "features.7"],
     "convnext_tiny": ["features.1", "features.3", "features.5", "features.7"],
     "mobilenet_v3_large": ["features.3", "features.6", "features.12", "features.16"],
+    "resnet_lite": [],  # built here, see LiteResNet
 }
+
+
+class LiteResNet(nn.Module):
+    """A narrow, shallow ResNet (one torchvision ``BasicBlock`` per stage, 32-256 channels).
+
+    About 10x cheaper than ResNet-18: meant for CPU training (the demo, tests, quick
+    experiments), not for best accuracy.
+    """
+
+    def __init__(self, widths: tuple[int, int, int, int] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        stages = []
+        cin = widths[0]
+        for w in widths:
+            down = nn.Sequential(nn.Conv2d(cin, w, 1, stride=2, bias=False), nn.BatchNorm2d(w))
+            stages.append(nn.Sequential(BasicBlock(cin, w, stride=2, downsample=down),
+                                        BasicBlock(w, w)))
+            cin = w
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        x = self.stem(x)
+        out: dict[str, Tensor] = {}
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            out[str(i)] = x
+        return out
 
 
 def load_state_dict_file(path: str | PathLike[str]) -> dict[str, Tensor]:
@@ -71,7 +102,8 @@ class Backbone(nn.Module):
         super().__init__()
         if name not in BACKBONES:
             raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
-        model = torchvision.models.get_model(name, weights=None)
+        model: nn.Module = (LiteResNet() if name == "resnet_lite"
+                            else torchvision.models.get_model(name, weights=None))
         if weights_path is not None:
             state = load_state_dict_file(weights_path)
             missing, _ = model.load_state_dict(state, strict=False)
@@ -80,7 +112,8 @@ class Backbone(nn.Module):
                 raise ValueError(f"{weights_path}: weights do not fit {name}; missing e.g. "
                                  f"{body_missing[:3]}")
         nodes = BACKBONES[name]
-        self.body = create_feature_extractor(model, {n: str(i) for i, n in enumerate(nodes)})
+        self.body: nn.Module = (model if not nodes else
+                                create_feature_extractor(model, {n: str(i) for i, n in enumerate(nodes)}))
         self.mean: Tensor
         self.std: Tensor
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),

@@ -1,0 +1,740 @@
+"""Measurements and evaluation against ground truth: CSV, metrics.json, a Markdown report, plots.
+
+- :func:`measure_records` / :func:`write_measurements_csv` -- the clinical parameters of every
+  image of an annotation or prediction file (backs ``spinelandmarks measure`` and the CSV that
+  ``predict`` writes).
+- :func:`evaluate` -- predictions against ground truth with the metric classes of
+  :mod:`spinelandmarks.metrics` (conventions section 5), step 2 and optionally step 1 side by
+  side, plus the figures of the reference study (Cina et al. 2021).
+- :func:`write_report` -- ``metrics.json``, ``report.md`` and PNG plots in a folder.
+
+Records are matched by ``file_name``. A ground-truth image without a prediction is *missed*
+(all its points count as not found), never dropped; predictions without ground truth are
+ignored and counted (with a warning).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .data.annotations import ImageRecord
+from .metrics import (
+    LUMBAR_PARAMETERS,
+    AngleError,
+    EuclideanError,
+    NormalizedLocalizationError,
+    SuccessDetectionRate,
+    facing,
+    lumbar_parameters,
+    normalized_errors,
+    segmental_angle_names,
+    segmental_angles,
+)
+from .schema import LandmarkSchema
+
+__all__ = [
+    "ANGLE_COLUMNS",
+    "ANGLE_LABELS",
+    "REFERENCE",
+    "SDR_THRESHOLDS_MM",
+    "evaluate",
+    "measure_records",
+    "metrics_to_json",
+    "write_measurements_csv",
+    "write_report",
+]
+
+StrPath = str | PathLike[str]
+
+#: CSV column of each clinical parameter, in the order they follow ``file_name``.
+ANGLE_COLUMNS: dict[str, str] = {name: f"{name}_deg" for name in LUMBAR_PARAMETERS}
+
+#: Human-readable names of the clinical parameters.
+ANGLE_LABELS: dict[str, str] = {"l1_l5_lordosis": "L1-L5 lordosis",
+                                "l1_s1_lordosis": "L1-S1 lordosis",
+                                "sacral_slope": "Sacral slope"}
+
+#: Radii of the success detection rate, millimetres.
+SDR_THRESHOLDS_MM: tuple[float, ...] = (2.0, 2.5, 3.0, 4.0)
+
+#: Test-set figures of the reference study (medians; NLE in percent, angles in degrees).
+REFERENCE: dict[str, Any] = {
+    "study": "Cina et al. 2021",
+    "study_test_images": 195,
+    "median_nle_x_pct": 1.98,
+    "median_nle_y_pct": 1.68,
+    "l1_l5_lordosis_median_abs_deg": 1.84,
+    "l1_s1_lordosis_median_abs_deg": 2.43,
+    "sacral_slope_median_abs_deg": 1.98,
+}
+
+# (key in the comparison, label, how to read it from a step block, key in REFERENCE)
+_HEADLINE: tuple[tuple[str, str, tuple[str, str], str], ...] = (
+    ("median_nle_x_pct", "Median normalized error x (%)", ("localization", "median_x"),
+     "median_nle_x_pct"),
+    ("median_nle_y_pct", "Median normalized error y (%)", ("localization", "median_y"),
+     "median_nle_y_pct"),
+    ("l1_l5_lordosis_median_abs_deg", "L1-L5 lordosis median abs. error (deg)",
+     ("l1_l5_lordosis", "median_abs"), "l1_l5_lordosis_median_abs_deg"),
+    ("l1_s1_lordosis_median_abs_deg", "L1-S1 lordosis median abs. error (deg)",
+     ("l1_s1_lordosis", "median_abs"), "l1_s1_lordosis_median_abs_deg"),
+    ("sacral_slope_median_abs_deg", "Sacral slope median abs. error (deg)",
+     ("sacral_slope", "median_abs"), "sacral_slope_median_abs_deg"),
+)
+
+_DT = torch.float64
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Call ``write`` on a temp file next to ``path``, then move it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def _check_record(rec: ImageRecord, schema: LandmarkSchema) -> None:
+    if rec.points.shape != (schema.num_points, 2) or rec.visibility.shape != (schema.num_points,):
+        raise ValueError(f"record {rec.file_name!r}: points {rec.points.shape} / visibility "
+                         f"{rec.visibility.shape} do not match schema {schema.name!r} with "
+                         f"{schema.num_points} points")
+
+
+def _points(records: Sequence[ImageRecord | None], schema: LandmarkSchema) -> Tensor:
+    """(B, P, 2) float64 points; NaN where absent (visibility 0) or where the record is None."""
+    out = torch.full((len(records), schema.num_points, 2), math.nan, dtype=_DT)
+    for i, rec in enumerate(records):
+        if rec is None:
+            continue
+        _check_record(rec, schema)
+        pts = torch.as_tensor(np.asarray(rec.points, dtype=np.float64))
+        vis = torch.as_tensor(np.asarray(rec.visibility) > 0)
+        out[i] = torch.where(vis[:, None], pts, torch.full_like(pts, math.nan))
+    return out
+
+
+def _lumbar_or_nan(points: Tensor, schema: LandmarkSchema) -> dict[str, Tensor]:
+    """:func:`lumbar_parameters`, or NaN for every parameter when the schema lacks an endplate."""
+    try:
+        return lumbar_parameters(points, schema)
+    except KeyError:
+        nan = torch.full((points.shape[0],), math.nan, dtype=points.dtype)
+        return {name: nan.clone() for name in LUMBAR_PARAMETERS}
+
+
+def _f(t: Tensor | float) -> float:
+    return float(t)
+
+
+def _nanless(obj: Any) -> Any:
+    """A copy with NaN / inf floats as None and tuples as lists (JSON-ready)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _nanless(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nanless(v) for v in obj]
+    if isinstance(obj, Tensor):
+        return _nanless(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _nanless(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
+
+
+def metrics_to_json(metrics: Mapping[str, Any]) -> str:
+    """Strict JSON text of an :func:`evaluate` result (NaN written as ``null``)."""
+    return json.dumps(_nanless(metrics), indent=2, allow_nan=False) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# measurements
+# ---------------------------------------------------------------------------------------------
+def measure_records(records: Sequence[ImageRecord],
+                    schema: LandmarkSchema) -> list[dict[str, Any]]:
+    """Clinical parameters of every record (annotations or predictions).
+
+    Parameters
+    ----------
+    records : sequence of ImageRecord
+        Points in the flat order of ``schema``; points with visibility 0 are absent.
+    schema : LandmarkSchema
+
+    Returns
+    -------
+    list of dict
+        One row per record, keys in column order: ``file_name``; ``l1_l5_lordosis_deg``,
+        ``l1_s1_lordosis_deg``, ``sacral_slope_deg`` (degrees, signed, conventions section 4);
+        the segmental angles ``<upper>-<lower>_deg`` (e.g. ``L1-L2_deg``); ``facing`` (+1 when
+        the anterior side is to the right of the image, -1 to the left, NaN when no endplate
+        is complete); ``missing_levels`` (space-separated levels without any point). Angles
+        are floats, NaN where a needed point is absent (and for the three lumbar parameters
+        when the schema lacks the L1 / L5 / S1 endplates).
+    """
+    recs = list(records)
+    pts = _points(recs, schema)
+    params = _lumbar_or_nan(pts, schema)
+    seg_names = segmental_angle_names(schema)
+    seg = segmental_angles(pts, schema) if seg_names else pts.new_empty((len(recs), 0))
+    face = facing(pts, schema)
+    eps = schema.endplates()
+    complete = torch.zeros(len(recs), dtype=torch.bool)
+    for e in eps:
+        complete |= torch.isfinite(pts[:, [e.posterior, e.anterior]]).all(dim=-1).all(dim=-1)
+    rows: list[dict[str, Any]] = []
+    for i, rec in enumerate(recs):
+        row: dict[str, Any] = {"file_name": rec.file_name}
+        for name, col in ANGLE_COLUMNS.items():
+            row[col] = _f(params[name][i])
+        for j, name in enumerate(seg_names):
+            row[f"{name}_deg"] = _f(seg[i, j])
+        row["facing"] = _f(face[i]) if bool(complete[i]) else math.nan
+        found = torch.isfinite(pts[i]).all(dim=-1)
+        row["missing_levels"] = " ".join(
+            lv for lv in schema.level_names if not bool(found[schema.level_indices(lv)].any()))
+        rows.append(row)
+    return rows
+
+
+def _csv_cell(value: Any, column: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if not math.isfinite(v):
+            return ""
+        if column == "facing":
+            return str(int(v))
+        return f"{v:.4f}"
+    return str(value)
+
+
+def write_measurements_csv(records: Sequence[ImageRecord], schema: LandmarkSchema,
+                           path: StrPath) -> Path:
+    """Write :func:`measure_records` as CSV, atomically; NaN as empty cells.
+
+    Parameters
+    ----------
+    records : sequence of ImageRecord
+    schema : LandmarkSchema
+    path : str or PathLike
+        Destination CSV (written to a temp file next to it, then moved into place).
+
+    Returns
+    -------
+    Path
+        ``path``. Columns: ``file_name,l1_l5_lordosis_deg,l1_s1_lordosis_deg,
+        sacral_slope_deg``, then the segmental angles, ``facing`` and ``missing_levels``;
+        angles with 4 decimals.
+    """
+    rows = measure_records(records, schema)
+    columns = ["file_name", *ANGLE_COLUMNS.values(),
+               *[f"{n}_deg" for n in segmental_angle_names(schema)], "facing", "missing_levels"]
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_cell(row.get(c), c) for c in columns])
+    out = Path(path)
+    _atomic_write_text(out, buf.getvalue())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Paired:
+    """Ground truth and the matching predictions of one step, as tensors."""
+
+    file_names: list[str]
+    gt: Tensor  # (B, P, 2) NaN where not labelled
+    visibility: Tensor  # (B, P) long
+    pred: Tensor  # (B, P, 2) NaN where not found (whole rows for missing images)
+    spacing: Tensor  # (B, 2) NaN where unknown
+    missing: list[str]  # GT images without a prediction
+    unmatched: list[str]  # predictions without GT
+    duplicates: int  # predictions whose file_name was already seen (ignored)
+
+
+def _pair(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageRecord],
+          schema: LandmarkSchema, what: str = "prediction") -> _Paired:
+    gts = list(gt_records)
+    by_name: dict[str, ImageRecord] = {}
+    duplicates = 0
+    for rec in pred_records:
+        if rec.file_name in by_name:
+            duplicates += 1
+            continue
+        by_name[rec.file_name] = rec
+    gt_names = {r.file_name for r in gts}
+    if len(gt_names) != len(gts):
+        raise ValueError("ground truth lists a file_name more than once")
+    unmatched = [n for n in by_name if n not in gt_names]
+    if unmatched:
+        warnings.warn(f"{len(unmatched)} {what}(s) without ground truth ignored "
+                      f"(e.g. {unmatched[0]!r})", stacklevel=3)
+    if duplicates:
+        warnings.warn(f"{duplicates} duplicate {what}(s) of an image ignored (first one kept)",
+                      stacklevel=3)
+    preds = [by_name.get(r.file_name) for r in gts]
+    gt = _points(gts, schema)
+    vis = torch.zeros((len(gts), schema.num_points), dtype=torch.long)
+    spacing = torch.full((len(gts), 2), math.nan, dtype=_DT)
+    for i, r in enumerate(gts):
+        vis[i] = torch.as_tensor(np.asarray(r.visibility, dtype=np.int64))
+        if r.pixel_spacing is not None:
+            spacing[i] = torch.tensor([float(r.pixel_spacing[0]), float(r.pixel_spacing[1])],
+                                      dtype=_DT)
+    return _Paired([r.file_name for r in gts], gt, vis, _points(preds, schema), spacing,
+                   [r.file_name for r, p in zip(gts, preds, strict=True) if p is None],
+                   unmatched, duplicates)
+
+
+def _floats(d: Mapping[str, Tensor]) -> dict[str, float]:
+    return {k: _f(v) for k, v in d.items()}
+
+
+def _angle_block(pred: Mapping[str, Tensor], gt: Mapping[str, Tensor],
+                 names: Sequence[str]) -> dict[str, dict[str, float]]:
+    if not names:
+        return {}
+    metric = AngleError(names)
+    metric.set_dtype(_DT)
+    metric.update(pred, gt)
+    flat = _floats(metric.compute())
+    return {n: {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith(f"{n}/")}
+            for n in names}
+
+
+def _step_metrics(p: _Paired, schema: LandmarkSchema) -> dict[str, Any]:
+    """Every figure of one step (see :func:`evaluate`)."""
+    nle = NormalizedLocalizationError(schema)
+    euc = EuclideanError()
+    sdr = SuccessDetectionRate(SDR_THRESHOLDS_MM)
+    for m in (nle, euc, sdr):
+        m.set_dtype(_DT)
+    nle.update(p.pred, p.gt, p.visibility)
+    euc.update(p.pred, p.gt, p.spacing, p.visibility)
+    sdr.update(p.pred, p.gt, p.spacing, p.visibility)
+    loc = _floats(nle.compute())
+
+    labelled = (p.visibility > 0) & torch.isfinite(p.gt).all(dim=-1)  # (B, P)
+    found = torch.isfinite(p.pred).all(dim=-1) & labelled
+    per_level: dict[str, dict[str, float]] = {}
+    tot_lab = tot_missed = 0
+    for lv in schema.level_names:
+        idx = schema.level_indices(lv)
+        lab = labelled[:, idx].any(dim=1)
+        missed = lab & ~found[:, idx].any(dim=1)
+        n_lab, n_missed = int(lab.sum()), int(missed.sum())
+        tot_lab += n_lab
+        tot_missed += n_missed
+        block = {k.split("/", 1)[1]: v for k, v in loc.items() if k.startswith(f"{lv}/")}
+        block["levels_labelled"] = float(n_lab)
+        block["levels_missed"] = float(n_missed)
+        block["level_detection_rate"] = (n_lab - n_missed) / n_lab if n_lab else math.nan
+        per_level[lv] = block
+    localization = {k: v for k, v in loc.items() if "/" not in k}
+
+    gt_params = _lumbar_or_nan(p.gt, schema)
+    pred_params = _lumbar_or_nan(p.pred, schema)
+    seg_names = segmental_angle_names(schema)
+    seg_block: dict[str, dict[str, float]] = {}
+    if seg_names:
+        sg, sp = segmental_angles(p.gt, schema), segmental_angles(p.pred, schema)
+        seg_block = _angle_block({n: sp[:, j] for j, n in enumerate(seg_names)},
+                                 {n: sg[:, j] for j, n in enumerate(seg_names)}, seg_names)
+    return {
+        "localization": localization,
+        "per_level": per_level,
+        "euclidean": _floats(euc.compute()),
+        "sdr": _floats(sdr.compute()),
+        "detection": {
+            "point_detection_rate": localization["detection_rate"],
+            "level_detection_rate": ((tot_lab - tot_missed) / tot_lab if tot_lab else math.nan),
+            "levels_labelled": float(tot_lab),
+            "levels_missed": float(tot_missed),
+            "images_without_prediction": len(p.missing),
+        },
+        "angles": _angle_block(pred_params, gt_params, LUMBAR_PARAMETERS),
+        "segmental_angles": seg_block,
+        "missing_images": list(p.missing),
+        "n_unmatched_predictions": len(p.unmatched),
+        "n_duplicate_predictions": p.duplicates,
+    }
+
+
+def _headline(step: Mapping[str, Any] | None, where: tuple[str, str]) -> float:
+    if step is None:
+        return math.nan
+    a, b = where
+    block = step["localization"] if a == "localization" else step["angles"].get(a, {})
+    return float(block.get(b, math.nan))
+
+
+def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageRecord],
+             schema: LandmarkSchema, *,
+             step1_records: Sequence[ImageRecord] | None = None) -> dict[str, Any]:
+    """Evaluate predictions against ground truth (conventions section 5).
+
+    Parameters
+    ----------
+    pred_records : sequence of ImageRecord
+        Predictions (step 2 of the pipeline, or any predictions); points with visibility 0 or
+        NaN coordinates are *not found*.
+    gt_records : sequence of ImageRecord
+        Ground truth; points with visibility 0 are not labelled and take no part. ``file_name``
+        must be unique. ``pixel_spacing`` gives the millimetre figures.
+    schema : LandmarkSchema
+    step1_records : sequence of ImageRecord, optional
+        Step-1 predictions, evaluated the same way and reported side by side.
+
+    Returns
+    -------
+    dict
+        JSON-ready apart from NaN floats (see :func:`metrics_to_json`)::
+
+            {"schema": name, "n_images": GT images, "n_predicted": GT images with a prediction,
+             "n_unmatched_predictions": ..., "missing_images": [file names],
+             "step2": STEP, "step1": STEP or None,
+             "comparison": {figure: {"label", "ours_step2", "ours_step1", "reference",
+                                     "better_than_reference"}},
+             "reference": REFERENCE + {"n_images_evaluated"}}
+
+        where ``STEP`` holds ``localization`` (``median_x``, ``median_y``, ``mean_x``,
+        ``mean_y`` in percent, ``detection_rate``, ``n``, ``n_labelled`` from
+        :class:`~spinelandmarks.metrics.NormalizedLocalizationError`), ``per_level`` (the same
+        per level plus ``levels_labelled``, ``levels_missed``, ``level_detection_rate``: a
+        level labelled in the ground truth none of whose labelled points was predicted is
+        missed), ``euclidean`` (px and mm, :class:`~spinelandmarks.metrics.EuclideanError`),
+        ``sdr`` (``sdr@2.0mm`` ... ``sdr@4.0mm``, ``n``), ``detection`` (overall rates and
+        counts), ``angles`` and ``segmental_angles`` (per parameter ``median_abs``,
+        ``mean_abs``, ``pearson_r``, ``bias``, ``loa_low``, ``loa_high``, ``n``, ``missed``
+        from :class:`~spinelandmarks.metrics.AngleError`). Figures without data are NaN.
+
+    Warns
+    -----
+    UserWarning
+        When predictions have no ground truth (ignored) or an image is predicted twice.
+    """
+    gts = list(gt_records)
+    p2 = _pair(pred_records, gts, schema)
+    step2 = _step_metrics(p2, schema)
+    step1: dict[str, Any] | None = None
+    if step1_records is not None:
+        step1 = _step_metrics(_pair(step1_records, gts, schema, "step-1 prediction"), schema)
+    comparison: dict[str, dict[str, Any]] = {}
+    for key, label, where, ref_key in _HEADLINE:
+        ours = _headline(step2, where)
+        ref = float(REFERENCE[ref_key])
+        comparison[key] = {"label": label, "ours_step2": ours,
+                           "ours_step1": _headline(step1, where), "reference": ref,
+                           "better_than_reference": bool(ours < ref) if math.isfinite(ours)
+                           else None}
+    return {
+        "schema": schema.name,
+        "n_images": len(gts),
+        "n_predicted": len(gts) - len(p2.missing),
+        "n_unmatched_predictions": len(p2.unmatched),
+        "missing_images": list(p2.missing),
+        "step2": step2,
+        "step1": step1,
+        "comparison": comparison,
+        "reference": {**REFERENCE, "n_images_evaluated": len(gts)},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    f = float(v)
+    if not math.isfinite(f):
+        return "n/a"
+    if f.is_integer() and digits == 0:
+        return str(int(f))
+    return f"{f:.{digits}f}"
+
+
+def _pct(v: Any) -> str:
+    if v is None or not math.isfinite(float(v)):
+        return "n/a"
+    return f"{100.0 * float(v):.1f} %"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _steps(metrics: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    out: list[tuple[str, Mapping[str, Any]]] = [("step 2", metrics["step2"])]
+    if metrics.get("step1") is not None:
+        out.append(("step 1", metrics["step1"]))
+    return out
+
+
+def _markdown(metrics: Mapping[str, Any], plots: Mapping[str, str]) -> str:
+    ref = metrics["reference"]
+    lines = ["# Evaluation report", "",
+             f"Schema `{metrics['schema']}`: {metrics['n_images']} ground-truth image(s), "
+             f"{metrics['n_predicted']} with a prediction"
+             + (f", {len(metrics['missing_images'])} missed entirely"
+                if metrics["missing_images"] else "")
+             + (f"; {metrics['n_unmatched_predictions']} prediction(s) without ground truth "
+                "ignored" if metrics["n_unmatched_predictions"] else "") + ".", "",
+             "## Headline", ""]
+    rows = []
+    for c in metrics["comparison"].values():
+        better = c["better_than_reference"]
+        rows.append([c["label"], _fmt(c["ours_step2"]), _fmt(c["ours_step1"]),
+                     _fmt(c["reference"]), "n/a" if better is None else _fmt(bool(better))])
+    lines += _table(["Figure", "ours (step 2)", "ours (step 1)", ref["study"],
+                     "step 2 better"], rows)
+    lines += ["", f"Reference: {ref['study']} (test-set medians). Normalized error in percent of "
+              "the ground-truth vertebra width (x) / height (y); angle errors in degrees.", ""]
+
+    for title, step in _steps(metrics):
+        loc = step["localization"]
+        lines += [f"## Localization ({title})", "",
+                  f"Normalized error over {_fmt(loc['n'], 0)} of {_fmt(loc['n_labelled'], 0)} "
+                  f"labelled points (the rest were not found).", ""]
+        rows = [["all", _fmt(loc["median_x"]), _fmt(loc["median_y"]), _fmt(loc["mean_x"]),
+                 _fmt(loc["mean_y"]), _pct(loc["detection_rate"]), "", ""]]
+        for lv, b in step["per_level"].items():
+            rows.append([lv, _fmt(b["median_x"]), _fmt(b["median_y"]), _fmt(b["mean_x"]),
+                         _fmt(b["mean_y"]), _pct(b["detection_rate"]),
+                         f"{_fmt(b['levels_missed'], 0)} / {_fmt(b['levels_labelled'], 0)}",
+                         _pct(b["level_detection_rate"])])
+        lines += _table(["Level", "median x (%)", "median y (%)", "mean x (%)", "mean y (%)",
+                         "point detection", "levels missed", "level detection"], rows)
+        e, s = step["euclidean"], step["sdr"]
+        lines += ["", f"### Distances ({title})", ""]
+        rows = [["pixels", _fmt(e["median_px"]), _fmt(e["mean_px"]), _fmt(e["n_px"], 0)],
+                ["millimetres", _fmt(e["median_mm"]), _fmt(e["mean_mm"]), _fmt(e["n_mm"], 0)]]
+        lines += _table(["Unit", "median", "mean", "points"], rows)
+        sdr_keys = [k for k in s if k.startswith("sdr@")]
+        lines += [""]
+        lines += _table([k.replace("sdr@", "SDR ") for k in sdr_keys] + ["points"],
+                        [[_pct(s[k]) for k in sdr_keys] + [_fmt(s["n"], 0)]])
+        lines += ["", "SDR: fraction of labelled points of images with known pixel spacing "
+                  "within the radius; points not found count as failures.", ""]
+        d = step["detection"]
+        lines += [f"### Detection ({title})", "",
+                  f"- point detection rate: {_pct(d['point_detection_rate'])}",
+                  f"- level detection rate: {_pct(d['level_detection_rate'])} "
+                  f"({_fmt(d['levels_missed'], 0)} of {_fmt(d['levels_labelled'], 0)} labelled "
+                  "levels missed)",
+                  f"- images without any prediction: {d['images_without_prediction']}", ""]
+
+        lines += [f"## Angles ({title})", ""]
+        rows = []
+        for blocks in (step["angles"], step["segmental_angles"]):
+            for name, a in blocks.items():
+                rows.append([ANGLE_LABELS.get(name, name), _fmt(a["n"], 0), _fmt(a["missed"], 0),
+                             _fmt(a["median_abs"]), _fmt(a["mean_abs"]), _fmt(a["pearson_r"], 3),
+                             _fmt(a["bias"]), f"[{_fmt(a['loa_low'])}, {_fmt(a['loa_high'])}]"])
+        lines += _table(["Parameter", "n", "missed", "median abs. error (deg)",
+                         "mean abs. error (deg)", "Pearson r", "bias (deg)",
+                         "95 % limits of agreement (deg)"], rows)
+        lines += ["", "Error = predicted - ground truth; Bland-Altman limits = bias -/+ 1.96 SD.",
+                  ""]
+
+    if plots:
+        lines += ["## Plots", ""]
+        for label, fname in plots.items():
+            lines += [f"### {label}", "", f"![{label}]({fname})", ""]
+    if metrics["missing_images"]:
+        lines += ["## Images without a prediction", ""]
+        lines += [f"- `{n}`" for n in metrics["missing_images"]] + [""]
+    return "\n".join(lines)
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+
+
+def _plots(out: Path, metrics: Mapping[str, Any], pred_records: Sequence[ImageRecord],
+           gt_records: Sequence[ImageRecord], schema: LandmarkSchema,
+           step1_records: Sequence[ImageRecord] | None) -> dict[str, str]:
+    """Write the PNG plots; returns ``label -> file name``."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p2 = _pair(pred_records, gt_records, schema)
+        p1 = _pair(step1_records, gt_records, schema) if step1_records is not None else None
+    plots: dict[str, str] = {}
+    gt_params = _lumbar_or_nan(p2.gt, schema)
+    pred_params = _lumbar_or_nan(p2.pred, schema)
+    s1_params = _lumbar_or_nan(p1.pred, schema) if p1 is not None else None
+    for name in LUMBAR_PARAMETERS:
+        label = ANGLE_LABELS.get(name, name)
+        g, pr = gt_params[name].numpy(), pred_params[name].numpy()
+        ok = np.isfinite(g) & np.isfinite(pr)
+        a = metrics["step2"]["angles"].get(name, {})
+
+        # Bland-Altman
+        fig = Figure(figsize=(5, 4), dpi=100)
+        ax = fig.add_subplot()
+        mean, diff = (pr[ok] + g[ok]) / 2, pr[ok] - g[ok]
+        ax.scatter(mean, diff, s=12, alpha=0.7, color="tab:blue", label="step 2")
+        for key, style in (("bias", "-"), ("loa_low", "--"), ("loa_high", "--")):
+            v = a.get(key)
+            if v is not None and math.isfinite(float(v)):
+                ax.axhline(float(v), color="tab:red", linestyle=style, linewidth=1)
+        ax.axhline(0.0, color="grey", linewidth=0.5)
+        ax.set_xlabel("mean of predicted and true (deg)")
+        ax.set_ylabel("predicted - true (deg)")
+        ax.set_title(f"{label}: bias {_fmt(a.get('bias'))}, "
+                     f"LoA [{_fmt(a.get('loa_low'))}, {_fmt(a.get('loa_high'))}]", fontsize=9)
+        if not ok.any():
+            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
+        fig.tight_layout()
+        fname = f"bland_altman_{name}.png"
+        _save_figure(fig, out / fname)
+        plots[f"Bland-Altman: {label}"] = fname
+
+        # predicted vs true
+        fig = Figure(figsize=(4.5, 4.5), dpi=100)
+        ax = fig.add_subplot()
+        vals = [g[ok], pr[ok]]
+        if s1_params is not None:
+            s1 = s1_params[name].numpy()
+            ok1 = np.isfinite(g) & np.isfinite(s1)
+            r1 = ((metrics.get("step1") or {}).get("angles", {}).get(name, {})
+                  .get("pearson_r"))
+            ax.scatter(g[ok1], s1[ok1], s=10, alpha=0.5, color="tab:grey", marker="x",
+                       label=f"step 1 (r = {_fmt(r1, 3)})")
+            vals.append(s1[ok1])
+        ax.scatter(g[ok], pr[ok], s=12, alpha=0.7, color="tab:blue",
+                   label=f"step 2 (r = {_fmt(a.get('pearson_r'), 3)})")
+        allv = np.concatenate(vals) if vals else np.zeros(0)
+        lo, hi = (float(allv.min()), float(allv.max())) if allv.size else (0.0, 1.0)
+        pad = 0.05 * (hi - lo) + 1.0
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", linewidth=1,
+                label="identity")
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_aspect("equal")
+        ax.set_xlabel("true (deg)")
+        ax.set_ylabel("predicted (deg)")
+        ax.set_title(f"{label}", fontsize=10)
+        ax.legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
+        fname = f"scatter_{name}.png"
+        _save_figure(fig, out / fname)
+        plots[f"Predicted vs true: {label}"] = fname
+
+    # normalized error per level
+    err = normalized_errors(p2.pred, p2.gt, schema, p2.visibility).numpy()  # (B, P, 2)
+    lvl = schema.point_level.numpy()
+    fig = Figure(figsize=(max(5.0, 0.9 * schema.num_levels + 2), 4), dpi=100)
+    ax = fig.add_subplot()
+    data: list[np.ndarray] = []
+    positions: list[float] = []
+    for i in range(schema.num_levels):
+        for k in (0, 1):
+            e = err[:, lvl == i, k].reshape(-1)
+            e = e[np.isfinite(e)]
+            data.append(e if e.size else np.array([math.nan]))
+            positions.append(3.0 * i + k)
+    bp = ax.boxplot(data, positions=positions, widths=0.8, patch_artist=True, showfliers=True,
+                    flierprops={"markersize": 3}, medianprops={"color": "black"})
+    for j, box in enumerate(bp["boxes"]):
+        box.set_facecolor("tab:blue" if j % 2 == 0 else "tab:orange")
+    ax.set_xticks([3.0 * i + 0.5 for i in range(schema.num_levels)])
+    ax.set_xticklabels(list(schema.level_names))
+    ax.set_ylabel("normalized error (% of vertebra size)")
+    ax.set_title("Normalized error per level (step 2)", fontsize=10)
+    ref = metrics["reference"]
+    ax.axhline(float(ref["median_nle_x_pct"]), color="tab:blue", linestyle=":", linewidth=1)
+    ax.axhline(float(ref["median_nle_y_pct"]), color="tab:orange", linestyle=":", linewidth=1)
+    ax.legend(handles=[Patch(facecolor="tab:blue", label="x (% of width)"),
+                       Patch(facecolor="tab:orange", label="y (% of height)"),
+                       Line2D([], [], color="grey", linestyle=":",
+                              label=f"{ref['study']} median")],
+              fontsize=7, loc="best")
+    fig.tight_layout()
+    _save_figure(fig, out / "error_per_level.png")
+    plots["Normalized error per level"] = "error_per_level.png"
+    return plots
+
+
+def write_report(metrics: Mapping[str, Any], out_dir: StrPath, *,
+                 pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageRecord],
+                 schema: LandmarkSchema,
+                 step1_records: Sequence[ImageRecord] | None = None) -> Path:
+    """Write ``metrics.json``, ``report.md`` and the PNG plots of an evaluation.
+
+    Parameters
+    ----------
+    metrics : dict
+        Result of :func:`evaluate` on the same records.
+    out_dir : str or PathLike
+        Folder (created if needed).
+    pred_records, gt_records, step1_records, schema
+        The records :func:`evaluate` was given (the plots need per-image values).
+
+    Returns
+    -------
+    Path
+        ``out_dir / "report.md"``. Also written: ``metrics.json`` (strict JSON, NaN as
+        ``null``), ``bland_altman_<parameter>.png`` and ``scatter_<parameter>.png`` for
+        each of ``l1_l5_lordosis``, ``l1_s1_lordosis``, ``sacral_slope``, and
+        ``error_per_level.png``. Every file is written atomically.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(out / "metrics.json", metrics_to_json(metrics))
+    plots = _plots(out, metrics, pred_records, gt_records, schema, step1_records)
+    report = out / "report.md"
+    _atomic_write_text(report, _markdown(metrics, plots))
+    return report
