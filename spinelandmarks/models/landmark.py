@@ -8,10 +8,12 @@ the points of one level).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from ..data.batch import LandmarkBatch
@@ -22,7 +24,18 @@ from ..schema import CORNERS, LandmarkSchema, Level
 from .backbones import Backbone, FPNDecoder
 from .base import LandmarkTask, resolve_schema
 
-__all__ = ["CropRefiner", "LandmarkModel"]
+__all__ = ["CropRefiner", "LandmarkModel", "LandmarkNetwork"]
+
+
+class LandmarkNetwork(nn.Module):
+    """Backbone, decoder and DSNT head as one exportable module."""
+
+    def __init__(self, backbone: nn.Module, decoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.decoder, self.head = backbone, decoder, head
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return self.head(self.decoder(self.backbone(images)))
 
 
 class LandmarkModel(LandmarkTask):
@@ -112,6 +125,41 @@ class LandmarkModel(LandmarkTask):
         pred, gt = self.to_original(preds.detach(), batch)
         metrics["nle"].update(pred, gt, batch.visibility)
         metrics["error"].update(pred, gt, batch.pixel_spacing, batch.visibility)
+
+    def network(self) -> nn.Module:
+        """The plain ``nn.Module`` (backbone, decoder, DSNT head) without Lightning state.
+
+        This is what gets exported: its forward maps (B, 1, H, W) images to normalized
+        coordinates (B, P, 2) and heatmaps, with the DSNT decoding inside.
+        """
+        return LandmarkNetwork(self.backbone, self.decoder, self.head).eval()
+
+    def export(self, path: str | os.PathLike[str], fmt: str = "torchscript",
+               example_size: tuple[int, int] | None = None) -> Path:
+        """Export :meth:`network` to TorchScript (traced) or ONNX.
+
+        Parameters
+        ----------
+        path : path
+            Output file (``.pt`` for TorchScript, ``.onnx`` for ONNX).
+        fmt : {"torchscript", "onnx"}
+        example_size : (H, W), optional
+            Example input size; default the model's ``input_size``.
+        """
+        size = example_size or tuple(self.hparams["input_size"])
+        example = torch.rand(1, 1, int(size[0]), int(size[1]), device=self.device)
+        net = self.network()
+        out = Path(path)
+        with torch.no_grad():
+            if fmt == "torchscript":
+                torch.jit.save(torch.jit.trace(net, example), str(out))
+            elif fmt == "onnx":
+                torch.onnx.export(net, (example,), str(out), input_names=["images"],
+                                  output_names=["coords", "heatmaps"],
+                                  dynamic_axes={"images": {0: "batch"}})
+            else:
+                raise ValueError(f"unknown export format {fmt!r}; use 'torchscript' or 'onnx'")
+        return out
 
     @torch.no_grad()
     def predict_points(self, images: Tensor) -> tuple[Tensor, Tensor]:

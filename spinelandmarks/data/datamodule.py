@@ -1,0 +1,239 @@
+"""Lightning DataModule over COCO-keypoint datasets (whole images, detector targets, crops)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..schema import LUMBAR_SAGITTAL, LandmarkSchema
+from .annotations import ImageRecord, read_coco
+from .batch import LandmarkBatch, collate
+from .datasets import (
+    AugmentConfig,
+    CacheMode,
+    CropDataset,
+    DetectionDataset,
+    EpochSampler,
+    LandmarkDataset,
+)
+from .splits import split_records
+
+__all__ = ["SpineDataModule", "resolve_schema", "seed_worker"]
+
+Task = Literal["landmarks", "detection", "crops"]
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn``: seed numpy's and Python's global RNGs from the worker's torch seed.
+
+    The datasets do not use global RNGs (each sample has its own generators), but third-party
+    code might; this keeps it reproducible and different between workers.
+    """
+    del worker_id
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)  # noqa: NPY002  (the global RNG is what third-party code uses)
+    random.seed(s)
+
+
+def resolve_schema(schema: LandmarkSchema | dict[str, Any] | None,
+                   annotation_files: Sequence[Path] = ()) -> LandmarkSchema:
+    """Schema object from an object, a dict, or (None) the first annotation file's
+    ``info.schema`` (written by :func:`~spinelandmarks.data.annotations.write_coco`), else
+    ``LUMBAR_SAGITTAL``."""
+    if isinstance(schema, LandmarkSchema):
+        return schema
+    if isinstance(schema, dict):
+        return LandmarkSchema.from_dict(schema)
+    for f in annotation_files:
+        try:
+            info = json.loads(Path(f).read_text(encoding="utf-8")).get("info", {})
+            if isinstance(info, dict) and isinstance(info.get("schema"), dict):
+                return LandmarkSchema.from_dict(info["schema"])
+        except (OSError, ValueError):
+            continue
+    return LUMBAR_SAGITTAL
+
+
+class SpineDataModule(L.LightningDataModule):
+    """Train / validation / test / predict loaders yielding :class:`LandmarkBatch`.
+
+    Parameters
+    ----------
+    data_dir : str or list of str
+        Dataset roots (``annotations.json`` + images, CONVENTIONS section 3); several are
+        concatenated.
+    schema : LandmarkSchema, dict or None
+        None: the schema stored in the first ``annotations.json`` (``info.schema``), else
+        ``LUMBAR_SAGITTAL``. Saved in the hyperparameters as a dict.
+    task : {"landmarks", "detection", "crops"}
+        Which dataset: :class:`LandmarkDataset`, :class:`DetectionDataset` or
+        :class:`CropDataset`.
+    input_size : (H, W)
+        Whole-image model input size.
+    crop_size : (H, W)
+        Crop size (task ``"crops"``).
+    batch_size, num_workers : int
+    split : (float, float, float)
+        Train / validation / test fractions of a patient-aware split
+        (:func:`~spinelandmarks.data.splits.split_records`). A set given by ``val_dir`` or
+        ``test_dir`` takes no share of ``data_dir``; the remaining fractions are renormalized.
+    val_dir, test_dir : str or list of str, optional
+        Separate validation / test datasets.
+    seed : int
+        Seed of the split, the shuffling and the augmentation.
+    cache : {"none", "memory", "disk"}
+        Image cache of the datasets (:class:`~spinelandmarks.data.datasets.ImageCache`).
+    pin_memory : bool
+        Page-locked batches (only when CUDA is available).
+    persistent_workers : bool
+        Keep workers between epochs (only with ``num_workers > 0``).
+    augment : bool
+        Training augmentation (``AugmentConfig()``); validation and test are never augmented.
+    crop_scale : float
+        Crop side / body extent.
+    crop_jitter : (float, float, float)
+        ``(center_frac, scale_frac, angle_deg)`` of the training crops.
+
+    Attributes
+    ----------
+    schema : LandmarkSchema
+    train_records, val_records, test_records : list of ImageRecord
+        Filled by :meth:`setup`.
+    """
+
+    def __init__(self, data_dir: str | list[str], schema: LandmarkSchema | dict[str, Any] | None
+                 = None, task: Task = "landmarks", input_size: tuple[int, int] = (512, 384),
+                 crop_size: tuple[int, int] = (128, 128), batch_size: int = 8,
+                 num_workers: int = 2, split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                 val_dir: str | list[str] | None = None, test_dir: str | list[str] | None = None,
+                 seed: int = 0, cache: CacheMode = "none", pin_memory: bool = True,
+                 persistent_workers: bool = True, augment: bool = True,
+                 crop_scale: float = 1.6,
+                 crop_jitter: tuple[float, float, float] = (0.1, 0.1, 8.0)) -> None:
+        super().__init__()
+        if task not in ("landmarks", "detection", "crops"):
+            raise ValueError(f"task must be 'landmarks', 'detection' or 'crops', got {task!r}")
+        self.data_dirs = self._dirs(data_dir)
+        self.val_dirs = self._dirs(val_dir) if val_dir is not None else []
+        self.test_dirs = self._dirs(test_dir) if test_dir is not None else []
+        self.schema = resolve_schema(schema, [d / "annotations.json" for d in self.data_dirs])
+        self.save_hyperparameters(ignore=["schema"])
+        self.hparams["schema"] = self.schema.to_dict()
+        self.task: Task = task
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.crop_size = (int(crop_size[0]), int(crop_size[1]))
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.split = tuple(float(f) for f in split)
+        self.seed = int(seed)
+        self.cache: CacheMode = cache
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self.augment = bool(augment)
+        self.crop_scale = float(crop_scale)
+        self.crop_jitter = tuple(float(j) for j in crop_jitter)
+        self.train_records: list[ImageRecord] = []
+        self.val_records: list[ImageRecord] = []
+        self.test_records: list[ImageRecord] = []
+        self._roots: dict[str, list[Path]] = {"train": [], "val": [], "test": []}
+        self._datasets: dict[str, Dataset[dict[str, Any]]] = {}
+        self._is_setup = False
+
+    @staticmethod
+    def _dirs(d: str | Sequence[str]) -> list[Path]:
+        return [Path(d)] if isinstance(d, (str, Path)) else [Path(x) for x in d]
+
+    def _read(self, dirs: Sequence[Path]) -> tuple[list[ImageRecord], list[Path]]:
+        records: list[ImageRecord] = []
+        roots: list[Path] = []
+        for d in dirs:
+            recs = read_coco(d / "annotations.json", self.schema, root=d)
+            records += recs
+            roots += [d] * len(recs)
+        return records, roots
+
+    # -- setup ---------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Read the annotations and split them (once; later calls only build datasets)."""
+        if not self._is_setup:
+            records, roots = self._read(self.data_dirs)
+            root_of = {id(r): p for r, p in zip(records, roots, strict=True)}
+            fr = list(self.split)
+            if self.val_dirs:
+                fr[1] = 0.0
+            if self.test_dirs:
+                fr[2] = 0.0
+            total = sum(fr)
+            if total <= 0:
+                raise ValueError(f"split {self.split} leaves no training share")
+            fr = [f / total for f in fr]
+            train, val, test = split_records(records, (fr[0], fr[1], fr[2]), self.seed)
+            if self.val_dirs:
+                val, val_roots = self._read(self.val_dirs)
+            else:
+                val_roots = [root_of[id(r)] for r in val]
+            if self.test_dirs:
+                test, test_roots = self._read(self.test_dirs)
+            else:
+                test_roots = [root_of[id(r)] for r in test]
+            self.train_records, self.val_records, self.test_records = train, val, test
+            self._roots = {"train": [root_of[id(r)] for r in train], "val": val_roots,
+                           "test": test_roots}
+            self._is_setup = True
+        self._datasets = {}
+
+    def dataset(self, which: Literal["train", "val", "test"]) -> Dataset[dict[str, Any]]:
+        """The dataset of one split (built on first use)."""
+        if not self._is_setup:
+            self.setup()
+        if which not in self._datasets:
+            recs = {"train": self.train_records, "val": self.val_records,
+                    "test": self.test_records}[which]
+            train = which == "train"
+            aug: AugmentConfig | bool = self.augment if train else False
+            roots = self._roots[which]
+            if self.task == "crops":
+                self._datasets[which] = CropDataset(
+                    recs, roots, self.schema, self.crop_size, self.crop_scale, self.crop_jitter,
+                    train=train and self.augment, augment=aug, cache=self.cache, seed=self.seed)
+            else:
+                cls = DetectionDataset if self.task == "detection" else LandmarkDataset
+                self._datasets[which] = cls(recs, roots, self.schema, self.input_size,
+                                            train=train, augment=aug, cache=self.cache,
+                                            seed=self.seed)
+        return self._datasets[which]
+
+    # -- loaders -------------------------------------------------------------------------------
+    def _loader(self, which: Literal["train", "val", "test"]) -> DataLoader[LandmarkBatch]:
+        ds = self.dataset(which)
+        train = which == "train"
+        sampler = EpochSampler(len(ds), shuffle=train, seed=self.seed)  # type: ignore[arg-type]
+        workers = self.num_workers
+        return DataLoader(
+            ds, batch_size=self.batch_size, sampler=sampler,  # type: ignore[arg-type]
+            num_workers=workers, collate_fn=collate,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers and workers > 0,
+            worker_init_fn=seed_worker if workers > 0 else None,
+            generator=torch.Generator().manual_seed(self.seed), drop_last=False)
+
+    def train_dataloader(self) -> DataLoader[LandmarkBatch]:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader[LandmarkBatch]:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader[LandmarkBatch]:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader[LandmarkBatch]:
+        """The test set, in order and without augmentation."""
+        return self._loader("test")

@@ -1,0 +1,376 @@
+"""The two-step inference pipeline: radiograph -> labelled, refined corners -> measurements.
+
+Step 1: the whole radiograph is letterboxed to the landmark model's input and every point of
+the schema is predicted (and, with a detector, each level is confirmed or reported missing).
+Step 2: each vertebra is cut from the *full-resolution* radiograph in an oriented crop built
+from its step-1 corners, the refiner predicts its points in the crop, and the crop matrix maps
+them back. The clinical parameters are computed from the step-2 points.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import torch
+from torch import Tensor, nn
+
+from . import __version__
+from .data.annotations import ImageRecord
+from .data.io import Radiograph, read_dicom, read_image
+from .geometry import crop_images, crop_matrix, letterbox, transform_points, vertebra_crop_params
+from .metrics import lumbar_parameters
+from .models.landmark import CropRefiner, LandmarkModel
+from .schema import LandmarkSchema
+
+__all__ = ["PipelineInput", "SpineLandmarkPipeline", "SpineResult", "load_module", "save_module"]
+
+PipelineInput = str | os.PathLike[str] | np.ndarray | Tensor | pydicom.Dataset | Radiograph
+
+_PRECISIONS = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16,
+               "16-mixed": torch.float16}
+
+
+@dataclass
+class SpineResult:
+    """What the pipeline found on one radiograph (original-image pixels throughout).
+
+    Attributes
+    ----------
+    source : str
+        File name or a description of the input.
+    image_size : (H, W)
+        Size of the radiograph in pixels.
+    pixel_spacing : (row_mm, col_mm) or None
+        From the DICOM header, when known.
+    points : np.ndarray
+        (P, 2) step-2 (refined) points (x, y); NaN for levels reported missing.
+    points_step1 : np.ndarray
+        (P, 2) step-1 points (x, y); NaN for missing levels.
+    point_scores : np.ndarray
+        (P,) confidence in (0, 1]: ``1 / (1 + spread)`` with the heatmap spread in pixels of
+        the network that produced the point; NaN for missing levels.
+    level_scores : np.ndarray
+        (num_levels,) detector scores (NaN without a detector).
+    missing_levels : list of str
+        Levels the detector did not find.
+    parameters : dict of str to float
+        Clinical parameters from the step-2 points, degrees (NaN where not measurable).
+    parameters_step1 : dict of str to float
+        The same from the step-1 points.
+    """
+
+    source: str
+    image_size: tuple[int, int]
+    pixel_spacing: tuple[float, float] | None
+    points: np.ndarray
+    points_step1: np.ndarray
+    point_scores: np.ndarray
+    level_scores: np.ndarray
+    missing_levels: list[str] = field(default_factory=list)
+    parameters: dict[str, float] = field(default_factory=dict)
+    parameters_step1: dict[str, float] = field(default_factory=dict)
+
+    def to_record(self, schema: LandmarkSchema, step: int = 2, image_id: int = 0) -> ImageRecord:
+        """The result as an annotation record (predictions use the annotation layout)."""
+        pts = self.points if step == 2 else self.points_step1
+        vis = np.where(np.isfinite(pts).all(-1), 2, 0).astype(np.int8)
+        return ImageRecord(file_name=self.source, width=self.image_size[1],
+                           height=self.image_size[0], points=pts.astype(np.float64),
+                           visibility=vis, image_id=image_id, pixel_spacing=self.pixel_spacing,
+                           scores=self.point_scores.astype(np.float64),
+                           level_scores=self.level_scores.astype(np.float64),
+                           meta={"parameters": self.parameters if step == 2
+                                 else self.parameters_step1})
+
+
+def save_module(module: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Save a task module as ``{"class", "hyper_parameters", "state_dict"}``, atomically.
+
+    The file holds only tensors and plain containers, so it loads with ``weights_only=True``.
+    """
+    hparams = dict(getattr(module, "hparams", {}))
+    payload = {"class": type(module).__name__, "hyper_parameters": hparams,
+               "state_dict": module.state_dict(), "version": __version__}
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, p)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _module_classes() -> dict[str, type[nn.Module]]:
+    from .models import detector as det
+
+    return {"LandmarkModel": LandmarkModel, "CropRefiner": CropRefiner,
+            "VertebraDetector": det.VertebraDetector}
+
+
+def load_module(path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+                ) -> nn.Module:
+    """Load a file written by :func:`save_module` or a Lightning checkpoint of our modules."""
+    p = Path(path)
+    try:
+        payload = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{p}: cannot load model file ({exc})") from exc
+    classes = _module_classes()
+    name = payload.get("class")  # also in Lightning checkpoints (LandmarkTask.on_save_checkpoint)
+    if name not in classes:
+        raise ValueError(f"{p}: unknown module class {name!r}")
+    module = classes[name](**payload["hyper_parameters"])
+    module.load_state_dict(payload["state_dict"])
+    return module.eval()
+
+
+class SpineLandmarkPipeline(nn.Module):
+    """Chains detector (optional), landmark model and refiner (optional) for inference.
+
+    Parameters
+    ----------
+    landmark_model : LandmarkModel
+        Step-1 network.
+    refiner : CropRefiner, optional
+        Step-2 network; without it the step-2 points equal the step-1 points.
+    detector : VertebraDetector, optional
+        Confirms each level; levels it does not find are reported missing (NaN points).
+    crop_scale : float
+        Crop side as a multiple of the step-1 body extent (the refiner's training value).
+    refine_iterations : int
+        Times step 2 is applied, each crop built from the previous estimate.
+    min_level_score : float
+        Detector score under which a level counts as missing.
+
+    Examples
+    --------
+    >>> pipe = SpineLandmarkPipeline.load("runs/demo/pipeline")        # doctest: +SKIP
+    >>> result = pipe.predict(["lateral.dcm"])[0]                       # doctest: +SKIP
+    >>> result.parameters["l1_s1_lordosis"]                             # doctest: +SKIP
+    """
+
+    def __init__(self, landmark_model: LandmarkModel, refiner: CropRefiner | None = None,
+                 detector: nn.Module | None = None, crop_scale: float = 1.6,
+                 refine_iterations: int = 1, min_level_score: float = 0.3) -> None:
+        super().__init__()
+        self.landmark_model = landmark_model.eval()
+        self.refiner = refiner.eval() if refiner is not None else None
+        self.detector = detector.eval() if detector is not None else None
+        self.schema: LandmarkSchema = landmark_model.schema
+        if refiner is not None and refiner.schema != self.schema:
+            raise ValueError("landmark model and refiner use different schemas")
+        self.crop_scale = float(crop_scale)
+        self.refine_iterations = int(refine_iterations)
+        self.min_level_score = float(min_level_score)
+        self.input_size: tuple[int, int] = tuple(landmark_model.hparams["input_size"])  # type: ignore[assignment]
+        self.crop_size: tuple[int, int] = (
+            tuple(refiner.hparams["input_size"]) if refiner is not None else (128, 128))  # type: ignore[assignment]
+        # Which refiner output goes to which schema point: level l's point j is output j.
+        table = self.schema.level_point_table()
+        self.register_buffer("_level_table", table, persistent=False)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``pipeline.json`` and one weights-only file per network into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        models: dict[str, str] = {}
+        for key, module in (("landmark", self.landmark_model), ("refiner", self.refiner),
+                            ("detector", self.detector)):
+            if module is not None:
+                save_module(module, d / f"{key}.pt")
+                models[key] = f"{key}.pt"
+        config = {"version": __version__, "schema": self.schema.to_dict(), "models": models,
+                  "crop_scale": self.crop_scale, "refine_iterations": self.refine_iterations,
+                  "min_level_score": self.min_level_score}
+        tmp = d / ".pipeline.json.tmp"
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+        os.replace(tmp, d / "pipeline.json")
+        return d
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str],
+             map_location: str | torch.device = "cpu") -> SpineLandmarkPipeline:
+        """Rebuild a pipeline saved by :meth:`save`."""
+        d = Path(directory)
+        cfg_path = d / "pipeline.json"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{cfg_path} not found: not a saved pipeline directory")
+        cfg = json.loads(cfg_path.read_text())
+        mods = {k: load_module(d / v, map_location) for k, v in cfg["models"].items()}
+        if "landmark" not in mods:
+            raise ValueError(f"{cfg_path}: no landmark model listed")
+        return cls(mods["landmark"], mods.get("refiner"), mods.get("detector"),  # type: ignore[arg-type]
+                   crop_scale=cfg.get("crop_scale", 1.6),
+                   refine_iterations=cfg.get("refine_iterations", 1),
+                   min_level_score=cfg.get("min_level_score", 0.3))
+
+    # -- tensor hot path -----------------------------------------------------------------------
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """Run both steps on a batch of same-size radiographs, all on the images' device.
+
+        Parameters
+        ----------
+        images : Tensor
+            (B, 1, H, W) float intensities in [0, 1], original resolution.
+
+        Returns
+        -------
+        dict of str to Tensor
+            ``points_step1``, ``points`` (B, P, 2) original pixels; ``point_scores`` (B, P);
+            ``level_scores`` (B, L) (NaN without detector); ``present`` (B, L) bool.
+        """
+        b = images.shape[0]
+        num_levels = self.schema.num_levels
+        inputs, m = letterbox(images, self.input_size)
+        inv = torch.linalg.inv(m)
+        pts_in, spread = self.landmark_model.predict_points(inputs)
+        # spread in input pixels -> original pixels (isotropic letterbox scale)
+        spread_orig = spread / m[0, 0].to(spread.dtype)
+        step1 = transform_points(pts_in, inv)
+        scores = 1.0 / (1.0 + spread_orig)
+        present = torch.ones(b, num_levels, dtype=torch.bool, device=images.device)
+        level_scores = torch.full((b, num_levels), float("nan"), device=images.device)
+        if self.detector is not None:
+            dets = self.detector.detect(inputs)  # type: ignore[operator]
+            level_scores = torch.stack([d.scores.to(images.device).float() for d in dets])
+            present = torch.stack([d.present.to(images.device) for d in dets])
+            present &= level_scores >= self.min_level_score
+        points = step1
+        if self.refiner is not None:
+            for _ in range(max(self.refine_iterations, 1)):
+                points, scores = self._refine(images, points, scores)
+        point_present = present[:, self.schema.point_level.to(images.device)]
+        nan = torch.full_like(points, float("nan"))
+        return {"points_step1": torch.where(point_present.unsqueeze(-1), step1, nan),
+                "points": torch.where(point_present.unsqueeze(-1), points, nan),
+                "point_scores": torch.where(point_present, scores, torch.full_like(scores, float("nan"))),
+                "level_scores": level_scores, "present": present}
+
+    def _refine(self, images: Tensor, points: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
+        assert self.refiner is not None
+        b, num_levels = images.shape[0], self.schema.num_levels
+        table = self._level_table  # (L, K) flat indices, -1 padding
+        k = table.shape[1]
+        valid = table >= 0
+        idx = table.clamp_min(0)
+        per_level = points[:, idx]  # (B, L, K, 2)
+        per_level = torch.where(valid[None, :, :, None], per_level,
+                                torch.full_like(per_level, float("nan")))
+        centers, sizes, angles = vertebra_crop_params(per_level.reshape(b * num_levels, k, 2),
+                                                      scale=self.crop_scale)
+        mats = crop_matrix(centers, sizes, angles, self.crop_size).reshape(b, num_levels, 3, 3)
+        crops = crop_images(images, mats, self.crop_size)  # (B, L, 1, h, w)
+        crop_pts, spread = self.refiner.predict_points(crops.flatten(0, 1))
+        crop_pts = crop_pts.reshape(b, num_levels, -1, 2)[:, :, :k]
+        spread = spread.reshape(b, num_levels, -1)[:, :, :k]
+        refined = transform_points(crop_pts, torch.linalg.inv(mats))  # (B, L, K, 2)
+        # crop pixels -> original pixels: the crop side over the crop size
+        px = (sizes[:, 0] / self.crop_size[1]).reshape(b, num_levels, 1).to(spread.dtype)
+        new_scores = 1.0 / (1.0 + spread * px)
+        out = points.clone()
+        out_scores = scores.clone()
+        flat = table[valid]  # (P,) in level-major order = schema order
+        out[:, flat] = refined[:, valid].to(out.dtype)
+        out_scores[:, flat] = new_scores[:, valid].to(out_scores.dtype)
+        return out, out_scores
+
+    # -- user-facing API -----------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, inputs: PipelineInput | Iterable[PipelineInput], batch_size: int = 8,
+                precision: str = "32", device: str | torch.device | None = None
+                ) -> list[SpineResult]:
+        """Predict corners and clinical parameters for radiographs.
+
+        Parameters
+        ----------
+        inputs : path, array, tensor, pydicom Dataset, Radiograph, or an iterable of them
+            Arrays/tensors are (H, W) or (1, H, W) intensities in [0, 1].
+        batch_size : int
+            Radiographs per forward pass (consecutive inputs of equal size are batched).
+        precision : {"32", "bf16-mixed", "16-mixed"}
+            Autocast dtype for the networks; DSNT and geometry stay float32/float64.
+        device : str or torch.device, optional
+            Where to run; default: where the pipeline's parameters are.
+
+        Returns
+        -------
+        list of SpineResult
+            One per input, in order.
+        """
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
+        if device is not None:
+            self.to(device)
+        dev = next(self.landmark_model.parameters()).device
+        items = [inputs] if _is_single(inputs) else list(inputs)  # type: ignore[arg-type]
+        results: list[SpineResult] = []
+        for group in _batches([_to_radiograph(x) for x in items], batch_size):
+            images = torch.stack([torch.as_tensor(r.pixels) for r in group]).unsqueeze(1).to(dev)
+            dtype = _PRECISIONS[precision]
+            ctx = (torch.autocast(dev.type, dtype=dtype) if dtype is not None
+                   else contextlib.nullcontext())
+            with ctx:
+                out = self(images.float())
+            results.extend(self._results(group, {k: v.float().cpu() for k, v in out.items()}))
+        return results
+
+    def _results(self, group: Sequence[Radiograph], out: dict[str, Tensor]) -> list[SpineResult]:
+        params2 = lumbar_parameters(out["points"].double(), self.schema)
+        params1 = lumbar_parameters(out["points_step1"].double(), self.schema)
+        res = []
+        for i, r in enumerate(group):
+            missing = [lv for lv, ok in zip(self.schema.level_names, out["present"][i].tolist(),
+                                            strict=True) if not ok]
+            res.append(SpineResult(
+                source=r.source, image_size=(int(r.pixels.shape[0]), int(r.pixels.shape[1])),
+                pixel_spacing=r.pixel_spacing, points=out["points"][i].double().numpy(),
+                points_step1=out["points_step1"][i].double().numpy(),
+                point_scores=out["point_scores"][i].numpy(),
+                level_scores=out["level_scores"][i].numpy(), missing_levels=missing,
+                parameters={k: float(v[i]) for k, v in params2.items()},
+                parameters_step1={k: float(v[i]) for k, v in params1.items()}))
+        return res
+
+
+def _is_single(x: Any) -> bool:
+    return isinstance(x, (str, os.PathLike, np.ndarray, Tensor, pydicom.Dataset, Radiograph))
+
+
+def _to_radiograph(x: PipelineInput) -> Radiograph:
+    if isinstance(x, Radiograph):
+        return x
+    if isinstance(x, pydicom.Dataset):
+        return read_dicom(x)
+    if isinstance(x, (str, os.PathLike)):
+        return read_image(x)
+    arr = x.detach().cpu().float().numpy() if isinstance(x, Tensor) else np.asarray(x, np.float32)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise ValueError(f"expected an (H, W) or (1, H, W) image, got shape {arr.shape}")
+    return Radiograph(pixels=arr.astype(np.float32), pixel_spacing=None,
+                      source=f"<array {arr.shape[0]}x{arr.shape[1]}>", meta={})
+
+
+def _batches(items: list[Radiograph], size: int) -> Iterator[list[Radiograph]]:
+    """Consecutive runs of equal image size, at most ``size`` long."""
+    group: list[Radiograph] = []
+    for r in items:
+        if group and (len(group) == size or group[0].pixels.shape != r.pixels.shape):
+            yield group
+            group = []
+        group.append(r)
+    if group:
+        yield group

@@ -1,0 +1,134 @@
+"""The two-step pipeline: inputs, geometry of step 2, persistence, precision, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from spinelandmarks.data.io import read_dicom, write_dicom
+from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
+from spinelandmarks.models import CropRefiner, LandmarkModel
+from spinelandmarks.pipeline import SpineLandmarkPipeline, load_module, save_module
+
+
+@pytest.fixture(scope="module")
+def pipe() -> SpineLandmarkPipeline:
+    torch.manual_seed(0)
+    lm = LandmarkModel(backbone="resnet_lite", input_size=(128, 96))
+    ref = CropRefiner(backbone="resnet_lite", input_size=(48, 48))
+    return SpineLandmarkPipeline(lm, ref)
+
+
+@pytest.fixture(scope="module")
+def phantom() -> tuple[np.ndarray, object]:
+    return generate_phantom(3, PhantomConfig(long_side=256))
+
+
+def test_predict_on_array_tensor_and_dicom(pipe: SpineLandmarkPipeline, phantom: tuple,
+                                           tmp_path: Path) -> None:
+    image, _ = phantom
+    res = pipe.predict(image)[0]
+    assert res.points.shape == (22, 2) and res.points_step1.shape == (22, 2)
+    assert res.image_size == image.shape
+    assert np.isfinite(res.points).all() and (res.point_scores > 0).all()
+    assert set(res.parameters) == {"l1_l5_lordosis", "l1_s1_lordosis", "sacral_slope"}
+    same = pipe.predict(torch.from_numpy(image)[None])[0]
+    np.testing.assert_allclose(same.points, res.points, atol=1e-4)
+
+    path = tmp_path / "x.dcm"
+    write_dicom(path, image, pixel_spacing=(0.3, 0.3), patient_id="p1")
+    from_path = pipe.predict(path)[0]
+    from_ds = pipe.predict(__import__("pydicom").dcmread(path))[0]
+    assert from_path.pixel_spacing == (0.3, 0.3)
+    np.testing.assert_allclose(from_path.points, from_ds.points, atol=1e-5)
+    # 16-bit quantization of the DICOM moves the input by < 1e-5: same points.
+    np.testing.assert_allclose(from_path.points, res.points, atol=1e-2)
+    assert read_dicom(path).pixels.shape == image.shape
+
+
+def test_batches_and_mixed_sizes(pipe: SpineLandmarkPipeline, phantom: tuple) -> None:
+    image, _ = phantom
+    small = image[:200, :160]
+    results = pipe.predict([image, image, small, image], batch_size=2)
+    assert [r.image_size for r in results] == [image.shape, image.shape, small.shape, image.shape]
+    np.testing.assert_allclose(results[0].points, results[3].points, atol=1e-4)
+
+
+class CentreRefiner(CropRefiner):
+    """Predicts the crop centre for every point: step 2 must return each level's crop centre."""
+
+    def predict_points(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        b, _, h, w = images.shape
+        pts = torch.tensor([w / 2, h / 2]).expand(b, self.num_outputs, 2).clone()
+        return pts, torch.ones(b, self.num_outputs)
+
+
+def test_step2_maps_crop_points_back_to_the_image(pipe: SpineLandmarkPipeline,
+                                                  phantom: tuple) -> None:
+    image, _ = phantom
+    stub = SpineLandmarkPipeline(pipe.landmark_model,
+                                 CentreRefiner(backbone="resnet_lite", input_size=(48, 48)))
+    res = stub.predict(image)[0]
+    schema = stub.schema
+    for lv in schema.level_names:
+        idx = schema.level_indices(lv)
+        centre = res.points_step1[idx].mean(0)
+        np.testing.assert_allclose(res.points[idx], np.broadcast_to(centre, (len(idx), 2)),
+                                   atol=1e-3)
+
+
+def test_save_load_and_checkpoint_round_trip(pipe: SpineLandmarkPipeline, phantom: tuple,
+                                             tmp_path: Path) -> None:
+    image, _ = phantom
+    ref = pipe.predict(image)[0]
+    loaded = SpineLandmarkPipeline.load(pipe.save(tmp_path / "p"))
+    np.testing.assert_array_equal(loaded.predict(image)[0].points, ref.points)
+    # A Lightning checkpoint loads weights-only into the same module.
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, max_epochs=0,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(pipe.landmark_model)
+    ckpt = tmp_path / "lm.ckpt"
+    trainer.save_checkpoint(ckpt)
+    lm = load_module(ckpt)
+    assert isinstance(lm, LandmarkModel)
+    again = SpineLandmarkPipeline(lm, pipe.refiner).predict(image)[0]  # type: ignore[arg-type]
+    np.testing.assert_array_equal(again.points, ref.points)
+    with pytest.raises(ValueError, match="cannot load"):
+        bad = tmp_path / "bad.pt"
+        bad.write_bytes(b"junk")
+        load_module(bad)
+    save_module(pipe.refiner, tmp_path / "r.pt")  # type: ignore[arg-type]
+    assert isinstance(load_module(tmp_path / "r.pt"), CropRefiner)
+
+
+def test_bf16_inference_close_to_fp32(pipe: SpineLandmarkPipeline, phantom: tuple) -> None:
+    image, _ = phantom
+    fp32 = pipe.predict(image)[0]
+    bf16 = pipe.predict(image, precision="bf16-mixed")[0]
+    assert np.isfinite(bf16.points).all()
+    # Untrained networks have flat heatmaps; bf16 convolutions still keep points within a pixel.
+    assert np.abs(bf16.points - fp32.points).max() < 2.0
+    with pytest.raises(ValueError, match="precision"):
+        pipe.predict(image, precision="fp8")
+
+
+def test_torchscript_export_gives_same_coordinates(pipe: SpineLandmarkPipeline,
+                                                   tmp_path: Path) -> None:
+    for model in (pipe.landmark_model, pipe.refiner):
+        assert model is not None
+        path = model.export(tmp_path / "m.pt")
+        loaded = torch.jit.load(str(path))
+        size = model.hparams["input_size"]
+        x = torch.rand(3, 1, *size)
+        with torch.no_grad():
+            coords, heatmaps = model(x)
+            got, got_hm = loaded(x)
+        torch.testing.assert_close(got, coords)
+        torch.testing.assert_close(got_hm, heatmaps)
+    with pytest.raises(ValueError, match="unknown export format"):
+        pipe.landmark_model.export(tmp_path / "m.x", fmt="tflite")
