@@ -173,12 +173,13 @@ class SpineLandmarkPipeline(nn.Module):
         self.crop_scale = float(crop_scale)
         self.refine_iterations = int(refine_iterations)
         self.min_level_score = float(min_level_score)
-        self.input_size: tuple[int, int] = tuple(landmark_model.hparams["input_size"])  # type: ignore[assignment]
-        self.crop_size: tuple[int, int] = (
-            tuple(refiner.hparams["input_size"]) if refiner is not None else (128, 128))  # type: ignore[assignment]
+        lm_size = landmark_model.hparams["input_size"]
+        self.input_size: tuple[int, int] = (int(lm_size[0]), int(lm_size[1]))
+        crop = refiner.hparams["input_size"] if refiner is not None else (128, 128)
+        self.crop_size: tuple[int, int] = (int(crop[0]), int(crop[1]))
         # Which refiner output goes to which schema point: level l's point j is output j.
-        table = self.schema.level_point_table()
-        self.register_buffer("_level_table", table, persistent=False)
+        self._level_table: Tensor
+        self.register_buffer("_level_table", self.schema.level_point_table(), persistent=False)
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -259,7 +260,8 @@ class SpineLandmarkPipeline(nn.Module):
                 "level_scores": level_scores, "present": present}
 
     def _refine(self, images: Tensor, points: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
-        assert self.refiner is not None
+        refiner = self.refiner
+        assert refiner is not None
         b, num_levels = images.shape[0], self.schema.num_levels
         table = self._level_table  # (L, K) flat indices, -1 padding
         k = table.shape[1]
@@ -272,7 +274,7 @@ class SpineLandmarkPipeline(nn.Module):
                                                       scale=self.crop_scale)
         mats = crop_matrix(centers, sizes, angles, self.crop_size).reshape(b, num_levels, 3, 3)
         crops = crop_images(images, mats, self.crop_size)  # (B, L, 1, h, w)
-        crop_pts, spread = self.refiner.predict_points(crops.flatten(0, 1))
+        crop_pts, spread = refiner.predict_points(crops.flatten(0, 1))
         crop_pts = crop_pts.reshape(b, num_levels, -1, 2)[:, :, :k]
         spread = spread.reshape(b, num_levels, -1)[:, :, :k]
         refined = transform_points(crop_pts, torch.linalg.inv(mats))  # (B, L, K, 2)
@@ -314,7 +316,7 @@ class SpineLandmarkPipeline(nn.Module):
         if device is not None:
             self.to(device)
         dev = next(self.landmark_model.parameters()).device
-        items = [inputs] if _is_single(inputs) else list(inputs)  # type: ignore[arg-type]
+        items: list[Any] = [inputs] if _is_single(inputs) else list(inputs)  # type: ignore[arg-type]
         results: list[SpineResult] = []
         for group in _batches([_to_radiograph(x) for x in items], batch_size):
             images = torch.stack([torch.as_tensor(r.pixels) for r in group]).unsqueeze(1).to(dev)
