@@ -1,12 +1,45 @@
-"""The ``spinelandmarks`` command line."""
+"""The ``spinelandmarks`` command line.
+
+Verbs: ``synth``, ``train``, ``predict``, ``measure``, ``evaluate``, ``demo``. Run
+``spinelandmarks VERB --help`` for the options of each.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from . import __version__
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom"}
+log = logging.getLogger("spinelandmarks")
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``512x384`` or ``512`` (square) -> (H, W)."""
+    parts = text.lower().split("x")
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 512x384, got {text!r}") from None
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or min(vals) <= 0:
+        raise argparse.ArgumentTypeError(f"size must look like 512x384, got {text!r}")
+    return vals[0], vals[1]
+
+
+def _add_device_options(p: argparse.ArgumentParser, batch_size: int) -> None:
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default: auto)")
+    p.add_argument("--precision", default=None,
+                   help="32-true, bf16-mixed or 16-mixed (default: 32-true)")
+    p.add_argument("--batch-size", type=int, default=batch_size,
+                   help=f"images per batch (default: {batch_size})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,8 +49,194 @@ def build_parser() -> argparse.ArgumentParser:
                     "radiographs (two-step DSNT method).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write a synthetic annotated data set")
+    p.add_argument("out", help="output dataset directory")
+    p.add_argument("--num-images", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=1024, help="long side in pixels (default 1024)")
+    p.add_argument("--format", choices=["png", "dicom"], default="png")
+    p.add_argument("--workers", type=int, default=1)
+
+    p = sub.add_parser("train", help="train detector, landmark model and refiner on a dataset")
+    p.add_argument("data", help="dataset directory (annotations.json + images/)")
+    p.add_argument("--out", required=True, help="run directory (resumed if it exists)")
+    p.add_argument("--val", default=None, help="separate validation dataset (default: a "
+                   "patient-wise 10 %% of DATA)")
+    _add_device_options(p, 8)
+    p.add_argument("--devices", default="auto", help="number of devices or 'auto'")
+    p.add_argument("--max-epochs", type=int, default=30)
+    p.add_argument("--detector-epochs", type=int, default=None)
+    p.add_argument("--refiner-epochs", type=int, default=None)
+    p.add_argument("--image-size", type=_size, default=(512, 384), help="model input HxW")
+    p.add_argument("--crop-size", type=_size, default=(128, 128), help="refiner crop HxW")
+    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--detector-backbone", default="resnet18")
+    p.add_argument("--weights", default=None, help="local backbone weights file")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--small-detector", action="store_true",
+                   help="a lighter Faster R-CNN head (64-channel FPN, 256-wide box head): "
+                        "much faster on CPU")
+    p.add_argument("--stages", default="detector,landmark,refiner",
+                   help="comma-separated subset of detector,landmark,refiner")
+
+    p = sub.add_parser("predict", help="run a trained pipeline on radiographs")
+    p.add_argument("run", help="run directory from `train` (or a pipeline directory)")
+    p.add_argument("inputs", nargs="+", help="image files or folders (DICOM, PNG, JPEG, TIFF)")
+    p.add_argument("--out", required=True, help="output directory")
+    _add_device_options(p, 4)
+    p.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
+
+    p = sub.add_parser("measure", help="clinical parameters from an annotation file")
+    p.add_argument("annotations", help="COCO keypoint file (annotations or predictions)")
+    p.add_argument("--out", required=True, help="output CSV")
+
+    p = sub.add_parser("evaluate", help="compare predictions with ground truth")
+    p.add_argument("predictions", help="predictions.json (step 2)")
+    p.add_argument("ground_truth", help="ground-truth annotations.json")
+    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--step1", default=None, help="predictions_step1.json to compare (default: "
+                   "next to PREDICTIONS when present)")
+
+    p = sub.add_parser("demo", help="synthesize, train, predict and evaluate end to end")
+    p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
+    p.add_argument("--num-train", type=int, default=160)
+    p.add_argument("--num-test", type=int, default=40)
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="epochs of the landmark model (default: sized to the device)")
+    p.add_argument("--accelerator", default="auto")
+    p.add_argument("--seed", type=int, default=0)
     return parser
+
+
+# -- verbs ---------------------------------------------------------------------------------------
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .data.synthetic import PhantomConfig, generate_dataset
+
+    t0 = time.perf_counter()
+    out = generate_dataset(args.out, args.num_images, seed=args.seed,
+                           config=PhantomConfig(long_side=args.size), fmt=args.format,
+                           workers=args.workers)
+    print(f"wrote {args.num_images} images to {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .demo import CPU_DETECTOR
+    from .training import TrainConfig, train_pipeline
+
+    cfg = TrainConfig(
+        accelerator=args.accelerator, devices=args.devices,
+        precision=args.precision or "32-true", max_epochs=args.max_epochs,
+        detector_epochs=args.detector_epochs, refiner_epochs=args.refiner_epochs,
+        image_size=args.image_size, crop_size=args.crop_size, batch_size=args.batch_size,
+        backbone=args.backbone, detector_backbone=args.detector_backbone,
+        weights_path=args.weights, lr=args.lr, num_workers=args.workers, seed=args.seed,
+        stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), val_dir=args.val,
+        detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {})
+    out = train_pipeline(args.data, args.out, cfg)
+    print(f"pipeline saved to {out}")
+    return 0
+
+
+def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """Files named or found (recursively) in folders; and the inputs that do not exist."""
+    files: list[Path] = []
+    missing: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and (
+                f.suffix.lower() in IMAGE_SUFFIXES or (not f.suffix and _is_dicom(f))))
+        elif p.is_file():
+            files.append(p)
+        else:
+            missing.append(item)
+    return files, missing
+
+
+def _is_dicom(path: Path) -> bool:
+    from .data.io import is_dicom_file
+
+    return is_dicom_file(path)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_files
+
+    files, missing = collect_inputs(args.inputs)
+    for m in missing:
+        print(f"error: {m}: no such file or directory", file=sys.stderr)
+    if not files:
+        print("error: no input images found", file=sys.stderr)
+        return 2
+    failures = predict_files(args.run, files, args.out, batch_size=args.batch_size,
+                             accelerator=args.accelerator, precision=args.precision or "32",
+                             overlays=not args.no_overlays)
+    for path, reason in failures:
+        print(f"error: {path}: {reason}", file=sys.stderr)
+    n_ok = len(files) - len(failures)
+    print(f"predicted {n_ok}/{len(files)} images -> {args.out}")
+    return 1 if failures or missing else 0
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from .data.annotations import read_coco
+    from .evaluation import write_measurements_csv
+    from .schema import LUMBAR_SAGITTAL
+
+    records = read_coco(args.annotations, LUMBAR_SAGITTAL)
+    write_measurements_csv(records, LUMBAR_SAGITTAL, args.out)
+    print(f"wrote measurements of {len(records)} images to {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data.annotations import read_coco
+    from .evaluation import evaluate, write_report
+    from .schema import LUMBAR_SAGITTAL
+
+    schema = LUMBAR_SAGITTAL
+    pred = read_coco(args.predictions, schema)
+    gt = read_coco(args.ground_truth, schema)
+    step1_path = Path(args.step1) if args.step1 else (
+        Path(args.predictions).with_name("predictions_step1.json"))
+    step1 = read_coco(step1_path, schema) if step1_path.is_file() else None
+    metrics = evaluate(pred, gt, schema, step1_records=step1)
+    out = write_report(metrics, args.out, pred_records=pred, gt_records=gt, schema=schema,
+                       step1_records=step1)
+    print(summary_table(metrics))
+    print(f"report: {Path(out) / 'report.md'}")
+    return 0
+
+
+def summary_table(metrics: dict[str, Any]) -> str:
+    """Headline figures next to the reference study's."""
+    rows = list(metrics["comparison"].values())
+    width = max(len(r["label"]) for r in rows)
+
+    def fmt(v: float | None) -> str:
+        return f"{v:9.2f}" if v is not None and v == v else f"{'-':>9}"
+
+    lines = [f"{'':{width}}  {'step 2':>9}  {'step 1':>9}  {'Cina 2021':>9}"]
+    for r in rows:
+        lines.append(f"{r['label']:{width}}  {fmt(r['ours_step2'])}  {fmt(r['ours_step1'])}  "
+                     f"{fmt(r['reference'])}")
+    return "\n".join(lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.out, num_train=args.num_train, num_test=args.num_test,
+                    max_epochs=args.max_epochs, accelerator=args.accelerator, seed=args.seed)
+
+
+COMMANDS = {"synth": cmd_synth, "train": cmd_train, "predict": cmd_predict,
+            "measure": cmd_measure, "evaluate": cmd_evaluate, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,7 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

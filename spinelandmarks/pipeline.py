@@ -88,8 +88,9 @@ class SpineResult:
                            visibility=vis, image_id=image_id, pixel_spacing=self.pixel_spacing,
                            scores=self.point_scores.astype(np.float64),
                            level_scores=self.level_scores.astype(np.float64),
-                           meta={"parameters": self.parameters if step == 2
-                                 else self.parameters_step1})
+                           meta={"parameters": {  # JSON has no NaN: not measurable -> null
+                               k: (v if np.isfinite(v) else None) for k, v in
+                               (self.parameters if step == 2 else self.parameters_step1).items()}})
 
 
 def save_module(module: nn.Module, path: str | os.PathLike[str]) -> None:

@@ -1,0 +1,603 @@
+"""Step 1 of the two-step method: find each vertebra and name its level.
+
+:class:`VertebraDetector` is a torchvision Faster R-CNN on a ResNet-FPN backbone with one class
+per level of the schema (class 0 is background). Its raw detections can hold several boxes per
+level and boxes in an impossible order (L3 above L2); :func:`assign_levels` turns them into an
+anatomically consistent result, at most one box per level with the levels in cranio-caudal order,
+by a dynamic program over the candidates ordered along the spine.
+
+Boxes are ``(x1, y1, x2, y2)`` in model-input pixels (conventions section 1); labels are 1-based
+level indices (``1`` is the first level of the schema, ``L1`` for ``LUMBAR_SAGITTAL``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.detection import MeanAveragePrecision
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops import box_iou
+from torchvision.ops import misc as misc_nn_ops
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
+
+from ..data.batch import LandmarkBatch
+from ..schema import LandmarkSchema
+from .backbones import BACKBONES, Backbone, load_state_dict_file
+from .base import LandmarkTask, resolve_schema
+
+__all__ = [
+    "DETECTOR_BACKBONES",
+    "LevelAccuracy",
+    "LevelDetections",
+    "MeanAveragePrecision50",
+    "VertebraDetector",
+    "assign_levels",
+]
+
+#: ResNet names accepted as detector backbones (torchvision ``resnet_fpn_backbone``).
+DETECTOR_BACKBONES: tuple[str, ...] = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d", "wide_resnet50_2",
+)
+
+#: ImageNet statistics: the grayscale input is repeated to three channels and normalized with
+#: them, so a local ImageNet checkpoint sees the input it was trained on.
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ------------------------------------------------------------------------------------------------
+# Post-processing
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class LevelDetections:
+    """One box per level of the schema for one image (the output of :func:`assign_levels`).
+
+    Attributes
+    ----------
+    boxes : Tensor
+        (K, 4) float32 ``(x1, y1, x2, y2)`` in model-input pixels, row ``k`` for level ``k``
+        (0-based, schema order); NaN rows for levels not found.
+    scores : Tensor
+        (K,) float32 detector score of the chosen box for its level, 0 for levels not found.
+    present : Tensor
+        (K,) bool, whether the level was found.
+    missing : list of str
+        Names of the levels not found, in schema order.
+    level_names : tuple of str
+        Names of the K levels, in schema order.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    present: Tensor
+    missing: list[str]
+    level_names: tuple[str, ...]
+
+    @property
+    def num_levels(self) -> int:
+        return int(self.present.shape[0])
+
+    @property
+    def labels(self) -> Tensor:
+        """(n,) int64 1-based labels of the present levels (torchvision convention)."""
+        return torch.nonzero(self.present).flatten() + 1
+
+    def to(self, device: torch.device | str) -> LevelDetections:
+        """Copy the tensors to ``device``."""
+        return LevelDetections(self.boxes.to(device), self.scores.to(device),
+                               self.present.to(device), list(self.missing), self.level_names)
+
+
+def _spine_order(centres: Tensor, weights: Tensor) -> Tensor:
+    """Order of points along the principal axis of their weighted centres, cranial first.
+
+    Parameters
+    ----------
+    centres : Tensor
+        (N, 2) float64 box centres in pixels (x, y).
+    weights : Tensor
+        (N,) float64 positive weights (detection scores).
+
+    Returns
+    -------
+    Tensor
+        (N,) int64 permutation sorting the centres from cranial (smaller y) to caudal.
+    """
+    n = centres.shape[0]
+    if n <= 1:
+        return torch.arange(n)
+    w = weights / weights.sum()
+    mean = (w[:, None] * centres).sum(0)
+    d = centres - mean
+    cov = (w[:, None, None] * d[:, :, None] * d[:, None, :]).sum(0)
+    _, vecs = torch.linalg.eigh(cov)
+    axis = vecs[:, -1]  # eigenvalues ascending: the last vector is the principal axis
+    # Cranial is up in a lateral radiograph: orient the axis towards +y (x decides a tie, which
+    # only happens for a horizontal spine and has no anatomical meaning).
+    if axis[1] < -1e-9 or (abs(float(axis[1])) <= 1e-9 and axis[0] < 0):
+        axis = -axis
+    proj = d @ axis
+    # Stable sort with y as tie-breaker keeps the order deterministic for coincident projections.
+    order = sorted(range(n), key=lambda i: (round(float(proj[i]), 6), float(centres[i, 1])))
+    return torch.tensor(order, dtype=torch.long)
+
+
+def assign_levels(boxes: Tensor, scores: Tensor, labels: Tensor, num_levels: int,
+                  min_score: float = 0.05, *, level_names: Sequence[str] | None = None,
+                  group_iou: float = 0.5) -> LevelDetections:
+    """Anatomically consistent levels from raw per-class detections of one image.
+
+    1. Detections scoring at least ``min_score`` are grouped class-agnostically: in decreasing
+       score order, a box joins the first group whose leading (best) box it overlaps with
+       IoU >= ``group_iou``, else it leads a new group (NMS that keeps the suppressed boxes).
+       A group is one candidate vertebra with a score per level: the best score of its members
+       with that label (0 if none).
+    2. Candidates are ordered along the spine: the principal axis of their score-weighted
+       centres, oriented so that the cranial end has the smaller y (cranial is up in a standing
+       lateral radiograph). The facing direction (left / right) plays no role.
+    3. A dynamic program (Needleman-Wunsch / longest-common-subsequence style, O(N K)) chooses
+       a monotone matching of levels 0..K-1 to candidates, levels strictly increasing along the
+       axis, each used at most once, candidates and levels may be skipped, maximizing the sum of
+       the matched candidates' scores for their levels. A level takes the box of the group's
+       best member with that label (its class-specific regression).
+
+    Parameters
+    ----------
+    boxes : Tensor
+        (N, 4) ``(x1, y1, x2, y2)`` pixels.
+    scores : Tensor
+        (N,) detection scores in [0, 1].
+    labels : Tensor
+        (N,) int 1-based level labels; labels outside 1..K are ignored.
+    num_levels : int
+        K, levels of the schema.
+    min_score : float
+        Detections scoring below are ignored.
+    level_names : sequence of str, optional
+        Names of the K levels (default ``"1"`` .. ``"K"``), used for ``missing``.
+    group_iou : float
+        IoU above which two boxes are the same vertebra.
+
+    Returns
+    -------
+    LevelDetections
+        On the device of ``boxes``; boxes and scores float32.
+    """
+    names = tuple(level_names) if level_names is not None else tuple(
+        str(k + 1) for k in range(num_levels))
+    if len(names) != num_levels:
+        raise ValueError(f"{len(names)} level names for {num_levels} levels")
+    device = boxes.device
+    b = boxes.detach().to("cpu", torch.float64).reshape(-1, 4)
+    s = scores.detach().to("cpu", torch.float64).reshape(-1)
+    lab = labels.detach().to("cpu", torch.long).reshape(-1)
+    if not b.shape[0] == s.shape[0] == lab.shape[0]:
+        raise ValueError(f"boxes {tuple(boxes.shape)}, scores {tuple(scores.shape)} and labels "
+                         f"{tuple(labels.shape)} disagree")
+    keep = (s >= min_score) & (lab >= 1) & (lab <= num_levels) & torch.isfinite(b).all(1) \
+        & torch.isfinite(s)
+    b, s, lab = b[keep], s[keep], lab[keep] - 1
+
+    out_boxes = torch.full((num_levels, 4), float("nan"), dtype=torch.float64)
+    out_scores = torch.zeros(num_levels, dtype=torch.float64)
+    present = torch.zeros(num_levels, dtype=torch.bool)
+    if b.shape[0] > 0:
+        # 1. class-agnostic grouping, keeping every member.
+        by_score = torch.argsort(s, descending=True, stable=True)
+        b, s, lab = b[by_score], s[by_score], lab[by_score]
+        iou = box_iou(b, b)
+        leaders: list[int] = []
+        group_of = [0] * b.shape[0]
+        for i in range(b.shape[0]):
+            for g, lead in enumerate(leaders):
+                if iou[i, lead] >= group_iou:
+                    group_of[i] = g
+                    break
+            else:
+                group_of[i] = len(leaders)
+                leaders.append(i)
+        n = len(leaders)
+        level_score = torch.zeros(n, num_levels, dtype=torch.float64)
+        level_member = torch.full((n, num_levels), -1, dtype=torch.long)
+        for i in range(b.shape[0]):  # sorted by score: the first member of a label is its best
+            g, k = group_of[i], int(lab[i])
+            if level_member[g, k] < 0:
+                level_member[g, k] = i
+                level_score[g, k] = s[i]
+
+        # 2. order along the spine.
+        lead_boxes = b[leaders]
+        centres = (lead_boxes[:, :2] + lead_boxes[:, 2:]) / 2
+        order = _spine_order(centres, level_score.max(1).values)
+        sc = level_score[order].tolist()
+
+        # 3. monotone matching: D[i][k] = best total with the first i candidates, k levels.
+        dp = [[0.0] * (num_levels + 1) for _ in range(n + 1)]
+        for i in range(1, n + 1):
+            row, prev = dp[i], dp[i - 1]
+            for k in range(1, num_levels + 1):
+                best = max(prev[k], row[k - 1])
+                v = sc[i - 1][k - 1]
+                if v > 0:
+                    best = max(best, prev[k - 1] + v)
+                row[k] = best
+        i, k = n, num_levels
+        while i > 0 and k > 0:
+            v = sc[i - 1][k - 1]
+            if v > 0 and dp[i][k] == dp[i - 1][k - 1] + v:
+                member = int(level_member[int(order[i - 1]), k - 1])
+                out_boxes[k - 1] = b[member]
+                out_scores[k - 1] = s[member]
+                present[k - 1] = True
+                i, k = i - 1, k - 1
+            elif dp[i][k] == dp[i - 1][k]:
+                i -= 1
+            else:
+                k -= 1
+    missing = [names[k] for k in range(num_levels) if not present[k]]
+    return LevelDetections(out_boxes.to(device, torch.float32),
+                           out_scores.to(device, torch.float32), present.to(device), missing,
+                           names)
+
+
+# ------------------------------------------------------------------------------------------------
+# Metrics
+# ------------------------------------------------------------------------------------------------
+class MeanAveragePrecision50(MeanAveragePrecision):
+    """COCO mAP at IoU 0.5 over the level classes, as one scalar.
+
+    ``update(preds, target)`` as :class:`torchmetrics.detection.MeanAveragePrecision` (lists of
+    dicts with ``boxes`` (n, 4) xyxy pixels, ``scores`` (n,), ``labels`` (n,)); ``compute()``
+    returns the 0-d ``map_50`` tensor (-1 when no ground-truth box was seen). Needs
+    ``pycocotools`` (or ``faster-coco-eval`` with ``backend="faster_coco_eval"``).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("iou_thresholds", [0.5])
+        kwargs.setdefault("box_format", "xyxy")
+        super().__init__(**kwargs)
+
+    def compute(self) -> Tensor:  # type: ignore[override]
+        return super().compute()["map_50"]
+
+
+class LevelAccuracy(Metric):
+    """Fraction of images whose level assignment is entirely right.
+
+    An image counts as correct when every ground-truth level is present in the prediction with
+    IoU >= ``iou_threshold`` to its ground-truth box, and no level without ground truth is
+    predicted.
+
+    Notes
+    -----
+    ``update(preds, gt_boxes, gt_labels)``: ``preds`` a list of :class:`LevelDetections`,
+    ``gt_boxes`` a list of (n_i, 4) xyxy pixel boxes, ``gt_labels`` a list of (n_i,) 1-based
+    labels. ``compute()`` returns a 0-d float tensor (NaN before any image).
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    correct: Tensor
+    total: Tensor
+
+    def __init__(self, iou_threshold: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.iou_threshold = float(iou_threshold)
+        self.add_state("correct", default=torch.tensor(0.0, dtype=torch.float64),
+                       dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64),
+                       dist_reduce_fx="sum")
+
+    def update(self, preds: Sequence[LevelDetections], gt_boxes: Sequence[Tensor],
+               gt_labels: Sequence[Tensor]) -> None:
+        """Add a batch of images; see the class notes."""
+        if not len(preds) == len(gt_boxes) == len(gt_labels):
+            raise ValueError("preds, gt_boxes and gt_labels must have one entry per image")
+        for pred, gb, gl in zip(preds, gt_boxes, gt_labels, strict=True):
+            self.total += 1
+            self.correct += float(self._image_correct(pred, gb, gl))
+
+    def _image_correct(self, pred: LevelDetections, gt_boxes: Tensor, gt_labels: Tensor) -> bool:
+        k = pred.num_levels
+        gb = gt_boxes.detach().to("cpu", torch.float32).reshape(-1, 4)
+        gl = gt_labels.detach().to("cpu", torch.long).reshape(-1) - 1
+        present = pred.present.detach().cpu()
+        boxes = pred.boxes.detach().to("cpu", torch.float32)
+        expected = torch.zeros(k, dtype=torch.bool)
+        valid = (gl >= 0) & (gl < k)
+        expected[gl[valid]] = True
+        if not torch.equal(expected, present):
+            return False
+        for level in gl[valid].tolist():
+            rows = gb[gl == level]
+            if float(box_iou(boxes[level : level + 1], rows).max()) < self.iou_threshold:
+                return False
+        return True
+
+    def compute(self) -> Tensor:
+        if self.total == 0:
+            return torch.tensor(float("nan"), device=self.total.device)
+        return (self.correct / self.total).float()
+
+
+# ------------------------------------------------------------------------------------------------
+# The LightningModule
+# ------------------------------------------------------------------------------------------------
+class _BackboneFPN(nn.Module):
+    """A :class:`~spinelandmarks.models.backbones.Backbone` with an FPN, as torchvision's
+    detection models expect (``out_channels`` and an ordered dict of maps)."""
+
+    def __init__(self, body: Backbone, channels: int) -> None:
+        super().__init__()
+        self.body = body
+        self.fpn = FeaturePyramidNetwork(body.out_channels, channels,
+                                         extra_blocks=LastLevelMaxPool())
+        self.out_channels = channels
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(self.body(x))))
+
+
+class VertebraDetector(LandmarkTask):
+    """Step 1: Faster R-CNN finding every vertebra and its level.
+
+    Parameters
+    ----------
+    schema : LandmarkSchema, dict, str or None
+        Levels to detect (one class each, default ``LUMBAR_SAGITTAL``).
+    backbone : str
+        One of :data:`DETECTOR_BACKBONES` (ResNet-FPN, all layers trainable).
+    weights_path : str, optional
+        Local state dict of the torchvision classification ResNet (e.g. ImageNet weights saved
+        by the user), loaded into the backbone body before it is wrapped in the FPN; the
+        classifier keys are ignored. Nothing is downloaded; default random initialization.
+    norm : {"batch", "frozen"}
+        Normalization of the backbone: trainable ``BatchNorm2d`` (right for random init and
+        for fine-tuning with batches of several images) or ``FrozenBatchNorm2d`` (torchvision's
+        choice for fine-tuning pretrained weights with tiny batches; an identity with random
+        weights, so only sensible with ``weights_path``).
+    fpn_channels : int
+        Channels of the feature pyramid (torchvision uses 256; the RPN and box heads scale
+        with it).
+    input_size : (H, W)
+        Size of the letterboxed model input in pixels. torchvision's transform is set to
+        ``min_size = min(H, W)``, ``max_size = max(H, W)``: an input of this size is not
+        rescaled, so boxes stay in input pixels (other sizes are rescaled to fit, and the
+        detections are mapped back to the size given).
+    min_score : float
+        Detections scoring below are dropped (torchvision ``box_score_thresh``) and ignored by
+        :func:`assign_levels`.
+    anchor_sizes : sequence of int
+        One anchor size in pixels per FPN level (P2..P6). Lumbar bodies are about 1/8 - 1/5 of
+        a 512 px image height (64-100 px), so the default spans 16-256 px.
+    aspect_ratios : sequence of float
+        Anchor height / width ratios, shared by all levels.
+    detections_per_image : int
+        Maximum raw detections per image (torchvision ``box_detections_per_img``).
+    proposals_train, proposals_test : int
+        RPN proposals per image in training / inference, kept per FPN level before NMS and in
+        total after it (torchvision's 2000 / 1000 are sized for COCO's crowded scenes; a
+        radiograph has about six vertebrae).
+    box_batch_size_per_image : int
+        Proposals sampled per image for the box-head loss (25 % positives).
+    representation_size : int
+        Width of the two-layer MLP box head (torchvision ``TwoMLPHead``).
+    lr, weight_decay, scheduler, warmup_epochs
+        See :class:`~spinelandmarks.models.base.LandmarkTask`. AdamW at 3e-4 trains Faster
+        R-CNN from scratch; consider ``gradient_clip_val`` in the trainer for the first epochs.
+
+    Shapes
+    ------
+    ``forward(images, targets=None)``: images (B, 1 or 3, H, W) in [0, 1]; in train mode with
+    targets (list of dicts with ``boxes`` (n, 4) float32, ``labels`` (n,) int64) returns
+    torchvision's loss dict, otherwise a list of per-image dicts ``boxes`` (m, 4),
+    ``scores`` (m,), ``labels`` (m,) (raw per-class detections, input pixels).
+    :meth:`detect` returns one :class:`LevelDetections` per image.
+
+    Notes
+    -----
+    Validation logs ``val/loss`` (and its four terms), computed with the RPN and box heads in
+    loss mode over the same backbone features (the backbone stays in eval mode, so BatchNorm
+    statistics are not touched; the proposal sampling of the loss is random), ``val/map_50``
+    (COCO AP at IoU 0.5 of the raw detections, averaged over levels) and
+    ``val/level_accuracy`` (:class:`LevelAccuracy` of the :func:`assign_levels` output).
+    """
+
+    def __init__(self, schema: LandmarkSchema | dict[str, Any] | str | None = None,
+                 backbone: str = "resnet18", weights_path: str | None = None,
+                 norm: str = "batch", fpn_channels: int = 256,
+                 input_size: tuple[int, int] = (512, 384), min_score: float = 0.05,
+                 anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256),
+                 aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+                 detections_per_image: int = 100, proposals_train: int = 1000,
+                 proposals_test: int = 300, box_batch_size_per_image: int = 128,
+                 representation_size: int = 1024,
+                 lr: float = 3e-4, weight_decay: float = 1e-4, scheduler: str = "cosine",
+                 warmup_epochs: int = 0) -> None:
+        schema = resolve_schema(schema).to_dict()
+        input_size = (int(input_size[0]), int(input_size[1]))
+        anchor_sizes = tuple(int(a) for a in anchor_sizes)
+        aspect_ratios = tuple(float(a) for a in aspect_ratios)
+        super().__init__(schema, lr, weight_decay, scheduler, warmup_epochs)
+        self.save_hyperparameters()
+        self.setup_task()
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def configure_models(self) -> None:
+        hp = self.hparams
+        name = hp["backbone"]
+        if name not in DETECTOR_BACKBONES and name not in BACKBONES:
+            raise ValueError(f"unknown detector backbone {name!r}; choose one of "
+                             f"{sorted(set(DETECTOR_BACKBONES) | set(BACKBONES))}")
+        if hp["norm"] not in ("batch", "frozen"):
+            raise ValueError(f"norm must be 'batch' or 'frozen', got {hp['norm']!r}")
+        mean, std = list(_IMAGENET_MEAN), list(_IMAGENET_STD)
+        fpn: nn.Module
+        if name in DETECTOR_BACKBONES:
+            norm_layer = (nn.BatchNorm2d if hp["norm"] == "batch"
+                          else misc_nn_ops.FrozenBatchNorm2d)
+            resnet = torchvision.models.get_model(name, weights=None, norm_layer=norm_layer)
+            if hp["weights_path"] is not None:
+                self._load_backbone_weights(resnet, str(hp["weights_path"]))
+            # As torchvision's resnet_fpn_backbone (all layers trainable), chosen FPN width.
+            c5 = int(resnet.inplanes)
+            fpn = BackboneWithFPN(resnet, {f"layer{i}": str(i - 1) for i in range(1, 5)},
+                                  [c5 // 8, c5 // 4, c5 // 2, c5], int(hp["fpn_channels"]),
+                                  extra_blocks=LastLevelMaxPool())
+        else:
+            # Any landmark backbone (e.g. the CPU-friendly resnet_lite); it normalizes its
+            # input itself, so torchvision's transform must leave the [0, 1] pixels alone.
+            fpn = _BackboneFPN(Backbone(name, hp["weights_path"]), int(hp["fpn_channels"]))
+            mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+        sizes = tuple(hp["anchor_sizes"])
+        if len(sizes) != 5:
+            raise ValueError(f"anchor_sizes needs one size per FPN level (5), got {sizes}")
+        ratios = tuple(hp["aspect_ratios"])
+        anchors = AnchorGenerator(tuple((s,) for s in sizes), (ratios,) * len(sizes))
+        h, w = hp["input_size"]
+        box_head = TwoMLPHead(int(hp["fpn_channels"]) * 7 * 7, int(hp["representation_size"]))
+        self.model = FasterRCNN(
+            fpn, num_classes=None,
+            min_size=min(h, w), max_size=max(h, w),
+            image_mean=mean, image_std=std,
+            rpn_anchor_generator=anchors,
+            box_score_thresh=float(hp["min_score"]),
+            box_detections_per_img=int(hp["detections_per_image"]),
+            rpn_pre_nms_top_n_train=int(hp["proposals_train"]),
+            rpn_post_nms_top_n_train=int(hp["proposals_train"]),
+            rpn_pre_nms_top_n_test=int(hp["proposals_test"]),
+            rpn_post_nms_top_n_test=int(hp["proposals_test"]),
+            box_batch_size_per_image=int(hp["box_batch_size_per_image"]),
+            box_head=box_head,
+            box_predictor=FastRCNNPredictor(int(hp["representation_size"]),
+                                            self.schema.num_levels + 1),
+        )
+
+    @staticmethod
+    def _load_backbone_weights(model: nn.Module, path: str) -> None:
+        """Load a classification state dict into ``model``; the classifier keys may differ."""
+        state = load_state_dict_file(path)
+        missing, _ = model.load_state_dict(state, strict=False)
+        body_missing = [k for k in missing if not k.startswith(("fc.", "classifier."))]
+        if body_missing:
+            raise ValueError(f"{path}: weights do not fit the backbone; missing e.g. "
+                             f"{body_missing[:3]}")
+
+    def configure_metrics(self) -> None:
+        def make(prefix: str) -> MetricCollection:
+            return MetricCollection({"map_50": MeanAveragePrecision50(),
+                                     "level_accuracy": LevelAccuracy()}, prefix=prefix)
+        self.val_metrics = make("val/")
+        self.test_metrics = make("test/")
+
+    # -- forward -------------------------------------------------------------------------------
+    @staticmethod
+    def _to_list(images: Tensor) -> list[Tensor]:
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"images must be (B, 1 or 3, H, W), got {tuple(images.shape)}")
+        return [img.expand(3, -1, -1) for img in images]
+
+    @staticmethod
+    def targets(batch: LandmarkBatch) -> list[dict[str, Tensor]]:
+        """torchvision targets of a batch, without degenerate or non-finite boxes.
+
+        Returns
+        -------
+        list of dict
+            Per image ``boxes`` (n, 4) float32 xyxy pixels and ``labels`` (n,) int64, 1-based.
+        """
+        if len(batch.boxes) != len(batch) or len(batch.labels) != len(batch):
+            raise ValueError("a detector batch needs boxes and labels for every image")
+        out: list[dict[str, Tensor]] = []
+        for boxes, labels in zip(batch.boxes, batch.labels, strict=True):
+            boxes = boxes.float().reshape(-1, 4)
+            labels = labels.long().reshape(-1)
+            ok = torch.isfinite(boxes).all(1) & (boxes[:, 2] > boxes[:, 0] + 1e-3) \
+                & (boxes[:, 3] > boxes[:, 1] + 1e-3)
+            out.append({"boxes": boxes[ok], "labels": labels[ok]})
+        return out
+
+    def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None) -> Any:
+        return self.model(self._to_list(images), targets)
+
+    def _losses_and_detections(self, images: Tensor, targets: list[dict[str, Tensor]]
+                               ) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
+        """Losses and detections of an eval-mode model over one backbone pass."""
+        m = self.model
+        image_list = self._to_list(images)
+        original_sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in image_list]
+        batched, targets_t = m.transform(image_list, targets)
+        features = m.backbone(batched.tensors)
+        heads = (m.rpn, m.roi_heads)  # no BatchNorm or dropout inside: mode only picks the branch
+        for head in heads:
+            head.train(True)
+        try:
+            proposals, rpn_losses = m.rpn(batched, features, targets_t)
+            _, det_losses = m.roi_heads(features, proposals, batched.image_sizes, targets_t)
+        finally:
+            for head in heads:
+                head.train(False)
+        proposals, _ = m.rpn(batched, features)
+        detections, _ = m.roi_heads(features, proposals, batched.image_sizes)
+        detections = m.transform.postprocess(detections, batched.image_sizes, original_sizes)
+        return {**rpn_losses, **det_losses}, detections
+
+    def compute_loss(self, batch: LandmarkBatch) -> tuple[Tensor, dict[str, Tensor], Any]:
+        targets = self.targets(batch)
+        if self.training:
+            losses: dict[str, Tensor] = self(batch.images, targets)
+            detections: list[dict[str, Tensor]] | None = None
+        else:
+            losses, detections = self._losses_and_detections(batch.images, targets)
+        total = torch.stack([v.float() for v in losses.values()]).sum()
+        return total, {k: v.detach().float() for k, v in losses.items()}, detections
+
+    # -- predictions ---------------------------------------------------------------------------
+    def postprocess(self, detections: list[dict[str, Tensor]]) -> list[LevelDetections]:
+        """:func:`assign_levels` of raw per-image detections."""
+        return [assign_levels(d["boxes"], d["scores"], d["labels"], self.schema.num_levels,
+                              float(self.hparams["min_score"]),
+                              level_names=self.schema.level_names) for d in detections]
+
+    def update_metrics(self, metrics: MetricCollection, batch: LandmarkBatch, preds: Any) -> None:
+        raw = [{"boxes": d["boxes"].detach().float(), "scores": d["scores"].detach().float(),
+                "labels": d["labels"].detach().long()} for d in preds]
+        targets = self.targets(batch)
+        metrics["map_50"].update(raw, targets)
+        metrics["level_accuracy"].update(self.postprocess(raw), [t["boxes"] for t in targets],
+                                         [t["labels"] for t in targets])
+
+    @torch.no_grad()
+    def detect(self, images: Tensor) -> list[LevelDetections]:
+        """Anatomically consistent vertebra boxes, one per level, for a batch of images.
+
+        Parameters
+        ----------
+        images : Tensor
+            (B, 1 or 3, H, W) float in [0, 1], letterboxed to ``input_size``.
+
+        Returns
+        -------
+        list of LevelDetections
+            One per image, boxes in input pixels.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            raw = self(images.float())
+        finally:
+            self.train(was_training)
+        return self.postprocess([{k: v.float() if v.is_floating_point() else v
+                                  for k, v in d.items()} for d in raw])

@@ -1,0 +1,127 @@
+"""Batch prediction on files: the engine of ``spinelandmarks predict``.
+
+Reads every radiograph, runs the pipeline, and writes (atomically) ``predictions.json`` (step
+2, the annotation layout with scores), ``predictions_step1.json``, ``measurements.csv`` and
+overlay PNGs. A file that cannot be read or predicted is reported and skipped; the others
+finish.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
+
+from .data.annotations import ImageRecord, write_coco
+from .data.io import ImageReadError, Radiograph, read_image
+from .data.plot import draw_points, save_png
+from .evaluation import write_measurements_csv
+from .pipeline import SpineLandmarkPipeline, SpineResult
+
+__all__ = ["draw_overlay", "predict_files", "resolve_pipeline_dir"]
+
+_ANGLE_LABELS = {"l1_l5_lordosis": "L1-L5 lordosis", "l1_s1_lordosis": "L1-S1 lordosis",
+                 "sacral_slope": "Sacral slope"}
+
+
+def resolve_pipeline_dir(run: str | os.PathLike[str]) -> Path:
+    """``RUN/pipeline`` of a training run, or RUN itself if it is a pipeline directory."""
+    p = Path(run)
+    if (p / "pipeline" / "pipeline.json").is_file():
+        return p / "pipeline"
+    if (p / "pipeline.json").is_file():
+        return p
+    raise FileNotFoundError(f"{p}: neither a training run nor a pipeline directory "
+                            "(no pipeline.json)")
+
+
+def _device(accelerator: str) -> torch.device:
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def draw_overlay(radiograph: Radiograph, result: SpineResult,
+                 pipeline: SpineLandmarkPipeline) -> np.ndarray:
+    """RGB overlay: step-2 points, endplate lines, level names and the measured angles."""
+    rgb = draw_points(radiograph.pixels, np.nan_to_num(result.points, nan=-1e6),
+                      pipeline.schema,
+                      visibility=np.isfinite(result.points).all(-1).astype(np.int64) * 2)
+    img = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(img)
+    scale = max(1, img.height // 400)
+    lines = [f"{_ANGLE_LABELS.get(k, k)}: {v:.1f} deg" if np.isfinite(v) else
+             f"{_ANGLE_LABELS.get(k, k)}: n/a" for k, v in result.parameters.items()]
+    if result.missing_levels:
+        lines.append("missing: " + ", ".join(result.missing_levels))
+    y = 4
+    for line in lines:
+        draw.text((6, y), line, fill=(255, 255, 0), font_size=10 * scale)
+        y += 12 * scale
+    return np.asarray(img)
+
+
+def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
+                  out_dir: str | os.PathLike[str], *, batch_size: int = 4,
+                  accelerator: str = "auto", precision: str = "32", overlays: bool = True,
+                  progress: bool = True) -> list[tuple[str, str]]:
+    """Predict every file; return ``(file, reason)`` for each one that failed.
+
+    Parameters
+    ----------
+    run : path
+        Training run directory or pipeline directory.
+    files : sequence of Path
+        Radiographs (DICOM, PNG, JPEG, TIFF).
+    out_dir : path
+        Output directory (created).
+    batch_size : int
+        Radiographs per forward pass.
+    accelerator : {"auto", "cpu", "gpu"}
+    precision : {"32", "bf16-mixed", "16-mixed"}
+    overlays : bool
+        Write ``overlays/<name>.png``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = SpineLandmarkPipeline.load(resolve_pipeline_dir(run)).to(_device(accelerator))
+    precision = "32" if precision == "32-true" else precision
+    failures: list[tuple[str, str]] = []
+    step2: list[ImageRecord] = []
+    step1: list[ImageRecord] = []
+    if overlays:
+        (out / "overlays").mkdir(exist_ok=True)
+    bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
+    for start in range(0, len(files), batch_size):
+        chunk = files[start:start + batch_size]
+        radiographs: list[Radiograph] = []
+        for f in chunk:
+            try:
+                radiographs.append(read_image(f))
+            except (ImageReadError, OSError, ValueError) as exc:
+                failures.append((str(f), str(exc)))
+        if radiographs:
+            try:
+                results = pipe.predict(radiographs, batch_size=batch_size, precision=precision)
+            except (RuntimeError, ValueError) as exc:  # one bad batch must not stop the rest
+                failures += [(r.source, f"prediction failed: {exc}") for r in radiographs]
+                results = []
+            for r, res in zip(radiographs, results, strict=False):
+                image_id = len(step2) + 1
+                step2.append(res.to_record(pipe.schema, step=2, image_id=image_id))
+                step1.append(res.to_record(pipe.schema, step=1, image_id=image_id))
+                if overlays:
+                    name = Path(r.source).stem or f"image_{image_id}"
+                    save_png(out / "overlays" / f"{image_id:05d}_{name}.png",
+                             draw_overlay(r, res, pipe))
+        bar.update(len(chunk))
+    bar.close()
+    write_coco(step2, pipe.schema, out / "predictions.json")
+    write_coco(step1, pipe.schema, out / "predictions_step1.json")
+    write_measurements_csv(step2, pipe.schema, out / "measurements.csv")
+    return failures

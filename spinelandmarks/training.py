@@ -1,0 +1,195 @@
+"""The training recipe behind ``spinelandmarks train``: detector, landmark model, refiner.
+
+Each stage trains in ``RUN/<stage>/`` with its own checkpoints; an interrupted run resumes
+from ``last.ckpt`` and finished stages (marked by ``best.pt``) are skipped. At the end
+``RUN/pipeline/`` holds a directory loadable by
+:meth:`~spinelandmarks.pipeline.SpineLandmarkPipeline.load`, and ``RUN/config.json`` the
+settings used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+
+from .data.datamodule import SpineDataModule
+from .models.base import LandmarkTask
+from .models.detector import VertebraDetector
+from .models.landmark import CropRefiner, LandmarkModel
+from .pipeline import SpineLandmarkPipeline, load_module, save_module
+
+__all__ = ["STAGES", "TrainConfig", "train_pipeline"]
+
+STAGES = ("detector", "landmark", "refiner")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the three-stage recipe (CLI options map one to one).
+
+    Sizes are (H, W) pixels; epochs per stage. ``None`` epochs use ``max_epochs``.
+    """
+
+    accelerator: str = "auto"
+    devices: str | int = "auto"
+    precision: str = "32-true"
+    max_epochs: int = 30
+    detector_epochs: int | None = None
+    refiner_epochs: int | None = None
+    image_size: tuple[int, int] = (512, 384)
+    crop_size: tuple[int, int] = (128, 128)
+    batch_size: int = 8
+    crop_batch_size: int = 32
+    backbone: str = "resnet18"
+    detector_backbone: str = "resnet18"
+    weights_path: str | None = None
+    lr: float = 1e-3
+    num_workers: int = 2
+    seed: int = 0
+    stages: tuple[str, ...] = STAGES
+    val_dir: str | None = None
+    progress: bool = True
+    #: Optional wall-clock budget per stage in seconds; the learning rate then follows a
+    #: cosine over the budget (see :class:`TimeBudget`) instead of over the epochs.
+    time_budget_s: dict[str, float] = field(default_factory=dict)
+    #: Extra keyword arguments of :class:`VertebraDetector` (e.g. a smaller head for CPU).
+    detector_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class TimeBudget(L.Callback):
+    """Stop a stage after ``seconds`` and anneal the learning rate over that time.
+
+    A cosine from the initial learning rate to 1 % of it, as a function of elapsed time
+    rather than of epochs: used when a run must fit a time budget (the demo, CPU smoke runs),
+    where the number of epochs is not known in advance.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = float(seconds)
+        self._start = 0.0
+        self._base: list[float] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.monotonic()
+        self._base = [g["lr"] for g in trainer.optimizers[0].param_groups]
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        frac = min((time.monotonic() - self._start) / self.seconds, 1.0)
+        factor = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac))
+        for g, base in zip(trainer.optimizers[0].param_groups, self._base, strict=True):
+            g["lr"] = base * factor
+        if frac >= 1.0:
+            trainer.should_stop = True
+
+
+def _datamodule(data_dir: str, cfg: TrainConfig, task: str) -> SpineDataModule:
+    return SpineDataModule(
+        data_dir, task=task,  # type: ignore[arg-type]
+        # For crops the model input is the crop: keep the two hparams equal (Lightning merges
+        # module and datamodule hparams for the logger and refuses conflicting values).
+        input_size=cfg.crop_size if task == "crops" else cfg.image_size, crop_size=cfg.crop_size,
+        batch_size=cfg.crop_batch_size if task == "crops" else cfg.batch_size,
+        num_workers=cfg.num_workers, split=(0.9, 0.1, 0.0), val_dir=cfg.val_dir,
+        seed=cfg.seed, persistent_workers=cfg.num_workers > 0,
+    )
+
+
+def _module(stage: str, cfg: TrainConfig, schema: dict[str, Any]) -> LandmarkTask:
+    if stage == "detector":
+        return VertebraDetector(schema=schema, backbone=cfg.detector_backbone,
+                                input_size=cfg.image_size, **cfg.detector_kwargs)
+    if stage == "landmark":
+        return LandmarkModel(schema=schema, backbone=cfg.backbone, weights_path=cfg.weights_path,
+                             input_size=cfg.image_size, lr=cfg.lr)
+    return CropRefiner(schema=schema, backbone=cfg.backbone, weights_path=cfg.weights_path,
+                       input_size=cfg.crop_size, lr=cfg.lr)
+
+
+def _epochs(stage: str, cfg: TrainConfig) -> int:
+    if stage == "detector" and cfg.detector_epochs is not None:
+        return cfg.detector_epochs
+    if stage == "refiner" and cfg.refiner_epochs is not None:
+        return cfg.refiner_epochs
+    return cfg.max_epochs
+
+
+def train_stage(stage: str, data_dir: str, run_dir: Path, cfg: TrainConfig) -> Path:
+    """Train one stage (resuming from ``last.ckpt``); return its weights-only ``best.pt``."""
+    stage_dir = run_dir / stage
+    final = stage_dir / "best.pt"
+    if final.is_file():
+        return final
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    task = {"detector": "detection", "landmark": "landmarks", "refiner": "crops"}[stage]
+    dm = _datamodule(data_dir, cfg, task)
+    dm.setup("fit")
+    model = _module(stage, cfg, dm.schema.to_dict())
+    budget = cfg.time_budget_s.get(stage)
+    if budget is not None:
+        model.hparams["scheduler"] = "constant"  # the TimeBudget callback drives the rate
+    monitor = "val/map_50" if stage == "detector" else "val/loss"
+    has_val = len(dm.val_records) > 0
+    ckpt = ModelCheckpoint(dirpath=stage_dir, filename="best", save_last=True,
+                           enable_version_counter=False,  # resume overwrites last.ckpt
+                           monitor=monitor if has_val else None,
+                           mode="max" if stage == "detector" else "min")
+    callbacks: list[Any] = [ckpt]
+    if cfg.progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=5))
+    if budget is not None:
+        callbacks.append(TimeBudget(budget))
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision,  # type: ignore[arg-type]
+        max_epochs=_epochs(stage, cfg) if budget is None else 10_000, default_root_dir=stage_dir, callbacks=callbacks,
+        logger=L.pytorch.loggers.CSVLogger(stage_dir, name="logs"),
+        enable_progress_bar=cfg.progress, enable_model_summary=False,
+        limit_val_batches=1.0 if has_val else 0, num_sanity_val_steps=0,
+        deterministic=False, log_every_n_steps=5,
+    )
+    last = stage_dir / "last.ckpt"
+    trainer.fit(model, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
+    best = ckpt.best_model_path or ckpt.last_model_path
+    if trainer.global_rank == 0:
+        if best:
+            model = load_module(best)  # type: ignore[assignment]
+        save_module(model, final)
+    return final
+
+
+def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
+                   cfg: TrainConfig | None = None) -> Path:
+    """Train the stages of ``cfg.stages`` in turn and assemble ``RUN/pipeline``.
+
+    Returns
+    -------
+    Path
+        The pipeline directory.
+    """
+    cfg = cfg or TrainConfig()
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps({"data_dir": str(data_dir), **asdict(cfg)},
+                                                indent=2, default=str) + "\n")
+    weights: dict[str, Path] = {}
+    for stage in cfg.stages:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; choose from {STAGES}")
+        weights[stage] = train_stage(stage, str(data_dir), run, cfg)
+    landmark = load_module(weights["landmark"]) if "landmark" in weights else None
+    if landmark is None:
+        raise ValueError("the landmark stage is required to build a pipeline")
+    refiner = load_module(weights["refiner"]) if "refiner" in weights else None
+    detector = load_module(weights["detector"]) if "detector" in weights else None
+    pipe = SpineLandmarkPipeline(landmark, refiner, detector,  # type: ignore[arg-type]
+                                 crop_scale=1.6)
+    return pipe.save(run / "pipeline")

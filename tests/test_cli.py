@@ -1,0 +1,123 @@
+"""Every verb of the command line, end to end on tiny synthetic data."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from spinelandmarks import __version__
+from spinelandmarks.cli import main
+
+TINY_TRAIN = ["--max-epochs", "1", "--image-size", "128x96", "--crop-size", "48x48",
+              "--backbone", "resnet_lite", "--detector-backbone", "resnet_lite", "--small-detector",
+              "--batch-size", "4", "--workers", "0", "--accelerator", "cpu"]
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert __version__ in capsys.readouterr().out
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for verb in ("synth", "train", "predict", "measure", "evaluate", "demo"):
+        assert verb in out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    data, test = root / "data", root / "test"
+    assert main(["synth", str(data), "--num-images", "8", "--seed", "1", "--size", "256"]) == 0
+    assert main(["synth", str(test), "--num-images", "3", "--seed", "99", "--size", "256"]) == 0
+    run = root / "run"
+    assert main(["train", str(data), "--out", str(run), *TINY_TRAIN]) == 0
+    return data, test, run
+
+
+@pytest.mark.slow
+def test_train_writes_run(trained: tuple[Path, Path, Path]) -> None:
+    _, _, run = trained
+    for stage in ("detector", "landmark", "refiner"):
+        assert (run / stage / "best.pt").is_file()
+        assert (run / stage / "last.ckpt").is_file()
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["image_size"] == [128, 96] and cfg["backbone"] == "resnet_lite"
+    assert (run / "pipeline" / "pipeline.json").is_file()
+
+
+@pytest.mark.slow
+def test_train_resumes_and_skips_finished_stages(trained: tuple[Path, Path, Path],
+                                                 tmp_path: Path) -> None:
+    data, _, run = trained
+    # An interrupted landmark stage: only last.ckpt is left; it resumes to 2 epochs from it.
+    resumed = tmp_path / "resumed"
+    stage_src = run / "landmark"
+    (resumed / "landmark").mkdir(parents=True)
+    (resumed / "landmark" / "last.ckpt").write_bytes((stage_src / "last.ckpt").read_bytes())
+    args = ["train", str(data), "--out", str(resumed), "--stages", "landmark",
+            *[a if a != "1" else "2" for a in TINY_TRAIN]]
+    assert main(args) == 0
+    import torch
+
+    ckpt = torch.load(resumed / "landmark" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1  # resumed after epoch 0, trained epoch 1 only
+    mtime = (resumed / "landmark" / "best.pt").stat().st_mtime
+    assert main(args) == 0  # a finished stage is skipped
+    assert (resumed / "landmark" / "best.pt").stat().st_mtime == mtime
+
+
+@pytest.mark.slow
+def test_predict_measure_evaluate(trained: tuple[Path, Path, Path], tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    _, test, run = trained
+    images = sorted((test / "images").iterdir())
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    out = tmp_path / "pred"
+    status = main(["predict", str(run), *map(str, images), str(bad), "--out", str(out),
+                   "--accelerator", "cpu"])
+    err = capsys.readouterr().err
+    assert status == 1 and "broken.png" in err  # reported, and the exit status says so
+    pred = json.loads((out / "predictions.json").read_text())
+    assert len(pred["images"]) == len(images)  # the others finished
+    assert (out / "predictions_step1.json").is_file()
+    assert len(list((out / "overlays").glob("*.png"))) == len(images)
+    with (out / "measurements.csv").open() as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:4] == ["file_name", "l1_l5_lordosis_deg", "l1_s1_lordosis_deg",
+                           "sacral_slope_deg"]
+    assert len(rows) == 1 + len(images)
+
+    csv_path = tmp_path / "gt.csv"
+    assert main(["measure", str(test / "annotations.json"), "--out", str(csv_path)]) == 0
+    with csv_path.open() as f:
+        gt_rows = list(csv.DictReader(f))
+    params = json.loads((test / "annotations.json").read_text())["images"][0]["synthetic"]
+    assert float(gt_rows[0]["sacral_slope_deg"]) == pytest.approx(params["sacral_slope_deg"],
+                                                                  abs=1e-3)
+
+    # Predictions name files by the path given to predict; rewrite the ground truth to match.
+    gt = json.loads((test / "annotations.json").read_text())
+    for im in gt["images"]:
+        im["file_name"] = str(test / im["file_name"])
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(gt))
+    report = tmp_path / "report"
+    assert main(["evaluate", str(out / "predictions.json"), str(gt_path), "--out",
+                 str(report)]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["step1"] is not None and metrics["step2"] is not None
+    assert metrics["n_images"] == len(images)
+    assert (report / "report.md").read_text().count("Cina") >= 1
+    assert list(report.glob("bland_altman_*.png"))
+
+
+def test_predict_reports_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    img = tmp_path / "x.png"
+    img.write_bytes(b"")
+    assert main(["predict", str(tmp_path / "nope"), str(img), "--out", str(tmp_path / "o")]) == 2
+    assert "pipeline.json" in capsys.readouterr().err
