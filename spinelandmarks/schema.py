@@ -26,6 +26,7 @@ __all__ = [
     "Endplate",
     "LandmarkSchema",
     "Level",
+    "resolve_schema",
 ]
 
 #: Names of the four corners of a vertebral body, in the order of the conventions.
@@ -267,3 +268,24 @@ LUMBAR_SAGITTAL = LandmarkSchema.from_levels(
     "lumbar_sagittal", ["L1", "L2", "L3", "L4", "L5", "S1"],
     overrides={"S1": ("anterior_superior", "posterior_superior")},
 )
+
+#: Schemas known by name (``resolve_schema("lumbar_sagittal")``).
+SCHEMAS: dict[str, LandmarkSchema] = {LUMBAR_SAGITTAL.name: LUMBAR_SAGITTAL}
+
+
+def resolve_schema(schema: LandmarkSchema | Mapping[str, Any] | str | PathLike[str] | None
+                   ) -> LandmarkSchema:
+    """A schema from an instance, its dict form, a registered name or a JSON file path.
+
+    ``None`` gives :data:`LUMBAR_SAGITTAL`. Modules store the dict form in their
+    hyper-parameters, so checkpoints stay plain data.
+    """
+    if schema is None:
+        return LUMBAR_SAGITTAL
+    if isinstance(schema, LandmarkSchema):
+        return schema
+    if isinstance(schema, Mapping):
+        return LandmarkSchema.from_dict(schema)
+    if isinstance(schema, str) and schema in SCHEMAS:
+        return SCHEMAS[schema]
+    return LandmarkSchema.load(schema)

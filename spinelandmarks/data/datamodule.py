@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..schema import LUMBAR_SAGITTAL, LandmarkSchema
+from ..schema import LUMBAR_SAGITTAL, LandmarkSchema, resolve_schema
 from .annotations import ImageRecord, read_coco
 from .batch import LandmarkBatch, collate
 from .datasets import (
@@ -26,7 +26,7 @@ from .datasets import (
 )
 from .splits import split_records
 
-__all__ = ["SpineDataModule", "resolve_schema", "seed_worker"]
+__all__ = ["SpineDataModule", "schema_for", "seed_worker"]
 
 Task = Literal["landmarks", "detection", "crops"]
 
@@ -43,15 +43,13 @@ def seed_worker(worker_id: int) -> None:
     random.seed(s)
 
 
-def resolve_schema(schema: LandmarkSchema | dict[str, Any] | None,
-                   annotation_files: Sequence[Path] = ()) -> LandmarkSchema:
-    """Schema object from an object, a dict, or (None) the first annotation file's
-    ``info.schema`` (written by :func:`~spinelandmarks.data.annotations.write_coco`), else
-    ``LUMBAR_SAGITTAL``."""
-    if isinstance(schema, LandmarkSchema):
-        return schema
-    if isinstance(schema, dict):
-        return LandmarkSchema.from_dict(schema)
+def schema_for(schema: LandmarkSchema | dict[str, Any] | str | None,
+               annotation_files: Sequence[Path] = ()) -> LandmarkSchema:
+    """The given schema (see :func:`~spinelandmarks.schema.resolve_schema`), or for ``None``
+    the first annotation file's ``info.schema`` (written by
+    :func:`~spinelandmarks.data.annotations.write_coco`), else ``LUMBAR_SAGITTAL``."""
+    if schema is not None:
+        return resolve_schema(schema)
     for f in annotation_files:
         try:
             info = json.loads(Path(f).read_text(encoding="utf-8")).get("info", {})
@@ -124,7 +122,7 @@ class SpineDataModule(L.LightningDataModule):
         self.data_dirs = self._dirs(data_dir)
         self.val_dirs = self._dirs(val_dir) if val_dir is not None else []
         self.test_dirs = self._dirs(test_dir) if test_dir is not None else []
-        self.schema = resolve_schema(schema, [d / "annotations.json" for d in self.data_dirs])
+        self.schema = schema_for(schema, [d / "annotations.json" for d in self.data_dirs])
         self.save_hyperparameters(ignore=["schema"])
         self.hparams["schema"] = self.schema.to_dict()
         self.task: Task = task

@@ -1,8 +1,8 @@
 """LightningModules of the two-step method and their building blocks."""
 
 from .backbones import BACKBONES, Backbone, FPNDecoder
-from .base import LandmarkTask, resolve_schema
+from .base import LandmarkTask
 from .landmark import CropRefiner, LandmarkModel
 
 __all__ = ["BACKBONES", "Backbone", "CropRefiner", "FPNDecoder", "LandmarkModel",
-           "LandmarkTask", "resolve_schema"]
+           "LandmarkTask"]

@@ -23,25 +23,9 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 
 from ..data.batch import LandmarkBatch
-from ..schema import LUMBAR_SAGITTAL, LandmarkSchema
+from ..schema import LandmarkSchema, resolve_schema
 
 __all__ = ["LandmarkTask", "resolve_schema"]
-
-SCHEMAS: dict[str, LandmarkSchema] = {LUMBAR_SAGITTAL.name: LUMBAR_SAGITTAL}
-
-
-def resolve_schema(schema: LandmarkSchema | dict[str, Any] | str | None) -> LandmarkSchema:
-    """A schema from an instance, its dict form, a registered name or a JSON file path."""
-    if schema is None:
-        return LUMBAR_SAGITTAL
-    if isinstance(schema, LandmarkSchema):
-        return schema
-    if isinstance(schema, dict):
-        return LandmarkSchema.from_dict(schema)
-    if schema in SCHEMAS:
-        return SCHEMAS[schema]
-    return LandmarkSchema.load(schema)
-
 
 class LandmarkTask(L.LightningModule):
     """Shared training logic; subclasses implement the hooks.

@@ -31,9 +31,9 @@ from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from ..data.batch import LandmarkBatch
-from ..schema import LandmarkSchema
+from ..schema import LandmarkSchema, resolve_schema
 from .backbones import BACKBONES, Backbone, load_state_dict_file
-from .base import LandmarkTask, resolve_schema
+from .base import LandmarkTask
 
 __all__ = [
     "DETECTOR_BACKBONES",

@@ -20,9 +20,9 @@ from ..data.batch import LandmarkBatch
 from ..dsnt import DSNTHead, euclidean_loss, heatmap_spread, js_reg_loss, masked_mean
 from ..geometry import normalized_to_pixel, pixel_to_normalized, transform_points
 from ..metrics import EuclideanError, NormalizedLocalizationError
-from ..schema import CORNERS, LandmarkSchema, Level
+from ..schema import CORNERS, LandmarkSchema, Level, resolve_schema
 from .backbones import Backbone, FPNDecoder
-from .base import LandmarkTask, resolve_schema
+from .base import LandmarkTask
 
 __all__ = ["CropRefiner", "LandmarkModel", "LandmarkNetwork"]
 

@@ -1,0 +1,48 @@
+"""The examples run (tiny settings) and do what they say."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_new_landmark_task_learns_centres(tmp_path: Path) -> None:
+    ex = load("new_landmark_task")
+    metrics = ex.main(["--out", str(tmp_path), "--num-images", "12", "--epochs", "12"])
+    assert np.isfinite(metrics["val/loss"]) and "train/smooth" in metrics
+    assert ex.CENTRES.num_points == 6
+    # Training went somewhere: the loss fell below its untrained value (~1.0 for DSNT + JS).
+    assert metrics["train/loss"] < 1.0
+
+
+@pytest.mark.slow
+def test_train_then_notebook_workflow(tmp_path: Path) -> None:
+    train = load("train_own_data")
+    pipeline_dir = train.main(["--out", str(tmp_path / "run"), "--epochs", "1", "--tiny"])
+    assert (pipeline_dir / "pipeline.json").is_file()
+    nb = load("notebook_workflow")
+    image = sorted((tmp_path / "run" / "synthetic" / "images").iterdir())[0]
+    params = nb.main([str(tmp_path / "run"), str(image), "--out", str(tmp_path / "o.png")])
+    assert set(params[0]) == {"l1_l5_lordosis", "l1_s1_lordosis", "sacral_slope"}
+    assert (tmp_path / "o.png").stat().st_size > 0
+
+
+def test_contact_sheet_example_exists() -> None:
+    assert (EXAMPLES / "make_contact_sheet.py").is_file()
