@@ -1,0 +1,96 @@
+"""LandmarkModel and CropRefiner: training runs (fp32, bf16), overfitting, checkpoints, hooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from spinelandmarks.data.annotations import read_coco
+from spinelandmarks.data.batch import collate
+from spinelandmarks.data.datamodule import SpineDataModule
+from spinelandmarks.data.datasets import CropDataset, LandmarkDataset
+from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
+from spinelandmarks.models import BACKBONES, Backbone, CropRefiner, LandmarkModel
+from spinelandmarks.schema import LUMBAR_SAGITTAL
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    return generate_dataset(root / "data", 6, seed=5, config=PhantomConfig(long_side=256))
+
+
+def trainer(**kwargs: object) -> L.Trainer:
+    args: dict[str, object] = {"accelerator": "cpu", "logger": False,
+                               "enable_checkpointing": False, "enable_progress_bar": False,
+                               "enable_model_summary": False, "num_sanity_val_steps": 0}
+    args.update(kwargs)
+    return L.Trainer(**args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+@pytest.mark.parametrize(("cls", "task", "size"), [(LandmarkModel, "landmarks", (128, 96)),
+                                                   (CropRefiner, "crops", (48, 48))])
+def test_fast_dev_run(dataset: Path, cls: type[LandmarkModel], task: str,
+                      size: tuple[int, int], precision: str) -> None:
+    dm = SpineDataModule(str(dataset), task=task, input_size=size, crop_size=size,  # type: ignore[arg-type]
+                         batch_size=4, num_workers=0, split=(0.5, 0.5, 0.0))
+    model = cls(backbone="resnet_lite", input_size=size)
+    trainer(fast_dev_run=True, precision=precision).fit(model, datamodule=dm)
+
+
+def test_hparams_rebuild_module() -> None:
+    model = CropRefiner(backbone="resnet_lite", input_size=(48, 48), lr=5e-4)
+    assert model.hparams["schema"] == LUMBAR_SAGITTAL.to_dict()
+    again = CropRefiner(**model.hparams)
+    assert again.hparams == model.hparams and again.num_outputs == 4
+    assert LandmarkModel(backbone="resnet_lite").num_outputs == 22
+
+
+def test_backbone_weights_from_local_file(tmp_path: Path) -> None:
+    src = Backbone("resnet_lite")
+    torch.save(src.body.state_dict(), tmp_path / "w.pt")
+    model = LandmarkModel(backbone="resnet_lite", weights_path=str(tmp_path / "w.pt"))
+    for a, b in zip(model.backbone.body.state_dict().values(), src.body.state_dict().values(),
+                    strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        Backbone("resnet_lite", str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="unknown backbone"):
+        Backbone("vgg11")
+    assert {"resnet18", "efficientnet_b0", "convnext_tiny", "resnet_lite"} <= set(BACKBONES)
+
+
+def _validate(model: LandmarkModel, loader: DataLoader) -> dict[str, float]:
+    out = trainer().validate(model, loader, verbose=False)[0]
+    return {k: float(v) for k, v in out.items()}
+
+
+@pytest.mark.slow
+def test_refiner_overfits_crops_below_2_percent(dataset: Path) -> None:
+    L.seed_everything(0, verbose=False)
+    records = read_coco(dataset / "annotations.json")[:2]
+    ds = CropDataset(records, dataset, LUMBAR_SAGITTAL, crop_size=(64, 64), train=False)
+    loader = DataLoader(ds, batch_size=len(ds), collate_fn=collate)
+    model = CropRefiner(backbone="resnet_lite", input_size=(64, 64), lr=3e-3,
+                        scheduler="constant")
+    trainer(max_epochs=150).fit(model, loader)
+    metrics = _validate(model, loader)
+    assert metrics["val/median_x"] < 2.0 and metrics["val/median_y"] < 2.0, metrics
+
+
+@pytest.mark.slow
+def test_landmark_model_overfits_below_5_percent(dataset: Path) -> None:
+    L.seed_everything(0, verbose=False)
+    records = read_coco(dataset / "annotations.json")[:2]
+    ds = LandmarkDataset(records, dataset, LUMBAR_SAGITTAL, input_size=(192, 144), train=False)
+    loader = DataLoader(ds, batch_size=2, collate_fn=collate)
+    model = LandmarkModel(backbone="resnet_lite", input_size=(192, 144), lr=3e-3,
+                          scheduler="constant")
+    trainer(max_epochs=150).fit(model, loader)
+    metrics = _validate(model, loader)
+    assert metrics["val/median_x"] < 5.0 and metrics["val/median_y"] < 5.0, metrics
