@@ -15,6 +15,7 @@ The optimizer is AdamW with a cosine (default), one-cycle or constant schedule.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import lightning as L
@@ -54,6 +55,14 @@ class LandmarkTask(L.LightningModule):
                                    "weight_decay": weight_decay, "scheduler": scheduler,
                                    "warmup_epochs": warmup_epochs})
         self.schema = resolve_schema(schema)
+
+    def save_hyperparameters(self, *args: Any, **kwargs: Any) -> None:
+        """As Lightning's, then store the schema as its dict form (plain data in checkpoints,
+        which keeps them loadable with ``weights_only=True``), also for subclasses."""
+        kwargs.setdefault("frame", inspect.currentframe().f_back)  # type: ignore[union-attr]
+        super().save_hyperparameters(*args, **kwargs)
+        if "schema" in self.hparams:
+            self.hparams["schema"] = resolve_schema(self.hparams["schema"]).to_dict()
 
     def setup_task(self) -> None:
         """Run the configure hooks; subclasses call this at the end of their ``__init__``
