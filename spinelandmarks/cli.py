@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spinelandmarks",
         description="Vertebral corner localization and lumbar measurements on sagittal spine "
                     "radiographs (two-step DSNT method).",
+        epilog="Power users: `spinelandmarks fit|validate|test -c CONFIG.yaml` runs "
+               "LightningCLI on any module (examples/configs/).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -107,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-test", type=int, default=40)
     p.add_argument("--max-epochs", type=int, default=None,
                    help="epochs of the landmark model (default: sized to the device)")
+    p.add_argument("--size", type=int, default=None,
+                   help="long side of the synthetic radiographs (default 512 CPU, 768 GPU)")
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--seed", type=int, default=0)
     return parser
@@ -232,7 +236,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(args.out, num_train=args.num_train, num_test=args.num_test,
-                    max_epochs=args.max_epochs, accelerator=args.accelerator, seed=args.seed)
+                    max_epochs=args.max_epochs, accelerator=args.accelerator, seed=args.seed,
+                    long_side=args.size)
 
 
 COMMANDS = {"synth": cmd_synth, "train": cmd_train, "predict": cmd_predict,
@@ -241,6 +246,11 @@ COMMANDS = {"synth": cmd_synth, "train": cmd_train, "predict": cmd_predict,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("fit", "validate", "test"):
+        from .lightning_cli import run_lightning_cli
+
+        return run_lightning_cli(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

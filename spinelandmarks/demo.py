@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,7 +21,7 @@ from .predict import predict_files
 from .schema import LUMBAR_SAGITTAL
 from .training import TrainConfig, train_pipeline
 
-__all__ = ["run_demo"]
+__all__ = ["predict_and_evaluate", "run_demo"]
 
 #: Seconds per stage on a 2-core CPU: the demo must finish in under 10 minutes there.
 CPU_BUDGET_S = {"detector": 100.0, "landmark": 210.0, "refiner": 120.0}
@@ -31,8 +32,36 @@ CPU_DETECTOR = {"fpn_channels": 64, "representation_size": 256, "proposals_train
 GPU_BUDGET_S = {"detector": 60.0, "landmark": 120.0, "refiner": 60.0}
 
 
+def predict_and_evaluate(run: Path, test_dir: Path, out: Path, *, accelerator: str = "auto",
+                         batch_size: int = 8) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Predict ``test_dir/images`` with the run's pipeline into ``out/predictions`` and write
+    the evaluation against ``test_dir/annotations.json`` to ``out/report``.
+
+    Returns
+    -------
+    metrics : dict
+        As :func:`~spinelandmarks.evaluation.evaluate`.
+    failures : list of (file, reason)
+        Files that could not be predicted.
+    """
+    files = sorted((test_dir / "images").iterdir())
+    pred_dir = out / "predictions"
+    failures = predict_files(run, files, pred_dir, batch_size=batch_size,
+                             accelerator=accelerator)
+    gt = read_coco(test_dir / "annotations.json", LUMBAR_SAGITTAL)
+    for r in gt:  # predictions name files by the path given to predict
+        r.file_name = str(test_dir / r.file_name)
+    pred = read_coco(pred_dir / "predictions.json", LUMBAR_SAGITTAL)
+    step1 = read_coco(pred_dir / "predictions_step1.json", LUMBAR_SAGITTAL)
+    metrics = evaluate(pred, gt, LUMBAR_SAGITTAL, step1_records=step1)
+    write_report(metrics, out / "report", pred_records=pred, gt_records=gt,
+                 schema=LUMBAR_SAGITTAL, step1_records=step1)
+    return metrics, failures
+
+
 def run_demo(out: str | Path = "demo_out", *, num_train: int = 160, num_test: int = 40,
-             max_epochs: int | None = None, accelerator: str = "auto", seed: int = 0) -> int:
+             max_epochs: int | None = None, accelerator: str = "auto", seed: int = 0,
+             long_side: int | None = None) -> int:
     """Run the demo end to end; return the exit status (0 on success).
 
     With ``max_epochs`` the stages train for that many epochs instead of the time budget.
@@ -42,7 +71,7 @@ def run_demo(out: str | Path = "demo_out", *, num_train: int = 160, num_test: in
     t0 = time.perf_counter()
     out = Path(out)
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    size = 768 if gpu else 512
+    size = long_side or (768 if gpu else 512)
     config = PhantomConfig(long_side=size)
     print(f"[1/4] synthesizing {num_train} training and {num_test} test radiographs "
           f"({size} px) in {out}")
@@ -66,20 +95,11 @@ def run_demo(out: str | Path = "demo_out", *, num_train: int = 160, num_test: in
           f"{cfg.image_size[1]}, crops {cfg.crop_size[0]}x{cfg.crop_size[1]})")
     run = out / "run"
     train_pipeline(train_dir, run, cfg)
-    print("[3/4] predicting the held-out test set")
-    files = sorted((test_dir / "images").iterdir())
+    print("[3/4] predicting the held-out test set, then [4/4] evaluating")
+    metrics, failures = predict_and_evaluate(run, test_dir, out,
+                                             accelerator="gpu" if gpu else "cpu")
+    report = out / "report" / "report.md"
     pred_dir = out / "predictions"
-    failures = predict_files(run, files, pred_dir, batch_size=8,
-                             accelerator="gpu" if gpu else "cpu")
-    print("[4/4] evaluating")
-    gt = read_coco(test_dir / "annotations.json", LUMBAR_SAGITTAL)
-    for r in gt:  # predictions name files by the path given to predict
-        r.file_name = str(test_dir / r.file_name)
-    pred = read_coco(pred_dir / "predictions.json", LUMBAR_SAGITTAL)
-    step1 = read_coco(pred_dir / "predictions_step1.json", LUMBAR_SAGITTAL)
-    metrics = evaluate(pred, gt, LUMBAR_SAGITTAL, step1_records=step1)
-    report = write_report(metrics, out / "report", pred_records=pred, gt_records=gt,
-                          schema=LUMBAR_SAGITTAL, step1_records=step1)
     minutes = (time.perf_counter() - t0) / 60
     det = metrics["step2"]["detection"]
     print()

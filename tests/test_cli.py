@@ -121,3 +121,33 @@ def test_predict_reports_missing_run(tmp_path: Path, capsys: pytest.CaptureFixtu
     img.write_bytes(b"")
     assert main(["predict", str(tmp_path / "nope"), str(img), "--out", str(tmp_path / "o")]) == 2
     assert "pipeline.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("config", "size"), [("landmark", "[128, 96]"), ("refiner", "[48, 48]"),
+                                              ("detector", "[128, 96]")])
+def test_lightning_cli_fit_from_example_configs(trained: tuple[Path, Path, Path], tmp_path: Path,
+                                                config: str, size: str) -> None:
+    data, _, _ = trained
+    cfg = Path(__file__).resolve().parents[1] / "examples" / "configs" / f"{config}.yaml"
+    status = main(["fit", "-c", str(cfg), "--data.data_dir", str(data),
+                   "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
+                   "--trainer.default_root_dir", str(tmp_path), "--data.num_workers", "0",
+                   "--data.batch_size", "2", "--model.init_args.backbone", "resnet_lite",
+                   "--model.init_args.input_size", size, "--data.input_size", size,
+                   "--data.crop_size", size if config == "refiner" else "[128, 128]",
+                   "--trainer.enable_progress_bar", "false"])
+    assert status == 0
+    assert list(tmp_path.rglob("*.ckpt")), "fit wrote no checkpoint"
+    assert (tmp_path / "lightning_logs").is_dir()
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["demo", "--out", str(tmp_path / "demo"), "--num-train", "8", "--num-test", "3",
+                   "--max-epochs", "1", "--size", "256", "--accelerator", "cpu"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "Cina 2021" in out and "Median normalized error x" in out
+    assert (tmp_path / "demo" / "report" / "report.md").is_file()
+    assert len(list((tmp_path / "demo" / "predictions" / "overlays").glob("*.png"))) == 3

@@ -10,11 +10,11 @@ from os import PathLike
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.models.resnet import BasicBlock
-from torchvision.ops import FeaturePyramidNetwork
 
 __all__ = ["BACKBONES", "Backbone", "FPNDecoder", "LiteResNet", "load_state_dict_file"]
 
@@ -151,7 +151,10 @@ class FPNDecoder(nn.Module):
         super().__init__()
         if stride not in (2, 4):
             raise ValueError(f"decoder stride must be 2 or 4, got {stride}")
-        self.fpn = FeaturePyramidNetwork(in_channels, channels)
+        # Top-down pathway of an FPN (Lin et al. 2017) that keeps only the finest output:
+        # torchvision's FeaturePyramidNetwork also convolves the three coarser outputs, which
+        # would cost compute and leave parameters without gradient (an error under DDP).
+        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
         layers: list[nn.Module] = [nn.Conv2d(channels, channels, 3, padding=1, bias=False),
                                    nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
         if stride == 2:
@@ -161,5 +164,7 @@ class FPNDecoder(nn.Module):
         self.stride = stride
 
     def forward(self, feats: list[Tensor]) -> Tensor:
-        pyramid = self.fpn({str(i): f for i, f in enumerate(feats)})
-        return self.refine(pyramid["0"])
+        x = self.lateral[-1](feats[-1])
+        for f, lateral in zip(feats[-2::-1], list(self.lateral)[-2::-1], strict=True):
+            x = lateral(f) + F.interpolate(x, size=f.shape[-2:], mode="nearest")
+        return self.refine(x)

@@ -1,0 +1,165 @@
+"""Accuracy against the reference study on a fixed synthetic benchmark, with robustness slices.
+
+Usage
+-----
+    python benchmarks/accuracy.py --out BENCH --mode full   # GPU: 1,500 train images, 1024 px
+    python benchmarks/accuracy.py --out BENCH --mode cpu    # 2-core CPU, < 30 minutes
+    python benchmarks/accuracy.py --out BENCH --mode smoke  # seconds; what CI could run
+
+Seeds are fixed per split (train 0, validation 5000, test 10000), so test patients are never
+seen in training. ``full`` trains with the default ``spinelandmarks train`` recipe; ``cpu``
+uses the demo's light settings with a larger time budget. Results go to
+``BENCH/results.json`` and ``BENCH/results.md``: the headline figures next to Cina et al.
+2021, the targets, and the same figures on slices of the test set (fractured vertebrae,
+spondylolisthesis, implants, low dose, strong rotation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spinelandmarks.data.annotations import ImageRecord, read_coco
+from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
+from spinelandmarks.demo import CPU_DETECTOR, predict_and_evaluate
+from spinelandmarks.evaluation import evaluate
+from spinelandmarks.schema import LUMBAR_SAGITTAL
+from spinelandmarks.training import TrainConfig, train_pipeline
+
+MODES: dict[str, dict[str, Any]] = {
+    "full": {"train": 1500, "val": 150, "test": 200, "size": 1024, "cfg": {}},
+    "cpu": {"train": 400, "val": 40, "test": 200, "size": 512, "cfg": {
+        "image_size": (256, 192), "crop_size": (64, 64), "backbone": "resnet_lite",
+        "detector_backbone": "resnet_lite", "lr": 2e-3, "crop_batch_size": 32,
+        "detector_kwargs": CPU_DETECTOR, "accelerator": "cpu",
+        "time_budget_s": {"detector": 240.0, "landmark": 660.0, "refiner": 360.0}}},
+    "smoke": {"train": 8, "val": 2, "test": 4, "size": 256, "cfg": {
+        "image_size": (128, 96), "crop_size": (48, 48), "backbone": "resnet_lite",
+        "detector_backbone": "resnet_lite", "max_epochs": 1, "batch_size": 4,
+        "detector_kwargs": CPU_DETECTOR, "accelerator": "cpu", "num_workers": 0}},
+}
+
+TARGETS = {"median_nle_x_pct": 1.0, "median_nle_y_pct": 1.0,
+           "l1_l5_lordosis_median_abs_deg": 1.0, "l1_s1_lordosis_median_abs_deg": 1.0,
+           "sacral_slope_median_abs_deg": 1.0}
+
+Slice = Callable[[dict[str, Any]], bool]
+SLICES: dict[str, Slice] = {
+    "fracture": lambda m: bool(m.get("fractures")),
+    "listhesis": lambda m: bool(m.get("listhesis")),
+    "implants": lambda m: bool(m.get("implants")),
+    "low_dose": lambda m: float(m.get("noise_level", 0.0)) >= 0.03,
+    "strong_rotation": lambda m: abs(float(m.get("rotation_deg", 0.0))) >= 3.5,
+}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    step2 = metrics["step2"]
+    out = {k: v["ours_step2"] for k, v in metrics["comparison"].items()}
+    out.update({f"{k}_step1": v["ours_step1"] for k, v in metrics["comparison"].items()})
+    out["level_detection_rate"] = step2["detection"].get("level_detection_rate")
+    out["pearson_r"] = {k: v["pearson_r"] for k, v in step2["angles"].items()}
+    out["median_mm"] = step2["euclidean"].get("median_mm")
+    out["sdr"] = step2["sdr"]
+    out["n_images"] = metrics["n_images"]
+    return out
+
+
+def _slice_metrics(pred: list[ImageRecord], gt: list[ImageRecord],
+                   step1: list[ImageRecord]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, keep in SLICES.items():
+        names = {r.file_name for r in gt if keep(r.meta.get("synthetic", {}))}
+        if len(names) < 2:
+            result[name] = {"n_images": len(names)}
+            continue
+        def pick(records: list[ImageRecord], keep_names: set[str] = names) -> list[ImageRecord]:
+            return [r for r in records if r.file_name in keep_names]
+
+        result[name] = _headline(evaluate(pick(pred), pick(gt), LUMBAR_SAGITTAL,
+                                          step1_records=pick(step1)))
+    return result
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, float) and math.isfinite(v) else "-"
+
+
+def _markdown(res: dict[str, Any]) -> str:
+    h = res["headline"]
+    ref = {"median_nle_x_pct": 1.98, "median_nle_y_pct": 1.68,
+           "l1_l5_lordosis_median_abs_deg": 1.84, "l1_s1_lordosis_median_abs_deg": 2.43,
+           "sacral_slope_median_abs_deg": 1.98}
+    lines = [f"mode `{res['mode']}`, commit {res['commit']}, {res['date']}, {res['machine']}, "
+             f"{res['minutes']:.1f} min", "",
+             "| figure | step 2 | step 1 | target | Cina et al. 2021 |", "|---|---|---|---|---|"]
+    for key, r in ref.items():
+        lines.append(f"| {key} | {_fmt(h.get(key))} | {_fmt(h.get(key + '_step1'))} | "
+                     f"<= {TARGETS[key]} | {r} |")
+    lines += ["", f"level detection rate {_fmt(h.get('level_detection_rate'))}; Pearson r "
+              + ", ".join(f"{k} {_fmt(v)}" for k, v in h["pearson_r"].items())
+              + f"; median error {_fmt(h.get('median_mm'))} mm; SDR "
+              + ", ".join(f"{k} {_fmt(v)}" for k, v in h["sdr"].items() if k != "n"), "",
+              "| slice | images | NLE x | NLE y | L1-L5 | L1-S1 | SS |", "|---|---|---|---|---|---|---|"]
+    for name, s in res["slices"].items():
+        lines.append(f"| {name} | {s.get('n_images')} | {_fmt(s.get('median_nle_x_pct'))} | "
+                     f"{_fmt(s.get('median_nle_y_pct'))} | "
+                     f"{_fmt(s.get('l1_l5_lordosis_median_abs_deg'))} | "
+                     f"{_fmt(s.get('l1_s1_lordosis_median_abs_deg'))} | "
+                     f"{_fmt(s.get('sacral_slope_median_abs_deg'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="bench_accuracy")
+    ap.add_argument("--mode", choices=sorted(MODES), default="cpu")
+    ap.add_argument("--accelerator", default=None)
+    args = ap.parse_args()
+    mode = MODES[args.mode]
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    config = PhantomConfig(long_side=mode["size"])
+    train = generate_dataset(out / "train", mode["train"], seed=0, config=config, workers=2)
+    val = generate_dataset(out / "val", mode["val"], seed=5000, config=config, workers=2)
+    test = generate_dataset(out / "test", mode["test"], seed=10000, config=config, workers=2)
+    cfg = TrainConfig(val_dir=str(val), **mode["cfg"])
+    if args.accelerator:
+        cfg.accelerator = args.accelerator
+    train_pipeline(train, out / "run", cfg)
+    metrics, _ = predict_and_evaluate(out / "run", test, out, accelerator=cfg.accelerator)
+    gt = read_coco(test / "annotations.json", LUMBAR_SAGITTAL)
+    for r in gt:
+        r.file_name = str(test / r.file_name)
+    pred = read_coco(out / "predictions" / "predictions.json", LUMBAR_SAGITTAL)
+    step1 = read_coco(out / "predictions" / "predictions_step1.json", LUMBAR_SAGITTAL)
+    device = (torch.cuda.get_device_name() if torch.cuda.is_available()
+              and cfg.accelerator != "cpu" else f"CPU ({torch.get_num_threads()} threads)")
+    res = {"mode": args.mode, "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
+           "machine": f"{platform.machine()} {device}",
+           "minutes": (time.perf_counter() - t0) / 60,
+           "headline": _headline(metrics), "slices": _slice_metrics(pred, gt, step1)}
+    (out / "results.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    (out / "results.md").write_text(_markdown(res))
+    print(_markdown(res))
+
+
+if __name__ == "__main__":
+    main()
