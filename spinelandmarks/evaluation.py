@@ -19,19 +19,18 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ._atomic import atomic_write, atomic_write_text
 from .data.annotations import ImageRecord
 from .metrics import (
     LUMBAR_PARAMETERS,
@@ -103,31 +102,6 @@ _DT = torch.float64
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Call ``write`` on a temp file next to ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
-
-
 def _check_record(rec: ImageRecord, schema: LandmarkSchema) -> None:
     if rec.points.shape != (schema.num_points, 2) or rec.visibility.shape != (schema.num_points,):
         raise ValueError(f"record {rec.file_name!r}: points {rec.points.shape} / visibility "
@@ -270,7 +244,7 @@ def write_measurements_csv(records: Sequence[ImageRecord], schema: LandmarkSchem
     for row in rows:
         writer.writerow([_csv_cell(row.get(c), c) for c in columns])
     out = Path(path)
-    _atomic_write_text(out, buf.getvalue())
+    atomic_write_text(out, buf.getvalue())
     return out
 
 
@@ -596,7 +570,7 @@ def _save_figure(fig: Any, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
 def _plots(out: Path, metrics: Mapping[str, Any], pred_records: Sequence[ImageRecord],
@@ -733,8 +707,8 @@ def write_report(metrics: Mapping[str, Any], out_dir: StrPath, *,
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out / "metrics.json", metrics_to_json(metrics))
+    atomic_write_text(out / "metrics.json", metrics_to_json(metrics))
     plots = _plots(out, metrics, pred_records, gt_records, schema, step1_records)
     report = out / "report.md"
-    _atomic_write_text(report, _markdown(metrics, plots))
+    atomic_write_text(report, _markdown(metrics, plots))
     return report

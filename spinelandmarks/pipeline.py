@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__
+from ._atomic import atomic_write, atomic_write_text
 from .data.annotations import ImageRecord
 from .data.io import Radiograph, read_dicom, read_image
 from .geometry import crop_images, crop_matrix, letterbox, transform_points, vertebra_crop_params
@@ -101,15 +101,7 @@ def save_module(module: nn.Module, path: str | os.PathLike[str]) -> None:
     hparams = dict(getattr(module, "hparams", {}))
     payload = {"class": type(module).__name__, "hyper_parameters": hparams,
                "state_dict": module.state_dict(), "version": __version__}
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, p)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _module_classes() -> dict[str, type[nn.Module]]:
@@ -196,9 +188,7 @@ class SpineLandmarkPipeline(nn.Module):
         config = {"version": __version__, "schema": self.schema.to_dict(), "models": models,
                   "crop_scale": self.crop_scale, "refine_iterations": self.refine_iterations,
                   "min_level_score": self.min_level_score}
-        tmp = d / ".pipeline.json.tmp"
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
-        os.replace(tmp, d / "pipeline.json")
+        atomic_write_text(d / "pipeline.json", json.dumps(config, indent=2) + "\n")
         return d
 
     @classmethod

@@ -46,3 +46,8 @@ def test_train_then_notebook_workflow(tmp_path: Path) -> None:
 
 def test_contact_sheet_example_exists() -> None:
     assert (EXAMPLES / "make_contact_sheet.py").is_file()
+
+
+def test_angle_figure(tmp_path: Path) -> None:
+    load("make_angle_figure").main(["--out", str(tmp_path / "a.png"), "--seed", "3"])
+    assert (tmp_path / "a.png").stat().st_size > 10_000

@@ -25,8 +25,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
@@ -35,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._atomic import atomic_write_text
 from ..schema import LUMBAR_SAGITTAL, LandmarkSchema
 from .io import ImageReadError, read_image_size
 
@@ -183,20 +182,6 @@ class AnnotationError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file next to ``path`` then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _num(v: Any) -> float:
     """JSON number (or null) to float; null -> NaN."""
     return math.nan if v is None else float(v)
@@ -608,7 +593,7 @@ def write_coco(records: Iterable[ImageRecord], schema: LandmarkSchema, path: Str
     doc = {"info": {"description": "spinelandmarks annotations", "schema": schema.to_dict()},
            "images": images, "annotations": anns, "categories": cats}
     text = json.dumps(doc, indent=1, allow_nan=False, default=_json_default) + "\n"
-    _atomic_write_text(Path(path), text)
+    atomic_write_text(Path(path), text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -711,7 +696,7 @@ def write_csv(records: Iterable[ImageRecord], schema: LandmarkSchema, path: StrP
             lv, pt = schema.level_point(int(i))
             writer.writerow([rec.file_name, lv, pt, repr(float(rec.points[i, 0])),
                              repr(float(rec.points[i, 1]))])
-    _atomic_write_text(Path(path), buf.getvalue())
+    atomic_write_text(Path(path), buf.getvalue())
 
 
 # ---------------------------------------------------------------------------------------------

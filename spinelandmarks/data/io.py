@@ -28,9 +28,6 @@ Unreadable files (corrupt, truncated, unsupported, compressed DICOM without a de
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -43,6 +40,8 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+from .._atomic import atomic_write
 
 try:  # pydicom >= 3
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -472,20 +471,6 @@ def _to_uint16(pixels: np.ndarray, what: str) -> np.ndarray:
     return np.rint(arr.clip(0.0, 1.0) * 65535.0).astype(np.uint16)
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` on a temp file next to ``path`` then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_png16(path: StrPath, pixels: np.ndarray) -> None:
     """Write a ``[0, 1]`` image as a 16-bit greyscale PNG, atomically.
 
@@ -507,7 +492,7 @@ def write_png16(path: StrPath, pixels: np.ndarray) -> None:
     img = Image.fromarray(data)
     if img.mode != "I;16":  # pragma: no cover - very old Pillow
         img = Image.frombytes("I;16", (data.shape[1], data.shape[0]), data.tobytes())
-    _atomic_write(p, lambda tmp: img.save(tmp, format="PNG"))
+    atomic_write(p, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def write_dicom(path: StrPath, pixels: np.ndarray,
@@ -570,4 +555,4 @@ def write_dicom(path: StrPath, pixels: np.ndarray,
             ds.is_implicit_VR = False
             cast(Any, ds).save_as(tmp, write_like_original=False)
 
-    _atomic_write(p, _save)
+    atomic_write(p, _save)

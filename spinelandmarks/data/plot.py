@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from os import PathLike
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .._atomic import atomic_write
 from ..schema import LandmarkSchema
 from .batch import LandmarkBatch
 
@@ -174,13 +173,4 @@ def save_png(path: str | PathLike[str], rgb: np.ndarray) -> None:
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
         raise ValueError(f"expected a uint8 (H, W) or (H, W, 3) array, got {arr.dtype} "
                          f"{arr.shape}")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(arr).save(fh, format="PNG")
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(p, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
