@@ -67,7 +67,9 @@ def flat_softmax(logits: Tensor, beta: float = 1.0) -> Tensor:
     *lead, h, w = logits.shape
     with torch.autocast(device_type=logits.device.type, enabled=False):
         flat = _fp32(logits).reshape(*lead, h * w)
-        return F.softmax(flat * beta, dim=-1).reshape(*lead, h, w)
+        if beta != 1.0:
+            flat = flat * beta
+        return F.softmax(flat, dim=-1).reshape(*lead, h, w)
 
 
 def _marginals(heatmaps: Tensor) -> tuple[Tensor, Tensor]:
@@ -161,10 +163,6 @@ def gaussian_heatmaps(means: Tensor, size: tuple[int, int], sigma_px: float) -> 
     return g / (g.sum(dim=(-2, -1), keepdim=True) + _EPS)
 
 
-def _kl(p: Tensor, q: Tensor) -> Tensor:
-    return (p * ((p + _EPS).log() - (q + _EPS).log())).sum(dim=(-2, -1))
-
-
 def js_reg_loss(heatmaps: Tensor, means: Tensor, sigma_px: float) -> Tensor:
     """Jensen-Shannon divergence between each map and a Gaussian at the target.
 
@@ -188,8 +186,11 @@ def js_reg_loss(heatmaps: Tensor, means: Tensor, sigma_px: float) -> Tensor:
     with torch.autocast(device_type=heatmaps.device.type, enabled=False):
         p = _fp32(heatmaps)
         q = gaussian_heatmaps(means.to(p.dtype), (p.shape[-2], p.shape[-1]), sigma_px)
-        m = 0.5 * (p + q)
-        return 0.5 * _kl(p, m) + 0.5 * _kl(q, m)
+        # JS = (KL(p||m) + KL(q||m)) / 2 with m = (p + q) / 2; log m computed once (dsntnn
+        # computes it twice).
+        log_m = (0.5 * (p + q) + _EPS).log()
+        terms = p * ((p + _EPS).log() - log_m) + q * ((q + _EPS).log() - log_m)
+        return 0.5 * terms.sum(dim=(-2, -1))
 
 
 def euclidean_loss(pred: Tensor, target: Tensor) -> Tensor:

@@ -145,6 +145,10 @@ class SpineLandmarkPipeline(nn.Module):
         Times step 2 is applied, each crop built from the previous estimate.
     min_level_score : float
         Detector score under which a level counts as missing.
+    channels_last : bool
+        NHWC memory format for the landmark networks (faster convolutions on recent GPUs).
+    compile : bool
+        ``torch.compile`` the landmark networks (first call slow; GPU throughput).
 
     Examples
     --------
@@ -155,7 +159,8 @@ class SpineLandmarkPipeline(nn.Module):
 
     def __init__(self, landmark_model: LandmarkModel, refiner: CropRefiner | None = None,
                  detector: nn.Module | None = None, crop_scale: float = 1.6,
-                 refine_iterations: int = 1, min_level_score: float = 0.3) -> None:
+                 refine_iterations: int = 1, min_level_score: float = 0.3,
+                 channels_last: bool = False, compile: bool = False) -> None:
         super().__init__()
         self.landmark_model = landmark_model.eval()
         self.refiner = refiner.eval() if refiner is not None else None
@@ -166,6 +171,12 @@ class SpineLandmarkPipeline(nn.Module):
         self.crop_scale = float(crop_scale)
         self.refine_iterations = int(refine_iterations)
         self.min_level_score = float(min_level_score)
+        self.channels_last = bool(channels_last)
+        for net in (self.landmark_model, self.refiner):
+            if net is not None and channels_last:
+                net.to(memory_format=torch.channels_last)
+            if net is not None and compile:
+                net.compile_network()
         lm_size = landmark_model.hparams["input_size"]
         self.input_size: tuple[int, int] = (int(lm_size[0]), int(lm_size[1]))
         crop = refiner.hparams["input_size"] if refiner is not None else (128, 128)
@@ -227,7 +238,7 @@ class SpineLandmarkPipeline(nn.Module):
         num_levels = self.schema.num_levels
         inputs, m = letterbox(images, self.input_size)
         inv = torch.linalg.inv(m)
-        pts_in, spread = self.landmark_model.predict_points(inputs)
+        pts_in, spread = self.landmark_model.predict_points(self._memory_format(inputs))
         # spread in input pixels -> original pixels (isotropic letterbox scale)
         spread_orig = spread / m[0, 0].to(spread.dtype)
         step1 = transform_points(pts_in, inv)
@@ -250,6 +261,10 @@ class SpineLandmarkPipeline(nn.Module):
                 "point_scores": torch.where(point_present, scores, torch.full_like(scores, float("nan"))),
                 "level_scores": level_scores, "present": present}
 
+    def _memory_format(self, images: Tensor) -> Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last \
+            else images
+
     def _refine(self, images: Tensor, points: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
         refiner = self.refiner
         assert refiner is not None
@@ -265,7 +280,7 @@ class SpineLandmarkPipeline(nn.Module):
                                                       scale=self.crop_scale)
         mats = crop_matrix(centers, sizes, angles, self.crop_size).reshape(b, num_levels, 3, 3)
         crops = crop_images(images, mats, self.crop_size)  # (B, L, 1, h, w)
-        crop_pts, spread = refiner.predict_points(crops.flatten(0, 1))
+        crop_pts, spread = refiner.predict_points(self._memory_format(crops.flatten(0, 1)))
         crop_pts = crop_pts.reshape(b, num_levels, -1, 2)[:, :, :k]
         spread = spread.reshape(b, num_levels, -1)[:, :, :k]
         refined = transform_points(crop_pts, torch.linalg.inv(mats))  # (B, L, K, 2)

@@ -132,3 +132,15 @@ def test_torchscript_export_gives_same_coordinates(pipe: SpineLandmarkPipeline,
         torch.testing.assert_close(got_hm, heatmaps)
     with pytest.raises(ValueError, match="unknown export format"):
         pipe.landmark_model.export(tmp_path / "m.x", fmt="tflite")
+
+
+def test_channels_last_gives_same_points(pipe: SpineLandmarkPipeline, phantom: tuple) -> None:
+    image, _ = phantom
+    ref = pipe.predict(image)[0]
+    cl = SpineLandmarkPipeline(pipe.landmark_model, pipe.refiner, channels_last=True)
+    try:
+        np.testing.assert_allclose(cl.predict(image)[0].points, ref.points, atol=1e-3)
+    finally:
+        for net in (pipe.landmark_model, pipe.refiner):
+            assert net is not None
+            net.to(memory_format=torch.contiguous_format)

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.models.resnet import BasicBlock
 
-__all__ = ["BACKBONES", "Backbone", "FPNDecoder", "LiteResNet", "load_state_dict_file"]
+__all__ = ["BACKBONES", "Backbone", "FPNDecoder", "LiteResNet", "load_backbone_weights",
+           "load_state_dict_file"]
 
 #: Supported names -> nodes returning stride 4, 8, 16 and 32 features.
 BACKBONES: dict[str, list[str]] = {
@@ -29,6 +30,15 @@ BACKBONES: dict[str, list[str]] = {
     "mobilenet_v3_large": ["features.3", "features.6", "features.12", "features.16"],
     "resnet_lite": [],  # built here, see LiteResNet
 }
+
+
+def load_backbone_weights(model: nn.Module, path: str | PathLike[str]) -> None:
+    """Load a classification state dict into ``model``; only classifier keys may be missing."""
+    missing, _ = model.load_state_dict(load_state_dict_file(path), strict=False)
+    body_missing = [k for k in missing if not k.startswith(("fc.", "classifier."))]
+    if body_missing:
+        raise ValueError(f"{path}: weights do not fit {type(model).__name__}; missing e.g. "
+                         f"{body_missing[:3]}")
 
 
 class LiteResNet(nn.Module):
@@ -105,12 +115,7 @@ class Backbone(nn.Module):
         model: nn.Module = (LiteResNet() if name == "resnet_lite"
                             else torchvision.models.get_model(name, weights=None))
         if weights_path is not None:
-            state = load_state_dict_file(weights_path)
-            missing, _ = model.load_state_dict(state, strict=False)
-            body_missing = [k for k in missing if not k.startswith(("fc.", "classifier."))]
-            if body_missing:
-                raise ValueError(f"{weights_path}: weights do not fit {name}; missing e.g. "
-                                 f"{body_missing[:3]}")
+            load_backbone_weights(model, weights_path)
         nodes = BACKBONES[name]
         self.body: nn.Module = (model if not nodes else
                                 create_feature_extractor(model, {n: str(i) for i, n in enumerate(nodes)}))

@@ -32,7 +32,7 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 
 from ..data.batch import LandmarkBatch
 from ..schema import LandmarkSchema, resolve_schema
-from .backbones import BACKBONES, Backbone, load_state_dict_file
+from .backbones import BACKBONES, Backbone, load_backbone_weights
 from .base import LandmarkTask
 
 __all__ = [
@@ -450,7 +450,7 @@ class VertebraDetector(LandmarkTask):
                           else misc_nn_ops.FrozenBatchNorm2d)
             resnet = torchvision.models.get_model(name, weights=None, norm_layer=norm_layer)
             if hp["weights_path"] is not None:
-                self._load_backbone_weights(resnet, str(hp["weights_path"]))
+                load_backbone_weights(resnet, str(hp["weights_path"]))
             # As torchvision's resnet_fpn_backbone (all layers trainable), chosen FPN width.
             c5 = int(resnet.inplanes)
             fpn = BackboneWithFPN(resnet, {f"layer{i}": str(i - 1) for i in range(1, 5)},
@@ -484,16 +484,6 @@ class VertebraDetector(LandmarkTask):
             box_predictor=FastRCNNPredictor(int(hp["representation_size"]),
                                             self.schema.num_levels + 1),
         )
-
-    @staticmethod
-    def _load_backbone_weights(model: nn.Module, path: str) -> None:
-        """Load a classification state dict into ``model``; the classifier keys may differ."""
-        state = load_state_dict_file(path)
-        missing, _ = model.load_state_dict(state, strict=False)
-        body_missing = [k for k in missing if not k.startswith(("fc.", "classifier."))]
-        if body_missing:
-            raise ValueError(f"{path}: weights do not fit the backbone; missing e.g. "
-                             f"{body_missing[:3]}")
 
     def configure_metrics(self) -> None:
         def make(prefix: str) -> MetricCollection:

@@ -161,6 +161,12 @@ class LandmarkModel(LandmarkTask):
                 raise ValueError(f"unknown export format {fmt!r}; use 'torchscript' or 'onnx'")
         return out
 
+    def compile_network(self, **kwargs: Any) -> None:
+        """Use ``torch.compile`` on :meth:`network` for :meth:`predict_points` (inference)."""
+        # Kept out of the module tree (plain attribute): the compiled wrapper shares the
+        # parameters, which must not appear twice in state_dict().
+        self.__dict__["_compiled"] = torch.compile(self.network(), **kwargs)
+
     @torch.no_grad()
     def predict_points(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Points in input pixels and their heatmap spread.
@@ -172,7 +178,8 @@ class LandmarkModel(LandmarkTask):
         spread : Tensor
             (B, P) float32 radial heatmap standard deviation in input pixels.
         """
-        coords, heatmaps = self(images)
+        net = self.__dict__.get("_compiled") or self
+        coords, heatmaps = net(images)
         stride = images.shape[-1] / heatmaps.shape[-1]
         return normalized_to_pixel(coords, images.shape[-2:]), heatmap_spread(heatmaps) * stride
 
