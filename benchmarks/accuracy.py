@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from spinelandmarks.data.annotations import ImageRecord, read_coco
@@ -65,7 +66,7 @@ SLICES: dict[str, Slice] = {
 def _commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+                              text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -80,6 +81,22 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     out["sdr"] = step2["sdr"]
     out["n_images"] = metrics["n_images"]
     return out
+
+
+def level_identification_rate(pred: list[ImageRecord], gt: list[ImageRecord]) -> float:
+    """Fraction of images whose set of found levels equals the labelled set exactly."""
+    by_name = {r.file_name: r for r in pred}
+    ok = 0
+    for r in gt:
+        p = by_name.get(r.file_name)
+        if p is None:
+            continue
+        labelled = [bool((r.visibility[LUMBAR_SAGITTAL.level_indices(lv)] > 0).any())
+                    for lv in LUMBAR_SAGITTAL.level_names]
+        found = [bool(np.isfinite(p.points[LUMBAR_SAGITTAL.level_indices(lv)]).all())
+                 for lv in LUMBAR_SAGITTAL.level_names]
+        ok += labelled == found
+    return ok / max(len(gt), 1)
 
 
 def _slice_metrics(pred: list[ImageRecord], gt: list[ImageRecord],
@@ -113,7 +130,9 @@ def _markdown(res: dict[str, Any]) -> str:
     for key, r in ref.items():
         lines.append(f"| {key} | {_fmt(h.get(key))} | {_fmt(h.get(key + '_step1'))} | "
                      f"<= {TARGETS[key]} | {r} |")
-    lines += ["", f"level detection rate {_fmt(h.get('level_detection_rate'))}; Pearson r "
+    lines += ["", f"images with exactly the labelled levels found "
+              f"{_fmt(res.get('level_identification_rate'))} (target >= 0.99); "
+              f"level detection rate {_fmt(h.get('level_detection_rate'))}; Pearson r "
               + ", ".join(f"{k} {_fmt(v)}" for k, v in h["pearson_r"].items())
               + f"; median error {_fmt(h.get('median_mm'))} mm; SDR "
               + ", ".join(f"{k} {_fmt(v)}" for k, v in h["sdr"].items() if k != "n"), "",
@@ -155,7 +174,8 @@ def main() -> None:
     res = {"mode": args.mode, "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
            "machine": f"{platform.machine()} {device}",
            "minutes": (time.perf_counter() - t0) / 60,
-           "headline": _headline(metrics), "slices": _slice_metrics(pred, gt, step1)}
+           "headline": _headline(metrics), "slices": _slice_metrics(pred, gt, step1),
+           "level_identification_rate": level_identification_rate(pred, gt)}
     (out / "results.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     (out / "results.md").write_text(_markdown(res))
     print(_markdown(res))
