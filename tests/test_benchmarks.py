@@ -1,0 +1,35 @@
+"""The benchmark scripts run (tiny smoke settings); their figures live in BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run(*args: str) -> str:
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_accuracy_smoke_mode(tmp_path: Path) -> None:
+    run(str(BENCH / "accuracy.py"), "--mode", "smoke", "--out", str(tmp_path))
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["mode"] == "smoke" and res["headline"]["n_images"] == 4
+    assert set(res["slices"]) == {"fracture", "listhesis", "implants", "low_dose",
+                                  "strong_rotation"}
+    assert 0.0 <= res["level_identification_rate"] <= 1.0
+    assert "Cina et al. 2021" in (tmp_path / "results.md").read_text()
+
+
+def test_dsnt_speed_reports_parity() -> None:
+    out = run(str(BENCH / "dsnt_speed.py"), "--shape", "4", "3", "16", "12", "--repeats", "2")
+    diff = float(out.split("max |coords diff| = ")[1].split(",")[0])
+    assert diff < 1e-6 and "ratio" in out
