@@ -298,3 +298,19 @@ def test_overfit_tiny_dataset() -> None:
     print(f"overfit: {time.perf_counter() - start:.1f} s, {metrics}")
     assert metrics["val/map_50"] > 0.5
     assert metrics["val/level_accuracy"] > 0
+
+
+def test_torchscript_export_gives_same_detections(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    det = VertebraDetector(fpn_channels=32, representation_size=64, input_size=(128, 96),
+                           min_score=0.0).eval()
+    path = det.export(tmp_path / "det.pt")
+    scripted = torch.jit.load(str(path))
+    images = [torch.rand(3, 128, 96)]
+    with torch.no_grad():
+        ref = det.model(images)[0]
+        _, got = scripted(images)
+    torch.testing.assert_close(got[0]["boxes"], ref["boxes"])
+    torch.testing.assert_close(got[0]["scores"], ref["scores"])
+    with pytest.raises(ValueError, match="exports to .torchscript. only"):
+        det.export(tmp_path / "d.onnx", fmt="onnx")

@@ -12,9 +12,11 @@ level indices (``1`` is the first level of the schema, ``L1`` for ``LUMBAR_SAGIT
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -568,6 +570,24 @@ class VertebraDetector(LandmarkTask):
         metrics["map_50"].update(raw, targets)
         metrics["level_accuracy"].update(self.postprocess(raw), [t["boxes"] for t in targets],
                                          [t["labels"] for t in targets])
+
+    def export(self, path: str | os.PathLike[str], fmt: str = "torchscript") -> Path:
+        """Export the Faster R-CNN to TorchScript (``torch.jit.script``).
+
+        The scripted model takes a list of (3, H, W) images in [0, 1] and returns torchvision's
+        ``(losses, detections)`` tuple; :func:`assign_levels` turns the detections into levels.
+        Only the torchvision ResNet backbones script (not ``resnet_lite``).
+        """
+        if fmt != "torchscript":
+            raise ValueError(f"the detector exports to 'torchscript' only, got {fmt!r}")
+        out = Path(path)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            torch.jit.save(torch.jit.script(self.model), str(out))
+        finally:
+            self.model.train(was_training)
+        return out
 
     @torch.no_grad()
     def detect(self, images: Tensor) -> list[LevelDetections]:
