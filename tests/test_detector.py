@@ -312,5 +312,5 @@ def test_torchscript_export_gives_same_detections(tmp_path: Path) -> None:
         _, got = scripted(images)
     torch.testing.assert_close(got[0]["boxes"], ref["boxes"])
     torch.testing.assert_close(got[0]["scores"], ref["scores"])
-    with pytest.raises(ValueError, match="exports to .torchscript. only"):
+    with pytest.raises(ValueError, match=r"exports to .torchscript. only"):
         det.export(tmp_path / "d.onnx", fmt="onnx")
