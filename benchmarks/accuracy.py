@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spinelandmarks.data.annotations import ImageRecord, read_coco
+from spinelandmarks.data.annotations import ImageRecord
 from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.demo import CPU_DETECTOR, predict_and_evaluate
 from spinelandmarks.evaluation import evaluate
@@ -163,18 +163,14 @@ def main() -> None:
     if args.accelerator:
         cfg.accelerator = args.accelerator
     train_pipeline(train, out / "run", cfg)
-    metrics, _ = predict_and_evaluate(out / "run", test, out, accelerator=cfg.accelerator)
-    gt = read_coco(test / "annotations.json", LUMBAR_SAGITTAL)
-    for r in gt:
-        r.file_name = str(test / r.file_name)
-    pred = read_coco(out / "predictions" / "predictions.json", LUMBAR_SAGITTAL)
-    step1 = read_coco(out / "predictions" / "predictions_step1.json", LUMBAR_SAGITTAL)
+    result = predict_and_evaluate(out / "run", test, out, accelerator=cfg.accelerator)
+    pred, step1, gt = result.pred, result.step1, result.gt
     device = (torch.cuda.get_device_name() if torch.cuda.is_available()
               and cfg.accelerator != "cpu" else f"CPU ({torch.get_num_threads()} threads)")
     res = {"mode": args.mode, "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
            "machine": f"{platform.machine()} {device}",
            "minutes": (time.perf_counter() - t0) / 60,
-           "headline": _headline(metrics), "slices": _slice_metrics(pred, gt, step1),
+           "headline": _headline(result.metrics), "slices": _slice_metrics(pred, gt, step1),
            "level_identification_rate": level_identification_rate(pred, gt)}
     (out / "results.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     (out / "results.md").write_text(_markdown(res))

@@ -9,19 +9,20 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .data.annotations import read_coco
+from .data.annotations import ImageRecord, read_coco
 from .data.synthetic import PhantomConfig, generate_dataset
 from .evaluation import evaluate, write_report
 from .predict import predict_files
 from .schema import LUMBAR_SAGITTAL
 from .training import TrainConfig, train_pipeline
 
-__all__ = ["predict_and_evaluate", "run_demo"]
+__all__ = ["TestSetEvaluation", "predict_and_evaluate", "run_demo"]
 
 #: Seconds per stage on a 2-core CPU: the demo must finish in under 10 minutes there.
 CPU_BUDGET_S = {"detector": 100.0, "landmark": 210.0, "refiner": 120.0}
@@ -32,18 +33,34 @@ CPU_DETECTOR = {"fpn_channels": 64, "representation_size": 256, "proposals_train
 GPU_BUDGET_S = {"detector": 60.0, "landmark": 120.0, "refiner": 60.0}
 
 
-def predict_and_evaluate(run: Path, test_dir: Path, out: Path, *, accelerator: str = "auto",
-                         batch_size: int = 8) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Predict ``test_dir/images`` with the run's pipeline into ``out/predictions`` and write
-    the evaluation against ``test_dir/annotations.json`` to ``out/report``.
+@dataclass
+class TestSetEvaluation:
+    """What :func:`predict_and_evaluate` produced.
 
-    Returns
-    -------
+    Attributes
+    ----------
     metrics : dict
         As :func:`~spinelandmarks.evaluation.evaluate`.
     failures : list of (file, reason)
         Files that could not be predicted.
+    pred, step1, gt : list of ImageRecord
+        Step-2 and step-1 predictions and the ground truth, file names matched.
+    report : Path
+        The Markdown report.
     """
+
+    metrics: dict[str, Any]
+    failures: list[tuple[str, str]]
+    pred: list[ImageRecord]
+    step1: list[ImageRecord]
+    gt: list[ImageRecord]
+    report: Path
+
+
+def predict_and_evaluate(run: Path, test_dir: Path, out: Path, *, accelerator: str = "auto",
+                         batch_size: int = 8) -> TestSetEvaluation:
+    """Predict ``test_dir/images`` with the run's pipeline into ``out/predictions`` and write
+    the evaluation against ``test_dir/annotations.json`` to ``out/report``."""
     files = sorted((test_dir / "images").iterdir())
     pred_dir = out / "predictions"
     failures = predict_files(run, files, pred_dir, batch_size=batch_size,
@@ -54,9 +71,9 @@ def predict_and_evaluate(run: Path, test_dir: Path, out: Path, *, accelerator: s
     pred = read_coco(pred_dir / "predictions.json", LUMBAR_SAGITTAL)
     step1 = read_coco(pred_dir / "predictions_step1.json", LUMBAR_SAGITTAL)
     metrics = evaluate(pred, gt, LUMBAR_SAGITTAL, step1_records=step1)
-    write_report(metrics, out / "report", pred_records=pred, gt_records=gt,
-                 schema=LUMBAR_SAGITTAL, step1_records=step1)
-    return metrics, failures
+    report = write_report(metrics, out / "report", pred_records=pred, gt_records=gt,
+                          schema=LUMBAR_SAGITTAL, step1_records=step1)
+    return TestSetEvaluation(metrics, failures, pred, step1, gt, report)
 
 
 def run_demo(out: str | Path = "demo_out", *, num_train: int = 160, num_test: int = 40,
@@ -96,10 +113,8 @@ def run_demo(out: str | Path = "demo_out", *, num_train: int = 160, num_test: in
     run = out / "run"
     train_pipeline(train_dir, run, cfg)
     print("[3/4] predicting the held-out test set, then [4/4] evaluating")
-    metrics, failures = predict_and_evaluate(run, test_dir, out,
-                                             accelerator="gpu" if gpu else "cpu")
-    report = out / "report" / "report.md"
-    pred_dir = out / "predictions"
+    result = predict_and_evaluate(run, test_dir, out, accelerator="gpu" if gpu else "cpu")
+    metrics = result.metrics
     minutes = (time.perf_counter() - t0) / 60
     det = metrics["step2"]["detection"]
     print()
@@ -107,8 +122,8 @@ def run_demo(out: str | Path = "demo_out", *, num_train: int = 160, num_test: in
           f"{minutes:.1f} min on {'GPU' if gpu else 'CPU'}")
     print(summary_table(metrics))
     print(f"level detection rate: {det.get('level_detection_rate', float('nan')):.3f}")
-    print(f"report:   {report}")
-    print(f"overlays: {pred_dir / 'overlays'}")
+    print(f"report:   {result.report}")
+    print(f"overlays: {out / 'predictions' / 'overlays'}")
     print("Synthetic phantoms are easier than real radiographs; the study's figures are on 195 "
           "real images.")
-    return 1 if failures else 0
+    return 1 if result.failures else 0

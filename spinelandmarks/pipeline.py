@@ -183,7 +183,9 @@ class SpineLandmarkPipeline(nn.Module):
         self.crop_size: tuple[int, int] = (int(crop[0]), int(crop[1]))
         # Which refiner output goes to which schema point: level l's point j is output j.
         self._level_table: Tensor
+        self._point_level: Tensor
         self.register_buffer("_level_table", self.schema.level_point_table(), persistent=False)
+        self.register_buffer("_point_level", self.schema.point_level, persistent=False)
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -254,7 +256,7 @@ class SpineLandmarkPipeline(nn.Module):
         if self.refiner is not None:
             for _ in range(max(self.refine_iterations, 1)):
                 points, scores = self._refine(images, points, scores)
-        point_present = present[:, self.schema.point_level.to(images.device)]
+        point_present = present[:, self._point_level]
         nan = torch.full_like(points, float("nan"))
         return {"points_step1": torch.where(point_present.unsqueeze(-1), step1, nan),
                 "points": torch.where(point_present.unsqueeze(-1), points, nan),

@@ -20,6 +20,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
+from ._atomic import atomic_write_text
 from .data.datamodule import SpineDataModule
 from .models.base import LandmarkTask
 from .models.detector import VertebraDetector
@@ -46,6 +47,7 @@ class TrainConfig:
     refiner_epochs: int | None = None
     image_size: tuple[int, int] = (512, 384)
     crop_size: tuple[int, int] = (128, 128)
+    crop_scale: float = 1.6
     batch_size: int = 8
     crop_batch_size: int = 32
     backbone: str = "resnet18"
@@ -99,7 +101,7 @@ def _datamodule(data_dir: str, cfg: TrainConfig, task: str) -> SpineDataModule:
         input_size=cfg.crop_size if task == "crops" else cfg.image_size, crop_size=cfg.crop_size,
         batch_size=cfg.crop_batch_size if task == "crops" else cfg.batch_size,
         num_workers=cfg.num_workers, split=(0.9, 0.1, 0.0), val_dir=cfg.val_dir,
-        seed=cfg.seed, persistent_workers=cfg.num_workers > 0,
+        seed=cfg.seed, persistent_workers=cfg.num_workers > 0, crop_scale=cfg.crop_scale,
     )
 
 
@@ -150,7 +152,8 @@ def train_stage(stage: str, data_dir: str, run_dir: Path, cfg: TrainConfig) -> P
         callbacks.append(TimeBudget(budget))
     trainer = L.Trainer(
         accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision,  # type: ignore[arg-type]
-        max_epochs=_epochs(stage, cfg) if budget is None else 10_000, default_root_dir=stage_dir, callbacks=callbacks,
+        max_epochs=_epochs(stage, cfg) if budget is None else 10_000,
+        default_root_dir=stage_dir, callbacks=callbacks,
         logger=L.pytorch.loggers.CSVLogger(stage_dir, name="logs"),
         enable_progress_bar=cfg.progress, enable_model_summary=False,
         limit_val_batches=1.0 if has_val else 0, num_sanity_val_steps=0,
@@ -176,20 +179,19 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
         The pipeline directory.
     """
     cfg = cfg or TrainConfig()
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; choose from {STAGES}")
+    if "landmark" not in cfg.stages:  # checked before hours of training, not after
+        raise ValueError("the landmark stage is required to build a pipeline")
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps({"data_dir": str(data_dir), **asdict(cfg)},
-                                                indent=2, default=str) + "\n")
-    weights: dict[str, Path] = {}
-    for stage in cfg.stages:
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}; choose from {STAGES}")
-        weights[stage] = train_stage(stage, str(data_dir), run, cfg)
-    landmark = load_module(weights["landmark"]) if "landmark" in weights else None
-    if landmark is None:
-        raise ValueError("the landmark stage is required to build a pipeline")
+    atomic_write_text(run / "config.json", json.dumps(
+        {"data_dir": str(data_dir), **asdict(cfg)}, indent=2, default=str) + "\n")
+    weights = {stage: train_stage(stage, str(data_dir), run, cfg) for stage in cfg.stages}
+    landmark = load_module(weights["landmark"])
     refiner = load_module(weights["refiner"]) if "refiner" in weights else None
     detector = load_module(weights["detector"]) if "detector" in weights else None
     pipe = SpineLandmarkPipeline(landmark, refiner, detector,  # type: ignore[arg-type]
-                                 crop_scale=1.6)
+                                 crop_scale=cfg.crop_scale)
     return pipe.save(run / "pipeline")

@@ -51,10 +51,9 @@ class LandmarkTask(L.LightningModule):
         super().__init__()
         if scheduler not in ("cosine", "onecycle", "constant"):
             raise ValueError(f"unknown scheduler {scheduler!r}")
-        self.save_hyperparameters({"schema": resolve_schema(schema).to_dict(), "lr": lr,
-                                   "weight_decay": weight_decay, "scheduler": scheduler,
-                                   "warmup_epochs": warmup_epochs})
         self.schema = resolve_schema(schema)
+        self.save_hyperparameters({"schema": self.schema, "lr": lr, "weight_decay": weight_decay,
+                                   "scheduler": scheduler, "warmup_epochs": warmup_epochs})
 
     def save_hyperparameters(self, *args: Any, **kwargs: Any) -> None:
         """As Lightning's, then store the schema as its dict form (plain data in checkpoints,

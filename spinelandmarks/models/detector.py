@@ -33,7 +33,7 @@ from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from ..data.batch import LandmarkBatch
-from ..schema import LandmarkSchema, resolve_schema
+from ..schema import LandmarkSchema
 from .backbones import BACKBONES, Backbone, load_backbone_weights
 from .base import LandmarkTask
 
@@ -428,7 +428,6 @@ class VertebraDetector(LandmarkTask):
                  representation_size: int = 1024,
                  lr: float = 3e-4, weight_decay: float = 1e-4, scheduler: str = "cosine",
                  warmup_epochs: int = 0) -> None:
-        schema = resolve_schema(schema).to_dict()
         input_size = (int(input_size[0]), int(input_size[1]))
         anchor_sizes = tuple(int(a) for a in anchor_sizes)
         aspect_ratios = tuple(float(a) for a in aspect_ratios)

@@ -20,7 +20,7 @@ from ..data.batch import LandmarkBatch
 from ..dsnt import DSNTHead, euclidean_loss, heatmap_spread, js_reg_loss, masked_mean
 from ..geometry import normalized_to_pixel, pixel_to_normalized, transform_points
 from ..metrics import EuclideanError, NormalizedLocalizationError
-from ..schema import CORNERS, LandmarkSchema, Level, resolve_schema
+from ..schema import CORNERS, LandmarkSchema, Level
 from .backbones import Backbone, FPNDecoder
 from .base import LandmarkTask
 
@@ -74,7 +74,6 @@ class LandmarkModel(LandmarkTask):
                  js_weight: float = 1.0, input_size: tuple[int, int] = (512, 384),
                  lr: float = 1e-3, weight_decay: float = 1e-4, scheduler: str = "cosine",
                  warmup_epochs: int = 0) -> None:
-        schema = resolve_schema(schema).to_dict()
         input_size = (int(input_size[0]), int(input_size[1]))
         super().__init__(schema, lr, weight_decay, scheduler, warmup_epochs)
         self.save_hyperparameters()
