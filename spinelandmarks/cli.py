@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     _add_device_options(p, 4)
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
+    p.add_argument("--no-tta", action="store_true",
+                   help="refine each vertebra in one crop instead of averaging six views "
+                        "(faster, less accurate)")
 
     p = sub.add_parser("measure", help="clinical parameters from an annotation file")
     p.add_argument("annotations", help="COCO keypoint file (annotations or predictions)")
@@ -179,7 +182,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 2
     failures = predict_files(args.run, files, args.out, batch_size=args.batch_size,
                              accelerator=args.accelerator, precision=args.precision or "32",
-                             overlays=not args.no_overlays)
+                             overlays=not args.no_overlays,
+                             tta=False if args.no_tta else None)
     for path, reason in failures:
         print(f"error: {path}: {reason}", file=sys.stderr)
     n_ok = len(files) - len(failures)

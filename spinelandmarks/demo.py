@@ -58,13 +58,14 @@ class TestSetEvaluation:
 
 
 def predict_and_evaluate(run: Path, test_dir: Path, out: Path, *, accelerator: str = "auto",
-                         batch_size: int = 8) -> TestSetEvaluation:
+                         batch_size: int = 8, tta: bool | None = None) -> TestSetEvaluation:
     """Predict ``test_dir/images`` with the run's pipeline into ``out/predictions`` and write
-    the evaluation against ``test_dir/annotations.json`` to ``out/report``."""
+    the evaluation against ``test_dir/annotations.json`` to ``out/report`` (``tta`` as for
+    :func:`~spinelandmarks.predict.predict_files`)."""
     files = sorted((test_dir / "images").iterdir())
     pred_dir = out / "predictions"
     failures = predict_files(run, files, pred_dir, batch_size=batch_size,
-                             accelerator=accelerator)
+                             accelerator=accelerator, tta=tta)
     gt = read_coco(test_dir / "annotations.json", LUMBAR_SAGITTAL)
     for r in gt:  # predictions name files by the path given to predict
         r.file_name = str(test_dir / r.file_name)

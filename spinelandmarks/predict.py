@@ -69,7 +69,7 @@ def draw_overlay(radiograph: Radiograph, result: SpineResult,
 def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
                   out_dir: str | os.PathLike[str], *, batch_size: int = 4,
                   accelerator: str = "auto", precision: str = "32", overlays: bool = True,
-                  progress: bool = True) -> list[tuple[str, str]]:
+                  tta: bool | None = None, progress: bool = True) -> list[tuple[str, str]]:
     """Predict every file; return ``(file, reason)`` for each one that failed.
 
     Parameters
@@ -86,10 +86,14 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
     precision : {"32", "bf16-mixed", "16-mixed"}
     overlays : bool
         Write ``overlays/<name>.png``.
+    tta : bool, optional
+        Step-2 test-time augmentation on or off; default: as saved with the pipeline.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pipe = SpineLandmarkPipeline.load(resolve_pipeline_dir(run)).to(_device(accelerator))
+    if tta is not None:
+        pipe.tta = tta
     precision = "32" if precision == "32-true" else precision
     failures: list[tuple[str, str]] = []
     step2: list[ImageRecord] = []

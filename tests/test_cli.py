@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from spinelandmarks import __version__
 from spinelandmarks.cli import main
@@ -61,7 +62,6 @@ def test_train_resumes_and_skips_finished_stages(trained: tuple[Path, Path, Path
     args = ["train", str(data), "--out", str(resumed), "--stages", "landmark",
             *[a if a != "1" else "2" for a in TINY_TRAIN]]
     assert main(args) == 0
-    import torch
 
     ckpt = torch.load(resumed / "landmark" / "last.ckpt", weights_only=True)
     assert ckpt["epoch"] == 1  # resumed after epoch 0, trained epoch 1 only
@@ -114,6 +114,26 @@ def test_predict_measure_evaluate(trained: tuple[Path, Path, Path], tmp_path: Pa
     assert metrics["n_images"] == len(images)
     assert (report / "report.md").read_text().count("Cina") >= 1
     assert list(report.glob("bland_altman_*.png"))
+
+
+def test_predict_no_tta_reaches_the_pipeline(trained: tuple[Path, Path, Path], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import spinelandmarks.pipeline as pipeline_mod
+
+    _, test, run = trained
+    image = sorted((test / "images").iterdir())[0]
+    seen: list[bool] = []
+    forward = pipeline_mod.SpineLandmarkPipeline.forward
+
+    def spy(self: pipeline_mod.SpineLandmarkPipeline, images: torch.Tensor) -> dict:
+        seen.append(self.tta)
+        return forward(self, images)
+
+    monkeypatch.setattr(pipeline_mod.SpineLandmarkPipeline, "forward", spy)
+    for extra in ([], ["--no-tta"]):
+        assert main(["predict", str(run), str(image), "--out", str(tmp_path / "o"),
+                     "--accelerator", "cpu", "--no-overlays", *extra]) == 0
+    assert seen == [True, False]  # saved pipelines refine with TTA unless told otherwise
 
 
 def test_predict_reports_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,6 +19,7 @@ from spinelandmarks.models.detector import (
     LevelDetections,
     VertebraDetector,
     assign_levels,
+    confirm_levels,
 )
 from spinelandmarks.schema import LUMBAR_SAGITTAL
 
@@ -148,6 +149,42 @@ def test_assign_levels_edge_cases() -> None:
     assert one.present.tolist() == [False, True, False, False, False, False]
     with pytest.raises(ValueError, match="level names"):
         assign_levels(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0), K, level_names=["a"])
+
+
+@pytest.mark.parametrize(("scores", "fill", "expected"), [
+    # a weak L1 next to a confirmed L2 is kept, one under min_adjacent_score is not
+    ([0.15, 0.9, 0.8, 0.9, 0.9, 0.9], True, [1, 1, 1, 1, 1, 1]),
+    ([0.05, 0.9, 0.8, 0.9, 0.9, 0.9], True, [0, 1, 1, 1, 1, 1]),
+    # weak levels join through a chain of weak levels, not on their own
+    ([0.2, 0.2, 0.9, 0.9, 0.9, 0.9], True, [1, 1, 1, 1, 1, 1]),
+    ([0.2, 0.2, 0.2, 0.2, 0.2, 0.2], True, [0, 0, 0, 0, 0, 0]),
+    # a gap (no box) between confirmed levels is filled only with fill_gaps
+    ([0.9, 0.0, 0.9, 0.9, 0.9, 0.9], True, [1, 1, 1, 1, 1, 1]),
+    ([0.9, 0.0, 0.9, 0.9, 0.9, 0.9], False, [1, 0, 1, 1, 1, 1]),
+    # nothing confirmed: nothing present, even with a gap to fill
+    ([0.05, 0.0, 0.0, 0.0, 0.0, 0.29], True, [0, 0, 0, 0, 0, 0]),
+    # the caudal end: S1 scored 0.12 after a confirmed L5
+    ([0.9, 0.9, 0.9, 0.9, 0.9, 0.12], True, [1, 1, 1, 1, 1, 1]),
+])
+def test_confirm_levels_hysteresis_and_gaps(scores: list[float], fill: bool,
+                                            expected: list[int]) -> None:
+    s = torch.tensor([scores])
+    out = confirm_levels(s, s > 0, min_score=0.3, min_adjacent_score=0.1, fill_gaps=fill)
+    assert out.int().tolist() == [expected]
+
+
+def test_confirm_levels_batch_and_errors() -> None:
+    s = torch.tensor([[0.15, 0.9, 0.0, 0.9, 0.0, 0.0], [0.9, 0.0, 0.0, 0.0, 0.0, 0.05]])
+    found = s > 0
+    out = confirm_levels(s, found)
+    # rows are independent; an unassigned level scored 0.15 does not count (found is False)
+    assert out.int().tolist() == [[1, 1, 1, 1, 0, 0], [1, 0, 0, 0, 0, 0]]
+    found[0, 0] = False
+    assert confirm_levels(s, found).int().tolist()[0] == [0, 1, 1, 1, 0, 0]
+    # min_adjacent_score >= min_score: plain thresholding plus gap filling
+    assert confirm_levels(s, s > 0, 0.3, 0.3).int().tolist()[0] == [0, 1, 1, 1, 0, 0]
+    with pytest.raises(ValueError, match="same"):
+        confirm_levels(s, found[:, :3])
 
 
 def test_level_accuracy_metric() -> None:

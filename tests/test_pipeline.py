@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning as L
@@ -82,12 +83,106 @@ def test_step2_maps_crop_points_back_to_the_image(pipe: SpineLandmarkPipeline,
                                    atol=1e-3)
 
 
+class FixedRefiner(CropRefiner):
+    """Predicts one fixed point ``(fx * w, fy * h)`` of the crop for every output."""
+
+    def __init__(self, fx: float, fy: float) -> None:
+        super().__init__(backbone="resnet_lite", input_size=(48, 48))
+        self.fx, self.fy = fx, fy
+
+    def predict_points(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        b, _, h, w = images.shape
+        pts = torch.tensor([self.fx * w, self.fy * h]).expand(b, self.num_outputs, 2).clone()
+        return pts, torch.ones(b, self.num_outputs)
+
+
+class FixedSpine(LandmarkModel):
+    """Step 1 stub: a straight spine of 12x10 px bodies, tilted 10 deg, in input pixels."""
+
+    def predict_points(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        box = torch.tensor([[0.0, 0.0], [12.0, 0.0], [12.0, 10.0], [0.0, 10.0]])
+        levels = [box + torch.tensor([30.0 + 2 * k, 12.0 + 17 * k]) for k in range(6)]
+        pts = torch.cat([*levels[:5], levels[5][:2]])  # 22 points, S1 superior pair only
+        t = math.radians(10.0)
+        rot = torch.tensor([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+        pts = (pts - 50) @ rot.T + 50
+        return pts.expand(images.shape[0], -1, -1).clone(), torch.ones(images.shape[0], 22)
+
+
+def test_tta_views_average_back_in_the_image(phantom: tuple) -> None:
+    image, _ = phantom
+    pipe = SpineLandmarkPipeline(FixedSpine(backbone="resnet_lite", input_size=(128, 96)))
+    # Mirrored views map crop x -> w - x and the scales (0.94, 1, 1.06) average to 1, so
+    # averaging a fixed crop point (0.3 w, 0.7 h) over the six views gives the point
+    # (0.5 w, 0.7 h) of the plain crop: the offset along the crop's x axis cancels.
+    tta = SpineLandmarkPipeline(pipe.landmark_model, FixedRefiner(0.3, 0.7), tta=True)
+    plain = SpineLandmarkPipeline(pipe.landmark_model, FixedRefiner(0.5, 0.7), tta=False)
+    off_axis = SpineLandmarkPipeline(pipe.landmark_model, FixedRefiner(0.3, 0.7), tta=False)
+    r_tta, r_plain, r_off = (p.predict(image)[0] for p in (tta, plain, off_axis))
+    np.testing.assert_allclose(r_tta.points, r_plain.points, atol=1e-3)
+    assert np.abs(r_off.points - r_plain.points).max() > 2.0  # the views did differ
+    np.testing.assert_array_equal(r_tta.points_step1, r_plain.points_step1)
+
+
+def test_tta_mirrored_crop_is_the_mirror_image() -> None:
+    from spinelandmarks.geometry import crop_images, crop_matrix
+    from spinelandmarks.pipeline import _mirror_matrix
+
+    torch.manual_seed(0)
+    image = torch.rand(1, 1, 60, 80)
+    m = crop_matrix(torch.tensor([[40.3, 29.1]]), torch.tensor([[30.0, 30.0]]),
+                    torch.tensor([12.0]), (24, 24))
+    crop = crop_images(image, m[None], (24, 24))
+    mirrored = crop_images(image, (_mirror_matrix((24, 24), m) @ m)[None], (24, 24))
+    torch.testing.assert_close(mirrored, crop.flip(-1), atol=1e-5, rtol=0)
+
+
+class FakeDetector(torch.nn.Module):
+    """Returns fixed per-level scores (0 = no box assigned)."""
+
+    def __init__(self, scores: list[float]) -> None:
+        super().__init__()
+        self.scores = torch.tensor(scores)
+
+    def detect(self, images: Tensor) -> list:
+        from spinelandmarks.models.detector import LevelDetections
+
+        present = self.scores > 0
+        names = ("L1", "L2", "L3", "L4", "L5", "S1")
+        missing = [n for n, ok in zip(names, present.tolist(), strict=True) if not ok]
+        return [LevelDetections(torch.zeros(6, 4), self.scores.clone(), present, missing, names)
+                for _ in range(images.shape[0])]
+
+
+@pytest.mark.parametrize(("scores", "missing"), [
+    ([0.15, 0.9, 0.9, 0.9, 0.9, 0.9], []),               # weak L1 next to L2: kept
+    ([0.05, 0.9, 0.9, 0.9, 0.9, 0.9], ["L1"]),           # too weak: missing
+    ([0.9, 0.0, 0.9, 0.9, 0.9, 0.9], []),                # L2 between L1 and L3: kept
+    ([0.9, 0.9, 0.9, 0.9, 0.0, 0.0], ["L5", "S1"]),      # caudal end cut off
+])
+def test_detector_levels_are_confirmed_along_the_spine(pipe: SpineLandmarkPipeline,
+                                                       phantom: tuple, scores: list[float],
+                                                       missing: list[str]) -> None:
+    image, _ = phantom
+    p = SpineLandmarkPipeline(pipe.landmark_model, pipe.refiner, FakeDetector(scores))
+    res = p.predict(image)[0]
+    assert res.missing_levels == missing
+    for lv in p.schema.level_names:
+        finite = np.isfinite(res.points[p.schema.level_indices(lv)]).all()
+        assert finite == (lv not in missing)
+
+
 def test_save_load_and_checkpoint_round_trip(pipe: SpineLandmarkPipeline, phantom: tuple,
                                              tmp_path: Path) -> None:
     image, _ = phantom
     ref = pipe.predict(image)[0]
     loaded = SpineLandmarkPipeline.load(pipe.save(tmp_path / "p"))
     np.testing.assert_array_equal(loaded.predict(image)[0].points, ref.points)
+    assert loaded.tta and loaded.min_adjacent_score == 0.1
+    opts = SpineLandmarkPipeline(pipe.landmark_model, pipe.refiner, tta=False,
+                                 min_level_score=0.4, min_adjacent_score=0.2)
+    reloaded = SpineLandmarkPipeline.load(opts.save(tmp_path / "opts"))
+    assert (reloaded.tta, reloaded.min_level_score, reloaded.min_adjacent_score) == (False, 0.4, 0.2)
     # A Lightning checkpoint loads weights-only into the same module.
     trainer = L.Trainer(logger=False, enable_checkpointing=False, max_epochs=0,
                         enable_progress_bar=False, enable_model_summary=False)
