@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/speed.py [--device cpu|cuda] [--precision 32|bf16-mixed]
                                   [--size 2560x2048] [--batch 1 8] [--repeats 5]
-                                  [--tta] [--channels-last] [--compile]
+                                  [--no-tta] [--channels-last] [--compile]
 
 Builds the pipeline at its default sizes (ResNet-18 everywhere, 512x384 input, 128x128 crops;
 weights do not change the cost, so they are random), writes one 16-bit PNG radiograph of
@@ -35,7 +35,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-detector", action="store_true")
-    ap.add_argument("--tta", action="store_true", help="step-2 test-time augmentation")
+    ap.add_argument("--no-tta", action="store_true",
+                    help="one step-2 crop per vertebra instead of the six TTA views")
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--compile", action="store_true")
     args = ap.parse_args()
@@ -44,7 +45,7 @@ def main() -> None:
     torch.manual_seed(0)
     pipe = SpineLandmarkPipeline(LandmarkModel(), CropRefiner(),
                                  None if args.no_detector else VertebraDetector(),
-                                 tta=args.tta, channels_last=args.channels_last,
+                                 tta=not args.no_tta, channels_last=args.channels_last,
                                  compile=args.compile).to(args.device)
     image, _ = generate_phantom(0, PhantomConfig(long_side=max(h, w), aspect=w / h))
     image = np.ascontiguousarray(image[:h, :w])
@@ -56,7 +57,7 @@ def main() -> None:
             read_image(path)
         decode = (time.perf_counter() - t0) / args.repeats
         print(f"device={args.device} precision={args.precision} threads={torch.get_num_threads()} "
-              f"input={h}x{w} detector={not args.no_detector} tta={args.tta} "
+              f"input={h}x{w} detector={not args.no_detector} tta={not args.no_tta} "
               f"channels_last={args.channels_last} compile={args.compile} torch={torch.__version__} "
               f"cpu={platform.processor() or platform.machine()}")
         print(f"decode 16-bit PNG: {decode * 1e3:.0f} ms/radiograph")

@@ -229,6 +229,22 @@ def test_torchscript_export_gives_same_coordinates(pipe: SpineLandmarkPipeline,
         pipe.landmark_model.export(tmp_path / "m.x", fmt="tflite")
 
 
+@pytest.mark.slow  # the dynamo ONNX exporter takes ~10 s per network
+def test_onnx_export_runs_in_onnxruntime(pipe: SpineLandmarkPipeline, tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    for model in (pipe.landmark_model, pipe.refiner):
+        assert model is not None
+        path = model.export(tmp_path / "m.onnx", fmt="onnx")
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        x = torch.rand(3, 1, *model.hparams["input_size"])  # batch 3, exported with batch 1
+        with torch.no_grad():
+            coords, heatmaps = model(x)
+        got, got_hm = session.run(["coords", "heatmaps"], {"images": x.numpy()})
+        np.testing.assert_allclose(got, coords.numpy(), atol=1e-5)
+        np.testing.assert_allclose(got_hm, heatmaps.numpy(), atol=1e-6)
+
+
 def test_channels_last_gives_same_points(pipe: SpineLandmarkPipeline, phantom: tuple) -> None:
     image, _ = phantom
     ref = pipe.predict(image)[0]

@@ -142,8 +142,14 @@ class LandmarkModel(LandmarkTask):
         path : path
             Output file (``.pt`` for TorchScript, ``.onnx`` for ONNX).
         fmt : {"torchscript", "onnx"}
+            ONNX (opset 18, dynamic batch) needs ``pip install spinelandmarks[onnx]``.
         example_size : (H, W), optional
             Example input size; default the model's ``input_size``.
+
+        Raises
+        ------
+        ImportError
+            ``fmt="onnx"`` without the ``onnx`` and ``onnxscript`` packages.
         """
         size = example_size or tuple(self.hparams["input_size"])
         example = torch.rand(1, 1, int(size[0]), int(size[1]), device=self.device)
@@ -153,9 +159,15 @@ class LandmarkModel(LandmarkTask):
             if fmt == "torchscript":
                 torch.jit.save(torch.jit.trace(net, example), str(out))
             elif fmt == "onnx":
+                try:
+                    import onnx  # noqa: F401
+                    import onnxscript  # noqa: F401
+                except ImportError as exc:
+                    raise ImportError(f"ONNX export needs the onnx and onnxscript packages "
+                                      f"(pip install 'spinelandmarks[onnx]'): {exc}") from exc
                 torch.onnx.export(net, (example,), str(out), input_names=["images"],
                                   output_names=["coords", "heatmaps"],
-                                  dynamic_axes={"images": {0: "batch"}})
+                                  dynamic_axes={"images": {0: "batch"}}, verbose=False)
             else:
                 raise ValueError(f"unknown export format {fmt!r}; use 'torchscript' or 'onnx'")
         return out
