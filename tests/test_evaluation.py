@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from spines import spine_points
 
 from spinelandmarks.data.annotations import ImageRecord
 from spinelandmarks.evaluation import (
@@ -24,43 +25,13 @@ from spinelandmarks.evaluation import (
 from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema, Level
 
 S = LUMBAR_SAGITTAL
-IMG_W, IMG_H = 512, 512
+IMG_W, IMG_H = 512, 512  # the spines are drawn in a 512-px-wide image
 TILTS = (-12.0, -6.0, 0.0, 6.0, 12.0)
 
 
 # ---------------------------------------------------------------------------------------------
 # hand-built spines
 # ---------------------------------------------------------------------------------------------
-def spine_points(tilts: Sequence[float] = TILTS, s1_tilt: float = 40.0, width: float = 40.0,
-                 height: float = 30.0, s1_width: float = 36.0, face: int = 1) -> np.ndarray:
-    """(22, 2) lumbar spine of rotated rectangles (W x H); both endplates of L_i tilt tilts[i].
-
-    A tilt is positive when the anterior end is lower (y down); ``face = -1`` mirrors x.
-    """
-    pts = np.zeros((22, 2))
-
-    def dirs(tilt: float) -> tuple[np.ndarray, np.ndarray]:
-        t = math.radians(tilt)
-        return np.array([math.cos(t), math.sin(t)]), np.array([-math.sin(t), math.cos(t)])
-
-    for i in range(5):
-        c = np.array([250.0 + 5 * i, 80.0 + 45.0 * i])
-        u, v = dirs(tilts[i])
-        corners = {"anterior_superior": c + width / 2 * u - height / 2 * v,
-                   "posterior_superior": c - width / 2 * u - height / 2 * v,
-                   "posterior_inferior": c - width / 2 * u + height / 2 * v,
-                   "anterior_inferior": c + width / 2 * u + height / 2 * v}
-        for name, xy in corners.items():
-            pts[S.index(f"L{i + 1}", name)] = xy
-    c = np.array([260.0, 80.0 + 45.0 * 5 + 10.0])
-    u, _ = dirs(s1_tilt)
-    pts[S.index("S1", "anterior_superior")] = c + s1_width / 2 * u
-    pts[S.index("S1", "posterior_superior")] = c - s1_width / 2 * u
-    if face < 0:
-        pts[:, 0] = IMG_W - pts[:, 0]
-    return pts
-
-
 def record(name: str, pts: np.ndarray, spacing: tuple[float, float] | None = None
            ) -> ImageRecord:
     vis = np.where(np.isfinite(pts).all(axis=1), 2, 0).astype(np.int8)

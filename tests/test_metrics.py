@@ -14,6 +14,7 @@ import scipy.stats
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from spines import IMG_W, dirs, spine_points
 from torchmetrics import Metric
 
 from spinelandmarks.metrics import (
@@ -35,7 +36,6 @@ from spinelandmarks.metrics import (
 from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema, Level
 
 S = LUMBAR_SAGITTAL
-IMG_W = 512.0
 DT = torch.float64
 M = TypeVar("M", bound=Metric)
 
@@ -49,45 +49,11 @@ def f64(metric: M) -> M:
 # ---------------------------------------------------------------------------------------------
 # hand-built spines
 # ---------------------------------------------------------------------------------------------
-def _dirs(tilt_deg: float) -> tuple[np.ndarray, np.ndarray]:
-    """Unit vectors for a patient facing right (anterior = +x), y down.
-
-    ``u`` runs posterior -> anterior along an endplate with the given tilt (positive: anterior end
-    lower); ``v`` runs superior -> inferior along the walls, perpendicular to ``u``.
-    """
-    t = math.radians(tilt_deg)
-    u = np.array([math.cos(t), math.sin(t)])
-    v = np.array([-math.sin(t), math.cos(t)])
-    return u, v
-
-
 def make_spine(tilts: Sequence[float] = (-12.0, -6.0, 0.0, 6.0, 12.0), s1_tilt: float = 40.0,
                widths: Sequence[float] | float = 40.0, heights: Sequence[float] | float = 30.0,
                s1_width: float = 36.0, face: int = 1) -> torch.Tensor:
-    """(22, 2) float64 lumbar spine of rotated rectangles; both endplates of L_i have tilts[i].
-
-    ``face = -1`` mirrors x (patient facing left); names are unchanged.
-    """
-    w = [float(widths)] * 5 if isinstance(widths, (int, float)) else list(widths)
-    h = [float(heights)] * 5 if isinstance(heights, (int, float)) else list(heights)
-    pts = np.zeros((22, 2))
-    for i in range(5):
-        c = np.array([250.0 + 5 * i, 80.0 + 45.0 * i])
-        u, v = _dirs(tilts[i])
-        corners = {"anterior_superior": c + w[i] / 2 * u - h[i] / 2 * v,
-                   "posterior_superior": c - w[i] / 2 * u - h[i] / 2 * v,
-                   "posterior_inferior": c - w[i] / 2 * u + h[i] / 2 * v,
-                   "anterior_inferior": c + w[i] / 2 * u + h[i] / 2 * v}
-        for name, xy in corners.items():
-            pts[S.index(f"L{i + 1}", name)] = xy
-    c = np.array([260.0, 80.0 + 45.0 * 5 + 10.0])
-    u, _ = _dirs(s1_tilt)
-    pts[S.index("S1", "anterior_superior")] = c + s1_width / 2 * u
-    pts[S.index("S1", "posterior_superior")] = c - s1_width / 2 * u
-    out = torch.tensor(pts, dtype=DT)
-    if face < 0:
-        out[:, 0] = IMG_W - out[:, 0]
-    return out
+    """:func:`spines.spine_points` as a float64 tensor."""
+    return torch.tensor(spine_points(tilts, s1_tilt, widths, heights, s1_width, face), dtype=DT)
 
 
 def batch(*spines: torch.Tensor) -> torch.Tensor:
@@ -164,7 +130,7 @@ def test_l1_l5_uses_l5_inferior_endplate() -> None:
     # wedge L5: inferior endplate tilted 20 deg, superior stays 12 deg
     pi, ai = S.index("L5", "posterior_inferior"), S.index("L5", "anterior_inferior")
     mid = (p[pi] + p[ai]) / 2
-    u, _ = _dirs(20.0)
+    u, _ = dirs(20.0)
     p[ai] = mid + 20.0 * torch.tensor(u, dtype=DT)
     p[pi] = mid - 20.0 * torch.tensor(u, dtype=DT)
     out = lumbar_parameters(p[None])
