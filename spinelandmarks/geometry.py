@@ -27,6 +27,7 @@ __all__ = [
     "from_kornia_pixels",
     "from_mmpose",
     "from_torchvision",
+    "hflip_matrix",
     "letterbox",
     "letterbox_matrix",
     "normalized_to_pixel",
@@ -259,6 +260,17 @@ def crop_images(images: Tensor, matrices: Tensor, out_size: Sequence[int],
     out = F.grid_sample(images, stacked, mode=mode, padding_mode=padding_mode,
                         align_corners=False)
     return out.reshape(b, images.shape[1], k, h_out, w_out).transpose(1, 2)
+
+
+def hflip_matrix(width: float, device: torch.device | str | None = None) -> Tensor:
+    """(3, 3) float64 left-right mirror of an image or crop ``width`` pixels wide: x -> width - x.
+
+    Composed after an image -> crop matrix (``hflip_matrix(w) @ m``) it gives the mirrored crop;
+    points keep their names. The refiner's training flips and the pipeline's mirrored
+    test-time views both use it, so they are the same transform.
+    """
+    return torch.tensor([[-1.0, 0.0, float(width)], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+                        dtype=torch.float64, device=device)
 
 
 # -- letterbox ---------------------------------------------------------------------------------

@@ -26,7 +26,14 @@ from . import __version__
 from ._atomic import atomic_write, atomic_write_text
 from .data.annotations import ImageRecord
 from .data.io import Radiograph, read_dicom, read_image
-from .geometry import crop_images, crop_matrix, letterbox, transform_points, vertebra_crop_params
+from .geometry import (
+    crop_images,
+    crop_matrix,
+    hflip_matrix,
+    letterbox,
+    transform_points,
+    vertebra_crop_params,
+)
 from .metrics import lumbar_parameters
 from .models.detector import confirm_levels
 from .models.landmark import CropRefiner, LandmarkModel
@@ -307,13 +314,14 @@ class SpineLandmarkPipeline(nn.Module):
         views = TTA_VIEWS if self.tta else ((1.0, False),)
         v = len(views)
         scale = torch.tensor([s for s, _ in views], dtype=torch.float64, device=images.device)
-        # (B*L, V) crops: same centre and angle, side times the view's scale
-        mats = crop_matrix(centers.double().repeat_interleave(v, 0),
-                           (sizes.double()[:, None, :] * scale[None, :, None]).flatten(0, 1),
+        # (B*L*V) crops, V per level: same centre and angle, side times the view's scale
+        view_sizes = (sizes.double()[:, None, :] * scale[None, :, None]).flatten(0, 1)
+        mats = crop_matrix(centers.double().repeat_interleave(v, 0), view_sizes,
                            angles.repeat_interleave(v, 0), self.crop_size)
         mirrored = torch.tensor([m for _, m in views], device=images.device).repeat(b * num_levels)
-        mats = torch.where(mirrored[:, None, None], _mirror_matrix(self.crop_size, mats) @ mats,
-                           mats).reshape(b, num_levels * v, 3, 3)
+        flip = hflip_matrix(self.crop_size[1], device=mats.device)
+        mats = torch.where(mirrored[:, None, None], flip @ mats, mats).reshape(
+            b, num_levels * v, 3, 3)
         crops = crop_images(images, mats, self.crop_size)  # (B, L*V, 1, h, w)
         crop_pts, spread = refiner.predict_points(self._memory_format(crops.flatten(0, 1)))
         crop_pts = crop_pts.reshape(b, num_levels * v, -1, 2)[:, :, :k]
@@ -322,8 +330,7 @@ class SpineLandmarkPipeline(nn.Module):
         refined = transform_points(crop_pts, torch.linalg.inv(mats))
         refined = refined.reshape(b, num_levels, v, k, 2).mean(2)  # (B, L, K, 2)
         # crop pixels -> original pixels: the crop side over the crop size
-        px = (sizes[:, 0].double().repeat_interleave(v, 0) * scale.repeat(b * num_levels)
-              / self.crop_size[1]).reshape(b, num_levels, v, 1).to(spread.dtype)
+        px = (view_sizes[:, 0] / self.crop_size[1]).reshape(b, num_levels, v, 1).to(spread.dtype)
         new_scores = (1.0 / (1.0 + spread * px)).mean(2)
         out = points.clone()
         out_scores = scores.clone()
@@ -388,12 +395,6 @@ class SpineLandmarkPipeline(nn.Module):
                 parameters={k: float(v[i]) for k, v in params2.items()},
                 parameters_step1={k: float(v[i]) for k, v in params1.items()}))
         return res
-
-
-def _mirror_matrix(size: Sequence[int], like: Tensor) -> Tensor:
-    """(3, 3) left-right mirror of a crop of ``size = (H, W)``: pixel x -> W - x."""
-    return torch.tensor([[-1.0, 0.0, float(size[1])], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
-                        dtype=like.dtype, device=like.device)
 
 
 def _is_single(x: Any) -> bool:

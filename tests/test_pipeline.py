@@ -125,15 +125,14 @@ def test_tta_views_average_back_in_the_image(phantom: tuple) -> None:
 
 
 def test_tta_mirrored_crop_is_the_mirror_image() -> None:
-    from spinelandmarks.geometry import crop_images, crop_matrix
-    from spinelandmarks.pipeline import _mirror_matrix
+    from spinelandmarks.geometry import crop_images, crop_matrix, hflip_matrix
 
     torch.manual_seed(0)
     image = torch.rand(1, 1, 60, 80)
     m = crop_matrix(torch.tensor([[40.3, 29.1]]), torch.tensor([[30.0, 30.0]]),
                     torch.tensor([12.0]), (24, 24))
     crop = crop_images(image, m[None], (24, 24))
-    mirrored = crop_images(image, (_mirror_matrix((24, 24), m) @ m)[None], (24, 24))
+    mirrored = crop_images(image, (hflip_matrix(24) @ m)[None], (24, 24))
     torch.testing.assert_close(mirrored, crop.flip(-1), atol=1e-5, rtol=0)
 
 

@@ -65,6 +65,7 @@ from torch.utils.data import Dataset, Sampler
 from ..geometry import (
     crop_matrix,
     from_kornia_pixels,
+    hflip_matrix,
     letterbox_matrix,
     to_kornia_pixels,
     transform_points,
@@ -228,10 +229,6 @@ def _similarity(rng: np.random.Generator, cfg: AugmentConfig, size: Sequence[int
     c, si = math.cos(theta) * s, math.sin(theta) * s
     core = np.array([[c * flip, -si, 0.0], [si * flip, c, 0.0], [0.0, 0.0, 1.0]])
     return _translate(w / 2 + tx, h / 2 + ty) @ core @ _translate(-w / 2, -h / 2)
-
-
-def _flip_x(width: float) -> np.ndarray:
-    return np.array([[-1.0, 0.0, width], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 
 
 def _seed_state(seed: int, epoch: int, index: int) -> np.random.SeedSequence:
@@ -753,7 +750,7 @@ class CropDataset(Dataset[dict[str, Any]]):
                         and rng.random() < self.augment.hflip_p)
         m = crop_matrix(center, sizes, angle, self.crop_size)[0]
         if flip:
-            m = torch.from_numpy(_flip_x(self.crop_size[1])) @ m
+            m = hflip_matrix(self.crop_size[1]) @ m
         return m, flip
 
     def __getitem__(self, key: Key) -> dict[str, Any]:

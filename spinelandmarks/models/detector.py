@@ -178,14 +178,12 @@ def confirm_levels(scores: Tensor, found: Tensor, min_score: float = 0.3,
     found = found.bool()
     present = found & (scores >= min_score)
     weak = found & (scores >= min(min_adjacent_score, min_score))
-    # Grow the present set by one level per pass through weak levels: at most L - 1 passes
-    # (L is the number of levels, ~6), each a vectorized dilation over the whole batch.
+    # Grow the present set by one level per pass through weak levels: L - 1 passes reach every
+    # level (L is the number of levels, ~6); each is a vectorized dilation over the whole batch,
+    # with no early exit, which would synchronize with the host on every pass.
     for _ in range(scores.shape[1] - 1):
         grown = torch.nn.functional.max_pool1d(present.float().unsqueeze(1), 3, 1, 1)
-        grown_present = (grown.squeeze(1) > 0) & weak
-        if torch.equal(grown_present, present):
-            break
-        present = grown_present
+        present = (grown.squeeze(1) > 0) & weak
     if fill_gaps:
         after_first = present.int().cummax(1).values.bool()
         before_last = present.flip(1).int().cummax(1).values.flip(1).bool()
