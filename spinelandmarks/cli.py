@@ -222,17 +222,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def summary_table(metrics: dict[str, Any]) -> str:
-    """Headline figures next to the reference study's."""
+    """Headline figures next to the reference study's, then the tails and level identification."""
     rows = list(metrics["comparison"].values())
-    width = max(len(r["label"]) for r in rows)
 
     def fmt(v: float | None) -> str:
         return f"{v:9.2f}" if v is not None and v == v else f"{'-':>9}"
 
+    tails = list(metrics.get("tails", {}).values())
+    width = max(len(r["label"]) for r in rows + tails)
     lines = [f"{'':{width}}  {'step 2':>9}  {'step 1':>9}  {'Cina 2021':>9}"]
     for r in rows:
         lines.append(f"{r['label']:{width}}  {fmt(r['ours_step2'])}  {fmt(r['ours_step1'])}  "
                      f"{fmt(r['reference'])}")
+    for r in tails:
+        lines.append(f"{r['label']:{width}}  {fmt(r['ours_step2'])}  {fmt(r['ours_step1'])}")
     return "\n".join(lines)
 
 

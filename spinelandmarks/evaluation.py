@@ -36,9 +36,11 @@ from .metrics import (
     LUMBAR_PARAMETERS,
     AngleError,
     EuclideanError,
+    LevelIdentification,
     NormalizedLocalizationError,
     SuccessDetectionRate,
     facing,
+    level_identification,
     lumbar_parameters,
     normalized_errors,
     segmental_angle_names,
@@ -54,6 +56,7 @@ __all__ = [
     "evaluate",
     "measure_records",
     "metrics_to_json",
+    "tail_figures",
     "write_measurements_csv",
     "write_report",
 ]
@@ -95,6 +98,34 @@ _HEADLINE: tuple[tuple[str, str, tuple[str, str], str], ...] = (
     ("sacral_slope_median_abs_deg", "Sacral slope median abs. error (deg)",
      ("sacral_slope", "median_abs"), "sacral_slope_median_abs_deg"),
 )
+
+#: Figures that show gross failures, next to the medians: (key, label, path in a step block).
+_TAILS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("levels_identified_images", "Images with every level identified (%)",
+     ("identification", "image_rate")),
+    ("levels_identified", "Levels identified (%)", ("identification", "rate")),
+    ("mean_nle_x_pct", "Mean normalized error x (%)", ("localization", "mean_x")),
+    ("mean_nle_y_pct", "Mean normalized error y (%)", ("localization", "mean_y")),
+    ("p95_nle_x_pct", "95th pct. normalized error x (%)", ("localization", "p95_x")),
+    ("p95_nle_y_pct", "95th pct. normalized error y (%)", ("localization", "p95_y")),
+    ("outliers_10pct", "Points > 10 % of body size off (%)", ("localization", "outlier_rate")),
+    ("p95_mm", "95th pct. point error (mm)", ("euclidean", "p95_mm")),
+    ("outliers_5mm", "Points > 5 mm off (%)", ("euclidean", "outlier_rate_mm")),
+    ("l1_l5_lordosis_mean_abs_deg", "L1-L5 lordosis mean abs. error (deg)",
+     ("angles", "l1_l5_lordosis", "mean_abs")),
+    ("l1_s1_lordosis_mean_abs_deg", "L1-S1 lordosis mean abs. error (deg)",
+     ("angles", "l1_s1_lordosis", "mean_abs")),
+    ("sacral_slope_mean_abs_deg", "Sacral slope mean abs. error (deg)",
+     ("angles", "sacral_slope", "mean_abs")),
+    ("l1_l5_lordosis_pearson_r", "L1-L5 lordosis Pearson r", ("angles", "l1_l5_lordosis",
+                                                              "pearson_r")),
+    ("l1_s1_lordosis_pearson_r", "L1-S1 lordosis Pearson r", ("angles", "l1_s1_lordosis",
+                                                              "pearson_r")),
+    ("sacral_slope_pearson_r", "Sacral slope Pearson r", ("angles", "sacral_slope", "pearson_r")),
+)
+#: Tail figures that are fractions, shown in percent.
+_TAIL_FRACTIONS = frozenset({"levels_identified_images", "levels_identified", "outliers_10pct",
+                             "outliers_5mm"})
 
 _DT = torch.float64
 
@@ -315,6 +346,21 @@ def _angle_block(pred: Mapping[str, Tensor], gt: Mapping[str, Tensor],
             for n in names}
 
 
+def _identification(p: _Paired, schema: LandmarkSchema) -> dict[str, Any]:
+    """Level identification figures and the images with a level on the wrong vertebra."""
+    lid = LevelIdentification(schema)
+    lid.set_dtype(_DT)
+    lid.update(p.pred, p.gt, p.visibility)
+    flat = _floats(lid.compute())
+    status = level_identification(p.pred, p.gt, schema, p.visibility)  # (B, L)
+    wrong = {name: [lv for lv, v in zip(schema.level_names, row.tolist(), strict=True) if v == 0]
+             for name, row in zip(p.file_names, status, strict=True)}
+    out: dict[str, Any] = {k: v for k, v in flat.items() if "/" not in k}
+    out["per_level"] = {k.split("/", 1)[0]: v for k, v in flat.items() if "/" in k}
+    out["wrong_levels"] = {name: lv for name, lv in wrong.items() if lv}
+    return out
+
+
 def _step_metrics(p: _Paired, schema: LandmarkSchema) -> dict[str, Any]:
     """Every figure of one step (see :func:`evaluate`)."""
     nle = NormalizedLocalizationError(schema)
@@ -344,6 +390,7 @@ def _step_metrics(p: _Paired, schema: LandmarkSchema) -> dict[str, Any]:
         block["level_detection_rate"] = (n_lab - n_missed) / n_lab if n_lab else math.nan
         per_level[lv] = block
     localization = {k: v for k, v in loc.items() if "/" not in k}
+    identification = _identification(p, schema)
 
     gt_params = _lumbar_or_nan(p.gt, schema)
     pred_params = _lumbar_or_nan(p.pred, schema)
@@ -365,6 +412,7 @@ def _step_metrics(p: _Paired, schema: LandmarkSchema) -> dict[str, Any]:
             "levels_missed": float(tot_missed),
             "images_without_prediction": len(p.missing),
         },
+        "identification": identification,
         "angles": _angle_block(pred_params, gt_params, LUMBAR_PARAMETERS),
         "segmental_angles": seg_block,
         "missing_images": list(p.missing),
@@ -379,6 +427,32 @@ def _headline(step: Mapping[str, Any] | None, where: tuple[str, str]) -> float:
     a, b = where
     block = step["localization"] if a == "localization" else step["angles"].get(a, {})
     return float(block.get(b, math.nan))
+
+
+def _tail_value(step: Mapping[str, Any] | None, path: tuple[str, ...], key: str) -> float:
+    node: Any = step
+    for part in path:
+        if not isinstance(node, Mapping) or part not in node:
+            return math.nan
+        node = node[part]
+    v = float(node)
+    return 100.0 * v if key in _TAIL_FRACTIONS and math.isfinite(v) else v
+
+
+def tail_figures(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The figures that show gross failures, for step 2 and step 1, from :func:`evaluate`.
+
+    Returns
+    -------
+    dict
+        ``key -> {"label", "ours_step2", "ours_step1"}``: level identification (share of
+        images with every level on the right vertebra, share of levels), mean and 95th
+        percentile normalized errors, outlier rates, the 95th-percentile point error in mm,
+        mean absolute angle errors and Pearson r. Fractions are in percent.
+    """
+    return {key: {"label": label, "ours_step2": _tail_value(metrics.get("step2"), path, key),
+                  "ours_step1": _tail_value(metrics.get("step1"), path, key)}
+            for key, label, path in _TAILS}
 
 
 def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageRecord],
@@ -408,17 +482,23 @@ def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageReco
              "step2": STEP, "step1": STEP or None,
              "comparison": {figure: {"label", "ours_step2", "ours_step1", "reference",
                                      "better_than_reference"}},
+             "tails": tail_figures(...),
              "reference": REFERENCE + {"n_images_evaluated"}}
 
         where ``STEP`` holds ``localization`` (``median_x``, ``median_y``, ``mean_x``,
-        ``mean_y`` in percent, ``detection_rate``, ``n``, ``n_labelled`` from
+        ``mean_y``, ``p95_x``, ``p95_y`` in percent, ``outlier_rate``, ``detection_rate``,
+        ``n``, ``n_labelled`` from
         :class:`~spinelandmarks.metrics.NormalizedLocalizationError`), ``per_level`` (the same
         per level plus ``levels_labelled``, ``levels_missed``, ``level_detection_rate``: a
         level labelled in the ground truth none of whose labelled points was predicted is
         missed), ``euclidean`` (px and mm, :class:`~spinelandmarks.metrics.EuclideanError`),
         ``sdr`` (``sdr@2.0mm`` ... ``sdr@4.0mm``, ``n``), ``detection`` (overall rates and
-        counts), ``angles`` and ``segmental_angles`` (per parameter ``median_abs``,
-        ``mean_abs``, ``pearson_r``, ``bias``, ``loa_low``, ``loa_high``, ``n``, ``missed``
+        counts of levels *reported*, whatever their position), ``identification`` (levels on
+        the right vertebra: ``rate``, ``image_rate``, ``extra_levels``, ``n_levels``,
+        ``n_images``, ``per_level`` and ``wrong_levels``, file name -> levels not identified,
+        from :class:`~spinelandmarks.metrics.LevelIdentification`), ``angles`` and
+        ``segmental_angles`` (per parameter ``median_abs``, ``mean_abs``, ``p95_abs``,
+        ``max_abs``, ``pearson_r``, ``bias``, ``loa_low``, ``loa_high``, ``n``, ``missed``
         from :class:`~spinelandmarks.metrics.AngleError`). Figures without data are NaN.
 
     Warns
@@ -440,7 +520,7 @@ def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageReco
                            "ours_step1": _headline(step1, where), "reference": ref,
                            "better_than_reference": bool(ours < ref) if math.isfinite(ours)
                            else None}
-    return {
+    result: dict[str, Any] = {
         "schema": schema.name,
         "n_images": len(gts),
         "n_predicted": len(gts) - len(p2.missing),
@@ -449,8 +529,11 @@ def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageReco
         "step2": step2,
         "step1": step1,
         "comparison": comparison,
+        "tails": {},
         "reference": {**REFERENCE, "n_images_evaluated": len(gts)},
     }
+    result["tails"] = tail_figures(result)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -509,6 +592,17 @@ def _markdown(metrics: Mapping[str, Any], plots: Mapping[str, str]) -> str:
                      "step 2 better"], rows)
     lines += ["", f"Reference: {ref['study']} (test-set medians). Normalized error in percent of "
               "the ground-truth vertebra width (x) / height (y); angle errors in degrees.", ""]
+    lines += ["## Tails and level identification", ""]
+    lines += _table(["Figure", "ours (step 2)", "ours (step 1)"],
+                    [[t["label"], _fmt(t["ours_step2"]), _fmt(t["ours_step1"])]
+                     for t in metrics.get("tails", {}).values()])
+    lines += ["", "A level is identified when its centre lies within half the true body height "
+              "of the true centre of the same level; medians hide a spine drawn one level off, "
+              "these figures do not.", ""]
+    wrong = metrics["step2"].get("identification", {}).get("wrong_levels", {})
+    if wrong:
+        lines += [f"Images with a level not identified (step 2): {len(wrong)}", ""]
+        lines += [f"- `{n}`: {', '.join(lv)}" for n, lv in list(wrong.items())[:50]] + [""]
 
     for title, step in _steps(metrics):
         loc = step["localization"]
@@ -538,9 +632,13 @@ def _markdown(metrics: Mapping[str, Any], plots: Mapping[str, str]) -> str:
         d = step["detection"]
         lines += [f"### Detection ({title})", "",
                   f"- point detection rate: {_pct(d['point_detection_rate'])}",
-                  f"- level detection rate: {_pct(d['level_detection_rate'])} "
+                  f"- levels reported (presence only, wherever placed): "
+                  f"{_pct(d['level_detection_rate'])} "
                   f"({_fmt(d['levels_missed'], 0)} of {_fmt(d['levels_labelled'], 0)} labelled "
                   "levels missed)",
+                  f"- levels identified (on the right vertebra): "
+                  f"{_pct(step.get('identification', {}).get('rate'))}; images with every "
+                  f"level identified: {_pct(step.get('identification', {}).get('image_rate'))}",
                   f"- images without any prediction: {d['images_without_prediction']}", ""]
 
         lines += [f"## Angles ({title})", ""]

@@ -14,6 +14,8 @@ Functional API (angles in degrees, signed; conventions section 4)
 - :func:`lordosis`, :func:`lumbar_parameters`, :func:`segmental_angles`.
 - :func:`vertebra_size` -- ground-truth width / height per level (conventions section 5).
 - :func:`normalized_errors`, :func:`euclidean_errors`.
+- :func:`level_centres`, :func:`level_identification` -- each level on the right vertebra?
+- :func:`wrap_angle` -- every reported angle lies in (-180, 180].
 
 Metric classes (:class:`torchmetrics.Metric`). They buffer per-sample values in flat (1-D) list
 states reduced with ``dist_reduce_fx="cat"``, so ``compute()`` after a DDP sync sees the samples
@@ -27,6 +29,11 @@ process without samples contributes an empty tensor). States are kept in the met
 - :class:`EuclideanError` -- median / mean Euclidean error in pixels and mm.
 - :class:`SuccessDetectionRate` -- fraction of points within 2, 2.5, 3, 4 mm.
 - :class:`AngleError` -- angle errors, Pearson r and Bland-Altman limits of agreement.
+- :class:`LevelIdentification` -- levels on the right vertebra, per level and per image.
+
+Tails. Next to every median the classes report the mean, the 95th percentile and an outlier
+rate (points more than :data:`OUTLIER_MM` or :data:`OUTLIER_PCT` of the body size away): a few
+gross failures (a level on the wrong vertebra) barely move a median.
 
 Missed detections. A predicted point that is NaN (the model did not find its level) is a *miss*.
 It has no error: error figures are taken over the points with a finite prediction, and misses are
@@ -50,20 +57,32 @@ from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema
 
 __all__ = [
     "LUMBAR_PARAMETERS",
+    "OUTLIER_MM",
+    "OUTLIER_PCT",
     "AngleError",
     "EuclideanError",
+    "LevelIdentification",
     "NormalizedLocalizationError",
     "SuccessDetectionRate",
     "endplate_tilts",
     "euclidean_errors",
     "facing",
+    "level_centres",
+    "level_identification",
     "lordosis",
     "lumbar_parameters",
     "normalized_errors",
     "segmental_angle_names",
     "segmental_angles",
     "vertebra_size",
+    "wrap_angle",
 ]
+
+#: A point further than this from the truth is an outlier (:class:`EuclideanError`), mm.
+OUTLIER_MM: float = 5.0
+#: A point whose x or y error exceeds this share of its vertebra's width / height is an
+#: outlier (:class:`NormalizedLocalizationError`), percent.
+OUTLIER_PCT: float = 10.0
 
 #: Names of the parameters returned by :func:`lumbar_parameters`, in order.
 LUMBAR_PARAMETERS: tuple[str, str, str] = ("l1_l5_lordosis", "l1_s1_lordosis", "sacral_slope")
@@ -114,10 +133,41 @@ def _median(x: Tensor) -> Tensor:
     return (s[(n - 1) // 2] + s[n // 2]) / 2
 
 
+def _quantile(x: Tensor, q: float) -> Tensor:
+    """``q``-quantile of the finite values of ``x`` (linear interpolation, like NumPy); NaN if none."""
+    x = x[torch.isfinite(x)]
+    if x.numel() == 0:
+        return _nan(x)
+    return torch.quantile(x, q)
+
+
+def _share(flags: Tensor, counted: Tensor) -> Tensor:
+    """Fraction of ``counted`` entries whose flag is set; NaN when nothing is counted."""
+    n = counted.sum()
+    if int(n) == 0:
+        return torch.full((), math.nan, dtype=torch.float64, device=flags.device)
+    return (flags & counted).sum().double() / n
+
+
 def _mean(x: Tensor) -> Tensor:
     """Mean of the finite values of ``x``; NaN if none."""
     x = x[torch.isfinite(x)]
     return x.mean() if x.numel() else _nan(x)
+
+
+def wrap_angle(deg: Tensor) -> Tensor:
+    """Angles (or angle differences) in degrees mapped to ``(-180, 180]``; NaN stays NaN.
+
+    A difference of two tilts can leave that interval (e.g. ``170 - (-35) = 205``): the angle
+    between two lines is only defined modulo 360 degrees, so every angle this module reports
+    goes through this function.
+
+    Examples
+    --------
+    >>> wrap_angle(torch.tensor([205.0, -180.0, 180.0, -190.0])).tolist()
+    [-155.0, 180.0, 180.0, 170.0]
+    """
+    return 180.0 - torch.remainder(180.0 - deg, 360.0)
 
 
 def _endplate_position(schema: LandmarkSchema, level: str, side: Side) -> int:
@@ -227,12 +277,13 @@ def lordosis(points: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
     Returns
     -------
     Tensor, shape (B,)
-        Degrees; lordosis positive, kyphosis negative; NaN where a needed point is absent.
+        Degrees in (-180, 180]; lordosis positive, kyphosis negative; NaN where a needed point
+        is absent.
     """
     iu = _endplate_position(schema, *upper)
     il = _endplate_position(schema, *lower)
     tilts = endplate_tilts(points, schema, facing=facing, visibility=visibility)
-    return tilts[:, il] - tilts[:, iu]
+    return wrap_angle(tilts[:, il] - tilts[:, iu])
 
 
 def lumbar_parameters(points: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
@@ -253,14 +304,15 @@ def lumbar_parameters(points: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
     dict[str, Tensor]
         ``l1_l5_lordosis`` = tilt(L5 inferior) - tilt(L1 superior),
         ``l1_s1_lordosis`` = tilt(S1 superior) - tilt(L1 superior),
-        ``sacral_slope`` = tilt(S1 superior); each (B,) degrees, signed, NaN where a needed
-        point is absent. The facing direction is taken by majority over all endplates.
+        ``sacral_slope`` = tilt(S1 superior); each (B,) degrees in (-180, 180], signed, NaN
+        where a needed point is absent. The facing direction is taken by majority over all endplates.
     """
     tilts = endplate_tilts(points, schema, visibility=visibility)
     l1 = tilts[:, _endplate_position(schema, "L1", "superior")]
     l5 = tilts[:, _endplate_position(schema, "L5", "inferior")]
     s1 = tilts[:, _endplate_position(schema, "S1", "superior")]
-    return {"l1_l5_lordosis": l5 - l1, "l1_s1_lordosis": s1 - l1, "sacral_slope": s1}
+    return {"l1_l5_lordosis": wrap_angle(l5 - l1), "l1_s1_lordosis": wrap_angle(s1 - l1),
+            "sacral_slope": s1}
 
 
 def _superior_levels(schema: LandmarkSchema) -> list[str]:
@@ -296,7 +348,7 @@ def segmental_angles(points: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
     tilts = endplate_tilts(points, schema, visibility=visibility)
     cols = [i for i, e in enumerate(schema.endplates()) if e.side == "superior"]
     sup = tilts[:, torch.tensor(cols, dtype=torch.long, device=tilts.device)]
-    return sup[:, 1:] - sup[:, :-1]
+    return wrap_angle(sup[:, 1:] - sup[:, :-1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,6 +502,71 @@ def euclidean_errors(pred: Tensor, gt: Tensor, pixel_spacing: Tensor | None = No
     return torch.linalg.vector_norm(d, dim=-1)
 
 
+def level_centres(points: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
+                  visibility: Tensor | None = None) -> Tensor:
+    """Centre of every level: the mean of its points (NaN unless all of them are present).
+
+    Parameters
+    ----------
+    points : Tensor, shape (B, P, 2)
+        Pixel coordinates, NaN where absent.
+    schema : LandmarkSchema
+        Schema of the points.
+    visibility : Tensor, shape (B, P), optional
+        0 marks an absent point.
+
+    Returns
+    -------
+    Tensor, shape (B, num_levels, 2)
+        Pixels. For a body level the mean of its four corners; for S1 the middle of its plate.
+    """
+    _check_points(points, schema)
+    points = _masked(points, visibility)
+    table = schema.level_point_table().to(points.device)  # (L, K), -1 padding
+    valid = table >= 0
+    pts = points[:, table.clamp_min(0)]  # (B, L, K, 2)
+    total = torch.where(valid[None, :, :, None], pts, torch.zeros_like(pts)).sum(dim=2)
+    return total / valid.sum(dim=1).to(points.dtype)[None, :, None]
+
+
+def level_identification(pred: Tensor, gt: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
+                         visibility: Tensor | None = None) -> Tensor:
+    """Whether each labelled level was identified: found, and on the right vertebra.
+
+    A predicted level is *identified* when its centre (:func:`level_centres`) lies within half
+    the ground-truth body height (:func:`vertebra_size`; L5's for S1) of the ground-truth centre
+    of the same level. A level predicted on the neighbouring vertebra is about one body height
+    plus a disc away, so it fails, as does a level not found (NaN prediction).
+
+    Parameters
+    ----------
+    pred, gt : Tensor, shape (B, P, 2)
+        Predicted and ground-truth pixel coordinates, NaN where absent / not found.
+    schema : LandmarkSchema
+        Schema of the points.
+    visibility : Tensor, shape (B, P), optional
+        Ground-truth visibility; 0 marks an unlabelled point.
+
+    Returns
+    -------
+    Tensor, shape (B, num_levels)
+        1.0 identified, 0.0 not identified (missed or misplaced), NaN where the ground truth
+        cannot judge it (the level is not fully labelled or its height is unknown).
+    """
+    _check_points(pred, schema, "pred")
+    _check_points(gt, schema, "gt")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} differ in shape")
+    gt = _masked(gt, visibility)
+    _, height = vertebra_size(gt, schema)
+    c_gt = level_centres(gt, schema)
+    c_pred = level_centres(pred.to(gt.dtype), schema)
+    dist = torch.linalg.vector_norm(c_pred - c_gt, dim=-1)  # NaN if the prediction is missing
+    judged = torch.isfinite(c_gt).all(dim=-1) & torch.isfinite(height) & (height > 0)
+    ok = (dist <= 0.5 * height).to(gt.dtype)  # NaN compares False: a miss is not identified
+    return ok.masked_fill(~judged, math.nan)
+
+
 # ---------------------------------------------------------------------------------------------
 # torchmetrics classes
 # ---------------------------------------------------------------------------------------------
@@ -469,11 +586,15 @@ class NormalizedLocalizationError(Metric):
     ``(B, P)`` ground-truth visibility. ``compute()`` returns, over every labelled point of every
     image seen (by every process under DDP):
 
-    - ``median_x``, ``median_y``, ``mean_x``, ``mean_y`` -- percent, over labelled points with a
-      finite prediction and a measurable vertebra size (the headline figures are the medians);
+    - ``median_x``, ``median_y``, ``mean_x``, ``mean_y``, ``p95_x``, ``p95_y`` (95th
+      percentiles) -- percent, over labelled points with a finite prediction and a measurable
+      vertebra size (the headline figures are the medians);
+    - ``outlier_rate`` -- fraction of those points whose x or y error exceeds
+      :data:`OUTLIER_PCT` (10 % of the vertebra's width or height);
     - ``detection_rate`` -- fraction of labelled points whose prediction is finite;
     - ``n`` -- number of points in the error figures, ``n_labelled`` -- labelled points;
-    - per level ``<LEVEL>/median_x`` ... ``<LEVEL>/mean_y`` and ``<LEVEL>/detection_rate``.
+    - per level ``<LEVEL>/median_x`` ... ``<LEVEL>/outlier_rate`` and
+      ``<LEVEL>/detection_rate``.
 
     Figures without any sample are NaN.
     """
@@ -518,8 +639,12 @@ class NormalizedLocalizationError(Metric):
             ex, ey = e[..., 0][lab], e[..., 1][lab]
             n_lab = lab.sum()
             rate = det.sum().to(ref.dtype) / n_lab if int(n_lab) > 0 else _nan(ref)
+            ok = lab & torch.isfinite(e).all(dim=-1)
+            outlier = (e > OUTLIER_PCT).any(dim=-1)
             return {f"{prefix}median_x": _median(ex), f"{prefix}median_y": _median(ey),
                     f"{prefix}mean_x": _mean(ex), f"{prefix}mean_y": _mean(ey),
+                    f"{prefix}p95_x": _quantile(ex, 0.95), f"{prefix}p95_y": _quantile(ey, 0.95),
+                    f"{prefix}outlier_rate": _share(outlier, ok).to(ref.dtype),
                     f"{prefix}detection_rate": rate}
 
         out = figures(err, labelled, detected, "")
@@ -540,9 +665,11 @@ class EuclideanError(Metric):
     -----
     ``update(pred, gt, pixel_spacing=None, visibility=None)``: ``pred``, ``gt`` (B, P, 2) pixels,
     ``pixel_spacing`` (B, 2) ``(row_mm, col_mm)`` with NaN (or non-positive) rows for images of
-    unknown spacing. ``compute()`` returns ``median_px``, ``mean_px``, ``n_px`` over labelled
-    points with a finite prediction, and ``median_mm``, ``mean_mm``, ``n_mm`` over those of images
-    with a known spacing. Missed points are counted by :class:`NormalizedLocalizationError`.
+    unknown spacing. ``compute()`` returns ``median_px``, ``mean_px``, ``p95_px`` (95th
+    percentile), ``n_px`` over labelled points with a finite prediction, and ``median_mm``,
+    ``mean_mm``, ``p95_mm``, ``n_mm`` and ``outlier_rate_mm`` (fraction further than
+    :data:`OUTLIER_MM`, 5 mm) over those of images with a known spacing. Missed points are
+    counted by :class:`NormalizedLocalizationError`.
     """
 
     is_differentiable = False
@@ -571,13 +698,15 @@ class EuclideanError(Metric):
             self.mm.append(mm[torch.isfinite(mm)])
 
     def compute(self) -> dict[str, Tensor]:
-        """Dict ``median_px``, ``mean_px``, ``n_px``, ``median_mm``, ``mean_mm``, ``n_mm``."""
+        """Dict of the figures in px and mm; see the class notes."""
         ref = torch.zeros((), dtype=self.dtype, device=self.device)
         px = _cat_state(self.px, ref)
         mm = _cat_state(self.mm, px)
-        return {"median_px": _median(px), "mean_px": _mean(px),
+        far = mm > OUTLIER_MM
+        return {"median_px": _median(px), "mean_px": _mean(px), "p95_px": _quantile(px, 0.95),
                 "n_px": torch.tensor(float(px.numel()), dtype=px.dtype, device=px.device),
-                "median_mm": _median(mm), "mean_mm": _mean(mm),
+                "median_mm": _median(mm), "mean_mm": _mean(mm), "p95_mm": _quantile(mm, 0.95),
+                "outlier_rate_mm": _share(far, torch.ones_like(far)).to(px.dtype),
                 "n_mm": torch.tensor(float(mm.numel()), dtype=px.dtype, device=px.device)}
 
 
@@ -651,7 +780,8 @@ class AngleError(Metric):
     of :func:`lumbar_parameters`. With the error ``d = pred - gt`` over the images where both are
     finite, ``compute()`` returns for every name:
 
-    - ``{name}/median_abs``, ``{name}/mean_abs`` -- median / mean of ``|d|``;
+    - ``{name}/median_abs``, ``{name}/mean_abs``, ``{name}/p95_abs``, ``{name}/max_abs`` --
+      median, mean, 95th percentile and maximum of ``|d|`` (``d`` wrapped to (-180, 180]);
     - ``{name}/pearson_r`` -- Pearson correlation of pred and gt (NaN below 2 pairs or for a
       constant series);
     - ``{name}/bias``, ``{name}/loa_low``, ``{name}/loa_high`` -- Bland-Altman bias ``mean(d)``
@@ -705,7 +835,7 @@ class AngleError(Metric):
             both = torch.isfinite(p) & torch.isfinite(g)
             missed = torch.isfinite(g) & ~torch.isfinite(p)
             pb, gb = p[both], g[both]
-            d = pb - gb
+            d = wrap_angle(pb - gb)  # 179 vs -179 deg is a 2 deg error, not 358
             n = d.numel()
             nan = _nan(d)
             bias = d.mean() if n else nan
@@ -718,10 +848,84 @@ class AngleError(Metric):
                 r = nan
             out[f"{name}/median_abs"] = _median(d.abs())
             out[f"{name}/mean_abs"] = _mean(d.abs())
+            out[f"{name}/p95_abs"] = _quantile(d.abs(), 0.95)
+            out[f"{name}/max_abs"] = d.abs().max() if n else nan
             out[f"{name}/pearson_r"] = r
             out[f"{name}/bias"] = bias
             out[f"{name}/loa_low"] = bias - 1.96 * sd
             out[f"{name}/loa_high"] = bias + 1.96 * sd
             out[f"{name}/n"] = torch.tensor(float(n), dtype=d.dtype, device=d.device)
             out[f"{name}/missed"] = missed.sum().to(d.dtype)
+        return out
+
+
+class LevelIdentification(Metric):
+    """Level identification: each labelled level found on the right vertebra, per level and image.
+
+    Parameters
+    ----------
+    schema : LandmarkSchema
+        Schema of the points.
+    **kwargs
+        Passed to :class:`torchmetrics.Metric`.
+
+    Notes
+    -----
+    ``update(pred, gt, visibility=None)`` takes ``(B, P, 2)`` pixel coordinates. Each fully
+    labelled level is judged by :func:`level_identification`. ``compute()`` returns
+
+    - ``rate`` -- fraction of judged levels identified;
+    - ``image_rate`` -- fraction of images (with at least one judged level) whose judged levels
+      are all identified: the share of spines with every level right;
+    - ``extra_levels`` -- predicted levels whose level has no labelled point at all (e.g. a
+      level outside the field of view drawn anyway);
+    - ``n_levels``, ``n_images`` -- what was judged;
+    - per level ``<LEVEL>/rate``.
+
+    Unlike a detection rate, which only counts that a level was reported, a level shifted onto
+    its neighbour counts as wrong here.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    status: list[Tensor]
+    extra: list[Tensor]
+
+    def __init__(self, schema: LandmarkSchema = LUMBAR_SAGITTAL, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.schema = schema
+        self.add_state("status", default=[], dist_reduce_fx="cat")
+        self.add_state("extra", default=[], dist_reduce_fx="cat")
+
+    def update(self, pred: Tensor, gt: Tensor, visibility: Tensor | None = None) -> None:
+        """Add a batch: ``pred``, ``gt`` (B, P, 2) pixels, ``visibility`` (B, P) optional."""
+        pred, gt = pred.detach().to(self.dtype), gt.detach().to(self.dtype)
+        gt = _masked(gt, None if visibility is None else visibility.detach())
+        status = level_identification(pred, gt, self.schema)
+        table = self.schema.level_point_table().to(gt.device)
+        valid = table >= 0
+        labelled = (_present(gt)[:, table.clamp_min(0)] & valid).any(dim=-1)  # (B, L)
+        found = torch.isfinite(level_centres(pred, self.schema)).all(dim=-1)
+        self.status.append(status.reshape(-1))
+        self.extra.append((found & ~labelled).reshape(-1).to(status.dtype))
+
+    def compute(self) -> dict[str, Tensor]:
+        """Dict of identification rates; see the class notes."""
+        ref = torch.zeros((), dtype=self.dtype, device=self.device)
+        nl = self.schema.num_levels
+        status = _cat_state(self.status, ref).reshape(-1, nl)
+        extra = _cat_state(self.extra, ref).reshape(-1, nl)
+        judged = torch.isfinite(status)
+        hit = status == 1
+        img_judged = judged.any(dim=1)
+        img_ok = (hit | ~judged).all(dim=1)
+        out = {"rate": _share(hit, judged).to(ref.dtype),
+               "image_rate": _share(img_ok, img_judged).to(ref.dtype),
+               "extra_levels": extra.sum().to(ref.dtype),
+               "n_levels": judged.sum().to(ref.dtype),
+               "n_images": img_judged.sum().to(ref.dtype)}
+        for i, name in enumerate(self.schema.level_names):
+            out[f"{name}/rate"] = _share(hit[:, i], judged[:, i]).to(ref.dtype)
         return out
