@@ -206,11 +206,15 @@ def measure_records(records: Sequence[ImageRecord],
         ``l1_s1_lordosis_deg``, ``sacral_slope_deg`` (degrees, signed, conventions section 4);
         the segmental angles ``<upper>-<lower>_deg`` (e.g. ``L1-L2_deg``); ``facing`` (+1 when
         the anterior side is to the right of the image, -1 to the left, NaN when no endplate
-        is complete); ``missing_levels`` (space-separated levels without any point). Angles
+        is complete); ``missing_levels`` (space-separated levels without any point); for
+        predictions of the pipeline (records with ``meta["needs_review"]``) also
+        ``needs_review`` (1 / 0) and ``qc`` (the raised quality-control flags, e.g.
+        ``overlap: L5 S1; angle_range: l1_l5_lordosis``, see :mod:`spinelandmarks.qc`). Angles
         are floats, NaN where a needed point is absent (and for the three lumbar parameters
         when the schema lacks the L1 / L5 / S1 endplates).
     """
     recs = list(records)
+    with_qc = any("needs_review" in r.meta for r in recs)
     pts = _points(recs, schema)
     params = _lumbar_or_nan(pts, schema)
     seg_names = segmental_angle_names(schema)
@@ -231,6 +235,10 @@ def measure_records(records: Sequence[ImageRecord],
         found = torch.isfinite(pts[i]).all(dim=-1)
         row["missing_levels"] = " ".join(
             lv for lv in schema.level_names if not bool(found[schema.level_indices(lv)].any()))
+        if with_qc:
+            row["needs_review"] = int(bool(rec.meta.get("needs_review", False)))
+            row["qc"] = "; ".join(f"{k}: {' '.join(v)}"
+                                  for k, v in rec.meta.get("qc", {}).items())
         rows.append(row)
     return rows
 

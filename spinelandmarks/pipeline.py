@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from . import __version__
 from ._atomic import atomic_write, atomic_write_text
 from .data.annotations import ImageRecord
+from .data.intensity import robust_normalize
 from .data.io import Radiograph, read_dicom, read_image
 from .geometry import (
     crop_images,
@@ -37,6 +38,7 @@ from .geometry import (
 from .metrics import lumbar_parameters
 from .models.detector import confirm_levels
 from .models.landmark import CropRefiner, LandmarkModel
+from .qc import LEVEL_FLAGS, implausible_angles, quality_flags
 from .schema import LandmarkSchema
 
 __all__ = ["TTA_VIEWS", "PipelineInput", "SpineLandmarkPipeline", "SpineResult", "load_module",
@@ -81,6 +83,11 @@ class SpineResult:
         Clinical parameters from the step-2 points, degrees (NaN where not measurable).
     parameters_step1 : dict of str to float
         The same from the step-1 points.
+    qc : dict of str to list of str
+        Quality-control flags raised (:func:`~spinelandmarks.qc.quality_flags`): per-level
+        flags map to the levels concerned, ``angle_range`` to the parameters out of range.
+    needs_review : bool
+        Any flag raised: a reader should check this radiograph before its figures are used.
     """
 
     source: str
@@ -93,6 +100,8 @@ class SpineResult:
     missing_levels: list[str] = field(default_factory=list)
     parameters: dict[str, float] = field(default_factory=dict)
     parameters_step1: dict[str, float] = field(default_factory=dict)
+    qc: dict[str, list[str]] = field(default_factory=dict)
+    needs_review: bool = False
 
     def to_record(self, schema: LandmarkSchema, step: int = 2, image_id: int = 0) -> ImageRecord:
         """The result as an annotation record (predictions use the annotation layout)."""
@@ -105,7 +114,9 @@ class SpineResult:
                            level_scores=self.level_scores.astype(np.float64),
                            meta={"parameters": {  # JSON has no NaN: not measurable -> null
                                k: (v if np.isfinite(v) else None) for k, v in
-                               (self.parameters if step == 2 else self.parameters_step1).items()}})
+                               (self.parameters if step == 2 else self.parameters_step1).items()},
+                               "needs_review": bool(self.needs_review),
+                               "qc": {k: list(v) for k, v in self.qc.items()}})
 
 
 def save_module(module: nn.Module, path: str | os.PathLike[str]) -> None:
@@ -258,13 +269,17 @@ class SpineLandmarkPipeline(nn.Module):
         Parameters
         ----------
         images : Tensor
-            (B, 1, H, W) float intensities in [0, 1], original resolution.
+            (B, 1, H, W) float intensities in [0, 1], original resolution, each image already
+            windowed by :func:`~spinelandmarks.data.intensity.robust_normalize` (as
+            :meth:`predict` and the training datasets do).
 
         Returns
         -------
         dict of str to Tensor
             ``points_step1``, ``points`` (B, P, 2) original pixels; ``point_scores`` (B, P);
-            ``level_scores`` (B, L) (NaN without detector); ``present`` (B, L) bool.
+            ``level_scores`` (B, L) (NaN without detector); ``present`` (B, L) bool;
+            ``boxes`` (B, L, 4) detector boxes ``(x1, y1, x2, y2)`` in original pixels (NaN
+            without detector or where a level has no box).
         """
         b = images.shape[0]
         num_levels = self.schema.num_levels
@@ -277,12 +292,15 @@ class SpineLandmarkPipeline(nn.Module):
         scores = 1.0 / (1.0 + spread_orig)
         present = torch.ones(b, num_levels, dtype=torch.bool, device=images.device)
         level_scores = torch.full((b, num_levels), float("nan"), device=images.device)
+        boxes = torch.full((b, num_levels, 4), float("nan"), device=images.device)
         if self.detector is not None:
             dets = self.detector.detect(inputs)  # type: ignore[operator]
             level_scores = torch.stack([d.scores.to(images.device).float() for d in dets])
             found = torch.stack([d.present.to(images.device) for d in dets])
             present = confirm_levels(level_scores, found, self.min_level_score,
                                      self.min_adjacent_score)
+            corners = torch.stack([d.boxes.to(images.device).float() for d in dets])
+            boxes = transform_points(corners.reshape(b, -1, 2), inv).reshape(b, num_levels, 4)
         points = step1
         if self.refiner is not None:
             for _ in range(max(self.refine_iterations, 1)):
@@ -292,7 +310,7 @@ class SpineLandmarkPipeline(nn.Module):
         return {"points_step1": torch.where(point_present.unsqueeze(-1), step1, nan),
                 "points": torch.where(point_present.unsqueeze(-1), points, nan),
                 "point_scores": torch.where(point_present, scores, torch.full_like(scores, float("nan"))),
-                "level_scores": level_scores, "present": present}
+                "level_scores": level_scores, "present": present, "boxes": boxes}
 
     def _memory_format(self, images: Tensor) -> Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last \
@@ -370,7 +388,8 @@ class SpineLandmarkPipeline(nn.Module):
         items: list[Any] = [inputs] if _is_single(inputs) else list(inputs)  # type: ignore[arg-type]
         results: list[SpineResult] = []
         for group in _batches([_to_radiograph(x) for x in items], batch_size):
-            images = torch.stack([torch.as_tensor(r.pixels) for r in group]).unsqueeze(1).to(dev)
+            images = torch.stack([torch.from_numpy(robust_normalize(r.pixels))
+                                  for r in group]).unsqueeze(1).to(dev)
             dtype = _PRECISIONS[precision]
             ctx = (torch.autocast(dev.type, dtype=dtype) if dtype is not None
                    else contextlib.nullcontext())
@@ -379,9 +398,29 @@ class SpineLandmarkPipeline(nn.Module):
             results.extend(self._results(group, {k: v.float().cpu() for k, v in out.items()}))
         return results
 
+    def _qc(self, out: dict[str, Tensor], params: dict[str, Tensor]
+            ) -> tuple[list[dict[str, list[str]]], list[bool]]:
+        """Raised flags per image (flag -> levels or parameters) and ``needs_review``."""
+        flags = quality_flags(out["points"], out["points_step1"], out["point_scores"], params,
+                              self.schema, present=out["present"],
+                              level_scores=out["level_scores"] if self.detector is not None
+                              else None,
+                              boxes=out["boxes"] if self.detector is not None else None)
+        names = self.schema.level_names
+        per_image: list[dict[str, list[str]]] = []
+        for i in range(out["points"].shape[0]):
+            raised = {k: [lv for lv, on in zip(names, flags[k][i].tolist(), strict=True) if on]
+                      for k in LEVEL_FLAGS}
+            bad = [k for k, v in implausible_angles(params).items() if bool(v[i])]
+            if bad:
+                raised["angle_range"] = bad
+            per_image.append({k: v for k, v in raised.items() if v})
+        return per_image, [bool(v) for v in flags["needs_review"].tolist()]
+
     def _results(self, group: Sequence[Radiograph], out: dict[str, Tensor]) -> list[SpineResult]:
         params2 = lumbar_parameters(out["points"].double(), self.schema)
         params1 = lumbar_parameters(out["points_step1"].double(), self.schema)
+        qc, review = self._qc(out, params2)
         res = []
         for i, r in enumerate(group):
             missing = [lv for lv, ok in zip(self.schema.level_names, out["present"][i].tolist(),
@@ -393,7 +432,8 @@ class SpineLandmarkPipeline(nn.Module):
                 point_scores=out["point_scores"][i].numpy(),
                 level_scores=out["level_scores"][i].numpy(), missing_levels=missing,
                 parameters={k: float(v[i]) for k, v in params2.items()},
-                parameters_step1={k: float(v[i]) for k, v in params1.items()}))
+                parameters_step1={k: float(v[i]) for k, v in params1.items()},
+                qc=qc[i], needs_review=review[i]))
         return res
 
 

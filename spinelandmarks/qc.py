@@ -1,0 +1,223 @@
+"""Quality control of predicted spines: plausibility checks that flag images for review.
+
+A landmark model that is wrong is usually wrong grossly: a level drawn on the neighbouring
+vertebra, two levels on one body, a corner set collapsed or crossed. Such results break the
+anatomy of a spine, so they can be caught without ground truth. :func:`quality_flags` checks,
+per level and per image (vectorized over a batch):
+
+========================  =========================================================================
+flag (per level)          raised when
+========================  =========================================================================
+``missing``               the level was not found
+``overlap``               the level's body runs into the next one by more than a quarter of a
+                          body height (or L5 into the sacral plate)
+``order``                 the next level does not lie caudal to this one along its own axis
+``spacing``               the distance to a neighbour differs from the spine's typical
+                          centre-to-centre distance by more than 40 % (a skipped or doubled level)
+``shape``                 the corners do not form a convex quadrilateral in their order, or the
+                          body's width / height ratio is outside [0.7, 4.0]
+``low_confidence``        a point's heatmap spread exceeds 12 % of the body height, or the
+                          detector confirmed the level with a score under its threshold
+``detector_disagrees``    the level's centre is more than half a box height from the centre of
+                          the detector's box for the same level
+``refinement_jump``       step 2 moved the level's centre by more than half a body height from
+                          step 1 (the refiner found another structure)
+========================  =========================================================================
+
+Per image: ``angle_range`` when a clinical parameter lies outside :data:`PLAUSIBLE_DEG`.
+``needs_review`` is raised by any flag. The thresholds are chosen so that the ground truth of
+the phantoms of both styles raises no flag (``tests/test_qc.py``) and are documented in
+``docs/conventions.md``; they are arguments of :class:`QCThresholds`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .metrics import level_centres, vertebra_size
+from .schema import LandmarkSchema
+
+__all__ = ["IMAGE_FLAGS", "LEVEL_FLAGS", "PLAUSIBLE_DEG", "QCThresholds", "implausible_angles",
+           "quality_flags"]
+
+#: Per-level flags, in report order.
+LEVEL_FLAGS: tuple[str, ...] = ("missing", "overlap", "order", "spacing", "shape",
+                                "low_confidence", "detector_disagrees", "refinement_jump")
+#: Per-image flags.
+IMAGE_FLAGS: tuple[str, ...] = ("angle_range",)
+
+#: Physiological ranges of the clinical parameters of a standing lateral radiograph, degrees
+#: (image axes; wide enough for hyperlordosis and for kyphotic degenerate spines).
+PLAUSIBLE_DEG: dict[str, tuple[float, float]] = {
+    "l1_l5_lordosis": (-30.0, 90.0),
+    "l1_s1_lordosis": (-20.0, 100.0),
+    "sacral_slope": (-5.0, 80.0),
+}
+
+
+@dataclass(frozen=True)
+class QCThresholds:
+    """Thresholds of :func:`quality_flags` (fractions of a body height unless named otherwise)."""
+
+    overlap_frac: float = 0.25
+    spacing_tolerance: float = 0.4
+    aspect_range: tuple[float, float] = (0.7, 4.0)
+    max_spread_frac: float = 0.12
+    min_detector_score: float = 0.3
+    detector_distance_frac: float = 0.5
+    refinement_jump_frac: float = 0.5
+
+
+def _endplate_mids(points: Tensor, schema: LandmarkSchema) -> tuple[Tensor, Tensor]:
+    """Superior and inferior endplate mid-points per level (B, L, 2), NaN where absent."""
+    b, nl = points.shape[0], schema.num_levels
+    sup = points.new_full((b, nl, 2), math.nan)
+    inf = points.new_full((b, nl, 2), math.nan)
+    for e in schema.endplates():
+        mid = 0.5 * (points[:, e.posterior] + points[:, e.anterior])
+        target = sup if e.side == "superior" else inf
+        target[:, schema.level_index(e.level)] = mid
+    return sup, inf
+
+
+def _unit(v: Tensor) -> Tensor:
+    return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(1e-9)
+
+
+def _convex_quads(points: Tensor, schema: LandmarkSchema) -> Tensor:
+    """(B, L) True where a body level's 4 corners form a convex quadrilateral in order."""
+    table = schema.level_point_table().to(points.device)  # (L, K)
+    quad = points[:, table.clamp_min(0)][:, :, :4]  # (B, L, 4, 2)
+    edge = quad.roll(-1, dims=2) - quad
+    nxt = edge.roll(-1, dims=2)
+    cross = edge[..., 0] * nxt[..., 1] - edge[..., 1] * nxt[..., 0]  # (B, L, 4)
+    same = (cross > 0).all(dim=-1) | (cross < 0).all(dim=-1)
+    body = (table >= 0).sum(dim=1) >= 4
+    return same | ~body[None, :]
+
+
+def _pair_flags(points: Tensor, schema: LandmarkSchema, height: Tensor,
+                th: QCThresholds) -> dict[str, Tensor]:
+    """Overlap, order and spacing between consecutive levels, each (B, L) bool."""
+    centres = level_centres(points, schema)  # (B, L, 2)
+    sup, inf = _endplate_mids(points, schema)
+    upper_end = torch.where(torch.isfinite(inf), inf, centres)[:, :-1]
+    lower_start = torch.where(torch.isfinite(sup), sup, centres)[:, 1:]
+    axis = _unit(inf - sup)[:, :-1]  # cranio-caudal axis of the upper body of each pair
+    axis = torch.where(torch.isfinite(axis), axis, _unit(centres[:, 1:] - centres[:, :-1]))
+    h = torch.stack([height[:, :-1], height[:, 1:]], -1).nanmean(-1)  # (B, L-1)
+    gap = ((lower_start - upper_end) * axis).sum(-1)
+    overlap = gap < -th.overlap_frac * h
+    order = ((centres[:, 1:] - centres[:, :-1]) * axis).sum(-1) <= 0
+    # spacing: centre-to-centre over height, against the spine's own median ratio (body pairs)
+    body = torch.tensor([lv.has_body for lv in schema.levels], device=points.device)
+    both = body[:-1] & body[1:]
+    ratio = torch.linalg.vector_norm(centres[:, 1:] - centres[:, :-1], dim=-1) / h
+    ratio = torch.where(both[None, :], ratio, torch.full_like(ratio, math.nan))
+    typical = ratio.nanmedian(dim=1, keepdim=True).values
+    spacing = (ratio - typical).abs() > th.spacing_tolerance * typical
+    out = {}
+    for name, pair in (("overlap", overlap), ("order", order), ("spacing", spacing)):
+        pair = pair & torch.isfinite(gap)  # pairs with a missing level are not judged
+        level = torch.zeros(points.shape[:2][0], schema.num_levels, dtype=torch.bool,
+                            device=points.device)
+        level[:, :-1] |= pair
+        level[:, 1:] |= pair
+        out[name] = level
+    return out
+
+
+def _confidence_flags(points: Tensor, point_scores: Tensor, level_scores: Tensor | None,
+                      present: Tensor, height: Tensor, schema: LandmarkSchema,
+                      th: QCThresholds) -> Tensor:
+    spread = 1.0 / point_scores.clamp_min(1e-9) - 1.0  # pixels (scores are 1 / (1 + spread))
+    rel = torch.nan_to_num(spread / height[:, schema.point_level.to(points.device)], nan=0.0)
+    table = schema.level_point_table().to(points.device)  # (L, K), -1 padding
+    per_level = rel[:, table.clamp_min(0)].masked_fill(~(table >= 0)[None], 0.0)
+    low = per_level.amax(dim=-1) > th.max_spread_frac
+    if level_scores is not None:
+        low |= present & torch.isfinite(level_scores) & (level_scores < th.min_detector_score)
+    return low
+
+
+def implausible_angles(parameters: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Per parameter of :data:`PLAUSIBLE_DEG` present in ``parameters``: (B,) bool, outside its
+    physiological range (NaN, not measurable, is not flagged here: ``missing`` says why)."""
+    out = {}
+    for name, (lo, hi) in PLAUSIBLE_DEG.items():
+        if name in parameters:
+            v = parameters[name]
+            out[name] = torch.isfinite(v) & ((v < lo) | (v > hi))
+    return out
+
+
+def quality_flags(points: Tensor, points_step1: Tensor, point_scores: Tensor,
+                  parameters: Mapping[str, Tensor], schema: LandmarkSchema, *,
+                  present: Tensor | None = None, level_scores: Tensor | None = None,
+                  boxes: Tensor | None = None, thresholds: QCThresholds | None = None,
+                  ) -> dict[str, Tensor]:
+    """Plausibility flags of predicted spines (see the module docstring).
+
+    Parameters
+    ----------
+    points, points_step1 : Tensor, shape (B, P, 2)
+        Step-2 and step-1 points in image pixels; NaN for levels not found.
+    point_scores : Tensor, shape (B, P)
+        ``1 / (1 + spread)`` with the heatmap spread in image pixels (NaN where not found).
+    parameters : dict of str to Tensor
+        Clinical parameters ``name -> (B,)`` degrees (:func:`~spinelandmarks.metrics.lumbar_parameters`).
+    schema : LandmarkSchema
+    present : Tensor, shape (B, L), optional
+        Levels reported found; default: levels with finite points.
+    level_scores : Tensor, shape (B, L), optional
+        Detector scores (NaN without a detector).
+    boxes : Tensor, shape (B, L, 4), optional
+        Detector boxes ``(x1, y1, x2, y2)`` in image pixels, NaN where none.
+    thresholds : QCThresholds, optional
+
+    Returns
+    -------
+    dict of str to Tensor
+        Every name of :data:`LEVEL_FLAGS` -> (B, L) bool, of :data:`IMAGE_FLAGS` -> (B,) bool,
+        and ``needs_review`` -> (B,) bool (any flag).
+    """
+    th = thresholds or QCThresholds()
+    pts = points.double()
+    present = (torch.isfinite(level_centres(pts, schema)).all(-1) if present is None
+               else present.to(pts.device).bool())
+    width, height = vertebra_size(pts, schema)
+    flags: dict[str, Tensor] = {"missing": ~present}
+    flags.update(_pair_flags(pts, schema, height, th))
+    aspect = width / height
+    lo, hi = th.aspect_range
+    body = torch.tensor([lv.has_body for lv in schema.levels], device=pts.device)
+    bad_aspect = body[None, :] & torch.isfinite(aspect) & ((aspect < lo) | (aspect > hi))
+    flags["shape"] = present & (bad_aspect | ~_convex_quads(pts, schema))
+    flags["low_confidence"] = _confidence_flags(pts, point_scores.double(), level_scores,
+                                                present, height, schema, th)
+    centres = level_centres(pts, schema)
+    if boxes is not None:
+        b = boxes.to(pts)
+        box_c = 0.5 * (b[..., :2] + b[..., 2:])
+        dist = torch.linalg.vector_norm(centres - box_c, dim=-1)
+        flags["detector_disagrees"] = present & (dist > th.detector_distance_frac
+                                                 * (b[..., 3] - b[..., 1]))
+    else:
+        flags["detector_disagrees"] = torch.zeros_like(present)
+    jump = torch.linalg.vector_norm(centres - level_centres(points_step1.to(pts), schema), dim=-1)
+    flags["refinement_jump"] = present & (jump > th.refinement_jump_frac * height)
+    angle = torch.zeros(pts.shape[0], dtype=torch.bool, device=pts.device)
+    for out_of_range in implausible_angles(parameters).values():
+        angle |= out_of_range.to(angle.device)
+    flags["angle_range"] = angle
+    review = angle.clone()
+    for name in LEVEL_FLAGS:
+        flags[name] = flags[name] & torch.ones_like(present)  # (B, L) bool on one device
+        review |= flags[name].any(dim=1)
+    flags["needs_review"] = review
+    return flags

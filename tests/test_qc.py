@@ -1,0 +1,113 @@
+"""Quality-control flags on hand-built failure cases and on phantom ground truth."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from spines import spine_points
+
+from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
+from spinelandmarks.metrics import level_centres, lumbar_parameters
+from spinelandmarks.qc import LEVEL_FLAGS, implausible_angles, quality_flags
+from spinelandmarks.schema import LUMBAR_SAGITTAL as S
+
+DT = torch.float64
+
+
+def flags_of(pts: torch.Tensor, **kw: object) -> dict[str, torch.Tensor]:
+    pts = pts.to(DT)
+    if pts.dim() == 2:
+        pts = pts[None]
+    scores = kw.pop("scores", torch.ones(pts.shape[:2], dtype=DT))
+    step1 = kw.pop("step1", pts)
+    return quality_flags(pts, step1, scores, lumbar_parameters(pts), S,  # type: ignore[arg-type]
+                         **kw)  # type: ignore[arg-type]
+
+
+def raised(f: dict[str, torch.Tensor], i: int = 0) -> dict[str, list[str]]:
+    out = {k: [lv for lv, on in zip(S.level_names, f[k][i].tolist(), strict=True) if on]
+           for k in LEVEL_FLAGS}
+    return {k: v for k, v in out.items() if v}
+
+
+def test_plausible_spine_raises_nothing() -> None:
+    f = flags_of(torch.tensor(spine_points()))
+    assert raised(f) == {} and not bool(f["needs_review"][0])
+    f = flags_of(torch.tensor(spine_points(face=-1)))
+    assert raised(f) == {}
+
+
+def test_l5_collapsed_onto_the_sacral_plate() -> None:
+    pts = torch.tensor(spine_points())
+    l5 = S.level_indices("L5")
+    pts[l5] += torch.tensor([0.0, 55.0])  # L5 pushed 20 px into the sacral plate (gap was 40)
+    f = flags_of(pts)
+    assert set(raised(f)["overlap"]) == {"L5", "S1"}
+    assert bool(f["needs_review"][0])
+
+
+def test_two_overlapping_bodies_and_order() -> None:
+    pts = torch.tensor(spine_points())
+    pts[S.level_indices("L3")] = pts[S.level_indices("L2")] + torch.tensor([2.0, 5.0])
+    f = raised(flags_of(pts))
+    assert {"L2", "L3"} <= set(f["overlap"])
+    assert "spacing" in f  # L3-L4 is now twice the typical distance
+
+
+def test_level_drawn_above_its_cranial_neighbour() -> None:
+    pts = torch.tensor(spine_points())
+    pts[S.level_indices("L2")] = pts[S.level_indices("L1")] - torch.tensor([0.0, 45.0])
+    assert {"L1", "L2"} <= set(raised(flags_of(pts))["order"])
+
+
+def test_missing_level_and_crossed_corners() -> None:
+    pts = torch.tensor(spine_points())
+    pts[S.level_indices("L1")] = math.nan
+    a, p = S.index("L3", "anterior_superior"), S.index("L3", "posterior_superior")
+    pts[[a, p]] = pts[[p, a]]  # superior corners swapped: a self-crossing quadrilateral
+    f = raised(flags_of(pts))
+    assert f["missing"] == ["L1"]
+    assert f["shape"] == ["L3"]
+
+
+def test_low_confidence_detector_and_refinement_flags() -> None:
+    pts = torch.tensor(spine_points(), dtype=DT)[None]
+    scores = torch.ones(1, 22, dtype=DT)
+    scores[0, S.index("L2", "anterior_inferior")] = 1 / (1 + 6.0)  # 6 px spread: 20 % of 30 px
+    boxes = torch.full((1, 6, 4), math.nan, dtype=DT)
+    centres = level_centres(pts)[0]
+    boxes[0, :, :2] = centres - 20.0
+    boxes[0, :, 2:] = centres + 20.0
+    boxes[0, 3] += torch.tensor([0.0, 45.0, 0.0, 45.0], dtype=DT)  # detector's L4 one level down
+    step1 = pts.clone()
+    step1[0, S.level_indices("L1")] -= torch.tensor([0.0, 40.0], dtype=DT)
+    level_scores = torch.tensor([[0.9, 0.9, 0.2, 0.9, 0.9, 0.9]], dtype=DT)
+    f = raised(flags_of(pts, scores=scores, boxes=boxes, step1=step1,
+                        level_scores=level_scores))
+    assert f["low_confidence"] == ["L2", "L3"]
+    assert f["detector_disagrees"] == ["L4"]
+    assert f["refinement_jump"] == ["L1"]
+
+
+def test_implausible_angles() -> None:
+    params = {"l1_l5_lordosis": torch.tensor([40.0, -155.0]),
+              "l1_s1_lordosis": torch.tensor([50.0, 50.0]),
+              "sacral_slope": torch.tensor([math.nan, 85.0])}
+    out = implausible_angles(params)
+    assert out["l1_l5_lordosis"].tolist() == [False, True]
+    assert out["sacral_slope"].tolist() == [False, True]
+    assert out["l1_s1_lordosis"].tolist() == [False, False]
+
+
+def test_phantom_ground_truth_is_not_flagged() -> None:
+    pts = np.stack([generate_phantom(i, PhantomConfig(long_side=192))[1].points
+                    for i in range(12)])
+    p = torch.tensor(pts)
+    present = torch.ones(12, 6, dtype=torch.bool)
+    present[:, :] = torch.isfinite(p).all(-1)[:, S.level_point_table().clamp_min(0)].all(-1)
+    f = flags_of(p, present=present)
+    raised_any = {k: int(v.sum()) for k, v in f.items() if k not in ("missing", "needs_review")
+                  and bool(v.any())}
+    assert raised_any == {}
