@@ -5,6 +5,8 @@ Usage
     python benchmarks/accuracy.py --out BENCH --mode full   # GPU: 1,500 train images, 1024 px
     python benchmarks/accuracy.py --out BENCH --mode cpu    # 2-core CPU, < 30 minutes
     python benchmarks/accuracy.py --out BENCH --mode smoke  # seconds; what CI could run
+    python benchmarks/accuracy.py --out BENCH --mode cross  # train on one phantom style, test on
+                                                            # the other (benchmarks/cross_style.py)
 
 Seeds are fixed per split (train 0, validation 5000, test 10000), so test patients are never
 seen in training. ``full`` trains with the default ``spinelandmarks train`` recipe; ``cpu``
@@ -151,9 +153,19 @@ def _markdown(res: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench_accuracy")
-    ap.add_argument("--mode", choices=sorted(MODES), default="cpu")
+    ap.add_argument("--mode", choices=[*sorted(MODES), "cross"], default="cpu")
     ap.add_argument("--accelerator", default=None)
+    ap.add_argument("--runs", default="A,B,mix",
+                    help="cross mode: training sets to run (A, B, mix), comma-separated")
+    ap.add_argument("--test-images", type=int, default=100,
+                    help="cross mode: test images per style")
     args = ap.parse_args()
+    if args.mode == "cross":
+        from cross_style import run_cross_style
+
+        run_cross_style(Path(args.out), args.runs.split(","), args.test_images,
+                        args.accelerator or "cpu")
+        return
     mode = MODES[args.mode]
     out = Path(args.out)
     t0 = time.perf_counter()

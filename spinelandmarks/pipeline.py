@@ -35,6 +35,7 @@ from .geometry import (
     transform_points,
     vertebra_crop_params,
 )
+from .levels import anchor_to_sacrum, reconcile_chain
 from .metrics import lumbar_parameters
 from .models.detector import confirm_levels
 from .models.landmark import CropRefiner, LandmarkModel
@@ -88,6 +89,9 @@ class SpineResult:
         flags map to the levels concerned, ``angle_range`` to the parameters out of range.
     needs_review : bool
         Any flag raised: a reader should check this radiograph before its figures are used.
+    relabelled_levels : list of str
+        Levels whose step-1 points disagreed with the detector and were moved into its box
+        (``level_rule="detector"``, :mod:`spinelandmarks.levels`).
     """
 
     source: str
@@ -102,6 +106,7 @@ class SpineResult:
     parameters_step1: dict[str, float] = field(default_factory=dict)
     qc: dict[str, list[str]] = field(default_factory=dict)
     needs_review: bool = False
+    relabelled_levels: list[str] = field(default_factory=list)
 
     def to_record(self, schema: LandmarkSchema, step: int = 2, image_id: int = 0) -> ImageRecord:
         """The result as an annotation record (predictions use the annotation layout)."""
@@ -116,6 +121,7 @@ class SpineResult:
                                k: (v if np.isfinite(v) else None) for k, v in
                                (self.parameters if step == 2 else self.parameters_step1).items()},
                                "needs_review": bool(self.needs_review),
+                               "relabelled_levels": list(self.relabelled_levels),
                                "qc": {k: list(v) for k, v in self.qc.items()}})
 
 
@@ -175,6 +181,13 @@ class SpineLandmarkPipeline(nn.Module):
         Lower detector score that confirms a level next to a confirmed one; levels between two
         confirmed levels are always kept (the spine is contiguous, see
         :func:`~spinelandmarks.models.detector.confirm_levels`). Other levels are missing.
+    level_rule : {"detector", "landmarks"}
+        Who names the levels when the detector and the step-1 chain disagree. ``"detector"``
+        (default): the detector's boxes, renamed by counting bodies up from the sacrum
+        (:func:`~spinelandmarks.levels.anchor_to_sacrum`), and every step-1 level moved into
+        its box (:func:`~spinelandmarks.levels.reconcile_chain`) before step 2.
+        ``"landmarks"``: the step-1 chain as predicted (the detector only confirms presence).
+        Without a detector the step-1 chain is used.
     tta : bool
         Test-time augmentation of step 2: each vertebra is refined in the crops of
         :data:`TTA_VIEWS` (three scales, each also mirrored) and the points mapped back from
@@ -195,7 +208,7 @@ class SpineLandmarkPipeline(nn.Module):
     def __init__(self, landmark_model: LandmarkModel, refiner: CropRefiner | None = None,
                  detector: nn.Module | None = None, crop_scale: float = 1.6,
                  refine_iterations: int = 1, min_level_score: float = 0.3,
-                 min_adjacent_score: float = 0.1, tta: bool = True,
+                 min_adjacent_score: float = 0.1, level_rule: str = "detector", tta: bool = True,
                  channels_last: bool = False, compile: bool = False) -> None:
         super().__init__()
         self.landmark_model = landmark_model.eval()
@@ -208,6 +221,9 @@ class SpineLandmarkPipeline(nn.Module):
         self.refine_iterations = int(refine_iterations)
         self.min_level_score = float(min_level_score)
         self.min_adjacent_score = float(min_adjacent_score)
+        if level_rule not in ("detector", "landmarks"):
+            raise ValueError(f"level_rule must be 'detector' or 'landmarks', got {level_rule!r}")
+        self.level_rule = level_rule
         self.tta = bool(tta)
         self.channels_last = bool(channels_last)
         for net in (self.landmark_model, self.refiner):
@@ -239,7 +255,8 @@ class SpineLandmarkPipeline(nn.Module):
         config = {"version": __version__, "schema": self.schema.to_dict(), "models": models,
                   "crop_scale": self.crop_scale, "refine_iterations": self.refine_iterations,
                   "min_level_score": self.min_level_score,
-                  "min_adjacent_score": self.min_adjacent_score, "tta": self.tta}
+                  "min_adjacent_score": self.min_adjacent_score,
+                  "level_rule": self.level_rule, "tta": self.tta}
         atomic_write_text(d / "pipeline.json", json.dumps(config, indent=2) + "\n")
         return d
 
@@ -260,7 +277,7 @@ class SpineLandmarkPipeline(nn.Module):
                    refine_iterations=cfg.get("refine_iterations", 1),
                    min_level_score=cfg.get("min_level_score", 0.3),
                    min_adjacent_score=cfg.get("min_adjacent_score", 0.1),
-                   tta=cfg.get("tta", True))
+                   level_rule=cfg.get("level_rule", "detector"), tta=cfg.get("tta", True))
 
     # -- tensor hot path -----------------------------------------------------------------------
     def forward(self, images: Tensor) -> dict[str, Tensor]:
@@ -279,7 +296,8 @@ class SpineLandmarkPipeline(nn.Module):
             ``points_step1``, ``points`` (B, P, 2) original pixels; ``point_scores`` (B, P);
             ``level_scores`` (B, L) (NaN without detector); ``present`` (B, L) bool;
             ``boxes`` (B, L, 4) detector boxes ``(x1, y1, x2, y2)`` in original pixels (NaN
-            without detector or where a level has no box).
+            without detector or where a level has no box); ``relabelled`` (B, L) bool, step-1
+            levels moved into the detector's box of their name (:mod:`spinelandmarks.levels`).
         """
         b = images.shape[0]
         num_levels = self.schema.num_levels
@@ -291,6 +309,7 @@ class SpineLandmarkPipeline(nn.Module):
         step1 = transform_points(pts_in, inv)
         scores = 1.0 / (1.0 + spread_orig)
         present = torch.ones(b, num_levels, dtype=torch.bool, device=images.device)
+        moved = torch.zeros(b, num_levels, dtype=torch.bool, device=images.device)
         level_scores = torch.full((b, num_levels), float("nan"), device=images.device)
         boxes = torch.full((b, num_levels, 4), float("nan"), device=images.device)
         if self.detector is not None:
@@ -301,6 +320,10 @@ class SpineLandmarkPipeline(nn.Module):
                                      self.min_adjacent_score)
             corners = torch.stack([d.boxes.to(images.device).float() for d in dets])
             boxes = transform_points(corners.reshape(b, -1, 2), inv).reshape(b, num_levels, 4)
+            if self.level_rule == "detector":
+                boxes, level_scores, present, _ = anchor_to_sacrum(boxes, level_scores,
+                                                                   present, self.schema)
+                step1, moved = reconcile_chain(step1, boxes, present, self.schema)
         points = step1
         if self.refiner is not None:
             for _ in range(max(self.refine_iterations, 1)):
@@ -310,7 +333,8 @@ class SpineLandmarkPipeline(nn.Module):
         return {"points_step1": torch.where(point_present.unsqueeze(-1), step1, nan),
                 "points": torch.where(point_present.unsqueeze(-1), points, nan),
                 "point_scores": torch.where(point_present, scores, torch.full_like(scores, float("nan"))),
-                "level_scores": level_scores, "present": present, "boxes": boxes}
+                "level_scores": level_scores, "present": present, "boxes": boxes,
+                "relabelled": moved}
 
     def _memory_format(self, images: Tensor) -> Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last \
@@ -433,7 +457,10 @@ class SpineLandmarkPipeline(nn.Module):
                 level_scores=out["level_scores"][i].numpy(), missing_levels=missing,
                 parameters={k: float(v[i]) for k, v in params2.items()},
                 parameters_step1={k: float(v[i]) for k, v in params1.items()},
-                qc=qc[i], needs_review=review[i]))
+                qc=qc[i], needs_review=review[i],
+                relabelled_levels=[lv for lv, on in zip(self.schema.level_names,
+                                                        out["relabelled"][i].tolist(),
+                                                        strict=True) if on]))
         return res
 
 

@@ -1,0 +1,160 @@
+"""Level identification: which vertebra is L1, L2, ...? Step 1 and the detector must agree.
+
+Two networks name the levels: the detector (a box per level, ordered along the spine by
+:func:`~spinelandmarks.models.detector.assign_levels`) and the step-1 landmark model (every
+corner of every level at once). On data unlike their training data each can slip by a level:
+the landmark chain drawn one vertebra too high (L1 on T12) or collapsed (L5 on the sacral
+plate), the detector missing a body and naming every body above it one level too low. The
+rules here reconcile them, vectorized over a batch:
+
+1. :func:`anchor_to_sacrum` -- the sacrum is the anchor: counting upwards from S1, the number
+   of bodies between two detected levels follows from their distance (body spacing is
+   continuous along the lumbar spine), so a gap of two spacings between levels named
+   consecutively means a body was missed, and the levels above it are renamed one further up.
+2. :func:`reconcile_chain` -- every step-1 level must lie in the detector's box of the same
+   level. A level that does not is moved to its box: it takes the step-1 points of the
+   step-1 level that does lie in the box (the corners the landmark model drew on that
+   vertebra, under another name), or, when none does, its own points translated to the box
+   centre. Step 2 then refines the corners from there.
+
+Which network to trust when they disagree was decided by measurement on the cross-style
+benchmark (``docs/training.md``, "Level identification"): the detector's boxes, anchored at the
+sacrum, name the levels correctly more often than the step-1 chain on data of another style.
+What cannot be reconciled is reported by the QC flags (:mod:`spinelandmarks.qc`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .metrics import level_centres
+from .schema import LandmarkSchema
+
+__all__ = ["anchor_to_sacrum", "reconcile_chain"]
+
+
+def _box_centres(boxes: Tensor) -> Tensor:
+    return 0.5 * (boxes[..., :2] + boxes[..., 2:])
+
+
+def anchor_to_sacrum(boxes: Tensor, scores: Tensor, present: Tensor, schema: LandmarkSchema,
+                     max_gap: float = 1.5) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Rename detected levels by counting bodies upwards from the most caudal level.
+
+    Parameters
+    ----------
+    boxes : Tensor, shape (B, L, 4)
+        ``(x1, y1, x2, y2)`` per level of ``schema`` (NaN where absent).
+    scores : Tensor, shape (B, L)
+        Detector score per level; renamed with the boxes.
+    present : Tensor, shape (B, L)
+        bool, the level was found.
+    schema : LandmarkSchema
+        Levels in cranio-caudal order; pairs of levels with a body (all but the sacral plate)
+        set the image's typical centre-to-centre spacing (their median).
+    max_gap : float
+        Centre distance, in typical spacings, above which two levels named consecutively are
+        taken to have ``round(distance / spacing) - 1`` missed bodies between them.
+
+    Returns
+    -------
+    boxes, scores, present : Tensor
+        Renamed: a level with ``n`` missed bodies below it (between it and the caudal end) is
+        renamed ``n`` levels further up; one renamed above the first level drops out (it was a
+        thoracic vertebra). Unchanged where the spacing is continuous.
+    renamed : Tensor, shape (B,)
+        bool, images whose levels were renamed.
+
+    Examples
+    --------
+    Boxes named L1..L5 and S1, with the body between the boxes named L3 and L4 missed (a
+    double gap): counting up from S1, the box named L3 is L2, L2 is L1 and L1 is T12.
+
+    >>> from spinelandmarks.schema import LUMBAR_SAGITTAL as S
+    >>> y = torch.tensor([0.0, 40.0, 80.0, 160.0, 200.0, 240.0])
+    >>> boxes = torch.stack([torch.zeros(6), y, torch.full((6,), 30.0), y + 30], -1)[None]
+    >>> ones = torch.ones(1, 6)
+    >>> _, _, present, renamed = anchor_to_sacrum(boxes, ones, ones.bool(), S)
+    >>> present.int().tolist(), renamed.tolist()
+    ([[1, 1, 0, 1, 1, 1]], [True])
+    """
+    b, nl = present.shape
+    present = present.bool()
+    body = torch.tensor([lv.has_body for lv in schema.levels], device=boxes.device)
+    c = _box_centres(boxes)
+    step = torch.linalg.vector_norm(c[:, 1:] - c[:, :-1], dim=-1)  # (B, L-1), NaN if absent
+    pairs = (body[:-1] & body[1:])[None] & present[:, :-1] & present[:, 1:]
+    typical = torch.where(pairs, step, torch.full_like(step, float("nan")))
+    typical = typical.nanmedian(dim=1, keepdim=True).values  # (B, 1)
+    ratio = step / typical
+    extra = torch.where(pairs & (ratio > max_gap), torch.round(ratio) - 1,
+                        torch.zeros_like(ratio)).long()  # missed bodies in each gap
+    # missed bodies below each level (between it and the caudal end)
+    shift = torch.cat([extra.flip(1).cumsum(1).flip(1), extra.new_zeros(b, 1)], dim=1)
+    target = torch.arange(nl, device=boxes.device)[None] - shift  # new index of each level
+    keep = present & (target >= 0)
+    target = torch.where(keep, target, torch.full_like(target, nl))  # nl: a discard column
+    new_boxes = boxes.new_full((b, nl + 1, 4), float("nan"))
+    new_boxes.scatter_(1, target[..., None].expand(-1, -1, 4), boxes)
+    new_scores = scores.new_zeros(b, nl + 1)
+    new_scores.scatter_(1, target, scores)
+    new_present = present.new_zeros(b, nl + 1)
+    new_present.scatter_(1, target, keep)
+    return (new_boxes[:, :nl], new_scores[:, :nl], new_present[:, :nl],
+            (shift > 0).any(dim=1))
+
+
+def reconcile_chain(points: Tensor, boxes: Tensor, present: Tensor, schema: LandmarkSchema,
+                    tolerance: float = 0.5) -> tuple[Tensor, Tensor]:
+    """Move every step-1 level that is not in the detector's box of its name into it.
+
+    Parameters
+    ----------
+    points : Tensor, shape (B, P, 2)
+        Step-1 points in image pixels.
+    boxes : Tensor, shape (B, L, 4)
+        Detector boxes in the same pixels (NaN where the detector has none).
+    present : Tensor, shape (B, L)
+        bool, levels with a box to check against.
+    schema : LandmarkSchema
+    tolerance : float
+        A level agrees with a box when its centre is within ``tolerance`` box heights of the
+        box centre.
+
+    Returns
+    -------
+    points : Tensor, shape (B, P, 2)
+        Reconciled step-1 points.
+    moved : Tensor, shape (B, L)
+        bool, the levels that were moved.
+    """
+    table = schema.level_point_table().to(points.device)  # (L, K), -1 padding
+    valid = table >= 0
+    c = level_centres(points, schema)  # (B, L, 2)
+    d = _box_centres(boxes.to(points.dtype))  # (B, L, 2)
+    h = (boxes[..., 3] - boxes[..., 1]).to(points.dtype)  # (B, L)
+    # inside[b, j, k]: step-1 level j lies in box k
+    dist = torch.linalg.vector_norm(c[:, :, None] - d[:, None], dim=-1)
+    inside = dist <= tolerance * h[:, None, :]
+    agree = torch.diagonal(inside, dim1=1, dim2=2)  # (B, L)
+    body = torch.tensor([lv.has_body for lv in schema.levels], device=points.device)
+    moved = present.bool() & ~agree & torch.isfinite(d).all(-1)
+    same_shape = torch.tensor([[int(valid[j].sum()) == int(valid[k].sum())
+                                for k in range(schema.num_levels)]
+                               for j in range(schema.num_levels)], device=points.device)
+    candidate = inside & same_shape[None]  # a level with the same point layout in the box
+    dist_c = torch.where(candidate, dist, torch.full_like(dist, float("inf")))
+    best = dist_c.argmin(dim=1)  # (B, L): step-1 level closest to box k
+    has = torch.isfinite(dist_c.gather(1, best[:, None]).squeeze(1))
+    # a plate (S1) is not a body: its box centre is not its centre, so it is only ever moved
+    # onto step-1 points that lie in its box
+    moved = moved & (has | body[None])
+    per_level = points[:, table.clamp_min(0)]  # (B, L, K, 2)
+    borrowed = per_level.gather(1, best[:, :, None, None].expand_as(per_level))
+    shifted = per_level + (d - c)[:, :, None, :]
+    new = torch.where(has[..., None, None], borrowed, shifted)
+    new = torch.where(moved[..., None, None], new, per_level)
+    out = points.clone()
+    out[:, table[valid]] = new[:, valid]
+    return out, moved
