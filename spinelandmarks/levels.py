@@ -139,7 +139,8 @@ def reconcile_chain(points: Tensor, boxes: Tensor, present: Tensor, schema: Land
     inside = dist <= tolerance * h[:, None, :]
     agree = torch.diagonal(inside, dim1=1, dim2=2)  # (B, L)
     body = torch.tensor([lv.has_body for lv in schema.levels], device=points.device)
-    moved = present.bool() & ~agree & torch.isfinite(d).all(-1)
+    usable = torch.isfinite(boxes).all(-1) & (h > 0) & (boxes[..., 2] > boxes[..., 0])
+    moved = present.bool() & ~agree & usable
     same_shape = torch.tensor([[int(valid[j].sum()) == int(valid[k].sum())
                                 for k in range(schema.num_levels)]
                                for j in range(schema.num_levels)], device=points.device)

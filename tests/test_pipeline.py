@@ -254,3 +254,48 @@ def test_channels_last_gives_same_points(pipe: SpineLandmarkPipeline, phantom: t
         for net in (pipe.landmark_model, pipe.refiner):
             assert net is not None
             net.to(memory_format=torch.contiguous_format)
+
+
+class BoxDetector(torch.nn.Module):
+    """Fixed boxes (input pixels) for every level, all confirmed."""
+
+    def __init__(self, boxes: Tensor) -> None:
+        super().__init__()
+        self.boxes = boxes
+
+    def detect(self, images: Tensor) -> list:
+        from spinelandmarks.models.detector import LevelDetections
+
+        names = ("L1", "L2", "L3", "L4", "L5", "S1")
+        return [LevelDetections(self.boxes.clone(), torch.full((6,), 0.9),
+                                torch.ones(6, dtype=torch.bool), [], names)
+                for _ in range(images.shape[0])]
+
+
+def test_levels_follow_the_detector_and_qc_reports(phantom: tuple) -> None:
+    from spinelandmarks.metrics import level_centres
+
+    image, _ = phantom
+    lm = FixedSpine(backbone="resnet_lite", input_size=(128, 96))
+    chain = lm.predict_points(torch.zeros(1, 1, 128, 96))[0]
+    centres = level_centres(chain.double())[0].float()
+    # the detector sees every body one level lower than the chain: L1's box on the chain's
+    # L2, ..., L4's on L5; L5's box one spacing below the chain's L5 (no step-1 level there)
+    step = centres[4] - centres[3]
+    det_c = torch.cat([centres[1:5], (centres[4] + step)[None], (centres[4] + 2 * step)[None]])
+    boxes = torch.cat([det_c - 7.0, det_c + 7.0], dim=1)
+    p = SpineLandmarkPipeline(lm, detector=BoxDetector(boxes))
+    res = p.predict(image)[0]
+    old = SpineLandmarkPipeline(lm, detector=BoxDetector(boxes), level_rule="landmarks")
+    res_old = old.predict(image)[0]
+    # S1's box holds no step-1 plate: a plate is only moved onto step-1 points in its box
+    assert res.relabelled_levels == ["L1", "L2", "L3", "L4", "L5"]
+    assert res_old.relabelled_levels == []
+    # L1..L4 take the corners the chain drew (as L2..L5) in their boxes
+    np.testing.assert_allclose(res.points[:16], res_old.points[4:20], atol=1e-4)
+    assert "detector_disagrees" in res_old.qc and res_old.needs_review
+    record = res.to_record(p.schema)
+    assert record.meta["needs_review"] == res.needs_review
+    assert record.meta["relabelled_levels"] == res.relabelled_levels
+    with pytest.raises(ValueError, match="level_rule"):
+        SpineLandmarkPipeline(lm, level_rule="votes")
