@@ -250,7 +250,7 @@ def _csv_cell(value: Any, column: str) -> str:
         v = float(value)
         if not math.isfinite(v):
             return ""
-        if column == "facing":
+        if column in ("facing", "needs_review"):
             return str(int(v))
         return f"{v:.4f}"
     return str(value)
@@ -277,6 +277,8 @@ def write_measurements_csv(records: Sequence[ImageRecord], schema: LandmarkSchem
     rows = measure_records(records, schema)
     columns = ["file_name", *ANGLE_COLUMNS.values(),
                *[f"{n}_deg" for n in segmental_angle_names(schema)], "facing", "missing_levels"]
+    if rows and "needs_review" in rows[0]:
+        columns += ["needs_review", "qc"]
     buf = io.StringIO(newline="")
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)

@@ -72,12 +72,14 @@ def test_train_resumes_and_skips_finished_stages(trained: tuple[Path, Path, Path
 
 @pytest.mark.slow
 def test_predict_measure_evaluate(trained: tuple[Path, Path, Path], tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+                                  capsys: pytest.CaptureFixture[str],
+                                  caplog: pytest.LogCaptureFixture) -> None:
     _, test, run = trained
     images = sorted((test / "images").iterdir())
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     out = tmp_path / "pred"
+    caplog.set_level("INFO", logger="spinelandmarks.predict")
     status = main(["predict", str(run), *map(str, images), str(bad), "--out", str(out),
                    "--accelerator", "cpu"])
     err = capsys.readouterr().err
@@ -90,7 +92,13 @@ def test_predict_measure_evaluate(trained: tuple[Path, Path, Path], tmp_path: Pa
         rows = list(csv.reader(f))
     assert rows[0][:4] == ["file_name", "l1_l5_lordosis_deg", "l1_s1_lordosis_deg",
                            "sacral_slope_deg"]
+    assert rows[0][-2:] == ["needs_review", "qc"]
     assert len(rows) == 1 + len(images)
+    # the tiny model is far from converged: its spines are implausible and must be flagged
+    review = [im["needs_review"] for im in pred["images"]]
+    assert all(isinstance(v, bool) for v in review)
+    assert [r[-2] for r in rows[1:]] == [str(int(v)) for v in review]
+    assert f"{sum(review)} of {len(images)} image(s) need review" in caplog.text
 
     csv_path = tmp_path / "gt.csv"
     assert main(["measure", str(test / "annotations.json"), "--out", str(csv_path)]) == 0
@@ -113,6 +121,7 @@ def test_predict_measure_evaluate(trained: tuple[Path, Path, Path], tmp_path: Pa
     assert metrics["step1"] is not None and metrics["step2"] is not None
     assert metrics["n_images"] == len(images)
     assert (report / "report.md").read_text().count("Cina") >= 1
+    assert "Images with every level identified" in capsys.readouterr().out
     assert list(report.glob("bland_altman_*.png"))
 
 
