@@ -16,7 +16,7 @@ flag (per level)          raised when
                           centre-to-centre distance by more than 40 % (a skipped or doubled level)
 ``shape``                 the corners do not form a convex quadrilateral in their order, or the
                           body's width / height ratio is outside [0.7, 4.0]
-``low_confidence``        a point's heatmap spread exceeds 12 % of the body height, or the
+``low_confidence``        a point's heatmap spread exceeds 35 % of the body height, or the
                           detector confirmed the level with a score under its threshold
 ``detector_disagrees``    the level's centre is more than half a box height from the centre of
                           the detector's box for the same level
@@ -67,7 +67,7 @@ class QCThresholds:
     overlap_frac: float = 0.25
     spacing_tolerance: float = 0.4
     aspect_range: tuple[float, float] = (0.7, 4.0)
-    max_spread_frac: float = 0.12
+    max_spread_frac: float = 0.35
     min_detector_score: float = 0.3
     detector_distance_frac: float = 0.5
     refinement_jump_frac: float = 0.5

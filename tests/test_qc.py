@@ -75,7 +75,7 @@ def test_missing_level_and_crossed_corners() -> None:
 def test_low_confidence_detector_and_refinement_flags() -> None:
     pts = torch.tensor(spine_points(), dtype=DT)[None]
     scores = torch.ones(1, 22, dtype=DT)
-    scores[0, S.index("L2", "anterior_inferior")] = 1 / (1 + 6.0)  # 6 px spread: 20 % of 30 px
+    scores[0, S.index("L2", "anterior_inferior")] = 1 / (1 + 12.0)  # 12 px: 40 % of 30 px
     boxes = torch.full((1, 6, 4), math.nan, dtype=DT)
     centres = level_centres(pts)[0]
     boxes[0, :, :2] = centres - 20.0
