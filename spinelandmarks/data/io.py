@@ -459,7 +459,9 @@ def _stored_range(ds: Dataset) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------------
 # writers
 # ---------------------------------------------------------------------------------------------
-def _to_uint16(pixels: np.ndarray, what: str) -> np.ndarray:
+def _to_uint16(pixels: np.ndarray, what: str, bits: int = 16) -> np.ndarray:
+    if not 1 <= bits <= 16:
+        raise ValueError(f"{what}: bits must be in 1..16, got {bits}")
     arr = np.asarray(pixels, dtype=np.float64)
     if arr.ndim != 2:
         raise ValueError(f"{what}: pixels must be 2-D (H, W), got shape {arr.shape}")
@@ -468,10 +470,10 @@ def _to_uint16(pixels: np.ndarray, what: str) -> np.ndarray:
     if arr.size and (arr.min() < -1e-6 or arr.max() > 1 + 1e-6):
         raise ValueError(f"{what}: pixels must lie in [0, 1], got "
                          f"[{arr.min():.6g}, {arr.max():.6g}]")
-    return np.rint(arr.clip(0.0, 1.0) * 65535.0).astype(np.uint16)
+    return np.rint(arr.clip(0.0, 1.0) * float(2**bits - 1)).astype(np.uint16)
 
 
-def write_png16(path: StrPath, pixels: np.ndarray) -> None:
+def write_png16(path: StrPath, pixels: np.ndarray, bits: int = 16) -> None:
     """Write a ``[0, 1]`` image as a 16-bit greyscale PNG, atomically.
 
     Parameters
@@ -479,8 +481,12 @@ def write_png16(path: StrPath, pixels: np.ndarray) -> None:
     path : str or PathLike
         Destination; parent directories are created.
     pixels : np.ndarray
-        (H, W) floats in ``[0, 1]``; stored as ``round(pixels * 65535)``, so
-        :func:`read_image` returns them within ``0.5 / 65535``.
+        (H, W) floats in ``[0, 1]``; stored as ``round(pixels * (2**bits - 1))``, so with the
+        default 16 bits :func:`read_image` returns them within ``0.5 / 65535``.
+    bits : int
+        Significant bits of the stored values. ``12`` writes 12-bit data (0..4095) in the
+        16-bit file unscaled, as many archives do: such a file reads as values up to
+        ``4095 / 65535`` (an almost black image until windowed).
 
     Raises
     ------
@@ -488,7 +494,7 @@ def write_png16(path: StrPath, pixels: np.ndarray) -> None:
         Not 2-D, non-finite, or outside ``[0, 1]``.
     """
     p = Path(path)
-    data = _to_uint16(pixels, str(p))
+    data = _to_uint16(pixels, str(p), bits)
     img = Image.fromarray(data)
     if img.mode != "I;16":  # pragma: no cover - very old Pillow
         img = Image.frombytes("I;16", (data.shape[1], data.shape[0]), data.tobytes())
@@ -497,12 +503,13 @@ def write_png16(path: StrPath, pixels: np.ndarray) -> None:
 
 def write_dicom(path: StrPath, pixels: np.ndarray,
                 pixel_spacing: tuple[float, float] | None = None,
-                patient_id: str | None = None) -> None:
-    """Write a minimal uncompressed 16-bit ``MONOCHROME2`` DICOM file, atomically.
+                patient_id: str | None = None, *, bits_stored: int = 16,
+                photometric: str = "MONOCHROME2") -> None:
+    """Write a minimal uncompressed greyscale DICOM file, atomically.
 
     Secondary Capture Image Storage, Modality ``DX``, Conversion Type ``SYN`` (synthetic),
-    Explicit VR Little Endian, BitsStored 16, no rescale and no window, so :func:`read_dicom`
-    returns ``round(pixels * 65535) / 65535``.
+    Explicit VR Little Endian, BitsAllocated 16, no rescale and no window, so :func:`read_dicom`
+    returns ``round(pixels * (2**bits_stored - 1)) / (2**bits_stored - 1)``.
 
     Parameters
     ----------
@@ -514,9 +521,19 @@ def write_dicom(path: StrPath, pixels: np.ndarray,
         ``(row_mm, col_mm)``, written as *Pixel Spacing*.
     patient_id : str or None
         Written as *Patient ID* (also used as *Patient's Name*).
+    bits_stored : int
+        *Bits Stored* (1..16); values are scaled to ``2**bits_stored - 1``.
+    photometric : {"MONOCHROME2", "MONOCHROME1"}
+        With ``MONOCHROME1`` the stored values are inverted (bright bone stored low), as that
+        interpretation requires.
     """
     p = Path(path)
-    data = _to_uint16(pixels, str(p))
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ValueError(f"{p}: photometric must be MONOCHROME1 or MONOCHROME2, "
+                         f"got {photometric!r}")
+    data = _to_uint16(pixels, str(p), bits_stored)
+    if photometric == "MONOCHROME1":
+        data = (2**bits_stored - 1 - data.astype(np.int32)).astype(np.uint16)
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE_SOP_CLASS
@@ -536,11 +553,11 @@ def write_dicom(path: StrPath, pixels: np.ndarray,
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PhotometricInterpretation = photometric
     ds.Rows, ds.Columns = int(data.shape[0]), int(data.shape[1])
     ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
+    ds.BitsStored = int(bits_stored)
+    ds.HighBit = int(bits_stored) - 1
     ds.PixelRepresentation = 0
     if pixel_spacing is not None:
         ds.PixelSpacing = [float(pixel_spacing[0]), float(pixel_spacing[1])]
