@@ -299,8 +299,6 @@ class SpineLandmarkPipeline(nn.Module):
             without detector or where a level has no box); ``relabelled`` (B, L) bool, step-1
             levels moved into the detector's box of their name (:mod:`spinelandmarks.levels`).
         """
-        b = images.shape[0]
-        num_levels = self.schema.num_levels
         inputs, m = letterbox(images, self.input_size)
         inv = torch.linalg.inv(m)
         pts_in, spread = self.landmark_model.predict_points(self._memory_format(inputs))
@@ -308,22 +306,8 @@ class SpineLandmarkPipeline(nn.Module):
         spread_orig = spread / m[0, 0].to(spread.dtype)
         step1 = transform_points(pts_in, inv)
         scores = 1.0 / (1.0 + spread_orig)
-        present = torch.ones(b, num_levels, dtype=torch.bool, device=images.device)
-        moved = torch.zeros(b, num_levels, dtype=torch.bool, device=images.device)
-        level_scores = torch.full((b, num_levels), float("nan"), device=images.device)
-        boxes = torch.full((b, num_levels, 4), float("nan"), device=images.device)
-        if self.detector is not None:
-            dets = self.detector.detect(inputs)  # type: ignore[operator]
-            level_scores = torch.stack([d.scores.to(images.device).float() for d in dets])
-            found = torch.stack([d.present.to(images.device) for d in dets])
-            present = confirm_levels(level_scores, found, self.min_level_score,
-                                     self.min_adjacent_score)
-            corners = torch.stack([d.boxes.to(images.device).float() for d in dets])
-            boxes = transform_points(corners.reshape(b, -1, 2), inv).reshape(b, num_levels, 4)
-            if self.level_rule == "detector":
-                boxes, level_scores, present, _ = anchor_to_sacrum(boxes, level_scores,
-                                                                   present, self.schema)
-                step1, moved = reconcile_chain(step1, boxes, present, self.schema)
+        levels = self._levels(inputs, inv, step1)
+        step1, present = levels["points"], levels["present"]
         points = step1
         if self.refiner is not None:
             for _ in range(max(self.refine_iterations, 1)):
@@ -333,8 +317,32 @@ class SpineLandmarkPipeline(nn.Module):
         return {"points_step1": torch.where(point_present.unsqueeze(-1), step1, nan),
                 "points": torch.where(point_present.unsqueeze(-1), points, nan),
                 "point_scores": torch.where(point_present, scores, torch.full_like(scores, float("nan"))),
-                "level_scores": level_scores, "present": present, "boxes": boxes,
-                "relabelled": moved}
+                "level_scores": levels["level_scores"], "present": present,
+                "boxes": levels["boxes"], "relabelled": levels["relabelled"]}
+
+    def _levels(self, inputs: Tensor, inv: Tensor, step1: Tensor) -> dict[str, Tensor]:
+        """Which levels are present, and (``level_rule="detector"``) step-1 points reconciled
+        with the detector's boxes, renamed from the sacrum up; see :mod:`spinelandmarks.levels`.
+        Without a detector every level is present and the step-1 chain stands."""
+        b, num_levels, dev = step1.shape[0], self.schema.num_levels, step1.device
+        out = {"points": step1, "present": torch.ones(b, num_levels, dtype=torch.bool, device=dev),
+               "relabelled": torch.zeros(b, num_levels, dtype=torch.bool, device=dev),
+               "level_scores": torch.full((b, num_levels), float("nan"), device=dev),
+               "boxes": torch.full((b, num_levels, 4), float("nan"), device=dev)}
+        if self.detector is None:
+            return out
+        dets = self.detector.detect(inputs)  # type: ignore[operator]
+        scores = torch.stack([d.scores.to(dev).float() for d in dets])
+        found = torch.stack([d.present.to(dev) for d in dets])
+        present = confirm_levels(scores, found, self.min_level_score, self.min_adjacent_score)
+        corners = torch.stack([d.boxes.to(dev).float() for d in dets])
+        boxes = transform_points(corners.reshape(b, -1, 2), inv).reshape(b, num_levels, 4)
+        if self.level_rule == "detector":
+            boxes, scores, present, _ = anchor_to_sacrum(boxes, scores, present, self.schema)
+            out["points"], out["relabelled"] = reconcile_chain(step1, boxes, present,
+                                                               self.schema)
+        out.update(present=present, level_scores=scores, boxes=boxes)
+        return out
 
     def _memory_format(self, images: Tensor) -> Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last \
