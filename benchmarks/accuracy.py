@@ -153,18 +153,18 @@ def _markdown(res: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench_accuracy")
-    ap.add_argument("--mode", choices=[*sorted(MODES), "cross"], default="cpu")
+    ap.add_argument("--mode", choices=[*sorted(MODES), "cross", "cross-smoke"], default="cpu")
     ap.add_argument("--accelerator", default=None)
     ap.add_argument("--runs", default="A,B,mix",
                     help="cross mode: training sets to run (A, B, mix), comma-separated")
     ap.add_argument("--test-images", type=int, default=100,
                     help="cross mode: test images per style")
     args = ap.parse_args()
-    if args.mode == "cross":
+    if args.mode.startswith("cross"):
         from cross_style import run_cross_style
 
         run_cross_style(Path(args.out), args.runs.split(","), args.test_images,
-                        args.accelerator or "cpu")
+                        args.accelerator or "cpu", smoke=args.mode == "cross-smoke")
         return
     mode = MODES[args.mode]
     out = Path(args.out)

@@ -42,14 +42,16 @@ TARGETS = {"levels_identified_images": 99.0, "mean_abs_deg": 1.5, "pearson_r": 0
            "median_nle_pct": 1.0, "p95_mm": 3.0}
 
 
-def _style_data(root: Path, style: str, split: str, n: int) -> Path:
+def _style_data(root: Path, style: str, split: str, n: int, smoke: bool = False) -> Path:
     out = root / "data" / style / split
     if (out / "annotations.json").is_file():
         return out
     seed = SEEDS[split]
     if style == "A":
-        return generate_dataset(out, n, seed=seed, config=PhantomConfig(long_side=512), workers=2)
-    return generate_projection_dataset(out, n, seed=seed, config=ProjectionConfig(), workers=2)
+        return generate_dataset(out, n, seed=seed, workers=2,
+                                config=PhantomConfig(long_side=256 if smoke else 512))
+    cfg = ProjectionConfig(height=240, width=192, slices=5) if smoke else ProjectionConfig()
+    return generate_projection_dataset(out, n, seed=seed, config=cfg, workers=2)
 
 
 def _mix(root: Path, split: str) -> Path:
@@ -180,21 +182,27 @@ def _markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_cross_style(out: Path, runs: list[str], test_images: int, accelerator: str) -> None:
-    """Run (or resume) the benchmark into ``out``; see the module docstring."""
+def run_cross_style(out: Path, runs: list[str], test_images: int, accelerator: str,
+                    smoke: bool = False) -> None:
+    """Run (or resume) the benchmark into ``out``; see the module docstring.
+
+    ``smoke``: tiny images, 8 training images per style and the ``--mode smoke`` recipe (the
+    figures mean nothing; it checks that every step runs).
+    """
     import platform
 
     import torch
     from accuracy import MODES, _commit  # the CPU-mode recipe and budget
 
     t0 = time.perf_counter()
+    sizes = {"train": 8, "val": 2} if smoke else SIZES
     for style in ("A", "B"):
-        for split, n in (*SIZES.items(), ("test", test_images)):
-            _style_data(out, style, split, n)
+        for split, n in (*sizes.items(), ("test", test_images)):
+            _style_data(out, style, split, n, smoke)
     if "mix" in runs:
         for split in ("train", "val"):
             _mix(out, split)
-    cfg = dict(MODES["cpu"]["cfg"])
+    cfg = dict(MODES["smoke" if smoke else "cpu"]["cfg"])
     cfg["accelerator"] = accelerator
     rows: dict[str, Any] = {}
     for name in runs:

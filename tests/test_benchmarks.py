@@ -29,6 +29,18 @@ def test_accuracy_smoke_mode(tmp_path: Path) -> None:
     assert "Cina et al. 2021" in (tmp_path / "results.md").read_text()
 
 
+@pytest.mark.slow
+def test_cross_style_smoke_mode(tmp_path: Path) -> None:
+    run(str(BENCH / "accuracy.py"), "--mode", "cross-smoke", "--out", str(tmp_path),
+        "--runs", "A,mix", "--test-images", "3")
+    res = json.loads((tmp_path / "cross_results.json").read_text())
+    assert set(res["rows"]) == {"A -> A", "A -> B", "mix -> A", "mix -> B"}
+    row = res["rows"]["A -> B"]
+    assert row["n_images"] == 3 and row["failures"] + row["good"] == 3
+    assert row["failures_flagged"] is not None  # the current pipeline writes needs_review
+    assert "train -> test" in (tmp_path / "cross_results.md").read_text()
+
+
 def test_dsnt_speed_reports_parity() -> None:
     out = run(str(BENCH / "dsnt_speed.py"), "--shape", "4", "3", "16", "12", "--repeats", "2")
     diff = float(out.split("max |coords diff| = ")[1].split(",")[0])
