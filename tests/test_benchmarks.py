@@ -25,7 +25,8 @@ def test_accuracy_smoke_mode(tmp_path: Path) -> None:
     assert res["mode"] == "smoke" and res["headline"]["n_images"] == 4
     assert set(res["slices"]) == {"fracture", "listhesis", "implants", "low_dose",
                                   "strong_rotation"}
-    assert 0.0 <= res["level_identification_rate"] <= 1.0
+    assert 0.0 <= res["level_presence_rate"] <= 1.0
+    assert "levels_identified_images" in res["headline"]["tails"]
     assert "Cina et al. 2021" in (tmp_path / "results.md").read_text()
 
 
