@@ -35,7 +35,7 @@ from .geometry import (
     transform_points,
     vertebra_crop_params,
 )
-from .levels import anchor_to_sacrum, reconcile_chain
+from .levels import align_to_anchor, anchor_to_sacrum, consistent_facing, reconcile_chain
 from .metrics import lumbar_parameters
 from .models.detector import confirm_levels
 from .models.landmark import CropRefiner, LandmarkModel
@@ -188,6 +188,9 @@ class SpineLandmarkPipeline(nn.Module):
         its box (:func:`~spinelandmarks.levels.reconcile_chain`) before step 2.
         ``"landmarks"``: the step-1 chain as predicted (the detector only confirms presence).
         Without a detector the step-1 chain is used.
+    facing_check : bool
+        Give all levels the facing of most of them, and the spine a standing patient's
+        (:func:`~spinelandmarks.levels.consistent_facing`), before and after step 2 (default).
     tta : bool
         Test-time augmentation of step 2: each vertebra is refined in the crops of
         :data:`TTA_VIEWS` (three scales, each also mirrored) and the points mapped back from
@@ -208,7 +211,8 @@ class SpineLandmarkPipeline(nn.Module):
     def __init__(self, landmark_model: LandmarkModel, refiner: CropRefiner | None = None,
                  detector: nn.Module | None = None, crop_scale: float = 1.6,
                  refine_iterations: int = 1, min_level_score: float = 0.3,
-                 min_adjacent_score: float = 0.1, level_rule: str = "detector", tta: bool = True,
+                 min_adjacent_score: float = 0.1, level_rule: str = "detector",
+                 facing_check: bool = True, tta: bool = True,
                  channels_last: bool = False, compile: bool = False) -> None:
         super().__init__()
         self.landmark_model = landmark_model.eval()
@@ -221,9 +225,11 @@ class SpineLandmarkPipeline(nn.Module):
         self.refine_iterations = int(refine_iterations)
         self.min_level_score = float(min_level_score)
         self.min_adjacent_score = float(min_adjacent_score)
-        if level_rule not in ("detector", "landmarks"):
-            raise ValueError(f"level_rule must be 'detector' or 'landmarks', got {level_rule!r}")
+        if level_rule not in ("detector", "anchored", "landmarks"):
+            raise ValueError("level_rule must be 'anchored', 'detector' or 'landmarks', got "
+                             f"{level_rule!r}")
         self.level_rule = level_rule
+        self.facing_check = bool(facing_check)
         self.tta = bool(tta)
         self.channels_last = bool(channels_last)
         for net in (self.landmark_model, self.refiner):
@@ -256,7 +262,8 @@ class SpineLandmarkPipeline(nn.Module):
                   "crop_scale": self.crop_scale, "refine_iterations": self.refine_iterations,
                   "min_level_score": self.min_level_score,
                   "min_adjacent_score": self.min_adjacent_score,
-                  "level_rule": self.level_rule, "tta": self.tta}
+                  "level_rule": self.level_rule, "facing_check": self.facing_check,
+                  "tta": self.tta}
         atomic_write_text(d / "pipeline.json", json.dumps(config, indent=2) + "\n")
         return d
 
@@ -277,7 +284,8 @@ class SpineLandmarkPipeline(nn.Module):
                    refine_iterations=cfg.get("refine_iterations", 1),
                    min_level_score=cfg.get("min_level_score", 0.3),
                    min_adjacent_score=cfg.get("min_adjacent_score", 0.1),
-                   level_rule=cfg.get("level_rule", "detector"), tta=cfg.get("tta", True))
+                   level_rule=cfg.get("level_rule", "detector"),
+                   facing_check=cfg.get("facing_check", True), tta=cfg.get("tta", True))
 
     # -- tensor hot path -----------------------------------------------------------------------
     def forward(self, images: Tensor) -> dict[str, Tensor]:
@@ -308,10 +316,14 @@ class SpineLandmarkPipeline(nn.Module):
         scores = 1.0 / (1.0 + spread_orig)
         levels = self._levels(inputs, inv, step1)
         step1, present = levels["points"], levels["present"]
+        if self.facing_check:
+            step1, _ = consistent_facing(step1, self.schema)
         points = step1
         if self.refiner is not None:
             for _ in range(max(self.refine_iterations, 1)):
                 points, scores = self._refine(images, points, scores)
+            if self.facing_check:
+                points, _ = consistent_facing(points, self.schema)
         point_present = present[:, self._point_level]
         nan = torch.full_like(points, float("nan"))
         return {"points_step1": torch.where(point_present.unsqueeze(-1), step1, nan),
@@ -337,10 +349,15 @@ class SpineLandmarkPipeline(nn.Module):
         present = confirm_levels(scores, found, self.min_level_score, self.min_adjacent_score)
         corners = torch.stack([d.boxes.to(dev).float() for d in dets])
         boxes = transform_points(corners.reshape(b, -1, 2), inv).reshape(b, num_levels, 4)
-        if self.level_rule == "detector":
+        if self.level_rule in ("detector", "anchored"):
             boxes, scores, present, _ = anchor_to_sacrum(boxes, scores, present, self.schema)
-            out["points"], out["relabelled"] = reconcile_chain(step1, boxes, present,
-                                                               self.schema)
+        if self.level_rule == "anchored":
+            boxes, scores, present, _ = align_to_anchor(boxes, scores, present, step1,
+                                                        self.schema)
+        if self.level_rule in ("detector", "anchored"):
+            out["points"], out["relabelled"] = reconcile_chain(
+                step1, boxes, present, self.schema, fixed=2 if self.level_rule == "anchored"
+                else 0)
         out.update(present=present, level_scores=scores, boxes=boxes)
         return out
 

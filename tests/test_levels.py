@@ -103,3 +103,56 @@ def test_anchor_to_sacrum_keeps_a_continuous_column() -> None:
     out, _, p, renamed = anchor_to_sacrum(b, torch.ones(1, 6, dtype=DT), present, S)
     assert not bool(renamed.any()) and torch.equal(p, present)
     assert torch.allclose(out[p], b[p])
+
+
+def _mirror_levels(pts: torch.Tensor, levels: list[str]) -> torch.Tensor:
+    """Exchange anterior and posterior points of the given levels (a mirrored drawing)."""
+    out = pts.clone()
+    for lv in levels:
+        idx = S.level_indices(lv)
+        perm = [idx[1], idx[0], idx[3], idx[2]] if len(idx) == 4 else [idx[1], idx[0]]
+        out[:, idx] = pts[:, perm]
+    return out
+
+
+def test_consistent_facing_fixes_mirrored_levels() -> None:
+    from spinelandmarks.levels import consistent_facing
+
+    gt = truth()
+    out, swapped = consistent_facing(_mirror_levels(gt, ["L2", "L4"]), S)
+    assert swapped[0].tolist() == [False, True, False, True, False, False]
+    assert torch.equal(out, gt)
+    same, none = consistent_facing(gt, S)
+    assert not bool(none.any()) and torch.equal(same, gt)
+
+
+def test_consistent_facing_turns_a_whole_spine_facing_the_wrong_way() -> None:
+    from spinelandmarks.levels import consistent_facing
+    from spinelandmarks.metrics import lumbar_parameters
+
+    gt = truth()
+    mirrored = _mirror_levels(gt, list(S.level_names))  # every level: a kyphotic, back-tilted
+    p = lumbar_parameters(mirrored)                      # spine no standing patient has
+    assert p["sacral_slope"].item() < -5 and p["l1_s1_lordosis"].item() < -5
+    out, swapped = consistent_facing(mirrored, S)
+    assert bool(swapped.all()) and torch.equal(out, gt)
+
+
+def test_align_to_anchor_follows_the_step1_l5() -> None:
+    from spinelandmarks.levels import align_to_anchor
+
+    gt = truth()
+    true_boxes = boxes_of(gt)
+    # the detector named every body one level too high: its "L4" box is on L5, ..., and
+    # its "L1" box on L2; it put no box on L1
+    det = torch.full_like(true_boxes, math.nan)
+    det[:, 0:4] = true_boxes[:, 1:5]
+    det[:, 5] = true_boxes[:, 5]
+    present = torch.tensor([[True, True, True, True, False, True]])
+    scores = torch.tensor([[0.5, 0.6, 0.7, 0.8, 0.0, 0.9]], dtype=DT)
+    boxes, sc, p, shift = align_to_anchor(det, scores, present, gt, S)
+    assert shift.tolist() == [1]
+    assert p[0].tolist() == [False, True, True, True, True, True]
+    assert torch.allclose(boxes[0, 1:5], true_boxes[0, 1:5])
+    same = align_to_anchor(true_boxes, scores, torch.ones(1, 6, dtype=torch.bool), gt, S)
+    assert same[3].tolist() == [0] and torch.allclose(same[0], true_boxes, equal_nan=True)
