@@ -151,6 +151,7 @@ def test_align_to_anchor_follows_the_step1_l5() -> None:
     present = torch.tensor([[True, True, True, True, False, True]])
     scores = torch.tensor([[0.5, 0.6, 0.7, 0.8, 0.0, 0.9]], dtype=DT)
     boxes, sc, p, shift = align_to_anchor(det, scores, present, gt, S)
+    assert sc[0, 1:5].tolist() == [0.5, 0.6, 0.7, 0.8]
     assert shift.tolist() == [1]
     assert p[0].tolist() == [False, True, True, True, True, True]
     assert torch.allclose(boxes[0, 1:5], true_boxes[0, 1:5])
