@@ -17,9 +17,15 @@ rules here reconcile them, vectorized over a batch:
    vertebra, under another name), or, when none does, its own points translated to the box
    centre. Step 2 then refines the corners from there.
 
-Which network to trust when they disagree was decided by measurement on the cross-style
-benchmark (``docs/training.md``, "Level identification"): the detector's boxes, anchored at the
-sacrum, name the levels correctly more often than the step-1 chain on data of another style.
+3. :func:`consistent_facing` -- all vertebrae of a spine face the same way, and a standing
+   spine is lordotic with a sacral plate sloping down anteriorly: levels drawn mirrored are
+   turned, and so is a whole spine drawn facing the implausible way.
+
+Which network to trust when they disagree was decided by measurement on the validation sets of
+the cross-style benchmark (``docs/training.md``, "Level identification"): where the detector
+and the step-1 chain disagreed, the chain was right more often, so the pipeline keeps the
+chain by default (``level_rule="landmarks"``) and reports the disagreement as a QC flag;
+rules 1 and 2 are ``level_rule="detector"``. Rule 3 is on by default (``facing_check``).
 What cannot be reconciled is reported by the QC flags (:mod:`spinelandmarks.qc`).
 """
 
@@ -31,7 +37,7 @@ from torch import Tensor
 from .metrics import level_centres, lumbar_parameters
 from .schema import LandmarkSchema
 
-__all__ = ["align_to_anchor", "anchor_to_sacrum", "consistent_facing", "reconcile_chain"]
+__all__ = ["anchor_to_sacrum", "consistent_facing", "reconcile_chain"]
 
 
 def _box_centres(boxes: Tensor) -> Tensor:
@@ -106,7 +112,7 @@ def anchor_to_sacrum(boxes: Tensor, scores: Tensor, present: Tensor, schema: Lan
 
 
 def reconcile_chain(points: Tensor, boxes: Tensor, present: Tensor, schema: LandmarkSchema,
-                    tolerance: float = 0.5, fixed: int = 0) -> tuple[Tensor, Tensor]:
+                    tolerance: float = 0.5) -> tuple[Tensor, Tensor]:
     """Move every step-1 level that is not in the detector's box of its name into it.
 
     Parameters
@@ -121,9 +127,6 @@ def reconcile_chain(points: Tensor, boxes: Tensor, present: Tensor, schema: Land
     tolerance : float
         A level agrees with a box when its centre is within ``tolerance`` box heights of the
         box centre.
-    fixed : int
-        The last ``fixed`` (most caudal) levels are never moved: the anchor of
-        :func:`align_to_anchor`.
 
     Returns
     -------
@@ -143,8 +146,7 @@ def reconcile_chain(points: Tensor, boxes: Tensor, present: Tensor, schema: Land
     agree = torch.diagonal(inside, dim1=1, dim2=2)  # (B, L)
     body = torch.tensor([lv.has_body for lv in schema.levels], device=points.device)
     usable = torch.isfinite(boxes).all(-1) & (h > 0) & (boxes[..., 2] > boxes[..., 0])
-    movable = torch.arange(schema.num_levels, device=points.device) < schema.num_levels - fixed
-    moved = present.bool() & ~agree & usable & movable[None]
+    moved = present.bool() & ~agree & usable
     same_shape = torch.tensor([[int(valid[j].sum()) == int(valid[k].sum())
                                 for k in range(schema.num_levels)]
                                for j in range(schema.num_levels)], device=points.device)
@@ -231,61 +233,3 @@ def _apply_swap(points: Tensor, swapped: Tensor, flip: Tensor, schema: LandmarkS
     point_flip = flip[:, schema.point_level.to(points.device)]  # (B, P)
     return torch.where(point_flip[..., None], swapped, points)
 
-
-def align_to_anchor(boxes: Tensor, scores: Tensor, present: Tensor, points: Tensor,
-                    schema: LandmarkSchema, anchor: int = -2, max_shift: int = 2,
-                    tolerance: float = 0.5) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Rename the detector's levels so that they agree with the step-1 anchor level.
-
-    The step-1 chain locates the caudal end of the lumbar spine best (on the style-B
-    validation set of the cross-style benchmark: L5 95 % and S1 94 % against the detector's
-    90 % and 86 %, while the detector names L1-L4 better): the level just above the sacrum
-    (``anchor``, L5) is the reference. The detector box that holds the step-1 anchor tells by
-    how many levels the detector's names are shifted; the body boxes are renamed by that shift
-    (a box renamed beyond the first or last body level drops out); the sacral plate's box
-    keeps its name.
-
-    Parameters
-    ----------
-    boxes, scores, present : Tensor
-        (B, L, 4), (B, L), (B, L) detector boxes (pixels), scores and presence per level.
-    points : Tensor, shape (B, P, 2)
-        Step-1 points in the same pixels.
-    schema : LandmarkSchema
-    anchor : int
-        Index of the anchor level (default: the second-to-last, L5).
-    max_shift : int
-        Largest shift considered, levels.
-    tolerance : float
-        The anchor lies in a box when its centre is within ``tolerance`` box heights of the
-        box centre.
-
-    Returns
-    -------
-    boxes, scores, present : Tensor
-        Renamed (unchanged where the anchor is in its own box or in none).
-    shift : Tensor, shape (B,)
-        int64, levels by which the names were moved (positive: towards the sacrum).
-    """
-    nl = schema.num_levels
-    a = anchor % nl
-    c = level_centres(points, schema)[:, a]  # (B, 2)
-    d = _box_centres(boxes.to(points.dtype))  # (B, L, 2)
-    h = (boxes[..., 3] - boxes[..., 1]).to(points.dtype)
-    dist = torch.linalg.vector_norm(d - c[:, None], dim=-1)  # (B, L)
-    body = torch.tensor([lv.has_body for lv in schema.levels], device=boxes.device)
-    holds = present.bool() & (dist <= tolerance * h) & body[None]
-    dist = torch.where(holds, dist, torch.full_like(dist, float("inf")))
-    j = dist.argmin(dim=1)  # the box holding the anchor
-    found = torch.isfinite(dist.min(dim=1).values)
-    shift = torch.where(found, a - j, torch.zeros_like(j)).clamp(-max_shift, max_shift)
-    # new level k <- box src; the plate (S1, no body) keeps its own box, a class of its own
-    idx = torch.arange(nl, device=boxes.device)[None]
-    src = torch.where(body[None], idx - shift[:, None], idx)
-    ok = (src >= 0) & (src < nl) & (body[src.clamp(0, nl - 1)] | ~body[None])
-    src_c = src.clamp(0, nl - 1)
-    new_boxes = torch.where(ok[..., None], boxes.gather(1, src_c[..., None].expand(-1, -1, 4)),
-                            torch.full_like(boxes, float("nan")))
-    new_scores = torch.where(ok, scores.gather(1, src_c), torch.zeros_like(scores))
-    new_present = ok & present.bool().gather(1, src_c)
-    return new_boxes, new_scores, new_present, shift

@@ -137,23 +137,3 @@ def test_consistent_facing_turns_a_whole_spine_facing_the_wrong_way() -> None:
     out, swapped = consistent_facing(mirrored, S)
     assert bool(swapped.all()) and torch.equal(out, gt)
 
-
-def test_align_to_anchor_follows_the_step1_l5() -> None:
-    from spinelandmarks.levels import align_to_anchor
-
-    gt = truth()
-    true_boxes = boxes_of(gt)
-    # the detector named every body one level too high: its "L4" box is on L5, ..., and
-    # its "L1" box on L2; it put no box on L1
-    det = torch.full_like(true_boxes, math.nan)
-    det[:, 0:4] = true_boxes[:, 1:5]
-    det[:, 5] = true_boxes[:, 5]
-    present = torch.tensor([[True, True, True, True, False, True]])
-    scores = torch.tensor([[0.5, 0.6, 0.7, 0.8, 0.0, 0.9]], dtype=DT)
-    boxes, sc, p, shift = align_to_anchor(det, scores, present, gt, S)
-    assert sc[0, 1:5].tolist() == [0.5, 0.6, 0.7, 0.8]
-    assert shift.tolist() == [1]
-    assert p[0].tolist() == [False, True, True, True, True, True]
-    assert torch.allclose(boxes[0, 1:5], true_boxes[0, 1:5])
-    same = align_to_anchor(true_boxes, scores, torch.ones(1, 6, dtype=torch.bool), gt, S)
-    assert same[3].tolist() == [0] and torch.allclose(same[0], true_boxes, equal_nan=True)

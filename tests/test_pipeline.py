@@ -284,9 +284,9 @@ def test_levels_follow_the_detector_and_qc_reports(phantom: tuple) -> None:
     step = centres[4] - centres[3]
     det_c = torch.cat([centres[1:5], (centres[4] + step)[None], (centres[4] + 2 * step)[None]])
     boxes = torch.cat([det_c - 7.0, det_c + 7.0], dim=1)
-    p = SpineLandmarkPipeline(lm, detector=BoxDetector(boxes))
+    p = SpineLandmarkPipeline(lm, detector=BoxDetector(boxes), level_rule="detector")
     res = p.predict(image)[0]
-    old = SpineLandmarkPipeline(lm, detector=BoxDetector(boxes), level_rule="landmarks")
+    old = SpineLandmarkPipeline(lm, detector=BoxDetector(boxes))  # default: the chain stands
     res_old = old.predict(image)[0]
     # S1's box holds no step-1 plate: a plate is only moved onto step-1 points in its box
     assert res.relabelled_levels == ["L1", "L2", "L3", "L4", "L5"]
