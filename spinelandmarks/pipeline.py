@@ -39,7 +39,7 @@ from .levels import anchor_to_sacrum, consistent_facing, reconcile_chain
 from .metrics import lumbar_parameters
 from .models.detector import confirm_levels
 from .models.landmark import CropRefiner, LandmarkModel
-from .qc import LEVEL_FLAGS, implausible_angles, quality_flags
+from .qc import LEVEL_FLAGS, disagreeing_parameters, implausible_angles, quality_flags
 from .schema import LandmarkSchema
 
 __all__ = ["TTA_VIEWS", "PipelineInput", "SpineLandmarkPipeline", "SpineResult", "load_module",
@@ -444,11 +444,11 @@ class SpineLandmarkPipeline(nn.Module):
             results.extend(self._results(group, {k: v.float().cpu() for k, v in out.items()}))
         return results
 
-    def _qc(self, out: dict[str, Tensor], params: dict[str, Tensor]
-            ) -> tuple[list[dict[str, list[str]]], list[bool]]:
+    def _qc(self, out: dict[str, Tensor], params: dict[str, Tensor],
+            params1: dict[str, Tensor]) -> tuple[list[dict[str, list[str]]], list[bool]]:
         """Raised flags per image (flag -> levels or parameters) and ``needs_review``."""
         flags = quality_flags(out["points"], out["points_step1"], out["point_scores"], params,
-                              self.schema, present=out["present"],
+                              self.schema, parameters_step1=params1, present=out["present"],
                               level_scores=out["level_scores"] if self.detector is not None
                               else None,
                               boxes=out["boxes"] if self.detector is not None else None)
@@ -457,16 +457,17 @@ class SpineLandmarkPipeline(nn.Module):
         for i in range(out["points"].shape[0]):
             raised = {k: [lv for lv, on in zip(names, flags[k][i].tolist(), strict=True) if on]
                       for k in LEVEL_FLAGS}
-            bad = [k for k, v in implausible_angles(params).items() if bool(v[i])]
-            if bad:
-                raised["angle_range"] = bad
+            raised["angle_range"] = [k for k, v in implausible_angles(params).items()
+                                     if bool(v[i])]
+            raised["steps_disagree"] = [k for k, v in disagreeing_parameters(
+                params, params1).items() if bool(v[i])]
             per_image.append({k: v for k, v in raised.items() if v})
         return per_image, [bool(v) for v in flags["needs_review"].tolist()]
 
     def _results(self, group: Sequence[Radiograph], out: dict[str, Tensor]) -> list[SpineResult]:
         params2 = lumbar_parameters(out["points"].double(), self.schema)
         params1 = lumbar_parameters(out["points_step1"].double(), self.schema)
-        qc, review = self._qc(out, params2)
+        qc, review = self._qc(out, params2, params1)
         res = []
         for i, r in enumerate(group):
             missing = [lv for lv, ok in zip(self.schema.level_names, out["present"][i].tolist(),

@@ -111,3 +111,21 @@ def test_phantom_ground_truth_is_not_flagged() -> None:
     raised_any = {k: int(v.sum()) for k, v in f.items() if k not in ("missing", "needs_review")
                   and bool(v.any())}
     assert raised_any == {}
+
+
+def test_steps_disagree() -> None:
+    from spinelandmarks.qc import disagreeing_parameters
+
+    p2 = {"l1_l5_lordosis": torch.tensor([40.0, 40.0, 179.0]),
+          "sacral_slope": torch.tensor([30.0, math.nan, 30.0])}
+    p1 = {"l1_l5_lordosis": torch.tensor([44.0, 46.0, -178.0]),
+          "sacral_slope": torch.tensor([30.0, 10.0, 36.0])}
+    out = disagreeing_parameters(p2, p1)
+    assert out["l1_l5_lordosis"].tolist() == [False, True, False]  # 179 vs -178: 3 deg apart
+    assert out["sacral_slope"].tolist() == [False, False, True]
+    pts = torch.tensor(spine_points(), dtype=DT)[None].expand(3, -1, -1)
+    f = quality_flags(pts, pts, torch.ones(3, 22, dtype=DT), lumbar_parameters(pts), S,
+                      parameters_step1={k: v + torch.tensor([0.0, 6.0, -6.0], dtype=DT)
+                                        for k, v in lumbar_parameters(pts).items()})
+    assert f["steps_disagree"].tolist() == [False, True, True]
+    assert f["needs_review"].tolist() == [False, True, True]
