@@ -129,7 +129,7 @@ def _pair_flags(points: Tensor, schema: LandmarkSchema, height: Tensor,
     out = {}
     for name, pair in (("overlap", overlap), ("order", order), ("spacing", spacing)):
         pair = pair & torch.isfinite(gap)  # pairs with a missing level are not judged
-        level = torch.zeros(points.shape[:2][0], schema.num_levels, dtype=torch.bool,
+        level = torch.zeros(points.shape[0], schema.num_levels, dtype=torch.bool,
                             device=points.device)
         level[:, :-1] |= pair
         level[:, 1:] |= pair
