@@ -80,6 +80,22 @@ def test_two_levels_on_one_body_and_missing_box() -> None:
     assert identified(out) == [1.0] * 6
 
 
+def test_missing_l1_stays_missing_and_the_rest_keep_their_names() -> None:
+    gt = truth()
+    chain = gt.clone()
+    chain[0, S.level_indices("L1")] = math.nan  # L1 outside the field of view
+    boxes = boxes_of(gt)
+    boxes[0, 0] = math.nan
+    present = torch.ones(1, 6, dtype=torch.bool)
+    present[0, 0] = False
+    out, moved = reconcile_chain(chain, boxes, present, S)
+    assert not bool(moved.any())
+    assert bool(out[0, S.level_indices("L1")].isnan().all())
+    assert torch.equal(out[0, 4:], gt[0, 4:])
+    b, _, p, renamed = anchor_to_sacrum(boxes, torch.ones(1, 6, dtype=DT), present, S)
+    assert not bool(renamed.any()) and p[0].tolist() == [False] + [True] * 5
+
+
 def test_anchor_to_sacrum_renames_above_a_missed_body() -> None:
     gt = truth()
     # the detector missed L3 and named the bodies above it one level too low:
