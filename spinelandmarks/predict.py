@@ -24,6 +24,7 @@ from .data.io import ImageReadError, Radiograph, read_image
 from .data.plot import draw_points, save_png
 from .evaluation import write_measurements_csv
 from .pipeline import SpineLandmarkPipeline, SpineResult
+from .qc import LEVEL_FLAGS
 
 __all__ = ["draw_overlay", "predict_files", "resolve_pipeline_dir"]
 
@@ -84,7 +85,8 @@ def draw_overlay(radiograph: Radiograph, result: SpineResult,
 def _circle_flagged(draw: ImageDraw.ImageDraw, result: SpineResult,
                     pipeline: SpineLandmarkPipeline, scale: int) -> None:
     """A red circle around every level with a per-level QC flag."""
-    flagged = {lv for k, levels in result.qc.items() if k != "angle_range" for lv in levels}
+    # image flags (angle_range, steps_disagree) name parameters, not levels
+    flagged = {lv for k, levels in result.qc.items() if k in LEVEL_FLAGS for lv in levels}
     for lv in flagged:
         pts = result.points[pipeline.schema.level_indices(lv)]
         pts = pts[np.isfinite(pts).all(-1)]

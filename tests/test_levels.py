@@ -92,7 +92,7 @@ def test_missing_l1_stays_missing_and_the_rest_keep_their_names() -> None:
     assert not bool(moved.any())
     assert bool(out[0, S.level_indices("L1")].isnan().all())
     assert torch.equal(out[0, 4:], gt[0, 4:])
-    b, _, p, renamed = anchor_to_sacrum(boxes, torch.ones(1, 6, dtype=DT), present, S)
+    _, _, p, renamed = anchor_to_sacrum(boxes, torch.ones(1, 6, dtype=DT), present, S)
     assert not bool(renamed.any()) and p[0].tolist() == [False] + [True] * 5
 
 

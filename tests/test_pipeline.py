@@ -299,3 +299,28 @@ def test_levels_follow_the_detector_and_qc_reports(phantom: tuple) -> None:
     assert record.meta["relabelled_levels"] == res.relabelled_levels
     with pytest.raises(ValueError, match="level_rule"):
         SpineLandmarkPipeline(lm, level_rule="votes")
+
+
+def test_overlay_circles_flagged_levels_only(pipe: SpineLandmarkPipeline, phantom: tuple) -> None:
+    import dataclasses
+
+    from spinelandmarks.data.io import Radiograph
+    from spinelandmarks.predict import draw_overlay
+
+    image, rec = phantom
+    # the untrained pipeline puts every point on one spot: draw the true corners instead
+    res = dataclasses.replace(pipe.predict(image)[0], points=rec.points.astype(np.float64))
+    rad = Radiograph(pixels=image, pixel_spacing=None, source="phantom")
+    clean = dataclasses.replace(res, qc={}, needs_review=False)
+    # image flags name parameters, not levels: they are written, not circled
+    image_flags = dataclasses.replace(res, needs_review=True,
+                                      qc={"steps_disagree": ["l1_l5_lordosis"],
+                                          "angle_range": ["sacral_slope"]})
+    level_flag = dataclasses.replace(res, needs_review=True, qc={"overlap": ["L3"]})
+    base = draw_overlay(rad, clean, pipe)
+    texts = draw_overlay(rad, image_flags, pipe)
+    circled = draw_overlay(rad, level_flag, pipe)
+    red = np.array([255, 0, 0])
+    assert not (base == red).all(-1).any()
+    assert not (texts == red).all(-1).any()  # the NEEDS REVIEW text is (255, 64, 64)
+    assert (circled == red).all(-1).sum() > 50
