@@ -1,18 +1,113 @@
 """spinelandmarks: vertebral corners on sagittal spine radiographs, and the spine measured from them.
 
+The main classes and functions are importable from the package itself::
+
+    import spinelandmarks as sl
+    pipe = sl.SpineLandmarkPipeline.load("run/pipeline")
+    result = pipe.predict("film.dcm")[0]
+    result.parameters["l1_s1_lordosis"], result.needs_review
+
+They are loaded on first use (PEP 562), so ``import spinelandmarks`` and the command line's
+``--help`` do not import torch.
+
 Submodules
 ----------
 schema      landmark schemas (levels and their ordered points)
 dsnt        differentiable spatial to numerical transform, its losses and head
 geometry    coordinate conventions, oriented crops, letterbox, converters
 metrics     clinical angles, normalized localization errors, torchmetrics metrics
+levels      level identification rules (sacral anchor, chain and detector, facing)
+qc          plausibility checks and quality-control flags
 data        radiograph I/O, annotation formats, synthetic phantoms, DataModule
+models      landmark model, crop refiner, vertebra detector, backbones
+pipeline    the two-step pipeline on radiographs
+predict     batch prediction on files (overlays, measurements.csv)
+training    the three-stage training recipe
+evaluation  metrics and report against ground truth
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0.dev0"
 
-from .schema import LUMBAR_SAGITTAL, LandmarkSchema, Level
+#: Public name -> submodule that defines it.
+_EXPORTS: dict[str, str] = {
+    "LUMBAR_SAGITTAL": "schema",
+    "LandmarkSchema": "schema",
+    "Level": "schema",
+    "SpineLandmarkPipeline": "pipeline",
+    "SpineResult": "pipeline",
+    "LandmarkModel": "models",
+    "CropRefiner": "models",
+    "VertebraDetector": "models",
+    "SpineDataModule": "data.datamodule",
+    "ImageRecord": "data.annotations",
+    "read_coco": "data.annotations",
+    "write_coco": "data.annotations",
+    "Radiograph": "data.io",
+    "read_image": "data.io",
+    "robust_normalize": "data.intensity",
+    "lumbar_parameters": "metrics",
+    "quality_flags": "qc",
+    "predict_files": "predict",
+    "TrainConfig": "training",
+    "train_pipeline": "training",
+    "evaluate": "evaluation",
+}
 
-__all__ = ["LUMBAR_SAGITTAL", "LandmarkSchema", "Level", "__version__"]
+__all__ = [
+    "LUMBAR_SAGITTAL",
+    "CropRefiner",
+    "ImageRecord",
+    "LandmarkModel",
+    "LandmarkSchema",
+    "Level",
+    "Radiograph",
+    "SpineDataModule",
+    "SpineLandmarkPipeline",
+    "SpineResult",
+    "TrainConfig",
+    "VertebraDetector",
+    "__version__",
+    "evaluate",
+    "lumbar_parameters",
+    "predict_files",
+    "quality_flags",
+    "read_coco",
+    "read_image",
+    "robust_normalize",
+    "train_pipeline",
+    "write_coco",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule on first access (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spinelandmarks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:  # static type checkers and IDEs see the real objects
+    from .data.annotations import ImageRecord, read_coco, write_coco
+    from .data.datamodule import SpineDataModule
+    from .data.intensity import robust_normalize
+    from .data.io import Radiograph, read_image
+    from .evaluation import evaluate
+    from .metrics import lumbar_parameters
+    from .models import CropRefiner, LandmarkModel, VertebraDetector
+    from .pipeline import SpineLandmarkPipeline, SpineResult
+    from .predict import predict_files
+    from .qc import quality_flags
+    from .schema import LUMBAR_SAGITTAL, LandmarkSchema, Level
+    from .training import TrainConfig, train_pipeline
