@@ -27,9 +27,44 @@ from .models.detector import VertebraDetector
 from .models.landmark import CropRefiner, LandmarkModel
 from .pipeline import SpineLandmarkPipeline, load_module, save_module
 
-__all__ = ["STAGES", "TrainConfig", "train_pipeline"]
+__all__ = ["BUDGET_SHARES", "STAGES", "TrainConfig", "split_time_budget", "train_pipeline"]
 
 STAGES = ("detector", "landmark", "refiner")
+
+#: Share of a total time budget given to each stage (the demo's CPU split, 100 : 210 : 120 s).
+BUDGET_SHARES: dict[str, float] = {"detector": 100 / 430, "landmark": 210 / 430,
+                                   "refiner": 120 / 430}
+
+
+def split_time_budget(total_s: float, stages: tuple[str, ...] = STAGES) -> dict[str, float]:
+    """Split a total wall-clock budget over the stages to train, in :data:`BUDGET_SHARES`.
+
+    Parameters
+    ----------
+    total_s : float
+        Seconds for all the stages together (> 0).
+    stages : tuple of str
+        The stages that will train; the shares are renormalized over them.
+
+    Returns
+    -------
+    dict of str to float
+        Seconds per stage, summing to ``total_s``.
+
+    Examples
+    --------
+    >>> split_time_budget(430.0)
+    {'detector': 100.0, 'landmark': 210.0, 'refiner': 120.0}
+    >>> {k: round(v) for k, v in split_time_budget(600.0, ("landmark", "refiner")).items()}
+    {'landmark': 382, 'refiner': 218}
+    """
+    if not total_s > 0:
+        raise ValueError(f"a time budget must be positive, got {total_s} s")
+    unknown = set(stages) - set(BUDGET_SHARES)
+    if unknown or not stages:
+        raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {stages}")
+    norm = sum(BUDGET_SHARES[s] for s in stages)
+    return {s: total_s * BUDGET_SHARES[s] / norm for s in stages}
 
 
 @dataclass

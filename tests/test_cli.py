@@ -180,3 +180,31 @@ def test_demo_end_to_end_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "Cina 2021" in out and "Median normalized error x" in out
     assert (tmp_path / "demo" / "report" / "report.md").is_file()
     assert len(list((tmp_path / "demo" / "predictions" / "overlays").glob("*.png"))) == 3
+
+
+def test_time_budget_option_parses_totals_and_stages() -> None:
+    from spinelandmarks.cli import build_parser
+
+    parse = build_parser().parse_args
+    base = ["train", "data", "--out", "run", "--time-budget"]
+    assert parse([*base, "20m"]).time_budget == 1200.0
+    assert parse([*base, "1.5h"]).time_budget == 5400.0
+    assert parse([*base, "90s"]).time_budget == 90.0
+    assert parse([*base, "3"]).time_budget == 180.0  # bare numbers are minutes
+    assert parse([*base, "detector=30s,landmark=2m"]).time_budget == {"detector": 30.0,
+                                                                      "landmark": 120.0}
+    for bad in ("soon", "-5m", "backbone=3m"):
+        with pytest.raises(SystemExit):
+            parse([*base, bad])
+
+
+@pytest.mark.slow
+def test_train_on_a_time_budget(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    data, _, _ = trained
+    run = tmp_path / "budget"
+    args = [a for a in TINY_TRAIN if a not in ("--max-epochs", "1")]
+    assert main(["train", str(data), "--out", str(run), *args, "--stages", "landmark",
+                 "--time-budget", "3s"]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["time_budget_s"] == {"landmark": 3.0}
+    assert (run / "landmark" / "best.pt").is_file()
