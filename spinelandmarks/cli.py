@@ -65,6 +65,13 @@ def _time_budget(text: str) -> float | dict[str, float]:
     return budget
 
 
+def _add_schema_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--schema", default=None, metavar="NAME|FILE",
+                   help="landmark schema: a registered name (lumbar_sagittal) or a schema JSON "
+                        "file (default: the one stored in the annotation file, else "
+                        "lumbar_sagittal)")
+
+
 def _add_device_options(p: argparse.ArgumentParser, batch_size: int) -> None:
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default: auto)")
     p.add_argument("--precision", default=None,
@@ -118,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--small-detector", action="store_true",
                    help="a lighter Faster R-CNN head (64-channel FPN, 256-wide box head): "
                         "much faster on CPU")
+    _add_schema_option(p)
     p.add_argument("--stages", default="detector,landmark,refiner",
                    help="comma-separated subset of detector,landmark,refiner")
 
@@ -134,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("measure", help="clinical parameters from an annotation file")
     p.add_argument("annotations", help="COCO keypoint file (annotations or predictions)")
     p.add_argument("--out", required=True, help="output CSV")
+    _add_schema_option(p)
 
     p = sub.add_parser("evaluate", help="compare predictions with ground truth")
     p.add_argument("predictions", help="predictions.json (step 2)")
@@ -169,9 +178,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .demo import CPU_DETECTOR
+    from .schema import resolve_schema
     from .training import TrainConfig, split_time_budget, train_pipeline
 
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    if args.schema is not None:
+        resolve_schema(args.schema)  # an unknown name fails before any data is read
     budget = args.time_budget
     if isinstance(budget, float):
         budget = split_time_budget(budget, stages)
@@ -182,7 +194,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         image_size=args.image_size, crop_size=args.crop_size, batch_size=args.batch_size,
         backbone=args.backbone, detector_backbone=args.detector_backbone,
         weights_path=args.weights, lr=args.lr, num_workers=args.workers, seed=args.seed,
-        stages=stages, val_dir=args.val, time_budget_s=budget or {},
+        stages=stages, val_dir=args.val, time_budget_s=budget or {}, schema=args.schema,
         detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {})
     out = train_pipeline(args.data, args.out, cfg)
     print(f"pipeline saved to {out}")
@@ -233,11 +245,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_measure(args: argparse.Namespace) -> int:
     from .data.annotations import read_coco
+    from .data.datamodule import schema_for
     from .evaluation import write_measurements_csv
-    from .schema import LUMBAR_SAGITTAL
 
-    records = read_coco(args.annotations, LUMBAR_SAGITTAL)
-    write_measurements_csv(records, LUMBAR_SAGITTAL, args.out)
+    schema = schema_for(args.schema, [Path(args.annotations)])
+    records = read_coco(args.annotations, schema)
+    write_measurements_csv(records, schema, args.out)
     print(f"wrote measurements of {len(records)} images to {args.out}")
     return 0
 

@@ -288,4 +288,7 @@ def resolve_schema(schema: LandmarkSchema | Mapping[str, Any] | str | PathLike[s
         return LandmarkSchema.from_dict(schema)
     if isinstance(schema, str) and schema in SCHEMAS:
         return SCHEMAS[schema]
+    if not Path(schema).is_file():
+        raise ValueError(f"unknown schema {str(schema)!r}: neither a registered name "
+                         f"({', '.join(SCHEMAS)}) nor a schema JSON file")
     return LandmarkSchema.load(schema)

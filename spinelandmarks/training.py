@@ -93,6 +93,9 @@ class TrainConfig:
     seed: int = 0
     stages: tuple[str, ...] = STAGES
     val_dir: str | None = None
+    #: Schema name or JSON file; ``None``: the one stored in the annotation file, else
+    #: ``lumbar_sagittal`` (:func:`~spinelandmarks.data.datamodule.schema_for`).
+    schema: str | None = None
     progress: bool = True
     #: Optional wall-clock budget per stage in seconds; the learning rate then follows a
     #: cosine over the budget (see :class:`TimeBudget`) instead of over the epochs.
@@ -137,6 +140,7 @@ def _datamodule(data_dir: str, cfg: TrainConfig, task: str) -> SpineDataModule:
         batch_size=cfg.crop_batch_size if task == "crops" else cfg.batch_size,
         num_workers=cfg.num_workers, split=(0.9, 0.1, 0.0), val_dir=cfg.val_dir,
         seed=cfg.seed, persistent_workers=cfg.num_workers > 0, crop_scale=cfg.crop_scale,
+        schema=cfg.schema,
     )
 
 

@@ -208,3 +208,25 @@ def test_train_on_a_time_budget(trained: tuple[Path, Path, Path], tmp_path: Path
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["time_budget_s"] == {"landmark": 3.0}
     assert (run / "landmark" / "best.pt").is_file()
+
+
+def test_schema_option_by_name_file_and_unknown(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from spinelandmarks.schema import LUMBAR_SAGITTAL
+
+    data = tmp_path / "data"
+    assert main(["synth", str(data), "--num-images", "2", "--seed", "3", "--size", "256"]) == 0
+    schema_file = tmp_path / "schema.json"
+    LUMBAR_SAGITTAL.save(schema_file)
+    outs = []
+    for schema in ([], ["--schema", "lumbar_sagittal"], ["--schema", str(schema_file)]):
+        out = tmp_path / f"m{len(outs)}.csv"
+        assert main(["measure", str(data / "annotations.json"), "--out", str(out), *schema]) == 0
+        outs.append(out.read_text())
+    assert outs[0] == outs[1] == outs[2]
+    capsys.readouterr()
+    for verb in (["measure", str(data / "annotations.json"), "--out", str(tmp_path / "x.csv")],
+                 ["train", str(data), "--out", str(tmp_path / "run"), *TINY_TRAIN]):
+        assert main([*verb, "--schema", "cervical"]) == 2
+        assert "unknown schema 'cervical'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before any training

@@ -68,8 +68,8 @@ class SpineDataModule(L.LightningDataModule):
     data_dir : str or list of str
         Dataset roots (``annotations.json`` + images, CONVENTIONS section 3); several are
         concatenated.
-    schema : LandmarkSchema, dict or None
-        None: the schema stored in the first ``annotations.json`` (``info.schema``), else
+    schema : LandmarkSchema, dict, str or None
+        A schema, its dict form, a registered name or a schema JSON file. None: the schema stored in the first ``annotations.json`` (``info.schema``), else
         ``LUMBAR_SAGITTAL``. Saved in the hyperparameters as a dict.
     task : {"landmarks", "detection", "crops"}
         Which dataset: :class:`LandmarkDataset`, :class:`DetectionDataset` or
@@ -107,8 +107,9 @@ class SpineDataModule(L.LightningDataModule):
         Filled by :meth:`setup`.
     """
 
-    def __init__(self, data_dir: str | list[str], schema: LandmarkSchema | dict[str, Any] | None
-                 = None, task: Task = "landmarks", input_size: tuple[int, int] = (512, 384),
+    def __init__(self, data_dir: str | list[str],
+                 schema: LandmarkSchema | dict[str, Any] | str | None = None,
+                 task: Task = "landmarks", input_size: tuple[int, int] = (512, 384),
                  crop_size: tuple[int, int] = (128, 128), batch_size: int = 8,
                  num_workers: int = 2, split: tuple[float, float, float] = (0.8, 0.1, 0.1),
                  val_dir: str | list[str] | None = None, test_dir: str | list[str] | None = None,
