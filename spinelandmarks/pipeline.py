@@ -10,6 +10,7 @@ them back. The clinical parameters are computed from the step-2 points.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,10 +37,18 @@ from .geometry import (
     vertebra_crop_params,
 )
 from .levels import anchor_to_sacrum, consistent_facing, reconcile_chain
-from .metrics import lumbar_parameters
+from .metrics import level_identification, lumbar_parameters
 from .models.detector import confirm_levels
 from .models.landmark import CropRefiner, LandmarkModel
-from .qc import LEVEL_FLAGS, disagreeing_parameters, implausible_angles, quality_flags
+from .qc import (
+    LEVEL_FLAGS,
+    QCThresholds,
+    calibrate_thresholds,
+    disagreeing_parameters,
+    implausible_angles,
+    qc_statistics,
+    quality_flags,
+)
 from .schema import LandmarkSchema
 
 __all__ = ["TTA_VIEWS", "PipelineInput", "SpineLandmarkPipeline", "SpineResult", "load_module",
@@ -92,6 +101,9 @@ class SpineResult:
     relabelled_levels : list of str
         Levels whose step-1 points disagreed with the detector and were moved into its box
         (``level_rule="detector"``, :mod:`spinelandmarks.levels`).
+    level_boxes : np.ndarray
+        (num_levels, 4) detector boxes ``(x1, y1, x2, y2)`` in image pixels; NaN without a
+        detector or where it found no box.
     """
 
     source: str
@@ -107,6 +119,7 @@ class SpineResult:
     qc: dict[str, list[str]] = field(default_factory=dict)
     needs_review: bool = False
     relabelled_levels: list[str] = field(default_factory=list)
+    level_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
 
     def to_record(self, schema: LandmarkSchema, step: int = 2, image_id: int = 0) -> ImageRecord:
         """The result as an annotation record (predictions use the annotation layout)."""
@@ -216,7 +229,8 @@ class SpineLandmarkPipeline(nn.Module):
                  refine_iterations: int = 1, min_level_score: float = 0.3,
                  min_adjacent_score: float = 0.1, level_rule: str = "landmarks",
                  facing_check: bool = True, tta: bool = True,
-                 channels_last: bool = False, compile: bool = False) -> None:
+                 channels_last: bool = False, compile: bool = False,
+                 qc_thresholds: QCThresholds | None = None) -> None:
         super().__init__()
         self.landmark_model = landmark_model.eval()
         self.refiner = refiner.eval() if refiner is not None else None
@@ -233,6 +247,7 @@ class SpineLandmarkPipeline(nn.Module):
         self.level_rule = level_rule
         self.facing_check = bool(facing_check)
         self.tta = bool(tta)
+        self.qc_thresholds = qc_thresholds or QCThresholds()
         self.channels_last = bool(channels_last)
         for net in (self.landmark_model, self.refiner):
             if net is not None and channels_last:
@@ -265,7 +280,7 @@ class SpineLandmarkPipeline(nn.Module):
                   "min_level_score": self.min_level_score,
                   "min_adjacent_score": self.min_adjacent_score,
                   "level_rule": self.level_rule, "facing_check": self.facing_check,
-                  "tta": self.tta}
+                  "tta": self.tta, "qc_thresholds": dataclasses.asdict(self.qc_thresholds)}
         atomic_write_text(d / "pipeline.json", json.dumps(config, indent=2) + "\n")
         return d
 
@@ -287,7 +302,8 @@ class SpineLandmarkPipeline(nn.Module):
                    min_level_score=cfg.get("min_level_score", 0.3),
                    min_adjacent_score=cfg.get("min_adjacent_score", 0.1),
                    level_rule=cfg.get("level_rule", "landmarks"),
-                   facing_check=cfg.get("facing_check", True), tta=cfg.get("tta", True))
+                   facing_check=cfg.get("facing_check", True), tta=cfg.get("tta", True),
+                   qc_thresholds=_thresholds(cfg.get("qc_thresholds")))
 
     # -- tensor hot path -----------------------------------------------------------------------
     def forward(self, images: Tensor) -> dict[str, Tensor]:
@@ -444,6 +460,49 @@ class SpineLandmarkPipeline(nn.Module):
             results.extend(self._results(group, {k: v.float().cpu() for k, v in out.items()}))
         return results
 
+    def calibrate_qc(self, inputs: Iterable[PipelineInput], truths: Sequence[np.ndarray], *,
+                     quantile: float = 0.99, margin: float = 1.25, batch_size: int = 8
+                     ) -> QCThresholds:
+        """Fit the model-dependent QC thresholds to this pipeline on annotated images.
+
+        Predicts ``inputs``, keeps the levels it identified correctly (centre within half the
+        true body height of the true centre) and sets :attr:`qc_thresholds` by
+        :func:`~spinelandmarks.qc.calibrate_thresholds` (saved with the pipeline). Use images
+        the networks were not trained on (the validation set): ``train`` does this itself.
+
+        Parameters
+        ----------
+        inputs : iterable of PipelineInput
+            Radiographs (paths, arrays, DICOM datasets).
+        truths : sequence of np.ndarray
+            (P, 2) true points per input, image pixels, NaN where not annotated.
+        quantile, margin : float
+            See :func:`~spinelandmarks.qc.calibrate_thresholds`.
+        batch_size : int
+
+        Returns
+        -------
+        QCThresholds
+            The thresholds now in use.
+        """
+        results = self.predict(list(inputs), batch_size=batch_size)
+        if len(results) != len(truths):
+            raise ValueError(f"{len(results)} inputs but {len(truths)} ground truths")
+        if not results:
+            return self.qc_thresholds
+
+        def stack(name: str) -> Tensor:
+            return torch.from_numpy(np.stack([getattr(r, name) for r in results])).double()
+
+        stats = qc_statistics(stack("points"), stack("points_step1"), stack("point_scores"),
+                              self.schema, stack("level_boxes") if self.detector is not None
+                              else None)
+        truth = torch.from_numpy(np.stack(truths).astype(np.float64))
+        good = level_identification(stack("points"), truth, self.schema) == 1.0
+        self.qc_thresholds = calibrate_thresholds(stats, good, quantile=quantile,
+                                                  margin=margin, base=self.qc_thresholds)
+        return self.qc_thresholds
+
     def _qc(self, out: dict[str, Tensor], params: dict[str, Tensor],
             params1: dict[str, Tensor]) -> tuple[list[dict[str, list[str]]], list[bool]]:
         """Raised flags per image (flag -> levels or parameters) and ``needs_review``."""
@@ -451,7 +510,8 @@ class SpineLandmarkPipeline(nn.Module):
                               self.schema, parameters_step1=params1, present=out["present"],
                               level_scores=out["level_scores"] if self.detector is not None
                               else None,
-                              boxes=out["boxes"] if self.detector is not None else None)
+                              boxes=out["boxes"] if self.detector is not None else None,
+                              thresholds=self.qc_thresholds)
         names = self.schema.level_names
         per_image: list[dict[str, list[str]]] = []
         for i in range(out["points"].shape[0]):
@@ -460,7 +520,7 @@ class SpineLandmarkPipeline(nn.Module):
             raised["angle_range"] = [k for k, v in implausible_angles(params).items()
                                      if bool(v[i])]
             raised["steps_disagree"] = [k for k, v in disagreeing_parameters(
-                params, params1).items() if bool(v[i])]
+                params, params1, self.qc_thresholds.steps_disagree_deg).items() if bool(v[i])]
             per_image.append({k: v for k, v in raised.items() if v})
         return per_image, [bool(v) for v in flags["needs_review"].tolist()]
 
@@ -483,8 +543,19 @@ class SpineLandmarkPipeline(nn.Module):
                 qc=qc[i], needs_review=review[i],
                 relabelled_levels=[lv for lv, on in zip(self.schema.level_names,
                                                         out["relabelled"][i].tolist(),
-                                                        strict=True) if on]))
+                                                        strict=True) if on],
+                level_boxes=out["boxes"][i].double().numpy()))
         return res
+
+
+def _thresholds(saved: dict[str, Any] | None) -> QCThresholds:
+    """QC thresholds from ``pipeline.json`` (defaults for pipelines saved without them)."""
+    if not saved:
+        return QCThresholds()
+    known = {f.name for f in dataclasses.fields(QCThresholds)}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                              for k, v in saved.items() if k in known}
+    return QCThresholds(**values)
 
 
 def _is_single(x: Any) -> bool:

@@ -36,6 +36,7 @@ the phantoms of both styles raises no flag (``tests/test_qc.py``) and are docume
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,8 +47,9 @@ from torch import Tensor
 from .metrics import level_centres, vertebra_size, wrap_angle
 from .schema import LandmarkSchema
 
-__all__ = ["IMAGE_FLAGS", "LEVEL_FLAGS", "PLAUSIBLE_DEG", "QCThresholds",
-           "disagreeing_parameters", "implausible_angles", "quality_flags"]
+__all__ = ["CALIBRATED", "IMAGE_FLAGS", "LEVEL_FLAGS", "PLAUSIBLE_DEG", "QCThresholds",
+           "calibrate_thresholds", "disagreeing_parameters", "implausible_angles",
+           "qc_statistics", "quality_flags"]
 
 #: Per-level flags, in report order.
 LEVEL_FLAGS: tuple[str, ...] = ("missing", "overlap", "order", "spacing", "shape",
@@ -106,6 +108,94 @@ def _convex_quads(points: Tensor, schema: LandmarkSchema) -> Tensor:
     return same | ~body[None, :]
 
 
+#: Thresholds of :class:`QCThresholds` that depend on the trained networks (how sure and how
+#: consistent their outputs are on good predictions), each with the statistic of
+#: :func:`qc_statistics` it bounds. :func:`calibrate_thresholds` fits them to a model.
+CALIBRATED: dict[str, str] = {"max_spread_frac": "spread_frac",
+                              "detector_distance_frac": "detector_distance_frac",
+                              "refinement_jump_frac": "refinement_jump_frac"}
+
+
+def qc_statistics(points: Tensor, points_step1: Tensor, point_scores: Tensor,
+                  schema: LandmarkSchema, boxes: Tensor | None = None) -> dict[str, Tensor]:
+    """Per-level statistics behind the model-dependent flags, in body heights.
+
+    Parameters
+    ----------
+    points, points_step1 : Tensor, shape (B, P, 2)
+        Step-2 and step-1 points, image pixels; NaN for levels not found.
+    point_scores : Tensor, shape (B, P)
+        ``1 / (1 + spread)``, spread in image pixels.
+    schema : LandmarkSchema
+    boxes : Tensor, shape (B, L, 4), optional
+        Detector boxes ``(x1, y1, x2, y2)``, NaN where none.
+
+    Returns
+    -------
+    dict of str to Tensor
+        ``spread_frac`` (largest heatmap spread of the level's points over its body height),
+        ``detector_distance_frac`` (distance from the level's centre to the centre of its
+        detector box, over the box height) and ``refinement_jump_frac`` (distance step 2 moved
+        the level's centre, over the body height), each (B, L) float64, NaN where undefined.
+    """
+    pts = points.double()
+    _, height = vertebra_size(pts, schema)
+    centres = level_centres(pts, schema)
+    found = torch.isfinite(centres).all(-1)
+    spread = 1.0 / point_scores.double().clamp_min(1e-9) - 1.0  # scores are 1 / (1 + spread)
+    rel = torch.nan_to_num(spread / height[:, schema.point_level.to(pts.device)], nan=0.0)
+    table = schema.level_point_table().to(pts.device)  # (L, K), -1 padding
+    per_level = rel[:, table.clamp_min(0)].masked_fill(~(table >= 0)[None], 0.0).amax(dim=-1)
+    nan = torch.full_like(per_level, math.nan)
+    out = {"spread_frac": torch.where(found, per_level, nan), "detector_distance_frac": nan}
+    if boxes is not None:
+        b = boxes.to(pts)
+        dist = torch.linalg.vector_norm(centres - 0.5 * (b[..., :2] + b[..., 2:]), dim=-1)
+        out["detector_distance_frac"] = dist / (b[..., 3] - b[..., 1])
+    jump = torch.linalg.vector_norm(centres - level_centres(points_step1.to(pts), schema), dim=-1)
+    out["refinement_jump_frac"] = jump / height
+    return out
+
+
+def calibrate_thresholds(statistics: Mapping[str, Tensor], good: Tensor, *,
+                         quantile: float = 0.99, margin: float = 1.25,
+                         base: QCThresholds | None = None, min_samples: int = 20
+                         ) -> QCThresholds:
+    """Fit the model-dependent thresholds (:data:`CALIBRATED`) to a trained pipeline.
+
+    Each becomes ``margin`` times the ``quantile`` of its statistic over levels known to be
+    right (on validation images with ground truth), but never tighter than ``base``: a model
+    whose outputs are less peaked than the one the defaults were set on then does not flag
+    most of its good predictions, while the anatomical checks stay as documented.
+
+    Parameters
+    ----------
+    statistics : dict of str to Tensor
+        :func:`qc_statistics` of the validation predictions, each (B, L).
+    good : Tensor, shape (B, L)
+        True for levels identified correctly (:func:`~spinelandmarks.metrics.level_identification`).
+    quantile, margin : float
+        Quantile of the good levels' statistic, and the factor applied to it.
+    base : QCThresholds, optional
+        Thresholds to start from (default: :class:`QCThresholds`).
+    min_samples : int
+        Fewer good levels with a finite statistic leave that threshold at ``base``.
+
+    Returns
+    -------
+    QCThresholds
+    """
+    base = base or QCThresholds()
+    fitted: dict[str, float] = {}
+    for name, stat in CALIBRATED.items():
+        values = statistics[stat].double()
+        values = values[good.to(values.device).bool() & torch.isfinite(values)]
+        if values.numel() >= min_samples:
+            q = float(torch.quantile(values, quantile)) * margin
+            fitted[name] = max(float(getattr(base, name)), q)
+    return QCThresholds(**{**dataclasses.asdict(base), **fitted})
+
+
 def _pair_flags(points: Tensor, schema: LandmarkSchema, height: Tensor,
                 th: QCThresholds) -> dict[str, Tensor]:
     """Overlap, order and spacing between consecutive levels, each (B, L) bool."""
@@ -135,19 +225,6 @@ def _pair_flags(points: Tensor, schema: LandmarkSchema, height: Tensor,
         level[:, 1:] |= pair
         out[name] = level
     return out
-
-
-def _confidence_flags(points: Tensor, point_scores: Tensor, level_scores: Tensor | None,
-                      present: Tensor, height: Tensor, schema: LandmarkSchema,
-                      th: QCThresholds) -> Tensor:
-    spread = 1.0 / point_scores.clamp_min(1e-9) - 1.0  # pixels (scores are 1 / (1 + spread))
-    rel = torch.nan_to_num(spread / height[:, schema.point_level.to(points.device)], nan=0.0)
-    table = schema.level_point_table().to(points.device)  # (L, K), -1 padding
-    per_level = rel[:, table.clamp_min(0)].masked_fill(~(table >= 0)[None], 0.0)
-    low = per_level.amax(dim=-1) > th.max_spread_frac
-    if level_scores is not None:
-        low |= present & torch.isfinite(level_scores) & (level_scores < th.min_detector_score)
-    return low
 
 
 def implausible_angles(parameters: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -219,19 +296,15 @@ def quality_flags(points: Tensor, points_step1: Tensor, point_scores: Tensor,
     body = torch.tensor([lv.has_body for lv in schema.levels], device=pts.device)
     bad_aspect = body[None, :] & torch.isfinite(aspect) & ((aspect < lo) | (aspect > hi))
     flags["shape"] = present & (bad_aspect | ~_convex_quads(pts, schema))
-    flags["low_confidence"] = _confidence_flags(pts, point_scores.double(), level_scores,
-                                                present, height, schema, th)
-    centres = level_centres(pts, schema)
-    if boxes is not None:
-        b = boxes.to(pts)
-        box_c = 0.5 * (b[..., :2] + b[..., 2:])
-        dist = torch.linalg.vector_norm(centres - box_c, dim=-1)
-        flags["detector_disagrees"] = present & (dist > th.detector_distance_frac
-                                                 * (b[..., 3] - b[..., 1]))
-    else:
-        flags["detector_disagrees"] = torch.zeros_like(present)
-    jump = torch.linalg.vector_norm(centres - level_centres(points_step1.to(pts), schema), dim=-1)
-    flags["refinement_jump"] = present & (jump > th.refinement_jump_frac * height)
+    stats = qc_statistics(pts, points_step1, point_scores, schema, boxes)
+    low = stats["spread_frac"] > th.max_spread_frac
+    if level_scores is not None:
+        low |= present & torch.isfinite(level_scores) & (level_scores < th.min_detector_score)
+    flags["low_confidence"] = low
+    flags["detector_disagrees"] = present & (stats["detector_distance_frac"]
+                                             > th.detector_distance_frac)
+    flags["refinement_jump"] = present & (stats["refinement_jump_frac"]
+                                          > th.refinement_jump_frac)
     angle = torch.zeros(pts.shape[0], dtype=torch.bool, device=pts.device)
     for out_of_range in implausible_angles(parameters).values():
         angle |= out_of_range.to(angle.device)

@@ -10,6 +10,7 @@ settings used.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from ._atomic import atomic_write_text
@@ -30,6 +33,8 @@ from .pipeline import SpineLandmarkPipeline, load_module, save_module
 __all__ = ["BUDGET_SHARES", "STAGES", "TrainConfig", "split_time_budget", "train_pipeline"]
 
 STAGES = ("detector", "landmark", "refiner")
+
+_log = logging.getLogger(__name__)
 
 #: Share of a total time budget given to each stage (the demo's CPU split, 100 : 210 : 120 s).
 BUDGET_SHARES: dict[str, float] = {"detector": 100 / 430, "landmark": 210 / 430,
@@ -100,6 +105,9 @@ class TrainConfig:
     #: Optional wall-clock budget per stage in seconds; the learning rate then follows a
     #: cosine over the budget (see :class:`TimeBudget`) instead of over the epochs.
     time_budget_s: dict[str, float] = field(default_factory=dict)
+    #: Fit the pipeline's model-dependent QC thresholds on the validation images
+    #: (:meth:`~spinelandmarks.pipeline.SpineLandmarkPipeline.calibrate_qc`).
+    calibrate_qc: bool = True
     #: Extra keyword arguments of :class:`VertebraDetector` (e.g. a smaller head for CPU).
     detector_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -233,4 +241,22 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
     detector = load_module(weights["detector"]) if "detector" in weights else None
     pipe = SpineLandmarkPipeline(landmark, refiner, detector,  # type: ignore[arg-type]
                                  crop_scale=cfg.crop_scale)
+    if cfg.calibrate_qc:
+        _calibrate_qc(pipe, str(data_dir), cfg)
     return pipe.save(run / "pipeline")
+
+
+def _calibrate_qc(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) -> None:
+    """Fit the pipeline's model-dependent QC thresholds on the validation images."""
+    dm = _datamodule(data_dir, cfg, "landmarks")
+    dm.setup("fit")
+    if not dm.val_records:
+        return
+    gpu = cfg.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    pipe.to("cuda" if gpu else "cpu")
+    truths = [np.where((r.visibility > 0)[:, None], r.points, np.nan) for r in dm.val_records]
+    th = pipe.calibrate_qc(dm.image_paths("val"), truths, batch_size=cfg.batch_size)
+    pipe.to("cpu")
+    _log.info("QC thresholds fitted on %d validation images: spread %.2f, detector distance "
+              "%.2f, refinement jump %.2f body heights", len(truths), th.max_spread_frac,
+              th.detector_distance_frac, th.refinement_jump_frac)

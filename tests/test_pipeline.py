@@ -324,3 +324,42 @@ def test_overlay_circles_flagged_levels_only(pipe: SpineLandmarkPipeline, phanto
     assert not (base == red).all(-1).any()
     assert not (texts == red).all(-1).any()  # the NEEDS REVIEW text is (255, 64, 64)
     assert (circled == red).all(-1).sum() > 50
+
+
+def test_qc_thresholds_are_used_saved_and_calibrated(pipe: SpineLandmarkPipeline,
+                                                     phantom: tuple, tmp_path: Path) -> None:
+    import dataclasses
+
+    from spinelandmarks.qc import QCThresholds
+
+    image, rec = phantom
+    assert "low_confidence" in pipe.predict(image)[0].qc  # untrained: wide heatmaps
+    loose = QCThresholds(max_spread_frac=1e9, min_detector_score=0.0)
+    p = SpineLandmarkPipeline(pipe.landmark_model, pipe.refiner, qc_thresholds=loose)
+    assert "low_confidence" not in p.predict(image)[0].qc
+    loaded = SpineLandmarkPipeline.load(p.save(tmp_path / "pipe"))
+    assert loaded.qc_thresholds == loose
+    assert isinstance(loaded.qc_thresholds.aspect_range, tuple)
+    # an untrained pipeline identifies no level: nothing to fit, the thresholds stay
+    before = dataclasses.replace(pipe.qc_thresholds)
+    assert pipe.calibrate_qc([image] * 2, [rec.points] * 2) == before
+    with pytest.raises(ValueError, match="2 inputs but 1 ground truths"):
+        pipe.calibrate_qc([image] * 2, [rec.points])
+
+
+def test_calibrate_qc_fits_the_spread_of_correct_levels(phantom: tuple) -> None:
+    from spinelandmarks.qc import QCThresholds, qc_statistics
+
+    image, _ = phantom
+    lm = FixedSpine(backbone="resnet_lite", input_size=(128, 96))
+    p = SpineLandmarkPipeline(lm, qc_thresholds=QCThresholds(max_spread_frac=0.01))
+    res = p.predict(image)[0]
+    assert "low_confidence" in res.qc
+    truth = res.points.copy()  # the fixed spine is right by construction
+    spread = qc_statistics(*(torch.from_numpy(a)[None] for a in
+                             (res.points, res.points_step1, res.point_scores)),
+                           p.schema)["spread_frac"]
+    th = p.calibrate_qc([image] * 4, [truth] * 4)  # 4 images x 6 levels >= 20 samples
+    assert th.max_spread_frac == pytest.approx(1.25 * float(spread.max()), rel=1e-6)
+    assert p.qc_thresholds == th
+    assert "low_confidence" not in p.predict(image)[0].qc

@@ -5,12 +5,20 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from spines import spine_points
 
 from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.metrics import level_centres, lumbar_parameters
-from spinelandmarks.qc import LEVEL_FLAGS, implausible_angles, quality_flags
+from spinelandmarks.qc import (
+    LEVEL_FLAGS,
+    QCThresholds,
+    calibrate_thresholds,
+    implausible_angles,
+    qc_statistics,
+    quality_flags,
+)
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 
 DT = torch.float64
@@ -129,3 +137,44 @@ def test_steps_disagree() -> None:
                                         for k, v in lumbar_parameters(pts).items()})
     assert f["steps_disagree"].tolist() == [False, True, True]
     assert f["needs_review"].tolist() == [False, True, True]
+
+
+def _failure_inputs() -> tuple[torch.Tensor, ...]:
+    """The spine of test_low_confidence_detector_and_refinement_flags, as raw inputs."""
+    pts = torch.tensor(spine_points(), dtype=DT)[None]
+    scores = torch.ones(1, 22, dtype=DT)
+    scores[0, S.index("L2", "anterior_inferior")] = 1 / (1 + 12.0)
+    centres = level_centres(pts)[0]
+    boxes = torch.cat([centres - 20.0, centres + 20.0], dim=-1)[None]
+    boxes[0, 3] += torch.tensor([0.0, 45.0, 0.0, 45.0], dtype=DT)
+    step1 = pts.clone()
+    step1[0, S.level_indices("L1")] -= torch.tensor([0.0, 40.0], dtype=DT)
+    return pts, step1, scores, boxes
+
+
+def test_qc_statistics_hand_computed() -> None:
+    pts, step1, scores, boxes = _failure_inputs()
+    st = qc_statistics(pts, step1, scores, S, boxes)
+    # bodies 30 px high, boxes 40 px high
+    assert st["spread_frac"][0, :5].tolist() == pytest.approx([0, 12 / 30, 0, 0, 0])
+    assert st["detector_distance_frac"][0].tolist() == pytest.approx([0, 0, 0, 45 / 40, 0, 0])
+    assert st["refinement_jump_frac"][0, :5].tolist() == pytest.approx([40 / 30, 0, 0, 0, 0])
+    assert bool(qc_statistics(pts, step1, scores, S)["detector_distance_frac"].isnan().all())
+
+
+def test_calibrate_thresholds_quantile_margin_floor_and_sample_size() -> None:
+    n = 101
+    stats = {"spread_frac": torch.linspace(0.0, 1.0, n, dtype=DT)[:, None],
+             "detector_distance_frac": torch.full((n, 1), 0.1, dtype=DT),
+             "refinement_jump_frac": torch.full((n, 1), math.nan, dtype=DT)}
+    good = torch.ones(n, 1, dtype=torch.bool)
+    good[-1] = False  # a wrong level: its statistic is ignored
+    th = calibrate_thresholds(stats, good, quantile=0.99, margin=1.25)
+    # the 99th percentile of 0.00, 0.01, ..., 0.99 is 0.9801
+    assert th.max_spread_frac == pytest.approx(1.25 * 0.9801)
+    base = QCThresholds()
+    assert th.detector_distance_frac == base.detector_distance_frac  # never tighter
+    assert th.refinement_jump_frac == base.refinement_jump_frac  # no finite sample
+    assert th.aspect_range == base.aspect_range and th.overlap_frac == base.overlap_frac
+    few = calibrate_thresholds(stats, good & (torch.arange(n)[:, None] < 10))
+    assert few.max_spread_frac == base.max_spread_frac  # 10 < min_samples

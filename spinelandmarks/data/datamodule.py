@@ -189,6 +189,14 @@ class SpineDataModule(L.LightningDataModule):
             self._is_setup = True
         self._datasets = {}
 
+    def image_paths(self, which: Literal["train", "val", "test"]) -> list[Path]:
+        """The image files of a split's records, in record order."""
+        if not self._is_setup:
+            self.setup()
+        recs = {"train": self.train_records, "val": self.val_records,
+                "test": self.test_records}[which]
+        return [root / r.file_name for r, root in zip(recs, self._roots[which], strict=True)]
+
     def dataset(self, which: Literal["train", "val", "test"]) -> Dataset[dict[str, Any]]:
         """The dataset of one split (built on first use)."""
         if not self._is_setup:
