@@ -494,9 +494,10 @@ class SpineLandmarkPipeline(nn.Module):
         def stack(name: str) -> Tensor:
             return torch.from_numpy(np.stack([getattr(r, name) for r in results])).double()
 
+        det = self.detector is not None
         stats = qc_statistics(stack("points"), stack("points_step1"), stack("point_scores"),
-                              self.schema, stack("level_boxes") if self.detector is not None
-                              else None)
+                              self.schema, stack("level_boxes") if det else None,
+                              stack("level_scores") if det else None)
         truth = torch.from_numpy(np.stack(truths).astype(np.float64))
         good = level_identification(stack("points"), truth, self.schema) == 1.0
         self.qc_thresholds = calibrate_thresholds(stats, good, quantile=quantile,

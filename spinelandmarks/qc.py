@@ -47,7 +47,7 @@ from torch import Tensor
 from .metrics import level_centres, vertebra_size, wrap_angle
 from .schema import LandmarkSchema
 
-__all__ = ["CALIBRATED", "IMAGE_FLAGS", "LEVEL_FLAGS", "PLAUSIBLE_DEG", "QCThresholds",
+__all__ = ["CALIBRATED", "CALIBRATED_BELOW", "IMAGE_FLAGS", "LEVEL_FLAGS", "PLAUSIBLE_DEG", "QCThresholds",
            "calibrate_thresholds", "disagreeing_parameters", "implausible_angles",
            "qc_statistics", "quality_flags"]
 
@@ -110,14 +110,17 @@ def _convex_quads(points: Tensor, schema: LandmarkSchema) -> Tensor:
 
 #: Thresholds of :class:`QCThresholds` that depend on the trained networks (how sure and how
 #: consistent their outputs are on good predictions), each with the statistic of
-#: :func:`qc_statistics` it bounds. :func:`calibrate_thresholds` fits them to a model.
+#: :func:`qc_statistics` it bounds from above. :func:`calibrate_thresholds` fits them.
 CALIBRATED: dict[str, str] = {"max_spread_frac": "spread_frac",
                               "detector_distance_frac": "detector_distance_frac",
                               "refinement_jump_frac": "refinement_jump_frac"}
+#: The same for thresholds that bound a statistic from below.
+CALIBRATED_BELOW: dict[str, str] = {"min_detector_score": "detector_score"}
 
 
 def qc_statistics(points: Tensor, points_step1: Tensor, point_scores: Tensor,
-                  schema: LandmarkSchema, boxes: Tensor | None = None) -> dict[str, Tensor]:
+                  schema: LandmarkSchema, boxes: Tensor | None = None,
+                  level_scores: Tensor | None = None) -> dict[str, Tensor]:
     """Per-level statistics behind the model-dependent flags, in body heights.
 
     Parameters
@@ -129,14 +132,17 @@ def qc_statistics(points: Tensor, points_step1: Tensor, point_scores: Tensor,
     schema : LandmarkSchema
     boxes : Tensor, shape (B, L, 4), optional
         Detector boxes ``(x1, y1, x2, y2)``, NaN where none.
+    level_scores : Tensor, shape (B, L), optional
+        Detector scores, NaN where none.
 
     Returns
     -------
     dict of str to Tensor
         ``spread_frac`` (largest heatmap spread of the level's points over its body height),
         ``detector_distance_frac`` (distance from the level's centre to the centre of its
-        detector box, over the box height) and ``refinement_jump_frac`` (distance step 2 moved
-        the level's centre, over the body height), each (B, L) float64, NaN where undefined.
+        detector box, over the box height), ``refinement_jump_frac`` (distance step 2 moved
+        the level's centre, over the body height) and ``detector_score`` (the detector's
+        score of found levels), each (B, L) float64, NaN where undefined.
     """
     pts = points.double()
     _, height = vertebra_size(pts, schema)
@@ -154,6 +160,8 @@ def qc_statistics(points: Tensor, points_step1: Tensor, point_scores: Tensor,
         out["detector_distance_frac"] = dist / (b[..., 3] - b[..., 1])
     jump = torch.linalg.vector_norm(centres - level_centres(points_step1.to(pts), schema), dim=-1)
     out["refinement_jump_frac"] = jump / height
+    out["detector_score"] = nan if level_scores is None else torch.where(
+        found, level_scores.to(pts), nan)
     return out
 
 
@@ -163,10 +171,12 @@ def calibrate_thresholds(statistics: Mapping[str, Tensor], good: Tensor, *,
                          ) -> QCThresholds:
     """Fit the model-dependent thresholds (:data:`CALIBRATED`) to a trained pipeline.
 
-    Each becomes ``margin`` times the ``quantile`` of its statistic over levels known to be
-    right (on validation images with ground truth), but never tighter than ``base``: a model
-    whose outputs are less peaked than the one the defaults were set on then does not flag
-    most of its good predictions, while the anatomical checks stay as documented.
+    Each upper bound becomes ``margin`` times the ``quantile`` of its statistic over levels
+    known to be right (on validation images with ground truth), each lower bound
+    (:data:`CALIBRATED_BELOW`) the ``1 - quantile`` quantile divided by ``margin``; neither is
+    ever tighter than ``base``. A model whose outputs are less peaked (or whose detector is less
+    sure) than the one the defaults were set on then does not flag most of its good
+    predictions, while the anatomical checks stay as documented.
 
     Parameters
     ----------
@@ -187,12 +197,19 @@ def calibrate_thresholds(statistics: Mapping[str, Tensor], good: Tensor, *,
     """
     base = base or QCThresholds()
     fitted: dict[str, float] = {}
-    for name, stat in CALIBRATED.items():
+    for name, stat in (*CALIBRATED.items(), *CALIBRATED_BELOW.items()):
+        if stat not in statistics:
+            continue
         values = statistics[stat].double()
         values = values[good.to(values.device).bool() & torch.isfinite(values)]
-        if values.numel() >= min_samples:
-            q = float(torch.quantile(values, quantile)) * margin
-            fitted[name] = max(float(getattr(base, name)), q)
+        if values.numel() < min_samples:
+            continue
+        if name in CALIBRATED:
+            fitted[name] = max(float(getattr(base, name)),
+                               float(torch.quantile(values, quantile)) * margin)
+        else:
+            fitted[name] = min(float(getattr(base, name)),
+                               float(torch.quantile(values, 1.0 - quantile)) / margin)
     return QCThresholds(**{**dataclasses.asdict(base), **fitted})
 
 

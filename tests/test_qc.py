@@ -166,12 +166,15 @@ def test_calibrate_thresholds_quantile_margin_floor_and_sample_size() -> None:
     n = 101
     stats = {"spread_frac": torch.linspace(0.0, 1.0, n, dtype=DT)[:, None],
              "detector_distance_frac": torch.full((n, 1), 0.1, dtype=DT),
-             "refinement_jump_frac": torch.full((n, 1), math.nan, dtype=DT)}
+             "refinement_jump_frac": torch.full((n, 1), math.nan, dtype=DT),
+             "detector_score": 0.2 + 0.8 * torch.linspace(0.0, 1.0, n, dtype=DT)[:, None]}
     good = torch.ones(n, 1, dtype=torch.bool)
     good[-1] = False  # a wrong level: its statistic is ignored
     th = calibrate_thresholds(stats, good, quantile=0.99, margin=1.25)
     # the 99th percentile of 0.00, 0.01, ..., 0.99 is 0.9801
     assert th.max_spread_frac == pytest.approx(1.25 * 0.9801)
+    # a lower bound: the 1st percentile (0.2 + 0.8 x 0.0099) over the margin
+    assert th.min_detector_score == pytest.approx((0.2 + 0.8 * 0.0099) / 1.25)
     base = QCThresholds()
     assert th.detector_distance_frac == base.detector_distance_frac  # never tighter
     assert th.refinement_jump_frac == base.refinement_jump_frac  # no finite sample
