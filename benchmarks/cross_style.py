@@ -6,7 +6,9 @@ beam, thoracic and pelvic anatomy); they share no rendering code. Three training
 ``--mode cpu`` recipe and budget: ``A`` (400 images), ``B`` (400), ``mix`` (200 + 200). Each
 trained pipeline predicts the test sets of both styles (``--test-images`` each, seed 10000),
 and every (training set, test style) pair is evaluated with the tails, level identification
-and how well the QC flags catch the failures.
+and how well the QC flags catch the failures, with the default thresholds and with thresholds
+fitted to the run's pipeline on its validation images (``runs/<name>/run/pipeline_fitted_qc``;
+pipelines trained by the current ``train`` are already fitted).
 
 Layout of ``OUT`` (every step is skipped when its output exists, so a run can be resumed and
 the "before" figures can be evaluated from predictions made by an older commit)::
@@ -26,10 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from spinelandmarks.data.annotations import ImageRecord, read_coco, write_coco
 from spinelandmarks.data.projection import ProjectionConfig, generate_projection_dataset
 from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.evaluation import evaluate
+from spinelandmarks.pipeline import SpineLandmarkPipeline
 from spinelandmarks.predict import predict_files
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 from spinelandmarks.training import TrainConfig, train_pipeline
@@ -92,6 +97,27 @@ def _predict(root: Path, name: str, style: str, accelerator: str) -> Path:
         predict_files(root / "runs" / name / "run", files, pred_dir, accelerator=accelerator,
                       overlays=True, progress=False)
     return pred_dir
+
+
+def _fitted_qc_predictions(root: Path, name: str, style: str, accelerator: str
+                           ) -> list[ImageRecord]:
+    """Predictions of the run's pipeline with its QC thresholds fitted on its validation set
+    (``SpineLandmarkPipeline.calibrate_qc``); the points are those of the plain predictions."""
+    run = root / "runs" / name / "run"
+    fitted = run / "pipeline_fitted_qc"
+    if not (fitted / "pipeline.json").is_file():
+        pipe = SpineLandmarkPipeline.load(run / "pipeline")
+        val = root / "data" / name / "val"
+        recs = read_coco(val / "annotations.json", S)
+        truths = [np.where((r.visibility > 0)[:, None], r.points, np.nan) for r in recs]
+        pipe.calibrate_qc([val / r.file_name for r in recs], truths, batch_size=4)
+        pipe.save(fitted)
+    pred_dir = root / "runs" / name / f"test_{style}" / "predictions_fitted_qc"
+    if not (pred_dir / "predictions.json").is_file():
+        files = sorted((root / "data" / style / "test" / "images").iterdir())
+        predict_files(fitted, files, pred_dir, accelerator=accelerator, overlays=False,
+                      progress=False)
+    return read_coco(pred_dir / "predictions.json", S)
 
 
 def _gt(root: Path, style: str) -> list[ImageRecord]:
@@ -163,9 +189,9 @@ def _markdown(res: dict[str, Any]) -> str:
     head = ("| train -> test | images | levels right (images %) | mean abs. L1-L5 / L1-S1 / SS "
             "(deg) | Pearson r L1-L5 / L1-S1 / SS | median NLE x / y (%) | step 1 median NLE "
             "x / y (%) | p95 point error (mm) | points > 5 mm (%) | failures | failures "
-            "flagged | good images flagged |")
+            "flagged | good images flagged | flagged with fitted QC: failures / good |")
     lines = [f"commit {res['commit']}, {res['date']}, {res['machine']}, {res['minutes']:.1f} min",
-             "", head, "|" + "---|" * 12]
+             "", head, "|" + "---|" * 13]
     for key, r in res["rows"].items():
         a = ("l1_l5_lordosis", "l1_s1_lordosis", "sacral_slope")
         lines.append(
@@ -175,7 +201,8 @@ def _markdown(res: dict[str, Any]) -> str:
             + f"{_fmt(r['median_nle_x'])} / {_fmt(r['median_nle_y'])} | "
             + f"{_fmt(r['step1_median_nle_x'])} / {_fmt(r['step1_median_nle_y'])} | "
             + f"{_fmt(r['p95_mm'])} | {_fmt(r['outliers_5mm'], 1)} | {r['failures']} | "
-            + f"{_fmt(r['failures_flagged'])} | {_fmt(r['good_flagged'])} of {r['good']} |")
+            + f"{_fmt(r['failures_flagged'])} | {_fmt(r['good_flagged'])} of {r['good']} | "
+            + f"{_fmt(r.get('failures_flagged_fitted'))} / {_fmt(r.get('good_flagged_fitted'))} |")
     lines += ["", "Targets: levels right >= 99 %; mean abs. angle errors <= 1.5 deg and "
               "Pearson r >= 0.95; median NLE <= 1.0 %; p95 point error <= 3 mm. A failure is "
               f"an image with a level not identified or an angle error > {FAIL_ANGLE_DEG} deg."]
@@ -213,7 +240,13 @@ def run_cross_style(out: Path, runs: list[str], test_images: int, accelerator: s
             pred = read_coco(pred_dir / "predictions.json", S)
             step1 = read_coco(pred_dir / "predictions_step1.json", S)
             metrics = evaluate(pred, gt, S, step1_records=step1)
-            rows[f"{name} -> {style}"] = _row(metrics, _qc_analysis(pred, gt, metrics), pred)
+            qc = _qc_analysis(pred, gt, metrics)
+            if qc["failures_flagged"] is not None:  # predictions made with QC flags
+                fitted = _qc_analysis(_fitted_qc_predictions(out, name, style, accelerator),
+                                      gt, metrics)
+                qc.update({f"{k}_fitted": fitted[k] for k in ("failures_flagged",
+                                                               "good_flagged")})
+            rows[f"{name} -> {style}"] = _row(metrics, qc, pred)
     res = {"commit": _commit(), "date": time.strftime("%Y-%m-%d"),
            "machine": f"{platform.machine()} CPU ({torch.get_num_threads()} threads)",
            "minutes": (time.perf_counter() - t0) / 60, "rows": rows,
