@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a lighter Faster R-CNN head (64-channel FPN, 256-wide box head): "
                         "much faster on CPU")
     _add_schema_option(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="OUT holds a run trained from other data or settings: clear it and "
+                        "train anew (without this, such a run is refused; a run from the same "
+                        "data and settings is resumed)")
     p.add_argument("--stages", default="detector,landmark,refiner",
                    help="comma-separated subset of detector,landmark,refiner")
 
@@ -196,7 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         weights_path=args.weights, lr=args.lr, num_workers=args.workers, seed=args.seed,
         stages=stages, val_dir=args.val, time_budget_s=budget or {}, schema=args.schema,
         detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {})
-    out = train_pipeline(args.data, args.out, cfg)
+    out = train_pipeline(args.data, args.out, cfg, overwrite=args.overwrite)
     print(f"pipeline saved to {out}")
     return 0
 

@@ -9,10 +9,12 @@ settings used.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +32,8 @@ from .models.detector import VertebraDetector
 from .models.landmark import CropRefiner, LandmarkModel
 from .pipeline import SpineLandmarkPipeline, load_module, save_module
 
-__all__ = ["BUDGET_SHARES", "STAGES", "TrainConfig", "split_time_budget", "train_pipeline"]
+__all__ = ["BUDGET_SHARES", "IDENTITY_FIELDS", "STAGES", "RunMismatchError", "TrainConfig",
+           "run_identity", "split_time_budget", "train_pipeline"]
 
 STAGES = ("detector", "landmark", "refiner")
 
@@ -112,6 +115,10 @@ class TrainConfig:
     detector_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+class RunMismatchError(ValueError):
+    """A run directory holds weights trained from other data or settings."""
+
+
 class TimeBudget(L.Callback):
     """Stop a stage after ``seconds`` and anneal the learning rate over that time.
 
@@ -178,6 +185,8 @@ def train_stage(stage: str, data_dir: str, run_dir: Path, cfg: TrainConfig) -> P
     if final.is_file():
         return final
     stage_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stage_dir / "config.json", json.dumps(
+        {"data_dir": data_dir, **asdict(cfg)}, indent=2, default=str) + "\n")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     task = {"detector": "detection", "landmark": "landmarks", "refiner": "crops"}[stage]
     dm = _datamodule(data_dir, cfg, task)
@@ -217,13 +226,36 @@ def train_stage(stage: str, data_dir: str, run_dir: Path, cfg: TrainConfig) -> P
 
 
 def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
-                   cfg: TrainConfig | None = None) -> Path:
+                   cfg: TrainConfig | None = None, *, overwrite: bool = False) -> Path:
     """Train the stages of ``cfg.stages`` in turn and assemble ``RUN/pipeline``.
+
+    The data are validated first (every problem listed at once). Rerunning into the same
+    ``run_dir`` resumes it: finished stages are kept, an interrupted one continues from its
+    ``last.ckpt``. ``RUN/config.json`` records the settings and the run's identity (data
+    hashes and the :data:`IDENTITY_FIELDS`); each stage's ``config.json`` the settings it was
+    trained with.
+
+    Parameters
+    ----------
+    data_dir : str or PathLike
+        Dataset root (``annotations.json`` + images).
+    run_dir : str or PathLike
+        Run directory.
+    cfg : TrainConfig, optional
+    overwrite : bool
+        Clear a run made from other data or settings and train it anew, instead of refusing.
 
     Returns
     -------
     Path
         The pipeline directory.
+
+    Raises
+    ------
+    AnnotationError
+        The data have problems (missing or unreadable images, NaN labelled points, ...).
+    RunMismatchError
+        ``run_dir`` holds a run trained from other data or settings (without ``overwrite``).
     """
     cfg = cfg or TrainConfig()
     unknown = [s for s in cfg.stages if s not in STAGES]
@@ -232,9 +264,13 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
     if "landmark" not in cfg.stages:  # checked before hours of training, not after
         raise ValueError("the landmark stage is required to build a pipeline")
     run = Path(run_dir)
+    _datamodule(str(data_dir), cfg, "landmarks").setup("fit")  # every data problem, at once
+    identity = run_identity(data_dir, cfg)
+    _check_run(run, identity, overwrite)
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run / "config.json", json.dumps(
-        {"data_dir": str(data_dir), **asdict(cfg)}, indent=2, default=str) + "\n")
+        {"data_dir": str(data_dir), **asdict(cfg), "identity": identity}, indent=2,
+        default=str) + "\n")
     weights = {stage: train_stage(stage, str(data_dir), run, cfg) for stage in cfg.stages}
     landmark = load_module(weights["landmark"])
     refiner = load_module(weights["refiner"]) if "refiner" in weights else None
@@ -244,6 +280,51 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
     if cfg.calibrate_qc:
         _calibrate_qc(pipe, str(data_dir), cfg)
     return pipe.save(run / "pipeline")
+
+
+#: Settings that change what the weights of a run are: a run trained with other values (or on
+#: other data) is not resumed into.
+IDENTITY_FIELDS = ("schema", "image_size", "crop_size", "crop_scale", "backbone",
+                   "detector_backbone", "weights_path", "detector_kwargs")
+
+
+def _sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def run_identity(data_dir: str | os.PathLike[str], cfg: TrainConfig) -> dict[str, Any]:
+    """What a run's weights depend on: the data (paths and annotation file hashes) and the
+    :data:`IDENTITY_FIELDS` of the configuration, as plain JSON values."""
+    ident: dict[str, Any] = {
+        "data_dir": str(Path(data_dir).resolve()),
+        "annotations_sha256": _sha256(Path(data_dir) / "annotations.json"),
+        "val_dir": str(Path(cfg.val_dir).resolve()) if cfg.val_dir else None,
+        "val_annotations_sha256": _sha256(Path(cfg.val_dir) / "annotations.json")
+        if cfg.val_dir else None}
+    settings = asdict(cfg)
+    ident.update({k: settings[k] for k in IDENTITY_FIELDS})
+    return json.loads(json.dumps(ident, default=str))  # tuples -> lists, as stored
+
+
+def _check_run(run: Path, identity: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to resume a run made from other data or settings; or clear it (``overwrite``)."""
+    cfg_path = run / "config.json"
+    if not cfg_path.is_file():
+        return
+    if overwrite:
+        for item in (*STAGES, "pipeline"):
+            shutil.rmtree(run / item, ignore_errors=True)
+        cfg_path.unlink()
+        return
+    stored = json.loads(cfg_path.read_text()).get("identity")
+    if stored is None:  # a run from before identities were recorded
+        return
+    changed = [f"{k}: {stored.get(k)!r} in the run, {v!r} now" for k, v in identity.items()
+               if stored.get(k) != v]
+    if changed:
+        raise RunMismatchError(
+            f"{run} was trained with other data or settings ({'; '.join(changed)}): "
+            "use a new --out, or --overwrite to start this run over")
 
 
 def _calibrate_qc(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) -> None:

@@ -230,3 +230,45 @@ def test_schema_option_by_name_file_and_unknown(tmp_path: Path,
         assert main([*verb, "--schema", "cervical"]) == 2
         assert "unknown schema 'cervical'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # refused before any training
+
+
+def test_train_lists_every_data_problem_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    assert main(["synth", str(data), "--num-images", "3", "--seed", "4", "--size", "256"]) == 0
+    ann = json.loads((data / "annotations.json").read_text())
+    ann["images"][1]["file_name"] = "images/missing.png"
+    ann["annotations"][0]["keypoints"][0] = None  # a labelled point without coordinates
+    (data / "annotations.json").write_text(json.dumps(ann))
+    capsys.readouterr()
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--out", str(run), *TINY_TRAIN]) == 2
+    err = capsys.readouterr().err
+    assert "2 annotation problem(s)" in err
+    assert "missing.png" in err and "NaN" in err
+    assert "Traceback" not in err
+    assert not any(run.glob("*/best.pt")) and not any(run.glob("*/*.ckpt"))
+
+
+@pytest.mark.slow
+def test_train_refuses_a_run_from_other_settings_unless_overwrite(
+        trained: tuple[Path, Path, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    data, _, _ = trained
+    run = tmp_path / "run"
+    args = [a for a in TINY_TRAIN if a not in ("--max-epochs", "1")]
+    base = ["train", str(data), "--out", str(run), *args, "--stages", "landmark",
+            "--time-budget", "2s"]
+    assert main(base) == 0
+    first = json.loads((run / "landmark" / "config.json").read_text())
+    assert first["image_size"] == [128, 96]
+    capsys.readouterr()
+    other = [*base, "--image-size", "96x64"]
+    assert main(other) == 2
+    err = capsys.readouterr().err
+    assert "image_size: [128, 96] in the run, [96, 64] now" in err and "--overwrite" in err
+    assert "Traceback" not in err
+    assert main([*other, "--overwrite"]) == 0
+    for cfg in (run / "config.json", run / "landmark" / "config.json"):
+        assert json.loads(cfg.read_text())["image_size"] == [96, 64]
+    assert json.loads((run / "config.json").read_text())["identity"]["image_size"] == [96, 64]

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..schema import LUMBAR_SAGITTAL, LandmarkSchema, resolve_schema
-from .annotations import ImageRecord, read_coco
+from .annotations import AnnotationError, AnnotationProblem, ImageRecord, read_coco
 from .batch import LandmarkBatch, collate
 from .datasets import (
     AugmentConfig,
@@ -151,12 +151,22 @@ class SpineDataModule(L.LightningDataModule):
         return [Path(d)] if isinstance(d, (str, Path)) else [Path(x) for x in d]
 
     def _read(self, dirs: Sequence[Path]) -> tuple[list[ImageRecord], list[Path]]:
+        """Records of every dataset root, validated up front (image files exist and their
+        headers match, labelled coordinates finite and inside, ids unique): every problem of
+        every root is raised at once, before any training starts."""
         records: list[ImageRecord] = []
         roots: list[Path] = []
+        problems: list[AnnotationProblem] = []
         for d in dirs:
-            recs = read_coco(d / "annotations.json", self.schema, root=d)
+            try:
+                recs = read_coco(d / "annotations.json", self.schema, root=d, validate=True)
+            except AnnotationError as exc:
+                problems += exc.problems
+                continue
             records += recs
             roots += [d] * len(recs)
+        if problems:
+            raise AnnotationError(problems, ", ".join(str(d) for d in dirs))
         return records, roots
 
     # -- setup ---------------------------------------------------------------------------------
