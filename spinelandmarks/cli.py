@@ -7,7 +7,9 @@ Verbs: ``synth``, ``train``, ``predict``, ``measure``, ``evaluate``, ``demo``. R
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -15,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._output import configure_output
+
+#: Exit statuses: success; some inputs failed (the others were done); usage or input error;
+#: interrupted (Ctrl-C).
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom"}
 log = logging.getLogger("spinelandmarks")
@@ -165,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="long side of the synthetic radiographs (default 512 CPU, 768 GPU)")
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    for verb in sub.choices.values():
+        verb.add_argument("--verbose", action="store_true",
+                          help="also show third-party log lines and warnings")
+        verb.add_argument("--debug", action="store_true",
+                          help="show the Python traceback of an error (also: environment "
+                               "variable SPINELANDMARKS_DEBUG=1)")
     return parser
 
 
@@ -320,12 +333,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    debug = args.debug or os.environ.get("SPINELANDMARKS_DEBUG", "") not in ("", "0")
+    configure_output(verbose=args.verbose or debug)
     try:
+        _check_accelerator(args)
         return COMMANDS[args.command](args)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError) as exc:  # bad input, options or output locations
+        if debug:
+            raise
+        print(f"error: {_message(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _message(exc: BaseException) -> str:
+    """An exception as the user should read it: ``PATH: what is wrong``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename if exc.filename is not None else ""
+        hint = {errno.EROFS: " (choose an --out on a writable disk)",
+                errno.ENOSPC: " (free space or choose another --out)",
+                errno.EACCES: " (no permission: choose another --out)",
+                errno.EEXIST: " (a file is in the way of a folder)",
+                errno.ENOTDIR: " (a file is in the way of a folder)"}.get(exc.errno or 0, "")
+        return f"{where}: {exc.strerror}{hint}" if where else f"{exc.strerror}{hint}"
+    return str(exc)
+
+
+def _check_accelerator(args: argparse.Namespace) -> None:
+    """``--accelerator gpu`` on a machine without a usable GPU: a clear error up front."""
+    if getattr(args, "accelerator", None) in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--accelerator gpu: no CUDA GPU is usable on this machine "
+                             "(torch.cuda.is_available() is False); use --accelerator cpu "
+                             "or auto")
 
 
 if __name__ == "__main__":

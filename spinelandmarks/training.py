@@ -115,6 +115,24 @@ class TrainConfig:
     detector_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+class StageProgressBar(TQDMProgressBar):
+    """One progress bar per stage, named after it (``landmark: epoch 3``); validation runs
+    without a bar of its own (its loss shows on the training bar)."""
+
+    def __init__(self, stage: str, refresh_rate: int = 5) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.stage = stage
+
+    def init_validation_tqdm(self) -> Any:
+        bar = super().init_validation_tqdm()
+        bar.disable = True
+        return bar
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(f"{self.stage}: epoch {trainer.current_epoch}")
+
+
 class RunMismatchError(ValueError):
     """A run directory holds weights trained from other data or settings."""
 
@@ -203,7 +221,7 @@ def train_stage(stage: str, data_dir: str, run_dir: Path, cfg: TrainConfig) -> P
                            mode="max" if stage == "detector" else "min")
     callbacks: list[Any] = [ckpt]
     if cfg.progress:
-        callbacks.append(TQDMProgressBar(refresh_rate=5))
+        callbacks.append(StageProgressBar(stage))
     if budget is not None:
         callbacks.append(TimeBudget(budget))
     trainer = L.Trainer(

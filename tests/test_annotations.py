@@ -242,7 +242,9 @@ def test_validator_reports_every_problem_at_once(tmp_path: Path) -> None:
         assert str(ann) in text and fname in text and f"image id {iid}" in text
         if aid is not None:
             assert f"annotation id {aid}" in text
-        assert str(p) in str(info.value)  # the exception message lists every problem
+        # the exception message lists every problem, the file named once in its first line
+        assert p.describe(str(ann)) in str(info.value)
+        assert str(info.value).count(str(ann) + " [") == 0
     assert "T12" in by_kind["unknown_level"].message
     assert "anterior_middle" in by_kind["unknown_point"].message
     assert "duplicate vertebra L4" in by_kind["duplicate_level"].message

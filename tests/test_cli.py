@@ -272,3 +272,82 @@ def test_train_refuses_a_run_from_other_settings_unless_overwrite(
     for cfg in (run / "config.json", run / "landmark" / "config.json"):
         assert json.loads(cfg.read_text())["image_size"] == [96, 64]
     assert json.loads((run / "config.json").read_text())["identity"]["image_size"] == [96, 64]
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_unwritable_out_is_one_line_for_every_verb(
+        trained: tuple[Path, Path, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    data, test, run = trained
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = str(blocker / "out")
+    probes = {
+        "synth": ["synth", out, "--num-images", "1", "--size", "128"],
+        "measure": ["measure", str(test / "annotations.json"), "--out", out],
+        "train": ["train", str(data), "--out", out, *TINY_TRAIN],
+        "predict": ["predict", str(run), str(test / "images"), "--out", out,
+                    "--accelerator", "cpu"],
+    }
+    capsys.readouterr()
+    for verb, argv in probes.items():
+        assert main(argv) == 2, verb
+        line = _one_error_line(capsys.readouterr().err)
+        assert str(blocker) in line, (verb, line)
+        assert "Not a directory" in line or "a file is in the way" in line, (verb, line)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_gpu_requested_without_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", str(tmp_path), "--out", str(tmp_path / "r"),
+                 "--accelerator", "gpu"]) == 2
+    assert "no CUDA GPU" in _one_error_line(capsys.readouterr().err)
+
+
+def test_interrupt_exits_130_and_debug_shows_the_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from spinelandmarks import cli
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "synth", interrupted)
+    assert main(["synth", str(tmp_path / "d")]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        main(["synth", str(tmp_path / "d"), "--debug"])
+    missing = ["measure", str(tmp_path / "none.json"), "--out", str(tmp_path / "m.csv")]
+    assert main(missing) == 2
+    _one_error_line(capsys.readouterr().err)
+    with pytest.raises(ValueError):
+        main([*missing, "--debug"])
+
+
+@pytest.mark.slow
+def test_train_is_quiet_by_default_and_names_its_stage(
+        trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data, _, _ = trained
+    args = [a for a in TINY_TRAIN if a not in ("--max-epochs", "1")]
+    outputs = []
+    for name, extra in (("q", []), ("v", ["--verbose"])):
+        proc = subprocess.run(
+            [sys.executable, "-m", "spinelandmarks.cli", "train", str(data), "--out",
+             str(tmp_path / name), *args, "--stages", "landmark", "--time-budget", "2s", *extra],
+            capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs.append(proc.stdout + proc.stderr)
+    quiet, verbose = outputs
+    assert "landmark: epoch 0" in quiet
+    for noise in ("GPU available", "Tip:", "Checkpoint directory", "LeafSpec"):
+        assert noise not in quiet, noise
+    assert verbose.count("GPU available") == 1  # third-party lines back, each once

@@ -152,6 +152,9 @@ class AnnotationProblem:
     line: int | None = None
 
     def __str__(self) -> str:
+        return f"{self.source}{self._where()}: {self.message}"
+
+    def _where(self) -> str:
         where: list[str] = []
         if self.line is not None:
             where.append(f"line {self.line}")
@@ -161,8 +164,13 @@ class AnnotationProblem:
             where.append(f"file {self.file_name!r}")
         if self.annotation_id is not None:
             where.append(f"annotation id {self.annotation_id}")
-        loc = f" [{', '.join(where)}]" if where else ""
-        return f"{self.source}{loc}: {self.message}"
+        return f" [{', '.join(where)}]" if where else ""
+
+    def describe(self, source: str | None = None) -> str:
+        """The problem without its source when that is ``source`` (named once, above)."""
+        if source is not None and self.source == source:
+            return f"{self._where().strip() or 'file'}: {self.message}"
+        return str(self)
 
 
 class AnnotationError(ValueError):
@@ -175,8 +183,13 @@ class AnnotationError(ValueError):
 
     def __init__(self, problems: Sequence[AnnotationProblem], source: str = "") -> None:
         self.problems = list(problems)
+        src = source or None
+        if len(self.problems) == 1 and src is not None and self.problems[0].source == src:
+            super().__init__(f"{src}: {self.problems[0].describe(src)}")  # one line
+            return
         head = f"{len(self.problems)} annotation problem(s)" + (f" in {source}" if source else "")
-        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
+        super().__init__(head + ":\n" + "\n".join(f"  - {p.describe(src)}"
+                                                  for p in self.problems))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +304,10 @@ def read_coco(path: StrPath, schema: LandmarkSchema = LUMBAR_SAGITTAL, *,
     src = str(p)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise AnnotationError([AnnotationProblem(src, "malformed", f"cannot read the file: "
+                                                 f"{exc.strerror or exc}")], src) from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AnnotationError([AnnotationProblem(src, "malformed", f"cannot read JSON: {exc}")],
                               src) from exc
     problems: list[AnnotationProblem] = []

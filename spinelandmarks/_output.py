@@ -1,0 +1,53 @@
+"""What the command line prints: its own messages, and third-party noise kept out by default.
+
+Lightning logs every hardware line twice (its own handler and the root one), adds tips about
+cloud loggers and warns about checkpoint folders that a resumed run fills on purpose; PyTorch
+and Pillow add deprecation and decompression-bomb warnings that carry no action for the user.
+:func:`configure_output` keeps all of that out unless ``verbose``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+__all__ = ["NOISY_LOGGERS", "QUIET_WARNINGS", "configure_output"]
+
+#: Third-party loggers that are set to WARNING unless verbose.
+NOISY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+
+#: Warning messages (regular expressions) that are hidden unless verbose.
+QUIET_WARNINGS = (
+    r"Checkpoint directory .* exists and is not empty",  # resumed runs fill it on purpose
+    r"The number of training batches .* is smaller than the logging interval",
+    r".*isinstance\(treespec, LeafSpec\).*",  # a PyTorch deprecation inside Lightning
+    r".*does not have many workers which may be a bottleneck.*",
+    r"The dirpath has changed from .*",
+    r"Image size \(\d+ pixels\) exceeds limit .*",  # Pillow on full-resolution films
+)
+
+
+def configure_output(verbose: bool = False) -> None:
+    """Log the library's INFO messages once, plain, and quiet third-party noise.
+
+    Parameters
+    ----------
+    verbose : bool
+        Keep third-party INFO logs and warnings (for debugging).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # no-op if configured
+    logging.getLogger("spinelandmarks").setLevel(logging.INFO)
+    try:  # Lightning configures its loggers when first imported: let it do so now, then adjust
+        import lightning.pytorch  # noqa: F401
+    except ImportError:  # pragma: no cover - a dependency, but not needed to run this module
+        pass
+    level = logging.INFO if verbose else logging.WARNING
+    for name in NOISY_LOGGERS:
+        log = logging.getLogger(name)
+        log.setLevel(level)
+        # Lightning adds its own handler when it is imported before logging is configured:
+        # then its lines must not also reach the root handler (each would print twice).
+        log.propagate = not log.handlers
+    if not verbose:
+        for pattern in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
