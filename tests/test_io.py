@@ -344,3 +344,26 @@ def test_truncated_and_corrupt_dicom(tmp_path: Path) -> None:
     with pytest.raises(ImageReadError, match=r"junk\.dcm"):
         read_image(junk)
     assert issubclass(ImageReadError, ValueError)
+
+
+def test_dicom_without_an_image_and_folders_named_clearly(tmp_path: Path) -> None:
+    sr = tmp_path / "report.dcm"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = pydicom.uid.UID("1.2.840.10008.5.1.4.1.1.88.11")  # Basic SR
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(sr), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "SR"
+    pydicom.dcmwrite(sr, ds, enforce_file_format=True)
+    for reader in (read_image_size, read_image):
+        with pytest.raises(ImageReadError, match="DICOM without an image") as info:
+            reader(sr)
+        assert "Basic Text SR Storage" in str(info.value)
+        assert str(info.value).count(str(sr)) == 1  # the path once
+    folder = tmp_path / "scan.dcm"
+    folder.mkdir()
+    for reader2 in (read_image_size, read_image, read_dicom):
+        with pytest.raises(ImageReadError, match="is a folder, not an image file"):
+            reader2(folder)  # type: ignore[operator]

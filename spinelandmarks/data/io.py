@@ -152,12 +152,26 @@ def read_image(path: StrPath, *, apply_voi: bool = True) -> Radiograph:
     ImageReadError
         The file is corrupt, truncated or of an unsupported kind.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such image file")
+    p = _image_file(path)
     if is_dicom_file(p):
         return read_dicom(p, apply_voi=apply_voi)
     return _read_raster(p)
+
+
+def _image_file(path: StrPath) -> Path:
+    """``path`` as a Path, or a clear error when it is missing or a folder."""
+    p = Path(path)
+    if p.is_dir():
+        raise ImageReadError(f"{p}: is a folder, not an image file")
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such image file")
+    return p
+
+
+def _sop_class(ds: Dataset) -> str:
+    """The DICOM object's kind, for messages ("Basic Text SR Storage", ...)."""
+    uid = ds.get("SOPClassUID")
+    return f"SOP class {getattr(uid, 'name', uid)}" if uid else "no SOP class"
 
 
 def read_image_size(path: StrPath) -> tuple[int, int]:
@@ -170,15 +184,16 @@ def read_image_size(path: StrPath) -> tuple[int, int]:
     ImageReadError
         The header cannot be read.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such image file")
+    p = _image_file(path)
     if is_dicom_file(p):
         try:
             ds = pydicom.dcmread(p, stop_before_pixels=True, force=True)
-            return int(ds.Columns), int(ds.Rows)
         except Exception as exc:
             raise ImageReadError(f"{p}: cannot read DICOM header: {exc}") from exc
+        if "Columns" not in ds or "Rows" not in ds:
+            raise ImageReadError(f"{p}: DICOM without an image (no Rows/Columns; "
+                                 f"{_sop_class(ds)})")
+        return int(ds.Columns), int(ds.Rows)
     try:
         with Image.open(p) as img:
             w, h = img.size
@@ -283,13 +298,11 @@ def read_dicom(path_or_dataset: StrPath | Dataset, *, apply_voi: bool = True) ->
     else:
         p = Path(path_or_dataset)
         source = str(p)
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: no such DICOM file")
-        ds = _dcmread(p)
+        ds = _dcmread(_image_file(p))
 
     if "PixelData" not in ds:
-        raise ImageReadError(f"{source}: DICOM has no PixelData "
-                             "(not an image, or the file is truncated)")
+        raise ImageReadError(f"{source}: DICOM without an image (no PixelData; "
+                             f"{_sop_class(ds)}): not an image, or the file is truncated")
     frames = ds.get("NumberOfFrames", 1)
     try:
         n_frames = int(frames) if frames not in (None, "") else 1
