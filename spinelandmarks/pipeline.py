@@ -104,6 +104,8 @@ class SpineResult:
     level_boxes : np.ndarray
         (num_levels, 4) detector boxes ``(x1, y1, x2, y2)`` in image pixels; NaN without a
         detector or where it found no box.
+    error : str or None
+        Why the input could not be predicted (one input of a list); None when it was.
     """
 
     source: str
@@ -120,6 +122,17 @@ class SpineResult:
     needs_review: bool = False
     relabelled_levels: list[str] = field(default_factory=list)
     level_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, source: str, schema: LandmarkSchema, error: str) -> SpineResult:
+        """The result of an input that could not be predicted: no points, ``error`` set."""
+        nan = np.full((schema.num_points, 2), np.nan)
+        return cls(source=source, image_size=(0, 0), pixel_spacing=None, points=nan,
+                   points_step1=nan.copy(), point_scores=np.full(schema.num_points, np.nan),
+                   level_scores=np.full(schema.num_levels, np.nan),
+                   missing_levels=list(schema.level_names), needs_review=True,
+                   level_boxes=np.full((schema.num_levels, 4), np.nan), error=error)
 
     def to_record(self, schema: LandmarkSchema, step: int = 2, image_id: int = 0) -> ImageRecord:
         """The result as an annotation record (predictions use the annotation layout)."""
@@ -440,16 +453,38 @@ class SpineLandmarkPipeline(nn.Module):
         Returns
         -------
         list of SpineResult
-            One per input, in order.
+            One per input, in order. For a list, an input that cannot be read or is not a
+            usable image (empty, smaller than :data:`MIN_SIDE` pixels, NaN or infinite pixels)
+            gives a result with ``error`` set and no points; the others are predicted.
+
+        Raises
+        ------
+        ValueError, OSError
+            A single input that cannot be read or used (the message names it).
         """
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
         if device is not None:
             self.to(device)
+        if _is_single(inputs):
+            single = _to_radiograph(inputs)  # type: ignore[arg-type]
+            return self._predict_radiographs([single], batch_size, precision)
+        items = list(inputs)  # type: ignore[arg-type]
+        radiographs: list[Radiograph] = []
+        errors: dict[int, SpineResult] = {}
+        for i, x in enumerate(items):
+            try:
+                radiographs.append(_to_radiograph(x))
+            except (ValueError, OSError) as exc:
+                errors[i] = SpineResult.failed(_describe(x), self.schema, str(exc))
+        done = iter(self._predict_radiographs(radiographs, batch_size, precision))
+        return [errors[i] if i in errors else next(done) for i in range(len(items))]
+
+    def _predict_radiographs(self, radiographs: list[Radiograph], batch_size: int,
+                             precision: str) -> list[SpineResult]:
         dev = next(self.landmark_model.parameters()).device
-        items: list[Any] = [inputs] if _is_single(inputs) else list(inputs)  # type: ignore[arg-type]
         results: list[SpineResult] = []
-        for group in _batches([_to_radiograph(x) for x in items], batch_size):
+        for group in _batches(radiographs, batch_size):
             images = torch.stack([torch.from_numpy(robust_normalize(r.pixels))
                                   for r in group]).unsqueeze(1).to(dev)
             dtype = _PRECISIONS[precision]
@@ -563,20 +598,50 @@ def _is_single(x: Any) -> bool:
     return isinstance(x, (str, os.PathLike, np.ndarray, Tensor, pydicom.Dataset, Radiograph))
 
 
+def _describe(x: Any) -> str:
+    """How an input is named in results and messages."""
+    if isinstance(x, (str, os.PathLike)):
+        return str(x)
+    if isinstance(x, Radiograph):
+        return x.source
+    shape = getattr(x, "shape", None)
+    return f"<{type(x).__name__} {'x'.join(map(str, shape))}>" if shape is not None else (
+        f"<{type(x).__name__}>")
+
+
 def _to_radiograph(x: PipelineInput) -> Radiograph:
     if isinstance(x, Radiograph):
-        return x
-    if isinstance(x, pydicom.Dataset):
-        return read_dicom(x)
-    if isinstance(x, (str, os.PathLike)):
-        return read_image(x)
-    arr = x.detach().cpu().float().numpy() if isinstance(x, Tensor) else np.asarray(x, np.float32)
-    if arr.ndim == 3 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 2:
-        raise ValueError(f"expected an (H, W) or (1, H, W) image, got shape {arr.shape}")
-    return Radiograph(pixels=arr.astype(np.float32), pixel_spacing=None,
-                      source=f"<array {arr.shape[0]}x{arr.shape[1]}>", meta={})
+        rad = x
+    elif isinstance(x, pydicom.Dataset):
+        rad = read_dicom(x)
+    elif isinstance(x, (str, os.PathLike)):
+        rad = read_image(x)
+    else:
+        arr = (x.detach().cpu().float().numpy() if isinstance(x, Tensor)
+               else np.asarray(x, np.float32))
+        if arr.ndim == 3 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.ndim != 2:
+            raise ValueError(f"{_describe(x)}: expected an (H, W) or (1, H, W) image, got "
+                             f"shape {arr.shape}")
+        rad = Radiograph(pixels=arr.astype(np.float32), pixel_spacing=None,
+                         source=f"<array {arr.shape[0]}x{arr.shape[1]}>", meta={})
+    _check_pixels(rad)
+    return rad
+
+
+#: Smallest image side the pipeline accepts, pixels (a radiograph is hundreds of pixels wide).
+MIN_SIDE = 32
+
+
+def _check_pixels(rad: Radiograph) -> None:
+    """A clear ``ValueError`` naming the input for images nothing can be found in."""
+    h, w = rad.pixels.shape[-2:]
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"{rad.source}: image of {w} x {h} pixels is too small "
+                         f"(at least {MIN_SIDE} pixels per side)")
+    if not np.isfinite(rad.pixels).all():
+        raise ValueError(f"{rad.source}: image has NaN or infinite pixels")
 
 
 def _batches(items: list[Radiograph], size: int) -> Iterator[list[Radiograph]]:

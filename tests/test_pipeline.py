@@ -363,3 +363,23 @@ def test_calibrate_qc_fits_the_spread_of_correct_levels(phantom: tuple) -> None:
     assert th.max_spread_frac == pytest.approx(1.25 * float(spread.max()), rel=1e-6)
     assert p.qc_thresholds == th
     assert "low_confidence" not in p.predict(image)[0].qc
+
+
+def test_unusable_inputs_raise_alone_and_are_reported_per_item_in_a_list(
+        pipe: SpineLandmarkPipeline, phantom: tuple, tmp_path: Path) -> None:
+    image, _ = phantom
+    bad = {"too small": np.zeros((0, 0), np.float32),
+           "NaN or infinite": np.full((64, 64), np.nan, np.float32),
+           "10 x 12 pixels is too small": np.zeros((12, 10), np.float32),
+           "no such image file": str(tmp_path / "missing.png")}
+    for message, x in bad.items():
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            pipe.predict(x)
+    results = pipe.predict([bad["too small"], image, bad["NaN or infinite"],
+                            bad["no such image file"], image])
+    assert [r.error is None for r in results] == [False, True, False, False, True]
+    assert "too small" in results[0].error and results[0].source == "<ndarray 0x0>"
+    assert "missing.png" in results[3].error and results[3].source.endswith("missing.png")
+    np.testing.assert_array_equal(results[1].points, results[4].points)
+    assert results[2].needs_review and results[2].missing_levels == list(pipe.schema.level_names)
+    assert np.isnan(results[2].points).all()
