@@ -122,7 +122,8 @@ def run_demo(out: str | Path = "demo_out", *, num_train: int = 160, num_test: in
     print(f"spinelandmarks demo: {num_test} synthetic test radiographs, "
           f"{minutes:.1f} min on {'GPU' if gpu else 'CPU'}")
     print(summary_table(metrics))
-    print(f"level detection rate: {det.get('level_detection_rate', float('nan')):.3f}")
+    print(f"levels reported (presence only): "
+          f"{det.get('level_detection_rate', float('nan')):.3f}")
     print(f"report:   {result.report}")
     print(f"overlays: {out / 'predictions' / 'overlays'}")
     print("Synthetic phantoms are easier than real radiographs; the study's figures are on 195 "
