@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from . import __version__
 from ._output import configure_output
@@ -274,7 +273,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.annotations import read_coco
-    from .evaluation import evaluate, write_report
+    from .evaluation import evaluate, summary_table, write_report
     from .schema import LUMBAR_SAGITTAL
 
     schema = LUMBAR_SAGITTAL
@@ -289,24 +288,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(summary_table(metrics))
     print(f"report: {Path(out) / 'report.md'}")
     return 0
-
-
-def summary_table(metrics: dict[str, Any]) -> str:
-    """Headline figures next to the reference study's, then the tails and level identification."""
-    rows = list(metrics["comparison"].values())
-
-    def fmt(v: float | None) -> str:
-        return f"{v:9.2f}" if v is not None and v == v else f"{'-':>9}"
-
-    tails = list(metrics.get("tails", {}).values())
-    width = max(len(r["label"]) for r in rows + tails)
-    lines = [f"{'':{width}}  {'step 2':>9}  {'step 1':>9}  {'Cina 2021':>9}"]
-    for r in rows:
-        lines.append(f"{r['label']:{width}}  {fmt(r['ours_step2'])}  {fmt(r['ours_step1'])}  "
-                     f"{fmt(r['reference'])}")
-    for r in tails:
-        lines.append(f"{r['label']:{width}}  {fmt(r['ours_step2'])}  {fmt(r['ours_step1'])}")
-    return "\n".join(lines)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ import torch
 
 from .data.annotations import ImageRecord, read_coco
 from .data.synthetic import PhantomConfig, generate_dataset
-from .evaluation import evaluate, write_report
+from .evaluation import evaluate, summary_table, write_report
 from .predict import predict_files
 from .schema import LUMBAR_SAGITTAL
 from .training import TrainConfig, train_pipeline
@@ -84,8 +84,6 @@ def run_demo(out: str | Path = "demo_out", *, num_train: int = 160, num_test: in
 
     With ``max_epochs`` the stages train for that many epochs instead of the time budget.
     """
-    from .cli import summary_table
-
     t0 = time.perf_counter()
     out = Path(out)
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())

@@ -56,6 +56,7 @@ __all__ = [
     "evaluate",
     "measure_records",
     "metrics_to_json",
+    "summary_table",
     "tail_figures",
     "write_measurements_csv",
     "write_report",
@@ -820,3 +821,21 @@ def write_report(metrics: Mapping[str, Any], out_dir: StrPath, *,
     report = out / "report.md"
     atomic_write_text(report, _markdown(metrics, plots))
     return report
+
+
+def summary_table(metrics: dict[str, Any]) -> str:
+    """Headline figures next to the reference study's, then the tails and level identification."""
+    rows = list(metrics["comparison"].values())
+
+    def fmt(v: float | None) -> str:
+        return f"{v:9.2f}" if v is not None and v == v else f"{'-':>9}"
+
+    tails = list(metrics.get("tails", {}).values())
+    width = max(len(r["label"]) for r in rows + tails)
+    lines = [f"{'':{width}}  {'step 2':>9}  {'step 1':>9}  {'Cina 2021':>9}"]
+    for r in rows:
+        lines.append(f"{r['label']:{width}}  {fmt(r['ours_step2'])}  {fmt(r['ours_step1'])}  "
+                     f"{fmt(r['reference'])}")
+    for r in tails:
+        lines.append(f"{r['label']:{width}}  {fmt(r['ours_step2'])}  {fmt(r['ours_step1'])}")
+    return "\n".join(lines)
