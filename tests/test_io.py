@@ -293,12 +293,22 @@ def test_multiframe_error(tmp_path: Path) -> None:
         read_image(p)
 
 
-def test_colour_error(tmp_path: Path) -> None:
-    p = tmp_path / "rgb.dcm"
-    make_dicom(p, np.zeros((2, 6), np.uint16), photometric="RGB", SamplesPerPixel=3,
-               PlanarConfiguration=0, Columns=2)
-    with pytest.raises(ImageReadError, match=r"rgb\.dcm.*colour"):
-        read_image(p)
+def test_colour_dicom_is_luminance_like_the_same_png(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    p = tmp_path / "film.dcm"
+    ds = make_dicom(None, np.zeros((5, 7), np.uint16), photometric="RGB")
+    ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = rgb.tobytes()
+    ds["PixelData"].VR = "OB"
+    pydicom.dcmwrite(p, ds, enforce_file_format=True)
+    Image.fromarray(rgb, "RGB").save(tmp_path / "film.png")
+    with pytest.warns(UserWarning, match=r"film\.dcm: colour DICOM \(RGB\) read as luminance"):
+        dcm = read_image(p)
+    png = read_image(tmp_path / "film.png")
+    np.testing.assert_allclose(dcm.pixels, png.pixels, atol=1e-6)
+    assert dcm.meta["colour"] is True
 
 
 def test_missing_pixel_data(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ maximum, so that two images of the same device keep comparable intensities:
 * PNG / JPEG / TIFF: divide by the maximum of the stored type (255 for 8-bit, 65535 for
   16-bit). RGB(A) and palette images are converted to luminance (ITU-R BT.601 weights,
   computed in floating point).
+* Colour DICOM (RGB, YBR, palette: secondary captures of films): luminance as for PNG, scaled
+  by the stored bits, with a warning.
 * DICOM: Modality LUT (or Rescale Slope / Intercept), then, when ``apply_voi`` and the file has
   one, the VOI LUT or the window (Window Center / Width, first value), then ``MONOCHROME1``
   inversion, then scaling to ``[0, 1]``. After a window the output range is known (it is the
@@ -28,6 +30,7 @@ Unreadable files (corrupt, truncated, unsupported, compressed DICOM without a de
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -39,6 +42,7 @@ from PIL import Image, UnidentifiedImageError
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
+from pydicom.pixels import apply_color_lut, convert_color_space
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from .._atomic import atomic_write
@@ -288,7 +292,7 @@ def read_dicom(path_or_dataset: StrPath | Dataset, *, apply_voi: bool = True) ->
     Raises
     ------
     ImageReadError
-        Not DICOM, corrupt or truncated, no pixel data, multi-frame, colour, or compressed with
+        Not DICOM, corrupt or truncated, no pixel data, multi-frame, or compressed with
         no decoder installed (the message then says to install ``spinelandmarks[dicom]``).
     """
     if isinstance(path_or_dataset, Dataset):
@@ -311,11 +315,10 @@ def read_dicom(path_or_dataset: StrPath | Dataset, *, apply_voi: bool = True) ->
     if n_frames > 1:
         raise ImageReadError(f"{source}: multi-frame DICOM ({n_frames} frames) is not supported; "
                              "export a single frame")
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise ImageReadError(f"{source}: colour DICOM (SamplesPerPixel={spp}, "
-                             f"PhotometricInterpretation={photometric}) is not supported")
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or photometric not in (
+            "MONOCHROME1", "MONOCHROME2"):
+        return _colour_dicom(ds, source)
 
     tsyntax = _transfer_syntax(ds)
     try:
@@ -371,6 +374,35 @@ def read_dicom(path_or_dataset: StrPath | Dataset, *, apply_voi: bool = True) ->
         if ds.get(tag):
             meta[key] = str(ds.get(tag))
     return Radiograph(out.astype(np.float32), dicom_pixel_spacing(ds), source, meta)
+
+
+def _colour_dicom(ds: Dataset, source: str) -> Radiograph:
+    """A colour DICOM (RGB, YBR or palette: a secondary capture of a film) as luminance.
+
+    Converted like a colour PNG (ITU-R BT.601 weights over RGB), with a warning: a film
+    photographed or scanned in colour is a copy, not the detector's data.
+    """
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    try:
+        arr = np.asarray(ds.pixel_array)
+        if photometric == "PALETTE COLOR":
+            arr = np.asarray(apply_color_lut(arr, ds))
+        elif photometric.startswith("YBR") and arr.ndim == 3:
+            arr = np.asarray(convert_color_space(arr, photometric, "RGB"))
+    except Exception as exc:
+        raise ImageReadError(f"{source}: cannot decode colour DICOM ({photometric}): "
+                             f"{exc}") from exc
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ImageReadError(f"{source}: expected a single-frame colour image, got pixel "
+                             f"array of shape {arr.shape} ({photometric})")
+    bits = int(ds.get("BitsStored", 8) or 8)
+    if photometric == "PALETTE COLOR":  # LUT entries are 8 or 16 bits
+        bits = 16 if arr.max(initial=0) > 255 else 8
+    warnings.warn(f"{source}: colour DICOM ({photometric}) read as luminance", stacklevel=3)
+    lum = (arr.astype(np.float64) @ _LUMA / float(2**bits - 1)).clip(0.0, 1.0)
+    meta: dict[str, Any] = {"format": "DICOM", "photometric_interpretation": photometric,
+                            "bits_stored": bits, "colour": True}
+    return Radiograph(lum.astype(np.float32), dicom_pixel_spacing(ds), source, meta)
 
 
 def dicom_pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
