@@ -1,6 +1,7 @@
 """The ``spinelandmarks`` command line.
 
-Verbs: ``synth``, ``train``, ``predict``, ``measure``, ``evaluate``, ``demo``. Run
+Verbs: ``synth``, ``train``, ``predict``, ``measure``, ``evaluate``, ``export``, ``import``,
+``demo``. Run
 ``spinelandmarks VERB --help`` for the options of each.
 """
 
@@ -161,6 +162,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step1", default=None, help="predictions_step1.json to compare (default: "
                    "next to PREDICTIONS when present)")
 
+    p = sub.add_parser("export", help="predictions or annotations as files for CVAT or "
+                                      "Label Studio, to correct them there",
+                       description="Writes, for CVAT: OUT/cvat_annotations.zip (COCO Keypoints "
+                                   "1.0) and OUT/cvat_labels.json (skeleton labels for the "
+                                   "project's Raw label editor); for Label Studio: "
+                                   "OUT/label_studio_tasks.json (points as predictions) and "
+                                   "OUT/label_studio_config.xml (the labelling interface).")
+    p.add_argument("annotations", help="predictions.json (from predict) or annotations.json")
+    p.add_argument("--format", required=True, choices=["cvat", "label-studio"])
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--image-url", default="/data/local-files/?d=",
+                   help="Label Studio: URL prefix of the images (default: its local storage)")
+    _add_schema_option(p)
+
+    p = sub.add_parser("import", help="annotations from CVAT, Label Studio or BUU-LSPINE into "
+                                      "the dataset layout",
+                       description="Writes OUT/annotations.json and OUT/images/ (links to the "
+                                   "images, or copies with --copy), after checking every "
+                                   "record; nothing is written when a record has a problem.")
+    p.add_argument("source", help="CVAT export (zip or JSON), Label Studio JSON export, or "
+                                  "the BUU-LSPINE folder")
+    p.add_argument("--format", required=True, choices=["cvat", "label-studio", "buu-lspine"])
+    p.add_argument("--images", default=None,
+                   help="folder holding the images named in the export (cvat, label-studio)")
+    p.add_argument("--out", required=True, help="dataset folder to write")
+    p.add_argument("--copy", action="store_true", help="copy the images instead of linking")
+    _add_schema_option(p)
+
     p = sub.add_parser("demo", help="synthesize, train, predict and evaluate end to end")
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     p.add_argument("--num-train", type=int, default=160)
@@ -298,8 +327,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     long_side=args.size)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .data.annotation_tools import export_cvat, export_label_studio
+    from .data.annotations import read_coco
+    from .data.datamodule import schema_for
+
+    schema = schema_for(args.schema, [Path(args.annotations)])
+    records = read_coco(args.annotations, schema)
+    if args.format == "cvat":
+        out = export_cvat(records, schema, args.out)
+    else:
+        out = export_label_studio(records, schema, args.out, image_url=args.image_url)
+    print(f"wrote {len(records)} images to {out}")
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .data.annotation_tools import read_cvat, read_label_studio, write_dataset
+    from .data.buu_lspine import import_buu_lspine
+    from .schema import resolve_schema
+
+    schema = resolve_schema(args.schema)
+    if args.format == "buu-lspine":
+        records = import_buu_lspine(args.source, args.out, copy=args.copy, schema=schema)
+    else:
+        if args.images is None:
+            raise ValueError(f"--images: the folder with the images of {args.source} is needed "
+                             f"for --format {args.format}")
+        reader = read_cvat if args.format == "cvat" else read_label_studio
+        records = write_dataset(reader(args.source, schema), schema, args.images, args.out,
+                                copy=args.copy)
+    print(f"wrote {len(records)} images to {Path(args.out) / 'annotations.json'}")
+    return EXIT_OK
+
+
 COMMANDS = {"synth": cmd_synth, "train": cmd_train, "predict": cmd_predict,
-            "measure": cmd_measure, "evaluate": cmd_evaluate, "demo": cmd_demo}
+            "measure": cmd_measure, "evaluate": cmd_evaluate, "export": cmd_export,
+            "import": cmd_import, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

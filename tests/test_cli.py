@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -351,3 +352,26 @@ def test_train_is_quiet_by_default_and_names_its_stage(
     for noise in ("GPU available", "Tip:", "Checkpoint directory", "LeafSpec"):
         assert noise not in quiet, noise
     assert verbose.count("GPU available") == 1  # third-party lines back, each once
+
+
+@pytest.mark.slow
+def test_predict_export_import_gives_the_predicted_points(
+        trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    from spinelandmarks.data.annotations import read_coco
+    from spinelandmarks.schema import LUMBAR_SAGITTAL
+
+    _, test, run = trained
+    pred = tmp_path / "pred"
+    assert main(["predict", str(run), str(test / "images"), "--out", str(pred),
+                 "--accelerator", "cpu", "--no-overlays"]) in (0, 1)
+    predicted = read_coco(pred / "predictions.json", LUMBAR_SAGITTAL)
+    for fmt, name in (("cvat", "cvat_annotations.zip"),
+                      ("label-studio", "label_studio_tasks.json")):
+        assert main(["export", str(pred / "predictions.json"), "--format", fmt, "--out",
+                     str(tmp_path / fmt)]) == 0
+        assert main(["import", str(tmp_path / fmt / name), "--format", fmt, "--images",
+                     str(test / "images"), "--out", str(tmp_path / f"ds_{fmt}")]) == 0
+        back = read_coco(tmp_path / f"ds_{fmt}" / "annotations.json", LUMBAR_SAGITTAL)
+        for a, b in zip(predicted, back, strict=True):
+            assert Path(a.file_name).name == Path(b.file_name).name
+            np.testing.assert_allclose(a.points, b.points, atol=1e-9)
