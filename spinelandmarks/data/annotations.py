@@ -301,36 +301,77 @@ def read_coco(path: StrPath, schema: LandmarkSchema = LUMBAR_SAGITTAL, *,
         unknown images; with ``validate`` also the problems :func:`validate` reports.
     """
     p = Path(path)
-    src = str(p)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise AnnotationError([AnnotationProblem(src, "malformed", f"cannot read the file: "
-                                                 f"{exc.strerror or exc}")], src) from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AnnotationError([AnnotationProblem(src, "malformed", f"cannot read JSON: {exc}")],
-                              src) from exc
-    problems: list[AnnotationProblem] = []
-    if not isinstance(data, dict):
-        raise AnnotationError([AnnotationProblem(src, "malformed", "top level is not an object")],
-                              src)
+    reader = _CocoReader(str(p), schema)
+    data = reader.load(p)
+    records = reader.images(data.get("images", []))
+    cats = reader.categories(data.get("categories", []))
+    for n, ann in enumerate(data.get("annotations", [])):
+        reader.annotation(n, ann, cats)
+    if validate:
+        reader.problems.extend(_validate(records, schema,
+                                         Path(root) if root is not None else p.parent,
+                                         reader.src, reader.ann_ids))
+    if reader.problems:
+        raise AnnotationError(reader.problems, reader.src)
+    return records
+
+
+class _CocoReader:
+    """The steps of :func:`read_coco`, collecting every problem instead of stopping."""
+
+    def __init__(self, src: str, schema: LandmarkSchema) -> None:
+        self.src, self.schema = src, schema
+        self.problems: list[AnnotationProblem] = []
+        self.by_id: dict[int, ImageRecord] = {}
+        self.ann_ids: dict[tuple[int, str], int] = {}  # (image id, level) -> annotation id
+        self.point_owner: dict[tuple[int, int], int] = {}  # (image id, point) -> annotation id
+
+    def load(self, p: Path) -> dict[str, Any]:
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise AnnotationError([AnnotationProblem(
+                self.src, "malformed", f"cannot read the file: {exc.strerror or exc}")],
+                self.src) from exc
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise AnnotationError([AnnotationProblem(self.src, "malformed",
+                                                     f"cannot read JSON: {exc}")],
+                                  self.src) from exc
+        if not isinstance(data, dict):
+            raise AnnotationError([AnnotationProblem(self.src, "malformed",
+                                                     "top level is not an object")], self.src)
+        return data
+
+    def _add(self, kind: ProblemKind, msg: str, **where: Any) -> None:
+        self.problems.append(AnnotationProblem(self.src, kind, msg, **where))
 
     # -- images ---------------------------------------------------------------------------
-    records: list[ImageRecord] = []
-    by_id: dict[int, ImageRecord] = {}
-    for n, img in enumerate(data.get("images", [])):
+    def images(self, entries: Sequence[Any]) -> list[ImageRecord]:
+        records: list[ImageRecord] = []
+        for n, img in enumerate(entries):
+            rec = self._image(n, img)
+            if rec is None:
+                continue
+            if rec.image_id in self.by_id:
+                self._add("duplicate_image", f"duplicate image id {rec.image_id}",
+                          image_id=rec.image_id, file_name=rec.file_name)
+                continue
+            self.by_id[rec.image_id] = rec
+            records.append(rec)
+        return records
+
+    def _image(self, n: int, img: Any) -> ImageRecord | None:
         try:
             iid = int(img["id"])
             fname = str(img["file_name"])
         except (KeyError, TypeError, ValueError) as exc:
-            problems.append(AnnotationProblem(src, "malformed",
-                                              f"images[{n}] lacks a valid id/file_name: {exc}"))
-            continue
+            self._add("malformed", f"images[{n}] lacks a valid id/file_name: {exc}")
+            return None
         try:
             width, height = int(img["width"]), int(img["height"])
         except (KeyError, TypeError, ValueError):
-            problems.append(AnnotationProblem(src, "malformed", "missing or invalid width/height",
-                                              image_id=iid, file_name=fname))
+            self._add("malformed", "missing or invalid width/height", image_id=iid,
+                      file_name=fname)
             width, height = 0, 0
         spacing: tuple[float, float] | None = None
         if img.get("pixel_spacing") is not None:
@@ -340,150 +381,164 @@ def read_coco(path: StrPath, schema: LandmarkSchema = LUMBAR_SAGITTAL, *,
                     raise ValueError(f"expected [row_mm, col_mm], got {ps!r}")
                 spacing = (float(ps[0]), float(ps[1]))
             except (TypeError, ValueError) as exc:
-                problems.append(AnnotationProblem(src, "malformed", f"invalid pixel_spacing: {exc}",
-                                                  image_id=iid, file_name=fname))
+                self._add("malformed", f"invalid pixel_spacing: {exc}", image_id=iid,
+                          file_name=fname)
         pid = img.get("patient_id")
         meta = {k: v for k, v in img.items() if k not in _STANDARD_IMAGE_KEYS}
-        rec = ImageRecord.empty(schema, fname, width, height, image_id=iid, pixel_spacing=spacing,
-                                patient_id=None if pid is None else str(pid), meta=meta)
-        if iid in by_id:
-            problems.append(AnnotationProblem(src, "duplicate_image", f"duplicate image id {iid}",
-                                              image_id=iid, file_name=fname))
-            continue
-        by_id[iid] = rec
-        records.append(rec)
+        return ImageRecord.empty(self.schema, fname, width, height, image_id=iid,
+                                 pixel_spacing=spacing,
+                                 patient_id=None if pid is None else str(pid), meta=meta)
 
     # -- categories -----------------------------------------------------------------------
-    cats: dict[int, _Category] = {}
-    for n, cat in enumerate(data.get("categories", [])):
-        try:
-            c = _parse_category(cat, schema)
-        except (KeyError, TypeError, ValueError) as exc:
-            problems.append(AnnotationProblem(src, "malformed",
-                                              f"categories[{n}] is malformed: {exc}"))
-            continue
-        cats[c.id] = c
+    def categories(self, entries: Sequence[Any]) -> dict[int, _Category]:
+        cats: dict[int, _Category] = {}
+        for n, cat in enumerate(entries):
+            try:
+                c = _parse_category(cat, self.schema)
+            except (KeyError, TypeError, ValueError) as exc:
+                self._add("malformed", f"categories[{n}] is malformed: {exc}")
+                continue
+            cats[c.id] = c
+        return cats
 
     # -- annotations ----------------------------------------------------------------------
-    ann_ids: dict[tuple[int, str], int] = {}
-    point_owner: dict[tuple[int, int], int] = {}
-    for n, ann in enumerate(data.get("annotations", [])):
+    def annotation(self, n: int, ann: Any, cats: Mapping[int, _Category]) -> None:
         try:
             aid = int(ann.get("id", n + 1))
             iid = int(ann["image_id"])
             cid = int(ann["category_id"])
             kps = list(ann["keypoints"])
         except (KeyError, TypeError, ValueError) as exc:
-            problems.append(AnnotationProblem(src, "malformed",
-                                              f"annotations[{n}] is malformed: {exc}"))
-            continue
-        rec_or_none = by_id.get(iid)
-        fname_or_none = rec_or_none.file_name if rec_or_none is not None else None
-
-        def problem(kind: ProblemKind, msg: str, level: str | None = None,
-                    point: str | None = None, _iid: int = iid, _aid: int = aid,
-                    _fn: str | None = fname_or_none) -> None:
-            problems.append(AnnotationProblem(src, kind, msg, image_id=_iid, file_name=_fn,
-                                              annotation_id=_aid, level=level, point=point))
-
-        if rec_or_none is None:
-            problem("malformed", f"annotation refers to image id {iid}, which is not in images")
-            continue
-        rec = rec_or_none
-        cat = cats.get(cid)
+            self._add("malformed", f"annotations[{n}] is malformed: {exc}")
+            return
+        rec = self.by_id.get(iid)
+        where: dict[str, Any] = {"image_id": iid, "annotation_id": aid,
+                                 "file_name": rec.file_name if rec is not None else None}
+        if rec is None:
+            self._add("malformed", f"annotation refers to image id {iid}, which is not in "
+                                   "images", **where)
+            return
+        cat = self._category_of(cid, kps, cats, where)
         if cat is None:
-            problem("unknown_level", f"unknown category id {cid}")
-            continue
-        if len(kps) != 3 * len(cat.indices):
-            problem("malformed", f"{len(kps)} keypoint values for the {len(cat.indices)} "
-                                 f"keypoints of category {cat.name!r} (expected "
-                                 f"{3 * len(cat.indices)})")
-            continue
-        if not cat.known:
-            if any(v not in (0, None) for v in kps[2::3]):
-                problem("unknown_level", f"unknown level (category) {cat.name!r} (id {cid}); "
-                                         f"schema {schema.name!r} has {list(schema.level_names)}",
-                        level=cat.name)
-            continue
-        if cat.level is not None:
-            key = (iid, cat.level)
-            if key in ann_ids:
-                problem("duplicate_level", f"duplicate vertebra {cat.level}: also annotation id "
-                                           f"{ann_ids[key]}", level=cat.level)
-                continue
-            ann_ids[key] = aid
-
+            return
         kp_scores = ann.get("keypoint_scores")
         if kp_scores is not None and len(kp_scores) != len(cat.indices):
-            problem("malformed", f"{len(kp_scores)} keypoint_scores for {len(cat.indices)} "
-                                 "keypoints")
+            self._add("malformed", f"{len(kp_scores)} keypoint_scores for "
+                                   f"{len(cat.indices)} keypoints", **where)
             kp_scores = None
-        labelled_levels: list[str] = []
+        labelled = self._keypoints(rec, cat, kps, kp_scores, where)
+        self._scores(rec, cat, ann, labelled)
+
+    def _category_of(self, cid: int, kps: list[Any], cats: Mapping[int, _Category],
+                     where: dict[str, Any]) -> _Category | None:
+        """The annotation's category, when its points can be read into the schema."""
+        cat = cats.get(cid)
+        if cat is None:
+            self._add("unknown_level", f"unknown category id {cid}", **where)
+            return None
+        if len(kps) != 3 * len(cat.indices):
+            self._add("malformed", f"{len(kps)} keypoint values for the {len(cat.indices)} "
+                                   f"keypoints of category {cat.name!r} (expected "
+                                   f"{3 * len(cat.indices)})", **where)
+            return None
+        if not cat.known:
+            if any(v not in (0, None) for v in kps[2::3]):
+                self._add("unknown_level", f"unknown level (category) {cat.name!r} (id {cid}); "
+                                           f"schema {self.schema.name!r} has "
+                                           f"{list(self.schema.level_names)}",
+                          level=cat.name, **where)
+            return None
+        if cat.level is not None:
+            key = (where["image_id"], cat.level)
+            if key in self.ann_ids:
+                self._add("duplicate_level", f"duplicate vertebra {cat.level}: also annotation "
+                                             f"id {self.ann_ids[key]}", level=cat.level, **where)
+                return None
+            self.ann_ids[key] = where["annotation_id"]
+        return cat
+
+    def _keypoints(self, rec: ImageRecord, cat: _Category, kps: list[Any],
+                   kp_scores: list[Any] | None, where: dict[str, Any]) -> list[str]:
+        """Read the annotation's points into ``rec``; the levels with a labelled point."""
+        labelled: list[str] = []
         reported: set[str] = set()
         for k, idx in enumerate(cat.indices):
             x, y, v_raw = kps[3 * k: 3 * k + 3]
             lv, pt = cat.names[k]
-            try:
-                v = int(v_raw)
-                if v not in (0, 1, 2):
-                    raise ValueError
-            except (TypeError, ValueError):
-                problem("bad_visibility", f"visibility {v_raw!r} of {lv} {pt} is not 0, 1 or 2",
-                        level=lv, point=pt)
+            v = _visibility(v_raw)
+            if v is None:
+                self._add("bad_visibility", f"visibility {v_raw!r} of {lv} {pt} is not 0, 1 "
+                                            "or 2", level=lv, point=pt, **where)
                 continue
             if idx is None:
                 if v > 0 and f"{lv}_{pt}" not in reported:
                     reported.add(f"{lv}_{pt}")
-                    if lv in schema.level_names:
-                        problem("unknown_point", f"unknown point {pt!r} of level {lv}; known: "
-                                                 f"{list(schema.level(lv).points)}",
-                                level=lv, point=pt)
-                    else:
-                        problem("unknown_level", f"unknown level {lv!r} (keypoint "
-                                                 f"{lv}_{pt}); schema {schema.name!r} has "
-                                                 f"{list(schema.level_names)}", level=lv, point=pt)
+                    self._unknown_point(lv, pt, where)
                 continue
             if kp_scores is not None:
                 if rec.scores is None:
-                    rec.scores = np.full(schema.num_points, np.nan)
+                    rec.scores = np.full(self.schema.num_points, np.nan)
                 rec.scores[idx] = _num(kp_scores[k])
-            if v == 0:
-                continue
-            owner = point_owner.get((iid, idx))
-            if owner is not None:
-                problem("duplicate_point", f"{lv} {pt} is labelled twice (also annotation id "
-                                           f"{owner})", level=lv, point=pt)
-                continue
-            point_owner[(iid, idx)] = aid
-            try:
-                rec.points[idx] = (_num(x), _num(y))
-            except (TypeError, ValueError):
-                problem("malformed", f"non-numeric coordinates ({x!r}, {y!r}) of {lv} {pt}",
-                        level=lv, point=pt)
-                continue
-            rec.visibility[idx] = v
-            if lv not in labelled_levels:
-                labelled_levels.append(lv)
-            if cat.level is None:
-                ann_ids.setdefault((iid, lv), aid)
+            if v > 0 and self._point(rec, idx, x, y, v, (lv, pt), where):
+                if lv not in labelled:
+                    labelled.append(lv)
+                if cat.level is None:
+                    self.ann_ids.setdefault((where["image_id"], lv), where["annotation_id"])
+        return labelled
 
-        if cat.level is not None and "score" in ann:
-            _set_level_score(rec, schema, cat.level, ann["score"])
-        elif cat.level is None:
-            lscores = ann.get("level_scores")
-            if lscores is not None and len(lscores) == schema.num_levels:
-                for lv, sc in zip(schema.level_names, lscores, strict=True):
-                    _set_level_score(rec, schema, lv, sc)
-            elif "score" in ann:
-                for lv in labelled_levels:
-                    _set_level_score(rec, schema, lv, ann["score"])
+    def _unknown_point(self, lv: str, pt: str, where: dict[str, Any]) -> None:
+        if lv in self.schema.level_names:
+            self._add("unknown_point", f"unknown point {pt!r} of level {lv}; known: "
+                                       f"{list(self.schema.level(lv).points)}",
+                      level=lv, point=pt, **where)
+        else:
+            self._add("unknown_level", f"unknown level {lv!r} (keypoint {lv}_{pt}); schema "
+                                       f"{self.schema.name!r} has "
+                                       f"{list(self.schema.level_names)}",
+                      level=lv, point=pt, **where)
 
-    if validate:
-        problems.extend(_validate(records, schema, Path(root) if root is not None else p.parent,
-                                  src, ann_ids))
-    if problems:
-        raise AnnotationError(problems, src)
-    return records
+    def _point(self, rec: ImageRecord, idx: int, x: Any, y: Any, v: int,
+               name: tuple[str, str], where: dict[str, Any]) -> bool:
+        """Store one labelled point; False (and a problem) when it cannot be."""
+        lv, pt = name
+        owner = self.point_owner.get((where["image_id"], idx))
+        if owner is not None:
+            self._add("duplicate_point", f"{lv} {pt} is labelled twice (also annotation id "
+                                         f"{owner})", level=lv, point=pt, **where)
+            return False
+        self.point_owner[(where["image_id"], idx)] = where["annotation_id"]
+        try:
+            rec.points[idx] = (_num(x), _num(y))
+        except (TypeError, ValueError):
+            self._add("malformed", f"non-numeric coordinates ({x!r}, {y!r}) of {lv} {pt}",
+                      level=lv, point=pt, **where)
+            return False
+        rec.visibility[idx] = v
+        return True
+
+    def _scores(self, rec: ImageRecord, cat: _Category, ann: Any, labelled: list[str]) -> None:
+        """Level scores: a per-level annotation's ``score``, or a single-category one's
+        ``level_scores`` (else its ``score`` for every labelled level)."""
+        if cat.level is not None:
+            if "score" in ann:
+                _set_level_score(rec, self.schema, cat.level, ann["score"])
+            return
+        lscores = ann.get("level_scores")
+        if lscores is not None and len(lscores) == self.schema.num_levels:
+            for lv, sc in zip(self.schema.level_names, lscores, strict=True):
+                _set_level_score(rec, self.schema, lv, sc)
+        elif "score" in ann:
+            for lv in labelled:
+                _set_level_score(rec, self.schema, lv, ann["score"])
+
+
+def _visibility(v_raw: Any) -> int | None:
+    """A COCO visibility flag as 0, 1 or 2; None when it is anything else."""
+    try:
+        v = int(v_raw)
+    except (TypeError, ValueError):
+        return None
+    return v if v in (0, 1, 2) else None
 
 
 def _set_level_score(rec: ImageRecord, schema: LandmarkSchema, level: str, score: Any) -> None:
