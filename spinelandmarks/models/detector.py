@@ -251,62 +251,75 @@ def assign_levels(boxes: Tensor, scores: Tensor, labels: Tensor, num_levels: int
     out_scores = torch.zeros(num_levels, dtype=torch.float64)
     present = torch.zeros(num_levels, dtype=torch.bool)
     if b.shape[0] > 0:
-        # 1. class-agnostic grouping, keeping every member.
         by_score = torch.argsort(s, descending=True, stable=True)
         b, s, lab = b[by_score], s[by_score], lab[by_score]
-        iou = box_iou(b, b)
-        leaders: list[int] = []
-        group_of = [0] * b.shape[0]
-        for i in range(b.shape[0]):
-            for g, lead in enumerate(leaders):
-                if iou[i, lead] >= group_iou:
-                    group_of[i] = g
-                    break
-            else:
-                group_of[i] = len(leaders)
-                leaders.append(i)
-        n = len(leaders)
-        level_score = torch.zeros(n, num_levels, dtype=torch.float64)
-        level_member = torch.full((n, num_levels), -1, dtype=torch.long)
-        for i in range(b.shape[0]):  # sorted by score: the first member of a label is its best
-            g, k = group_of[i], int(lab[i])
-            if level_member[g, k] < 0:
-                level_member[g, k] = i
-                level_score[g, k] = s[i]
-
-        # 2. order along the spine.
+        leaders, level_score, level_member = _group_detections(b, s, lab, num_levels,
+                                                               group_iou)
         lead_boxes = b[leaders]
-        centres = (lead_boxes[:, :2] + lead_boxes[:, 2:]) / 2
-        order = _spine_order(centres, level_score.max(1).values)
-        sc = level_score[order].tolist()
-
-        # 3. monotone matching: D[i][k] = best total with the first i candidates, k levels.
-        dp = [[0.0] * (num_levels + 1) for _ in range(n + 1)]
-        for i in range(1, n + 1):
-            row, prev = dp[i], dp[i - 1]
-            for k in range(1, num_levels + 1):
-                best = max(prev[k], row[k - 1])
-                v = sc[i - 1][k - 1]
-                if v > 0:
-                    best = max(best, prev[k - 1] + v)
-                row[k] = best
-        i, k = n, num_levels
-        while i > 0 and k > 0:
-            v = sc[i - 1][k - 1]
-            if v > 0 and dp[i][k] == dp[i - 1][k - 1] + v:
-                member = int(level_member[int(order[i - 1]), k - 1])
-                out_boxes[k - 1] = b[member]
-                out_scores[k - 1] = s[member]
-                present[k - 1] = True
-                i, k = i - 1, k - 1
-            elif dp[i][k] == dp[i - 1][k]:
-                i -= 1
-            else:
-                k -= 1
+        order = _spine_order((lead_boxes[:, :2] + lead_boxes[:, 2:]) / 2,
+                             level_score.max(1).values)
+        for cand, k in _monotone_match(level_score[order].tolist(), num_levels):
+            member = int(level_member[int(order[cand]), k])
+            out_boxes[k], out_scores[k], present[k] = b[member], s[member], True
     missing = [names[k] for k in range(num_levels) if not present[k]]
     return LevelDetections(out_boxes.to(device, torch.float32),
                            out_scores.to(device, torch.float32), present.to(device), missing,
                            names)
+
+
+def _group_detections(b: Tensor, s: Tensor, lab: Tensor, num_levels: int, group_iou: float
+                      ) -> tuple[list[int], Tensor, Tensor]:
+    """Class-agnostic grouping of score-sorted boxes, keeping every member (step 1).
+
+    Returns the leader (best box) of each group, the (G, K) best score per group and level,
+    and the (G, K) index of that member (-1 if none).
+    """
+    iou = box_iou(b, b)
+    leaders: list[int] = []
+    group_of = [0] * b.shape[0]
+    for i in range(b.shape[0]):
+        for g, lead in enumerate(leaders):
+            if iou[i, lead] >= group_iou:
+                group_of[i] = g
+                break
+        else:
+            group_of[i] = len(leaders)
+            leaders.append(i)
+    level_score = torch.zeros(len(leaders), num_levels, dtype=torch.float64)
+    level_member = torch.full((len(leaders), num_levels), -1, dtype=torch.long)
+    for i in range(b.shape[0]):  # sorted by score: the first member of a label is its best
+        g, k = group_of[i], int(lab[i])
+        if level_member[g, k] < 0:
+            level_member[g, k] = i
+            level_score[g, k] = s[i]
+    return leaders, level_score, level_member
+
+
+def _monotone_match(sc: list[list[float]], num_levels: int) -> list[tuple[int, int]]:
+    """Step 3: (candidate, level) pairs of the best monotone matching of the levels to the
+    candidates in spine order (``sc[i][k]``: candidate i's score for level k)."""
+    n = len(sc)
+    dp = [[0.0] * (num_levels + 1) for _ in range(n + 1)]  # best total: i candidates, k levels
+    for i in range(1, n + 1):
+        row, prev = dp[i], dp[i - 1]
+        for k in range(1, num_levels + 1):
+            best = max(prev[k], row[k - 1])
+            v = sc[i - 1][k - 1]
+            if v > 0:
+                best = max(best, prev[k - 1] + v)
+            row[k] = best
+    pairs: list[tuple[int, int]] = []
+    i, k = n, num_levels
+    while i > 0 and k > 0:
+        v = sc[i - 1][k - 1]
+        if v > 0 and dp[i][k] == dp[i - 1][k - 1] + v:
+            pairs.append((i - 1, k - 1))
+            i, k = i - 1, k - 1
+        elif dp[i][k] == dp[i - 1][k]:
+            i -= 1
+        else:
+            k -= 1
+    return pairs
 
 
 # ------------------------------------------------------------------------------------------------
