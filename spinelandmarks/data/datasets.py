@@ -539,28 +539,9 @@ def detection_boxes(points: torch.Tensor, visibility: torch.Tensor, schema: Land
     """
     pts = points.double()
     ok = (visibility > 0) & torch.isfinite(pts).all(-1)
-    n_lv = schema.num_levels
-    centres: list[torch.Tensor | None] = []
-    heights: list[float | None] = []
-    for lv in schema.levels:
-        idx = schema.level_indices(lv.name)
-        m = ok[idx]
-        centres.append(pts[idx][m].mean(0) if m.any() else None)
-        height = None
-        if lv.has_body:
-            c = {n: schema.index(lv.name, n) for n in ("anterior_superior", "anterior_inferior",
-                                                       "posterior_superior",
-                                                       "posterior_inferior")}
-            walls = [(c["anterior_superior"], c["anterior_inferior"]),
-                     (c["posterior_superior"], c["posterior_inferior"])]
-            lens = [float(torch.linalg.norm(pts[a] - pts[b])) for a, b in walls
-                    if bool(ok[a] & ok[b])]
-            height = float(np.mean(lens)) if lens else None
-        heights.append(height)
-
+    centres, heights = _level_centres_heights(pts, ok, schema)
     boxes: list[torch.Tensor] = []
     labels: list[int] = []
-    h_img, w_img = float(size[0]), float(size[1])
     for li, lv in enumerate(schema.levels):
         idx = schema.level_indices(lv.name)
         m = ok[idx]
@@ -569,46 +550,85 @@ def detection_boxes(points: torch.Tensor, visibility: torch.Tensor, schema: Land
         p = pts[idx][m]
         if p.shape[0] == 2:
             names = [n for n, k in zip(lv.points, m.tolist(), strict=True) if k]
-            seg = p[1] - p[0]
-            length = float(torch.linalg.norm(seg))
-            if length <= 0:
+            plate = _plate_box_corners(p, names, li, centres, heights, plate_depth)
+            if plate is None:
                 continue
-            normal = torch.stack((-seg[1], seg[0])) / length
-            prev_c = centres[li - 1] if li > 0 else None
-            next_c = centres[li + 1] if li + 1 < n_lv else None
-            here = p.mean(0)
-            if next_c is not None:
-                caudal = next_c - here
-            elif prev_c is not None:
-                caudal = here - prev_c
-            else:
-                caudal = torch.tensor([0.0, 1.0], dtype=pts.dtype)
-            if float(normal @ caudal) < 0:
-                normal = -normal
-            nb = [heights[j] for j in (li + 1, li - 1) if 0 <= j < n_lv]
-            depth = next((hh for hh in nb if hh is not None), None) or plate_depth * length
-            if all("superior" in n for n in names):
-                ext = torch.stack((p[0], p[1], p[0] + depth * normal, p[1] + depth * normal))
-            elif all("inferior" in n for n in names):
-                ext = torch.stack((p[0], p[1], p[0] - depth * normal, p[1] - depth * normal))
-            else:
-                half = 0.5 * depth * normal
-                ext = torch.stack((p[0] + half, p[1] + half, p[0] - half, p[1] - half))
-            p = ext
-        lo, hi = p.amin(0), p.amax(0)
-        pad = (hi - lo) * margin
-        lo, hi = lo - pad, hi + pad
-        area = float((hi - lo).prod())
-        clo = torch.stack((lo[0].clamp(0, w_img), lo[1].clamp(0, h_img)))
-        chi = torch.stack((hi[0].clamp(0, w_img), hi[1].clamp(0, h_img)))
-        carea = float((chi - clo).clamp_min(0).prod())
-        if area <= 0 or carea < min_visible_frac * area:
-            continue
-        boxes.append(torch.cat((clo, chi)))
-        labels.append(li + 1)
+            p = plate
+        box = _clipped_box(p, margin, (float(size[0]), float(size[1])), min_visible_frac)
+        if box is not None:
+            boxes.append(box)
+            labels.append(li + 1)
     if not boxes:
         return torch.zeros((0, 4), dtype=torch.float32), torch.zeros(0, dtype=torch.int64)
     return torch.stack(boxes).float(), torch.tensor(labels, dtype=torch.int64)
+
+
+def _level_centres_heights(pts: torch.Tensor, ok: torch.Tensor, schema: LandmarkSchema
+                           ) -> tuple[list[torch.Tensor | None], list[float | None]]:
+    """Per level: the centre of its labelled points and its body height (mean wall length)."""
+    centres: list[torch.Tensor | None] = []
+    heights: list[float | None] = []
+    for lv in schema.levels:
+        idx = schema.level_indices(lv.name)
+        m = ok[idx]
+        centres.append(pts[idx][m].mean(0) if m.any() else None)
+        height = None
+        if lv.has_body:
+            walls = [(schema.index(lv.name, f"{side}_superior"),
+                      schema.index(lv.name, f"{side}_inferior"))
+                     for side in ("anterior", "posterior")]
+            lens = [float(torch.linalg.norm(pts[a] - pts[b])) for a, b in walls
+                    if bool(ok[a] & ok[b])]
+            height = float(np.mean(lens)) if lens else None
+        heights.append(height)
+    return centres, heights
+
+
+def _plate_box_corners(p: torch.Tensor, names: list[str], li: int,
+                       centres: list[torch.Tensor | None], heights: list[float | None],
+                       plate_depth: float) -> torch.Tensor | None:
+    """Corners of the body behind a two-point level (see :func:`detection_boxes`)."""
+    seg = p[1] - p[0]
+    length = float(torch.linalg.norm(seg))
+    if length <= 0:
+        return None
+    normal = torch.stack((-seg[1], seg[0])) / length
+    n_lv = len(centres)
+    prev_c = centres[li - 1] if li > 0 else None
+    next_c = centres[li + 1] if li + 1 < n_lv else None
+    here = p.mean(0)
+    if next_c is not None:
+        caudal = next_c - here
+    elif prev_c is not None:
+        caudal = here - prev_c
+    else:
+        caudal = torch.tensor([0.0, 1.0], dtype=p.dtype)
+    if float(normal @ caudal) < 0:
+        normal = -normal
+    nb = [heights[j] for j in (li + 1, li - 1) if 0 <= j < n_lv]
+    depth = next((hh for hh in nb if hh is not None), None) or plate_depth * length
+    if all("superior" in n for n in names):
+        return torch.stack((p[0], p[1], p[0] + depth * normal, p[1] + depth * normal))
+    if all("inferior" in n for n in names):
+        return torch.stack((p[0], p[1], p[0] - depth * normal, p[1] - depth * normal))
+    half = 0.5 * depth * normal
+    return torch.stack((p[0] + half, p[1] + half, p[0] - half, p[1] - half))
+
+
+def _clipped_box(p: torch.Tensor, margin: float, size: tuple[float, float],
+                 min_visible_frac: float) -> torch.Tensor | None:
+    """The widened box around points, clipped to the image; None if mostly outside."""
+    h_img, w_img = size
+    lo, hi = p.amin(0), p.amax(0)
+    pad = (hi - lo) * margin
+    lo, hi = lo - pad, hi + pad
+    area = float((hi - lo).prod())
+    clo = torch.stack((lo[0].clamp(0, w_img), lo[1].clamp(0, h_img)))
+    chi = torch.stack((hi[0].clamp(0, w_img), hi[1].clamp(0, h_img)))
+    carea = float((chi - clo).clamp_min(0).prod())
+    if area <= 0 or carea < min_visible_frac * area:
+        return None
+    return torch.cat((clo, chi))
 
 
 class DetectionDataset(LandmarkDataset):
