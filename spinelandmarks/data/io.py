@@ -304,6 +304,39 @@ def read_dicom(path_or_dataset: StrPath | Dataset, *, apply_voi: bool = True) ->
         source = str(p)
         ds = _dcmread(_image_file(p))
 
+    _check_single_image(ds, source)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or photometric not in (
+            "MONOCHROME1", "MONOCHROME2"):
+        return _colour_dicom(ds, source)
+    tsyntax = _transfer_syntax(ds)
+    arr, (lo, hi), voi = _dicom_values(ds, source, apply_voi)
+
+    span = hi - lo
+    if span <= 0:
+        raise ImageReadError(f"{source}: empty intensity range [{lo}, {hi}]")
+    out = ((arr.astype(np.float64) - lo) / span).clip(0.0, 1.0)
+    if photometric == "MONOCHROME1":
+        out = 1.0 - out
+
+    meta: dict[str, Any] = {
+        "format": "DICOM",
+        "photometric_interpretation": photometric,
+        "bits_stored": int(ds.get("BitsStored", 0) or 0),
+        "transfer_syntax": str(tsyntax) if tsyntax is not None else None,
+        "voi": voi,
+        "range": (lo, hi),
+    }
+    if voi == "window":
+        meta["window"] = (_first(ds.WindowCenter), _first(ds.WindowWidth))
+    for key, tag in (("patient_id", "PatientID"), ("modality", "Modality")):
+        if ds.get(tag):
+            meta[key] = str(ds.get(tag))
+    return Radiograph(out.astype(np.float32), dicom_pixel_spacing(ds), source, meta)
+
+
+def _check_single_image(ds: Dataset, source: str) -> None:
+    """Refuse DICOM objects without one image frame, naming the file."""
     if "PixelData" not in ds:
         raise ImageReadError(f"{source}: DICOM without an image (no PixelData; "
                              f"{_sop_class(ds)}): not an image, or the file is truncated")
@@ -315,11 +348,12 @@ def read_dicom(path_or_dataset: StrPath | Dataset, *, apply_voi: bool = True) ->
     if n_frames > 1:
         raise ImageReadError(f"{source}: multi-frame DICOM ({n_frames} frames) is not supported; "
                              "export a single frame")
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or photometric not in (
-            "MONOCHROME1", "MONOCHROME2"):
-        return _colour_dicom(ds, source)
 
+
+def _dicom_values(ds: Dataset, source: str, apply_voi: bool
+                  ) -> tuple[np.ndarray, tuple[float, float], str | None]:
+    """Displayed values of a greyscale DICOM: decoded, Modality LUT, then VOI LUT or window
+    (``apply_voi``); with the range they span and which VOI was applied."""
     tsyntax = _transfer_syntax(ds)
     try:
         stored = ds.pixel_array
@@ -352,28 +386,7 @@ def read_dicom(path_or_dataset: StrPath | Dataset, *, apply_voi: bool = True) ->
                     voi = "window"
     except Exception as exc:
         raise ImageReadError(f"{source}: cannot apply DICOM LUTs: {exc}") from exc
-
-    span = hi - lo
-    if span <= 0:
-        raise ImageReadError(f"{source}: empty intensity range [{lo}, {hi}]")
-    out = ((arr.astype(np.float64) - lo) / span).clip(0.0, 1.0)
-    if photometric == "MONOCHROME1":
-        out = 1.0 - out
-
-    meta: dict[str, Any] = {
-        "format": "DICOM",
-        "photometric_interpretation": photometric,
-        "bits_stored": int(ds.get("BitsStored", 0) or 0),
-        "transfer_syntax": str(tsyntax) if tsyntax is not None else None,
-        "voi": voi,
-        "range": (lo, hi),
-    }
-    if voi == "window":
-        meta["window"] = (_first(ds.WindowCenter), _first(ds.WindowWidth))
-    for key, tag in (("patient_id", "PatientID"), ("modality", "Modality")):
-        if ds.get(tag):
-            meta[key] = str(ds.get(tag))
-    return Radiograph(out.astype(np.float32), dicom_pixel_spacing(ds), source, meta)
+    return arr, (lo, hi), voi
 
 
 def _colour_dicom(ds: Dataset, source: str) -> Radiograph:
