@@ -686,10 +686,6 @@ def _plots(out: Path, metrics: Mapping[str, Any], pred_records: Sequence[ImageRe
            gt_records: Sequence[ImageRecord], schema: LandmarkSchema,
            step1_records: Sequence[ImageRecord] | None) -> dict[str, str]:
     """Write the PNG plots; returns ``label -> file name``."""
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         p2 = _pair(pred_records, gt_records, schema)
@@ -701,63 +697,82 @@ def _plots(out: Path, metrics: Mapping[str, Any], pred_records: Sequence[ImageRe
     for name in LUMBAR_PARAMETERS:
         label = ANGLE_LABELS.get(name, name)
         g, pr = gt_params[name].numpy(), pred_params[name].numpy()
-        ok = np.isfinite(g) & np.isfinite(pr)
+        s1 = s1_params[name].numpy() if s1_params is not None else None
+        r1 = (metrics.get("step1") or {}).get("angles", {}).get(name, {}).get("pearson_r")
         a = metrics["step2"]["angles"].get(name, {})
-
-        # Bland-Altman
-        fig = Figure(figsize=(5, 4), dpi=100)
-        ax = fig.add_subplot()
-        mean, diff = (pr[ok] + g[ok]) / 2, pr[ok] - g[ok]
-        ax.scatter(mean, diff, s=12, alpha=0.7, color="tab:blue", label="step 2")
-        for key, style in (("bias", "-"), ("loa_low", "--"), ("loa_high", "--")):
-            v = a.get(key)
-            if v is not None and math.isfinite(float(v)):
-                ax.axhline(float(v), color="tab:red", linestyle=style, linewidth=1)
-        ax.axhline(0.0, color="grey", linewidth=0.5)
-        ax.set_xlabel("mean of predicted and true (deg)")
-        ax.set_ylabel("predicted - true (deg)")
-        ax.set_title(f"{label}: bias {_fmt(a.get('bias'))}, "
-                     f"LoA [{_fmt(a.get('loa_low'))}, {_fmt(a.get('loa_high'))}]", fontsize=9)
-        if not ok.any():
-            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
-        fig.tight_layout()
-        fname = f"bland_altman_{name}.png"
-        _save_figure(fig, out / fname)
-        plots[f"Bland-Altman: {label}"] = fname
-
-        # predicted vs true
-        fig = Figure(figsize=(4.5, 4.5), dpi=100)
-        ax = fig.add_subplot()
-        vals = [g[ok], pr[ok]]
-        if s1_params is not None:
-            s1 = s1_params[name].numpy()
-            ok1 = np.isfinite(g) & np.isfinite(s1)
-            r1 = ((metrics.get("step1") or {}).get("angles", {}).get(name, {})
-                  .get("pearson_r"))
-            ax.scatter(g[ok1], s1[ok1], s=10, alpha=0.5, color="tab:grey", marker="x",
-                       label=f"step 1 (r = {_fmt(r1, 3)})")
-            vals.append(s1[ok1])
-        ax.scatter(g[ok], pr[ok], s=12, alpha=0.7, color="tab:blue",
-                   label=f"step 2 (r = {_fmt(a.get('pearson_r'), 3)})")
-        allv = np.concatenate(vals) if vals else np.zeros(0)
-        lo, hi = (float(allv.min()), float(allv.max())) if allv.size else (0.0, 1.0)
-        pad = 0.05 * (hi - lo) + 1.0
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", linewidth=1,
-                label="identity")
-        ax.set_xlim(lo - pad, hi + pad)
-        ax.set_ylim(lo - pad, hi + pad)
-        ax.set_aspect("equal")
-        ax.set_xlabel("true (deg)")
-        ax.set_ylabel("predicted (deg)")
-        ax.set_title(f"{label}", fontsize=10)
-        ax.legend(fontsize=7, loc="upper left")
-        fig.tight_layout()
-        fname = f"scatter_{name}.png"
-        _save_figure(fig, out / fname)
-        plots[f"Predicted vs true: {label}"] = fname
-
-    # normalized error per level
+        _save_figure(_bland_altman(g, pr, a, label), out / f"bland_altman_{name}.png")
+        plots[f"Bland-Altman: {label}"] = f"bland_altman_{name}.png"
+        _save_figure(_scatter(g, pr, s1, a.get("pearson_r"), r1, label),
+                     out / f"scatter_{name}.png")
+        plots[f"Predicted vs true: {label}"] = f"scatter_{name}.png"
     err = normalized_errors(p2.pred, p2.gt, schema, p2.visibility).numpy()  # (B, P, 2)
+    _save_figure(_error_per_level(err, schema, metrics["reference"]), out / "error_per_level.png")
+    plots["Normalized error per level"] = "error_per_level.png"
+    return plots
+
+
+def _bland_altman(g: np.ndarray, pr: np.ndarray, a: Mapping[str, Any], label: str) -> Any:
+    """Bland-Altman figure of one angle (step 2): differences against means, bias and LoA."""
+    from matplotlib.figure import Figure
+
+    ok = np.isfinite(g) & np.isfinite(pr)
+    fig = Figure(figsize=(5, 4), dpi=100)
+    ax = fig.add_subplot()
+    mean, diff = (pr[ok] + g[ok]) / 2, pr[ok] - g[ok]
+    ax.scatter(mean, diff, s=12, alpha=0.7, color="tab:blue", label="step 2")
+    for key, style in (("bias", "-"), ("loa_low", "--"), ("loa_high", "--")):
+        v = a.get(key)
+        if v is not None and math.isfinite(float(v)):
+            ax.axhline(float(v), color="tab:red", linestyle=style, linewidth=1)
+    ax.axhline(0.0, color="grey", linewidth=0.5)
+    ax.set_xlabel("mean of predicted and true (deg)")
+    ax.set_ylabel("predicted - true (deg)")
+    ax.set_title(f"{label}: bias {_fmt(a.get('bias'))}, "
+                 f"LoA [{_fmt(a.get('loa_low'))}, {_fmt(a.get('loa_high'))}]", fontsize=9)
+    if not ok.any():
+        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
+    fig.tight_layout()
+    return fig
+
+
+def _scatter(g: np.ndarray, pr: np.ndarray, s1: np.ndarray | None, r2: Any, r1: Any,
+             label: str) -> Any:
+    """Predicted against true for one angle, step 2 (and step 1 when given), with identity."""
+    from matplotlib.figure import Figure
+
+    ok = np.isfinite(g) & np.isfinite(pr)
+    fig = Figure(figsize=(4.5, 4.5), dpi=100)
+    ax = fig.add_subplot()
+    vals = [g[ok], pr[ok]]
+    if s1 is not None:
+        ok1 = np.isfinite(g) & np.isfinite(s1)
+        ax.scatter(g[ok1], s1[ok1], s=10, alpha=0.5, color="tab:grey", marker="x",
+                   label=f"step 1 (r = {_fmt(r1, 3)})")
+        vals.append(s1[ok1])
+    ax.scatter(g[ok], pr[ok], s=12, alpha=0.7, color="tab:blue",
+               label=f"step 2 (r = {_fmt(r2, 3)})")
+    allv = np.concatenate(vals) if vals else np.zeros(0)
+    lo, hi = (float(allv.min()), float(allv.max())) if allv.size else (0.0, 1.0)
+    pad = 0.05 * (hi - lo) + 1.0
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", linewidth=1,
+            label="identity")
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_aspect("equal")
+    ax.set_xlabel("true (deg)")
+    ax.set_ylabel("predicted (deg)")
+    ax.set_title(f"{label}", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def _error_per_level(err: np.ndarray, schema: LandmarkSchema, ref: Mapping[str, Any]) -> Any:
+    """Box plots of the normalized x and y errors per level, with the study's medians."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     lvl = schema.point_level.numpy()
     fig = Figure(figsize=(max(5.0, 0.9 * schema.num_levels + 2), 4), dpi=100)
     ax = fig.add_subplot()
@@ -777,7 +792,6 @@ def _plots(out: Path, metrics: Mapping[str, Any], pred_records: Sequence[ImageRe
     ax.set_xticklabels(list(schema.level_names))
     ax.set_ylabel("normalized error (% of vertebra size)")
     ax.set_title("Normalized error per level (step 2)", fontsize=10)
-    ref = metrics["reference"]
     ax.axhline(float(ref["median_nle_x_pct"]), color="tab:blue", linestyle=":", linewidth=1)
     ax.axhline(float(ref["median_nle_y_pct"]), color="tab:orange", linestyle=":", linewidth=1)
     ax.legend(handles=[Patch(facecolor="tab:blue", label="x (% of width)"),
@@ -786,9 +800,7 @@ def _plots(out: Path, metrics: Mapping[str, Any], pred_records: Sequence[ImageRe
                               label=f"{ref['study']} median")],
               fontsize=7, loc="best")
     fig.tight_layout()
-    _save_figure(fig, out / "error_per_level.png")
-    plots["Normalized error per level"] = "error_per_level.png"
-    return plots
+    return fig
 
 
 def write_report(metrics: Mapping[str, Any], out_dir: StrPath, *,
