@@ -22,7 +22,11 @@ import torch
 
 __all__ = [
     "CORNERS",
+    "FEMORAL_HEADS",
+    "LUMBAR_MORPHOMETRY",
     "LUMBAR_SAGITTAL",
+    "LUMBOPELVIC_SAGITTAL",
+    "SCHEMAS",
     "Endplate",
     "LandmarkSchema",
     "Level",
@@ -269,8 +273,23 @@ LUMBAR_SAGITTAL = LandmarkSchema.from_levels(
     overrides={"S1": ("anterior_superior", "posterior_superior")},
 )
 
+#: The two femoral head centres (level ``FH``); their midpoint is the hip axis.
+FEMORAL_HEADS = Level("FH", ("centre_1", "centre_2"))
+
+#: Lumbar schema plus the femoral head centres: spinopelvic balance (PI, PT, SS, LL).
+LUMBOPELVIC_SAGITTAL = LandmarkSchema("lumbopelvic_sagittal",
+                                      (*LUMBAR_SAGITTAL.levels, FEMORAL_HEADS))
+
+#: Six points per lumbar body (corners and the middle of each endplate): morphometry.
+LUMBAR_MORPHOMETRY = LandmarkSchema.from_levels(
+    "lumbar_morphometry", ["L1", "L2", "L3", "L4", "L5", "S1"],
+    points=(*CORNERS, "middle_superior", "middle_inferior"),
+    overrides={"S1": ("anterior_superior", "posterior_superior")},
+)
+
 #: Schemas known by name (``resolve_schema("lumbar_sagittal")``).
-SCHEMAS: dict[str, LandmarkSchema] = {LUMBAR_SAGITTAL.name: LUMBAR_SAGITTAL}
+SCHEMAS: dict[str, LandmarkSchema] = {
+    s.name: s for s in (LUMBAR_SAGITTAL, LUMBOPELVIC_SAGITTAL, LUMBAR_MORPHOMETRY)}
 
 
 def resolve_schema(schema: LandmarkSchema | Mapping[str, Any] | str | PathLike[str] | None
