@@ -32,6 +32,7 @@ from torch import Tensor
 
 from ._atomic import atomic_write, atomic_write_text
 from .data.annotations import ImageRecord
+from .measurements import clinical_columns
 from .metrics import (
     LUMBAR_PARAMETERS,
     AngleError,
@@ -210,9 +211,13 @@ def measure_records(records: Sequence[ImageRecord],
         is complete); ``missing_levels`` (space-separated levels without any point); for
         predictions of the pipeline (records with ``meta["needs_review"]``) also
         ``needs_review`` (1 / 0) and ``qc`` (the raised quality-control flags, e.g.
-        ``overlap: L5 S1; angle_range: l1_l5_lordosis``, see :mod:`spinelandmarks.qc`). Angles
-        are floats, NaN where a needed point is absent (and for the three lumbar parameters
-        when the schema lacks the L1 / L5 / S1 endplates).
+        ``overlap: L5 S1; angle_range: l1_l5_lordosis``, see :mod:`spinelandmarks.qc`); then
+        the clinical measurements of
+        :func:`~spinelandmarks.measurements.clinical_columns` (pelvic parameters, body
+        heights and Genant grades, disc heights, slips; lengths in mm where the pixel spacing
+        is known, ``length_unit_mm``). Angles are floats, NaN where a needed point is absent
+        (and for the three lumbar parameters when the schema lacks the L1 / L5 / S1
+        endplates).
     """
     recs = list(records)
     with_qc = any("needs_review" in r.meta for r in recs)
@@ -225,6 +230,10 @@ def measure_records(records: Sequence[ImageRecord],
     complete = torch.zeros(len(recs), dtype=torch.bool)
     for e in eps:
         complete |= torch.isfinite(pts[:, [e.posterior, e.anterior]]).all(dim=-1).all(dim=-1)
+    spacing = torch.tensor([r.pixel_spacing if r.pixel_spacing is not None
+                            else (math.nan, math.nan) for r in recs],
+                           dtype=torch.float64).reshape(-1, 2)
+    clinical = clinical_columns(pts, schema, spacing)
     rows: list[dict[str, Any]] = []
     for i, rec in enumerate(recs):
         row: dict[str, Any] = {"file_name": rec.file_name}
@@ -236,6 +245,7 @@ def measure_records(records: Sequence[ImageRecord],
         found = torch.isfinite(pts[i]).all(dim=-1)
         row["missing_levels"] = " ".join(
             lv for lv in schema.level_names if not bool(found[schema.level_indices(lv)].any()))
+        row.update({k: _f(v[i]) for k, v in clinical.items()})
         if with_qc:
             row["needs_review"] = int(bool(rec.meta.get("needs_review", False)))
             row["qc"] = "; ".join(f"{k}: {' '.join(v)}"
@@ -251,7 +261,8 @@ def _csv_cell(value: Any, column: str) -> str:
         v = float(value)
         if not math.isfinite(v):
             return ""
-        if column in ("facing", "needs_review"):
+        if column in ("facing", "needs_review", "length_unit_mm") or column.endswith(
+                ("_genant_grade", "_meyerding")):
             return str(int(v))
         return f"{v:.4f}"
     return str(value)
@@ -272,12 +283,14 @@ def write_measurements_csv(records: Sequence[ImageRecord], schema: LandmarkSchem
     -------
     Path
         ``path``. Columns: ``file_name,l1_l5_lordosis_deg,l1_s1_lordosis_deg,
-        sacral_slope_deg``, then the segmental angles, ``facing`` and ``missing_levels``;
-        angles with 4 decimals.
+        sacral_slope_deg``, then the segmental angles, ``facing``, ``missing_levels``, the
+        clinical measurements (:func:`~spinelandmarks.measurements.clinical_columns`) and,
+        for pipeline predictions, ``needs_review`` and ``qc``; values with 4 decimals.
     """
     rows = measure_records(records, schema)
     columns = ["file_name", *ANGLE_COLUMNS.values(),
-               *[f"{n}_deg" for n in segmental_angle_names(schema)], "facing", "missing_levels"]
+               *[f"{n}_deg" for n in segmental_angle_names(schema)], "facing", "missing_levels",
+               *clinical_columns(torch.full((1, schema.num_points, 2), math.nan), schema)]
     if rows and "needs_review" in rows[0]:
         columns += ["needs_review", "qc"]
     buf = io.StringIO(newline="")

@@ -32,6 +32,7 @@ from .schema import (
 __all__ = [
     "GENANT_LOSS",
     "MEYERDING_MIN_SLIP_PCT",
+    "clinical_columns",
     "disc_heights",
     "genant_grades",
     "listhesis",
@@ -144,7 +145,8 @@ def morphometry(points: Tensor, schema: LandmarkSchema = LUMBAR_MORPHOMETRY,
         cols["ha"].append(_length(p["anterior_superior"], p["anterior_inferior"], scale[:, 0]))
         cols["hp"].append(_length(p["posterior_superior"], p["posterior_inferior"], scale[:, 0]))
         cols["hm"].append(_length(p["middle_superior"], p["middle_inferior"], scale[:, 0]))
-    out = {k: torch.stack(v, dim=1) for k, v in cols.items()}
+    out = {k: torch.stack(v, dim=1) if v else pts.new_zeros(pts.shape[0], 0)
+           for k, v in cols.items()}
     hp = out["hp"]
     padded = torch.nn.functional.pad(hp, (1, 1), value=math.nan)
     neighbours = torch.stack([padded[:, :-2], padded[:, 2:]], -1).nanmean(-1)
@@ -246,3 +248,57 @@ def listhesis(points: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL) -> dict[
         grade = torch.where(torch.isfinite(slip), grade, torch.full_like(grade, math.nan))
         out[f"{up}-{low}"] = torch.stack([slip, grade], dim=-1)
     return out
+
+
+# -- one table row per image -----------------------------------------------------------------------
+def clinical_columns(points: Tensor, schema: LandmarkSchema,
+                     spacing: Tensor | None = None) -> dict[str, Tensor]:
+    """Every measurement the schema allows, as flat ``column -> (B,)`` values.
+
+    Parameters
+    ----------
+    points : Tensor
+        (B, P, 2) image pixels, NaN where absent.
+    schema : LandmarkSchema
+    spacing : Tensor, optional
+        (B, 2) ``(row_mm, col_mm)`` per image; rows with NaN (unknown spacing) are measured in
+        pixels. ``length_unit_mm`` says which: 1 for mm, 0 for pixels.
+
+    Returns
+    -------
+    dict of str to Tensor
+        ``pelvic_incidence_deg``, ``pelvic_tilt_deg``, ``pi_ll_mismatch_deg`` (schemas with
+        femoral heads); per body ``<L>_ha``, ``<L>_hm`` (schemas with endplate middles),
+        ``<L>_hp``, ``<L>_genant_grade``; per segment ``<U>-<L>_disc_anterior``,
+        ``<U>-<L>_disc_posterior``, ``<U>-<L>_slip_pct``, ``<U>-<L>_meyerding``;
+        ``length_unit_mm``.
+    """
+    pts = points.double()
+    b = pts.shape[0]
+    sp = (torch.full((b, 2), math.nan, dtype=pts.dtype, device=pts.device) if spacing is None
+          else spacing.to(pts))
+    known = torch.isfinite(sp).all(-1)
+    sp = torch.where(known[:, None], sp, torch.ones_like(sp))
+    cols: dict[str, Tensor] = {}
+    if FEMORAL_HEADS.name in schema.level_names:
+        par = spinopelvic_parameters(pts, schema)
+        for k in ("pelvic_incidence", "pelvic_tilt", "pi_ll_mismatch"):
+            cols[f"{k}_deg"] = par[k]
+    morph = morphometry(pts, schema, spacing=sp)
+    grades = genant_grades(morph)
+    with_middles = any("middle_superior" in schema.level(lv).points
+                       for lv in schema.body_levels)
+    for j, lv in enumerate(schema.body_levels):
+        cols[f"{lv}_ha"] = morph["ha"][:, j]
+        if with_middles:
+            cols[f"{lv}_hm"] = morph["hm"][:, j]
+        cols[f"{lv}_hp"] = morph["hp"][:, j]
+        measurable = torch.isfinite(grades["height_loss"][:, j])
+        cols[f"{lv}_genant_grade"] = torch.where(measurable, grades["grade"][:, j].to(pts),
+                                                 torch.full_like(pts[:, 0, 0], math.nan))
+    discs, slips = disc_heights(pts, schema, spacing=sp), listhesis(pts, schema)
+    for seg, d in discs.items():
+        cols[f"{seg}_disc_anterior"], cols[f"{seg}_disc_posterior"] = d[:, 0], d[:, 1]
+        cols[f"{seg}_slip_pct"], cols[f"{seg}_meyerding"] = slips[seg][:, 0], slips[seg][:, 1]
+    cols["length_unit_mm"] = known.to(pts)
+    return cols
