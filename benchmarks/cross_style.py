@@ -95,7 +95,7 @@ def _predict(root: Path, name: str, style: str, accelerator: str) -> Path:
     if not (pred_dir / "predictions.json").is_file():
         files = sorted((root / "data" / style / "test" / "images").iterdir())
         predict_files(root / "runs" / name / "run", files, pred_dir, accelerator=accelerator,
-                      overlays=True, progress=False)
+                      overlays=True, progress=False, overwrite=True)
     return pred_dir
 
 
@@ -116,7 +116,7 @@ def _fitted_qc_predictions(root: Path, name: str, style: str, accelerator: str
     if not (pred_dir / "predictions.json").is_file():
         files = sorted((root / "data" / style / "test" / "images").iterdir())
         predict_files(fitted, files, pred_dir, accelerator=accelerator, overlays=False,
-                      progress=False)
+                      progress=False, overwrite=True)
     return read_coco(pred_dir / "predictions.json", S)
 
 

@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     _add_device_options(p, 4)
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="OUT holds other files or predictions of other inputs: replace the "
+                        "predictions there (without this such a folder is refused; rerunning "
+                        "on the same inputs replaces them)")
     p.add_argument("--no-tta", action="store_true",
                    help="refine each vertebra in one crop instead of averaging six views "
                         "(faster, less accurate)")
@@ -246,15 +250,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
-    """Files named or found (recursively) in folders; and the inputs that do not exist."""
+def collect_inputs(inputs: Sequence[str], exclude: Path | None = None
+                   ) -> tuple[list[Path], list[str]]:
+    """Files named or found (recursively) in folders, leaving out anything under ``exclude``
+    (the output folder); and the inputs that do not exist."""
     files: list[Path] = []
     missing: list[str] = []
+    skip = exclude.resolve() if exclude is not None else None
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             files += sorted(f for f in p.rglob("*") if f.is_file() and (
-                f.suffix.lower() in IMAGE_SUFFIXES or (not f.suffix and _is_dicom(f))))
+                f.suffix.lower() in IMAGE_SUFFIXES or (not f.suffix and _is_dicom(f)))
+                and (skip is None or not f.resolve().is_relative_to(skip)))
         elif p.is_file():
             files.append(p)
         else:
@@ -271,7 +279,7 @@ def _is_dicom(path: Path) -> bool:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_files
 
-    files, missing = collect_inputs(args.inputs)
+    files, missing = collect_inputs(args.inputs, exclude=Path(args.out))
     for m in missing:
         print(f"error: {m}: no such file or directory", file=sys.stderr)
     if not files:
@@ -280,7 +288,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failures = predict_files(args.run, files, args.out, batch_size=args.batch_size,
                              accelerator=args.accelerator, precision=args.precision or "32",
                              overlays=not args.no_overlays,
-                             tta=False if args.no_tta else None)
+                             tta=False if args.no_tta else None, overwrite=args.overwrite)
     for path, reason in failures:
         print(f"error: {path}: {reason}", file=sys.stderr)
     n_ok = len(files) - len(failures)

@@ -8,8 +8,11 @@ finish.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from ._atomic import atomic_write_text
 from .data.annotations import ImageRecord, write_coco
 from .data.intensity import robust_normalize
 from .data.io import ImageReadError, Radiograph, read_image
@@ -26,7 +30,7 @@ from .evaluation import write_measurements_csv
 from .pipeline import SpineLandmarkPipeline, SpineResult
 from .qc import LEVEL_FLAGS
 
-__all__ = ["draw_overlay", "predict_files", "resolve_pipeline_dir"]
+__all__ = ["OUTPUTS", "draw_overlay", "predict_files", "resolve_pipeline_dir"]
 
 _log = logging.getLogger(__name__)
 
@@ -98,10 +102,44 @@ def _circle_flagged(draw: ImageDraw.ImageDraw, result: SpineResult,
                      width=2 * scale)
 
 
+#: What ``predict`` writes into its output folder (the marker file names its inputs).
+OUTPUTS = ("predictions.json", "predictions_step1.json", "measurements.csv", "overlays")
+_MARKER = "predict.json"
+
+
+def _inputs_digest(files: Sequence[Path]) -> str:
+    names = "\n".join(sorted(str(Path(f).resolve()) for f in files))
+    return hashlib.sha256(names.encode()).hexdigest()
+
+
+def _prepare_out(out: Path, files: Sequence[Path], run: str | os.PathLike[str],
+                 overwrite: bool) -> None:
+    """Make ``out`` ready: refuse a folder holding something else, clear earlier outputs."""
+    digest = _inputs_digest(files)
+    marker = out / _MARKER
+    if out.is_dir() and any(out.iterdir()):
+        same = marker.is_file() and json.loads(marker.read_text()).get("inputs") == digest
+        if not same and not overwrite:
+            what = ("the output of predict on other inputs" if marker.is_file()
+                    else "not the output of predict")
+            raise ValueError(f"{out}: the folder is not empty and holds {what}; choose another "
+                             "--out, or --overwrite to replace the predictions there")
+        for name in (*OUTPUTS, _MARKER):  # never mix old and new overlays or tables
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, json.dumps({"inputs": digest, "images": len(files),
+                                          "run": str(run)}, indent=2) + "\n")
+
+
 def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
                   out_dir: str | os.PathLike[str], *, batch_size: int = 4,
                   accelerator: str = "auto", precision: str = "32", overlays: bool = True,
-                  tta: bool | None = None, progress: bool = True) -> list[tuple[str, str]]:
+                  tta: bool | None = None, progress: bool = True,
+                  overwrite: bool = False) -> list[tuple[str, str]]:
     """Predict every file; return ``(file, reason)`` for each one that failed.
 
     Parameters
@@ -120,9 +158,20 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
         Write ``overlays/<name>.png``.
     tta : bool, optional
         Step-2 test-time augmentation on or off; default: as saved with the pipeline.
+    progress : bool
+        Show a progress bar.
+    overwrite : bool
+        ``out_dir`` holds other files, or the output of ``predict`` on other inputs: replace
+        the outputs of ``predict`` there (other files are left alone) instead of refusing.
+
+    Raises
+    ------
+    ValueError
+        ``out_dir`` is not empty and not the output of ``predict`` on the same inputs (and not
+        ``overwrite``).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare_out(out, files, run, overwrite)
     pipe = SpineLandmarkPipeline.load(resolve_pipeline_dir(run)).to(_device(accelerator))
     if tta is not None:
         pipe.tta = tta
@@ -148,6 +197,9 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
                 failures += [(r.source, f"prediction failed: {exc}") for r in radiographs]
                 results = []
             for r, res in zip(radiographs, results, strict=False):
+                if res.error is not None:
+                    failures.append((r.source, res.error))
+                    continue
                 image_id = len(step2) + 1
                 step2.append(res.to_record(pipe.schema, step=2, image_id=image_id))
                 step1.append(res.to_record(pipe.schema, step=1, image_id=image_id))

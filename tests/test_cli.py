@@ -375,3 +375,39 @@ def test_predict_export_import_gives_the_predicted_points(
         for a, b in zip(predicted, back, strict=True):
             assert Path(a.file_name).name == Path(b.file_name).name
             np.testing.assert_allclose(a.points, b.points, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_predict_output_folder_is_guarded_and_never_read_back(
+        trained: tuple[Path, Path, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from PIL import Image
+
+    _, test, run = trained
+    images = tmp_path / "films"
+    shutil.copytree(test / "images", images)
+    out = images / "pred"  # inside the input folder
+    base = ["predict", str(run), str(images), "--accelerator", "cpu"]
+    assert main([*base, "--out", str(out)]) == 0
+    n = len(list((test / "images").iterdir()))
+    assert len(json.loads((out / "predictions.json").read_text())["images"]) == n
+    assert main([*base, "--out", str(out)]) == 0  # same inputs: replaced, overlays not doubled
+    assert len(list((out / "overlays").iterdir())) == n
+    capsys.readouterr()
+    foreign = tmp_path / "busy"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    assert main([*base, "--out", str(foreign)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    one = ["predict", str(run), str(next(images.glob("*.png"))), "--accelerator", "cpu"]
+    assert main([*one, "--out", str(out)]) == 2  # other inputs
+    assert main([*one, "--out", str(out), "--overwrite"]) == 0
+    assert len(list((out / "overlays").iterdir())) == 1
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(images / "tiny.png")
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "p2")]) == 1  # one unusable image
+    err = capsys.readouterr().err
+    assert "tiny.png" in err and "too small" in err
