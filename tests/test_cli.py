@@ -411,3 +411,16 @@ def test_predict_output_folder_is_guarded_and_never_read_back(
     assert main([*base, "--out", str(tmp_path / "p2")]) == 1  # one unusable image
     err = capsys.readouterr().err
     assert "tiny.png" in err and "too small" in err
+
+
+def test_os_errors_read_as_one_line_with_what_to_do() -> None:
+    import errno
+
+    from spinelandmarks.cli import _message
+
+    ro = OSError(errno.EROFS, "Read-only file system", "/mnt/ro/out")
+    assert _message(ro) == "/mnt/ro/out: Read-only file system (choose an --out on a " \
+                           "writable disk)"
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/pred")
+    assert _message(full).startswith("/data/pred: No space left on device (free space")
+    assert _message(ValueError("x.png: too small")) == "x.png: too small"

@@ -372,6 +372,11 @@ def test_dicom_without_an_image_and_folders_named_clearly(tmp_path: Path) -> Non
             reader(sr)
         assert "Basic Text SR Storage" in str(info.value)
         assert str(info.value).count(str(sr)) == 1  # the path once
+    fake = tmp_path / "fake.dcm"  # a PNG with a DICOM name
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(fake, format="PNG")
+    for reader in (read_image_size, read_image):
+        with pytest.raises(ImageReadError, match="not a valid DICOM file"):
+            reader(fake)
     folder = tmp_path / "scan.dcm"
     folder.mkdir()
     for reader2 in (read_image_size, read_image, read_dicom):

@@ -194,6 +194,8 @@ def read_image_size(path: StrPath) -> tuple[int, int]:
             ds = pydicom.dcmread(p, stop_before_pixels=True, force=True)
         except Exception as exc:
             raise ImageReadError(f"{p}: cannot read DICOM header: {exc}") from exc
+        if not ds.get("SOPClassUID") and "Rows" not in ds:  # nothing DICOM was parsed
+            raise ImageReadError(f"{p}: not a valid DICOM file (no DICOM header found)")
         if "Columns" not in ds or "Rows" not in ds:
             raise ImageReadError(f"{p}: DICOM without an image (no Rows/Columns; "
                                  f"{_sop_class(ds)})")
