@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from ._output import configure_output
@@ -87,18 +88,11 @@ def _add_device_options(p: argparse.ArgumentParser, batch_size: int) -> None:
                    help=f"images per batch (default: {batch_size})")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="spinelandmarks",
-        description="Vertebral corner localization and lumbar measurements on sagittal spine "
-                    "radiographs (two-step DSNT method).",
-        epilog="Power users: `spinelandmarks fit|validate|test -c CONFIG.yaml` runs "
-               "LightningCLI on any module (examples/configs/).",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser("synth", help="write a synthetic annotated data set")
+def _verb_synth(sub: Any) -> None:
+    p = sub.add_parser(
+        "synth", help="write a synthetic annotated data set",
+        description="Writes OUT/annotations.json (COCO keypoints, the generating parameters per "
+                    "image) and OUT/images/ (16-bit PNG or DICOM).")
     p.add_argument("out", help="output dataset directory")
     p.add_argument("--num-images", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -106,7 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["png", "dicom"], default="png")
     p.add_argument("--workers", type=int, default=1)
 
-    p = sub.add_parser("train", help="train detector, landmark model and refiner on a dataset")
+
+def _verb_train(sub: Any) -> None:
+    p = sub.add_parser(
+        "train", help="train detector, landmark model and refiner on a dataset",
+        description="Writes RUN/<stage>/ (best.pt, best.ckpt, last.ckpt, config.json, CSV logs) "
+                    "for the detector, landmark and refiner stages, RUN/config.json and "
+                    "RUN/pipeline/ (loadable by SpineLandmarkPipeline.load; QC thresholds fitted "
+                    "on the validation images). Rerun to resume.")
     p.add_argument("data", help="dataset directory (annotations.json + images/)")
     p.add_argument("--out", required=True, help="run directory (resumed if it exists)")
     p.add_argument("--val", default=None, help="separate validation dataset (default: a "
@@ -140,7 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", default="detector,landmark,refiner",
                    help="comma-separated subset of detector,landmark,refiner")
 
-    p = sub.add_parser("predict", help="run a trained pipeline on radiographs")
+
+def _verb_predict(sub: Any) -> None:
+    p = sub.add_parser(
+        "predict", help="run a trained pipeline on radiographs",
+        description="Writes OUT/predictions.json (step-2 points with scores, needs_review and qc "
+                    "per image), OUT/predictions_step1.json, OUT/measurements.csv, "
+                    "OUT/overlays/*.png and OUT/predict.json (the inputs). Prints how many images"
+                    " need review.")
     p.add_argument("run", help="run directory from `train` (or a pipeline directory)")
     p.add_argument("inputs", nargs="+", help="image files or folders (DICOM, PNG, JPEG, TIFF)")
     p.add_argument("--out", required=True, help="output directory")
@@ -154,18 +162,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refine each vertebra in one crop instead of averaging six views "
                         "(faster, less accurate)")
 
-    p = sub.add_parser("measure", help="clinical parameters from an annotation file")
+
+def _verb_measure(sub: Any) -> None:
+    p = sub.add_parser(
+        "measure", help="clinical parameters from an annotation file",
+        description="Writes OUT (CSV): one row per image with the lumbar angles, segmental "
+                    "angles, facing, missing levels and the clinical measurements (pelvic "
+                    "parameters, body heights, Genant grades, disc heights, slips).")
     p.add_argument("annotations", help="COCO keypoint file (annotations or predictions)")
     p.add_argument("--out", required=True, help="output CSV")
     _add_schema_option(p)
 
-    p = sub.add_parser("evaluate", help="compare predictions with ground truth")
+
+def _verb_evaluate(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate", help="compare predictions with ground truth",
+        description="Writes OUT/report.md, OUT/metrics.json and plots (Bland-Altman, predicted vs"
+                    " true, error per level); prints the headline figures with tails and level "
+                    "identification.")
     p.add_argument("predictions", help="predictions.json (step 2)")
     p.add_argument("ground_truth", help="ground-truth annotations.json")
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--step1", default=None, help="predictions_step1.json to compare (default: "
                    "next to PREDICTIONS when present)")
 
+
+def _verb_export(sub: Any) -> None:
     p = sub.add_parser("export", help="predictions or annotations as files for CVAT or "
                                       "Label Studio, to correct them there",
                        description="Writes, for CVAT: OUT/cvat_annotations.zip (COCO Keypoints "
@@ -180,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Label Studio: URL prefix of the images (default: its local storage)")
     _add_schema_option(p)
 
+
+def _verb_import(sub: Any) -> None:
     p = sub.add_parser("import", help="annotations from CVAT, Label Studio or BUU-LSPINE into "
                                       "the dataset layout",
                        description="Writes OUT/annotations.json and OUT/images/ (links to the "
@@ -194,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--copy", action="store_true", help="copy the images instead of linking")
     _add_schema_option(p)
 
+
+def _verb_demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="synthesize, train, predict and evaluate end to end")
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     p.add_argument("--num-train", type=int, default=160)
@@ -204,6 +230,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="long side of the synthetic radiographs (default 512 CPU, 768 GPU)")
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spinelandmarks",
+        description="Vertebral corner localization and lumbar measurements on sagittal spine "
+                    "radiographs (two-step DSNT method).",
+        epilog="Exit status: 0 done; 1 done in part (the failed inputs are listed); 2 usage "
+               "or input error (nothing done); 130 interrupted. Power users: `spinelandmarks "
+               "fit|validate|test -c CONFIG.yaml` runs LightningCLI on any module "
+               "(examples/configs/).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add_verb in (_verb_synth, _verb_train, _verb_predict, _verb_measure, _verb_evaluate,
+                     _verb_export, _verb_import, _verb_demo):
+        add_verb(sub)
     for verb in sub.choices.values():
         verb.add_argument("--verbose", action="store_true",
                           help="also show third-party log lines and warnings")
