@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,7 @@ def _verb_evaluate(sub: Any) -> None:
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--step1", default=None, help="predictions_step1.json to compare (default: "
                    "next to PREDICTIONS when present)")
+    _add_schema_option(p)
 
 
 def _verb_export(sub: Any) -> None:
@@ -353,21 +355,33 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.annotations import read_coco
-    from .evaluation import evaluate, summary_table, write_report
-    from .schema import LUMBAR_SAGITTAL
+    from .data.datamodule import schema_for
+    from .evaluation import evaluate, match_to_ground_truth, summary_table, write_report
 
-    schema = LUMBAR_SAGITTAL
-    pred = read_coco(args.predictions, schema)
+    schema = schema_for(args.schema, [Path(args.ground_truth)])
     gt = read_coco(args.ground_truth, schema)
+    root = Path(args.ground_truth).parent
+    pred, unmatched = match_to_ground_truth(read_coco(args.predictions, schema), gt, root)
+    if not pred:
+        raise ValueError(f"{args.predictions}: no prediction matches an image of "
+                         f"{args.ground_truth} (by name, path relative to {root}, or unique "
+                         f"file name; e.g. {unmatched[:1]} vs {[r.file_name for r in gt[:1]]})")
+    if unmatched:
+        log.warning("%d prediction(s) match no ground-truth image and are left out: %s",
+                    len(unmatched), ", ".join(unmatched[:5]) + (" ..." if len(unmatched) > 5
+                                                               else ""))
     step1_path = Path(args.step1) if args.step1 else (
         Path(args.predictions).with_name("predictions_step1.json"))
-    step1 = read_coco(step1_path, schema) if step1_path.is_file() else None
-    metrics = evaluate(pred, gt, schema, step1_records=step1)
-    out = write_report(metrics, args.out, pred_records=pred, gt_records=gt, schema=schema,
-                       step1_records=step1)
+    step1 = (match_to_ground_truth(read_coco(step1_path, schema), gt, root)[0]
+             if step1_path.is_file() else None)
+    with warnings.catch_warnings():  # unmatched predictions were reported above
+        warnings.filterwarnings("ignore", message=".*without ground truth ignored")
+        metrics = evaluate(pred, gt, schema, step1_records=step1)
+    report = write_report(metrics, args.out, pred_records=pred, gt_records=gt, schema=schema,
+                          step1_records=step1)
     print(summary_table(metrics))
-    print(f"report: {Path(out) / 'report.md'}")
-    return 0
+    print(f"report: {report}")
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

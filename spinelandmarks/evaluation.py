@@ -16,6 +16,7 @@ ignored and counted (with a warning).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -23,7 +24,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,7 @@ __all__ = [
     "REFERENCE",
     "SDR_THRESHOLDS_MM",
     "evaluate",
+    "match_to_ground_truth",
     "measure_records",
     "metrics_to_json",
     "summary_table",
@@ -318,6 +320,60 @@ class _Paired:
     missing: list[str]  # GT images without a prediction
     unmatched: list[str]  # predictions without GT
     duplicates: int  # predictions whose file_name was already seen (ignored)
+
+
+def match_to_ground_truth(pred_records: Sequence[ImageRecord],
+                          gt_records: Sequence[ImageRecord], root: StrPath
+                          ) -> tuple[list[ImageRecord], list[str]]:
+    """Name predictions as the ground truth names the same images.
+
+    ``predict`` names files by the path it was given (``/data/x/images/a.png``,
+    ``../x/images/a.png``); an annotation file names them relative to its dataset root
+    (``images/a.png``). A prediction matches a ground-truth record by (1) the same name, (2)
+    its path relative to ``root`` (absolute, or relative to the working directory), (3) its
+    file name alone, when exactly one ground-truth record has that file name.
+
+    Parameters
+    ----------
+    pred_records, gt_records : sequence of ImageRecord
+    root : str or PathLike
+        The ground truth's dataset root (the folder of its ``annotations.json``).
+
+    Returns
+    -------
+    matched : list of ImageRecord
+        Copies of the matched predictions, named as in the ground truth.
+    unmatched : list of str
+        Names of the predictions that match no ground-truth record.
+    """
+    gt_names = {r.file_name for r in gt_records}
+    by_base: dict[str, list[str]] = {}
+    for name in gt_names:
+        by_base.setdefault(PurePath(name).name, []).append(name)
+    base = Path(root).resolve()
+    matched: list[ImageRecord] = []
+    unmatched: list[str] = []
+    for rec in pred_records:
+        found = _matching_name(rec.file_name, gt_names, by_base, base)
+        if found is None:
+            unmatched.append(rec.file_name)
+        else:
+            matched.append(dataclasses.replace(rec, file_name=found))
+    return matched, unmatched
+
+
+def _matching_name(name: str, gt_names: set[str], by_base: Mapping[str, list[str]],
+                   root: Path) -> str | None:
+    if name in gt_names:
+        return name
+    try:
+        rel: str | None = Path(name).resolve().relative_to(root).as_posix()
+    except ValueError:
+        rel = None
+    if rel is not None and rel in gt_names:
+        return rel
+    candidates = by_base.get(PurePath(name).name, [])
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def _pair(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageRecord],

@@ -424,3 +424,33 @@ def test_os_errors_read_as_one_line_with_what_to_do() -> None:
     full = OSError(errno.ENOSPC, "No space left on device", "/data/pred")
     assert _message(full).startswith("/data/pred: No space left on device (free space")
     assert _message(ValueError("x.png: too small")) == "x.png: too small"
+
+
+def test_evaluate_matches_paths_as_predict_names_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    from spinelandmarks.data.annotations import read_coco, write_coco
+    from spinelandmarks.schema import LUMBAR_SAGITTAL
+
+    data = tmp_path / "data"
+    assert main(["synth", str(data), "--num-images", "3", "--seed", "6", "--size", "256"]) == 0
+    recs = read_coco(data / "annotations.json", LUMBAR_SAGITTAL)
+    # predictions name files by the path given to predict: absolute, or a bare name
+    recs[0].file_name = str((data / recs[0].file_name).resolve())
+    recs[1].file_name = Path(recs[1].file_name).name
+    recs[2].file_name = "elsewhere/unknown.png"
+    pred = tmp_path / "predictions.json"
+    write_coco(recs, LUMBAR_SAGITTAL, pred)
+    capsys.readouterr()
+    assert main(["evaluate", str(pred), str(data / "annotations.json"), "--out",
+                 str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr()
+    metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert metrics["n_images"] == 3 and len(metrics["missing_images"]) == 1
+    assert f"report: {tmp_path / 'rep' / 'report.md'}\n" in out.out  # not report.md/report.md
+    assert "1 prediction(s) match no ground-truth image" in caplog.text
+    recs[0].file_name = recs[1].file_name = "nowhere/x.png"
+    write_coco(recs[:1], LUMBAR_SAGITTAL, pred)
+    assert main(["evaluate", str(pred), str(data / "annotations.json"), "--out",
+                 str(tmp_path / "rep2")]) == 2
+    assert "no prediction matches an image" in capsys.readouterr().err
