@@ -148,13 +148,16 @@ def _verb_predict(sub: Any) -> None:
         "predict", help="run a trained pipeline on radiographs",
         description="Writes OUT/predictions.json (step-2 points with scores, needs_review and qc "
                     "per image), OUT/predictions_step1.json, OUT/measurements.csv, "
-                    "OUT/overlays/*.png and OUT/predict.json (the inputs). Prints how many images"
-                    " need review.")
+                    "OUT/failures.csv, OUT/overlays/*.png, OUT/predictions.jsonl (the journal: "
+                    "after a crash or Ctrl-C, rerun the same command to resume) and "
+                    "OUT/predict.json (the inputs). Prints how many images need review.")
     p.add_argument("run", help="run directory from `train` (or a pipeline directory)")
     p.add_argument("inputs", nargs="+", help="image files or folders (DICOM, PNG, JPEG, TIFF)")
     p.add_argument("--out", required=True, help="output directory")
     _add_device_options(p, 4)
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes decoding the images (default 0: the main process)")
     p.add_argument("--overwrite", action="store_true",
                    help="OUT holds other files or predictions of other inputs: replace the "
                         "predictions there (without this such a folder is refused; rerunning "
@@ -333,7 +336,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failures = predict_files(args.run, files, args.out, batch_size=args.batch_size,
                              accelerator=args.accelerator, precision=args.precision or "32",
                              overlays=not args.no_overlays,
-                             tta=False if args.no_tta else None, overwrite=args.overwrite)
+                             tta=False if args.no_tta else None, overwrite=args.overwrite,
+                             workers=args.workers)
     for path, reason in failures:
         print(f"error: {path}: {reason}", file=sys.stderr)
     n_ok = len(files) - len(failures)
@@ -448,10 +452,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_accelerator(args)
         return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             raise
-        print("interrupted", file=sys.stderr)
+        print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ValueError, OSError) as exc:  # bad input, options or output locations
         if debug:

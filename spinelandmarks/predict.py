@@ -8,29 +8,37 @@ finish.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import shutil
+import signal
+import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ._atomic import atomic_write_text
-from .data.annotations import ImageRecord, write_coco
 from .data.intensity import robust_normalize
 from .data.io import ImageReadError, Radiograph, read_image
 from .data.plot import draw_points, save_png
-from .evaluation import write_measurements_csv
 from .pipeline import SpineLandmarkPipeline, SpineResult
+from .prediction_store import (
+    JOURNAL,
+    PredictionJournal,
+    assemble_outputs,
+    file_key,
+    prepare_output_folder,
+    write_failures,
+)
 from .qc import LEVEL_FLAGS
 
-__all__ = ["OUTPUTS", "draw_overlay", "predict_files", "resolve_pipeline_dir"]
+__all__ = ["draw_overlay", "predict_files", "resolve_pipeline_dir"]
 
 _log = logging.getLogger(__name__)
 
@@ -102,45 +110,57 @@ def _circle_flagged(draw: ImageDraw.ImageDraw, result: SpineResult,
                      width=2 * scale)
 
 
-#: What ``predict`` writes into its output folder (the marker file names its inputs).
-OUTPUTS = ("predictions.json", "predictions_step1.json", "measurements.csv", "overlays")
-_MARKER = "predict.json"
+class _Decode(Dataset[tuple[int, "Radiograph | str"]]):
+    """Files decoded in DataLoader workers: ``(index, Radiograph or the error message)``."""
+
+    def __init__(self, files: Sequence[Path]) -> None:
+        self.files = list(files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[int, Radiograph | str]:
+        try:
+            return i, read_image(self.files[i])
+        except (ImageReadError, OSError, ValueError) as exc:
+            return i, str(exc)
 
 
-def _inputs_digest(files: Sequence[Path]) -> str:
-    names = "\n".join(sorted(str(Path(f).resolve()) for f in files))
-    return hashlib.sha256(names.encode()).hexdigest()
+def _as_list(batch: list[Any]) -> list[Any]:
+    return batch
 
 
-def _prepare_out(out: Path, files: Sequence[Path], run: str | os.PathLike[str],
-                 overwrite: bool) -> None:
-    """Make ``out`` ready: refuse a folder holding something else, clear earlier outputs."""
-    digest = _inputs_digest(files)
-    marker = out / _MARKER
-    if out.is_dir() and any(out.iterdir()):
-        same = marker.is_file() and json.loads(marker.read_text()).get("inputs") == digest
-        if not same and not overwrite:
-            what = ("the output of predict on other inputs" if marker.is_file()
-                    else "not the output of predict")
-            raise ValueError(f"{out}: the folder is not empty and holds {what}; choose another "
-                             "--out, or --overwrite to replace the predictions there")
-        for name in (*OUTPUTS, _MARKER):  # never mix old and new overlays or tables
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(marker, json.dumps({"inputs": digest, "images": len(files),
-                                          "run": str(run)}, indent=2) + "\n")
+class _StopRequest:
+    """SIGINT / SIGTERM ask the loop to stop after the batch in flight (main thread only)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
                   out_dir: str | os.PathLike[str], *, batch_size: int = 4,
                   accelerator: str = "auto", precision: str = "32", overlays: bool = True,
-                  tta: bool | None = None, progress: bool = True,
-                  overwrite: bool = False) -> list[tuple[str, str]]:
-    """Predict every file; return ``(file, reason)`` for each one that failed.
+                  tta: bool | None = None, progress: bool = True, overwrite: bool = False,
+                  workers: int = 0) -> list[tuple[str, str]]:
+    """Predict every file, resumably; return ``(file, reason)`` for each one that failed.
+
+    Finished images are journaled per batch (:mod:`spinelandmarks.prediction_store`); rerun
+    the same call after a crash or an interruption and only the rest is predicted. The final
+    files are assembled in input order.
 
     Parameters
     ----------
@@ -155,7 +175,7 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
     accelerator : {"auto", "cpu", "gpu"}
     precision : {"32", "bf16-mixed", "16-mixed"}
     overlays : bool
-        Write ``overlays/<name>.png``.
+        Write ``overlays/<n>_<name>.png`` (n: position in ``files``).
     tta : bool, optional
         Step-2 test-time augmentation on or off; default: as saved with the pipeline.
     progress : bool
@@ -163,56 +183,108 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
     overwrite : bool
         ``out_dir`` holds other files, or the output of ``predict`` on other inputs: replace
         the outputs of ``predict`` there (other files are left alone) instead of refusing.
+    workers : int
+        DataLoader processes decoding the files (0: in this process).
 
     Raises
     ------
     ValueError
         ``out_dir`` is not empty and not the output of ``predict`` on the same inputs (and not
         ``overwrite``).
+    KeyboardInterrupt
+        SIGINT or SIGTERM arrived: the batch in flight was finished and every output written
+        for the images done; rerun to resume.
     """
     out = Path(out_dir)
-    _prepare_out(out, files, run, overwrite)
     pipe = SpineLandmarkPipeline.load(resolve_pipeline_dir(run)).to(_device(accelerator))
     if tta is not None:
         pipe.tta = tta
-    precision = "32" if precision == "32-true" else precision
-    failures: list[tuple[str, str]] = []
-    step2: list[ImageRecord] = []
-    step1: list[ImageRecord] = []
-    if overlays:
-        (out / "overlays").mkdir(exist_ok=True)
-    bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
-    for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        radiographs: list[Radiograph] = []
-        for f in chunk:
-            try:
-                radiographs.append(read_image(f))
-            except (ImageReadError, OSError, ValueError) as exc:
-                failures.append((str(f), str(exc)))
-        if radiographs:
-            try:
-                results = pipe.predict(radiographs, batch_size=batch_size, precision=precision)
-            except (RuntimeError, ValueError) as exc:  # one bad batch must not stop the rest
-                failures += [(r.source, f"prediction failed: {exc}") for r in radiographs]
-                results = []
-            for r, res in zip(radiographs, results, strict=False):
-                if res.error is not None:
-                    failures.append((r.source, res.error))
-                    continue
-                image_id = len(step2) + 1
-                step2.append(res.to_record(pipe.schema, step=2, image_id=image_id))
-                step1.append(res.to_record(pipe.schema, step=1, image_id=image_id))
-                if overlays:
-                    name = Path(r.source).stem or f"image_{image_id}"
-                    save_png(out / "overlays" / f"{image_id:05d}_{name}.png",
-                             draw_overlay(r, res, pipe))
-        bar.update(len(chunk))
-    bar.close()
-    review = sum(bool(r.meta.get("needs_review")) for r in step2)
+    prepare_output_folder(out, files, run, overwrite,
+                          {"tta": pipe.tta, "precision": precision, "overlays": overlays})
+    keys = [file_key(Path(f)) for f in files]
+    failures: list[tuple[str, str, str]] = []
+    t0 = time.perf_counter()
+    with PredictionJournal(out / JOURNAL) as journal, _StopRequest() as stop:
+        todo = [i for i, k in enumerate(keys) if k not in journal.done]
+        skipped = len(files) - len(todo)
+        settings = _RunSettings(pipe, "32" if precision == "32-true" else precision, batch_size,
+                                out / "overlays" if overlays else None)
+        _predict_loop(settings, files, keys, todo, journal, failures, stop,
+                      _loader(files, todo, batch_size, workers), progress)
+        done = list(journal.in_order(keys))
+    assemble_outputs(out, done, pipe.schema)
+    write_failures(out, failures)
+    _summary(done, skipped, failures, len(todo), time.perf_counter() - t0)
+    if stop.requested:
+        raise KeyboardInterrupt(f"{len(done)} of {len(files)} images done in {out}; run the "
+                                "same command again to predict the rest")
+    return [(f, reason) for f, _, reason in failures]
+
+
+@dataclass
+class _RunSettings:
+    pipe: SpineLandmarkPipeline
+    precision: str
+    batch_size: int
+    overlays: Path | None
+
+
+def _loader(files: Sequence[Path], todo: Sequence[int], batch_size: int, workers: int
+            ) -> DataLoader[Any]:
+    subset = _Decode([files[i] for i in todo])
+    return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                      collate_fn=_as_list, prefetch_factor=2 if workers > 0 else None,
+                      persistent_workers=False)
+
+
+def _predict_loop(st: _RunSettings, files: Sequence[Path], keys: Sequence[str],
+                  todo: Sequence[int], journal: PredictionJournal,
+                  failures: list[tuple[str, str, str]], stop: _StopRequest,
+                  loader: DataLoader[Any], progress: bool) -> None:
+    """Decode, predict, journal and draw batch after batch until done or asked to stop."""
+    with tqdm(total=len(todo), desc="predict", unit="img", disable=not progress) as bar:
+        for batch in loader:
+            items = [(todo[j], x) for j, x in batch]
+            failures += [(str(files[i]), "read", x) for i, x in items if isinstance(x, str)]
+            good = [(i, x) for i, x in items if not isinstance(x, str)]
+            entries = _predict_batch(st, good, failures)
+            journal.append([(keys[i], res) for i, res, _ in entries])
+            if st.overlays is not None:
+                st.overlays.mkdir(exist_ok=True)
+                for i, res, rad in entries:
+                    name = Path(rad.source).stem or "image"
+                    save_png(st.overlays / f"{i + 1:05d}_{name}.png",
+                             draw_overlay(rad, res, st.pipe))
+            bar.update(len(items))
+            if stop.requested:
+                break
+
+
+def _predict_batch(st: _RunSettings, good: list[tuple[int, Radiograph]],
+                   failures: list[tuple[str, str, str]]
+                   ) -> list[tuple[int, SpineResult, Radiograph]]:
+    if not good:
+        return []
+    try:
+        results = st.pipe.predict([r for _, r in good], batch_size=st.batch_size,
+                                  precision=st.precision)
+    except (RuntimeError, ValueError) as exc:  # one bad batch must not stop the rest
+        failures += [(r.source, "predict", str(exc)) for _, r in good]
+        return []
+    entries = []
+    for (i, rad), res in zip(good, results, strict=True):
+        if res.error is not None:
+            failures.append((rad.source, "predict", res.error))
+        else:
+            entries.append((i, res, rad))
+    return entries
+
+
+def _summary(done: Sequence[SpineResult], skipped: int,
+             failures: Sequence[tuple[str, str, str]], attempted: int, seconds: float) -> None:
+    review = sum(r.needs_review for r in done)
     _log.info("%d of %d image(s) need review (needs_review in predictions.json, qc column in "
-              "measurements.csv)", review, len(step2))
-    write_coco(step2, pipe.schema, out / "predictions.json")
-    write_coco(step1, pipe.schema, out / "predictions_step1.json")
-    write_measurements_csv(step2, pipe.schema, out / "measurements.csv")
-    return failures
+              "measurements.csv)", review, len(done))
+    rate = (attempted - len(failures)) / seconds if seconds > 0 else float("nan")
+    _log.info("done %d, skipped as already done %d, failed %d, %.2f images/s", len(done),
+              skipped, len(failures), rate)

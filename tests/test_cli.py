@@ -140,10 +140,13 @@ def test_predict_no_tta_reaches_the_pipeline(trained: tuple[Path, Path, Path], t
         return forward(self, images)
 
     monkeypatch.setattr(pipeline_mod.SpineLandmarkPipeline, "forward", spy)
-    for extra in ([], ["--no-tta"]):
-        assert main(["predict", str(run), str(image), "--out", str(tmp_path / "o"),
+    for k, extra in enumerate(([], ["--no-tta"])):
+        assert main(["predict", str(run), str(image), "--out", str(tmp_path / f"o{k}"),
                      "--accelerator", "cpu", "--no-overlays", *extra]) == 0
     assert seen == [True, False]  # saved pipelines refine with TTA unless told otherwise
+    # other settings into the same folder: refused, not silently resumed from old results
+    assert main(["predict", str(run), str(image), "--out", str(tmp_path / "o0"),
+                 "--accelerator", "cpu", "--no-overlays", "--no-tta"]) == 2
 
 
 def test_predict_reports_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -454,3 +457,49 @@ def test_evaluate_matches_paths_as_predict_names_them(
     assert main(["evaluate", str(pred), str(data / "annotations.json"), "--out",
                  str(tmp_path / "rep2")]) == 2
     assert "no prediction matches an image" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_predict_resumes_after_an_interruption_with_identical_outputs(
+        trained: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import shutil
+    import signal
+
+    from spinelandmarks.prediction_store import PredictionJournal
+
+    _, test, run = trained
+    films = tmp_path / "films"
+    shutil.copytree(test / "images", films)
+    (films / "broken.png").write_bytes(b"not a png")
+    n = len(list((test / "images").iterdir()))
+    base = ["predict", str(run), str(films), "--accelerator", "cpu", "--batch-size", "1"]
+    assert main([*base, "--out", str(tmp_path / "whole")]) == 1  # broken.png failed
+    failures = (tmp_path / "whole" / "failures.csv").read_text().splitlines()
+    assert failures[0] == "file,stage,reason" and len(failures) == 2
+    assert "broken.png,read," in failures[1]
+
+    append = PredictionJournal.append
+    calls: list[int] = []
+
+    def interrupt_after_first(self: PredictionJournal, entries: list) -> None:
+        append(self, entries)
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the first batch is journaled
+
+    monkeypatch.setattr(PredictionJournal, "append", interrupt_after_first)
+    capsys.readouterr()
+    part = tmp_path / "part"
+    assert main([*base, "--out", str(part)]) == 130
+    assert "run the same command again" in capsys.readouterr().err
+    assert len(json.loads((part / "predictions.json").read_text())["images"]) == 1
+    monkeypatch.setattr(PredictionJournal, "append", append)
+    with (part / "predictions.jsonl").open("a") as f:
+        f.write('{"key": "cut short by a cra')  # a crash in the middle of a line
+    assert main([*base, "--out", str(part), "--workers", "2"]) == 1
+    for name in ("predictions.json", "predictions_step1.json", "measurements.csv",
+                 "failures.csv"):
+        assert (part / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    assert len(list((part / "overlays").iterdir())) == n

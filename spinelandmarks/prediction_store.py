@@ -1,0 +1,183 @@
+"""The output folder of ``predict``: what makes a run over an archive safe to stop and resume.
+
+* ``predict.json`` names the inputs the folder holds (a digest of their paths), so a folder
+  with other files, or with the predictions of other inputs, is refused unless told.
+* ``predictions.jsonl`` is a journal: one line per finished image (its key, file and result),
+  appended, flushed and fsynced after every batch. A crash, a full disk or Ctrl-C loses at most
+  the batch in flight; rerunning the same command skips the images already in the journal.
+  An image is keyed by its resolved path, size and modification time, so a file replaced in
+  place is predicted again.
+* ``predictions.json``, ``predictions_step1.json`` and ``measurements.csv`` are assembled from
+  the journal, in input order, atomically, at the end of every run (also an interrupted one):
+  a resumed run yields the same files as an uninterrupted one.
+* ``failures.csv`` lists the files that could not be predicted (file, stage, reason).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from ._atomic import atomic_write_text
+from .data.annotations import write_coco
+from .evaluation import write_measurements_csv
+from .pipeline import SpineResult
+from .schema import LandmarkSchema
+
+__all__ = ["FINAL_OUTPUTS", "JOURNAL", "PredictionJournal", "assemble_outputs", "file_key",
+           "prepare_output_folder", "write_failures"]
+
+#: Files assembled at the end of a run (and cleared before the next one).
+FINAL_OUTPUTS = ("predictions.json", "predictions_step1.json", "measurements.csv",
+                 "failures.csv")
+JOURNAL = "predictions.jsonl"
+_MARKER = "predict.json"
+
+
+def file_key(path: Path) -> str:
+    """``resolved path|size|mtime_ns``: the identity of an input for resuming."""
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _inputs_digest(files: Sequence[Path]) -> str:
+    names = "\n".join(sorted(str(Path(f).resolve()) for f in files))
+    return hashlib.sha256(names.encode()).hexdigest()
+
+
+def _remove(target: Path) -> None:
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+
+
+def prepare_output_folder(out: Path, files: Sequence[Path], run: str | os.PathLike[str],
+                          overwrite: bool, settings: dict[str, Any] | None = None) -> None:
+    """Make ``out`` ready for ``files`` predicted by ``run`` with ``settings``.
+
+    The same inputs, run and settings as before: the journal and overlays are kept (the run
+    resumes), the assembled files are cleared. Anything else in the folder: refused, or with
+    ``overwrite`` the outputs of ``predict`` are removed (other files are left alone).
+
+    Raises
+    ------
+    ValueError
+        ``out`` is not empty and not the output of ``predict`` on these inputs with this
+        pipeline and these settings.
+    """
+    digest = _inputs_digest(files) + ":" + hashlib.sha256(json.dumps(
+        {"run": str(Path(run).resolve()), **(settings or {})}, sort_keys=True,
+        default=str).encode()).hexdigest()
+    marker = out / _MARKER
+    if out.is_dir() and any(out.iterdir()):
+        same = marker.is_file() and json.loads(marker.read_text()).get("inputs") == digest
+        if not same and not overwrite:
+            what = ("the output of predict on other inputs or with another pipeline or "
+                    "settings" if marker.is_file() else "not the output of predict")
+            raise ValueError(f"{out}: the folder is not empty and holds {what}; choose another "
+                             "--out, or --overwrite to replace the predictions there")
+        stale = FINAL_OUTPUTS if same else (*FINAL_OUTPUTS, JOURNAL, "overlays", _MARKER)
+        for name in stale:
+            _remove(out / name)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, json.dumps({"inputs": digest, "images": len(files),
+                                          "run": str(run)}, indent=2) + "\n")
+
+
+# -- the journal -----------------------------------------------------------------------------------
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return [_jsonable(x) for x in v.tolist()]
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def result_to_json(res: SpineResult) -> dict[str, Any]:
+    """A result as plain JSON values (NaN as null)."""
+    return {k: _jsonable(getattr(res, k)) for k in SpineResult.__dataclass_fields__}
+
+
+def result_from_json(d: dict[str, Any]) -> SpineResult:
+    """Inverse of :func:`result_to_json`."""
+    shapes = {"points": (-1, 2), "points_step1": (-1, 2), "point_scores": (-1,),
+              "level_scores": (-1,), "level_boxes": (-1, 4)}
+    kw: dict[str, Any] = {k: np.array(v, dtype=np.float64).reshape(shapes[k])
+                          if k in shapes else v for k, v in d.items()}  # null -> NaN
+    kw["image_size"] = tuple(kw["image_size"])
+    if kw.get("pixel_spacing") is not None:
+        kw["pixel_spacing"] = tuple(kw["pixel_spacing"])
+    kw["parameters"] = {k: math.nan if v is None else v for k, v in kw["parameters"].items()}
+    kw["parameters_step1"] = {k: math.nan if v is None else v
+                              for k, v in kw["parameters_step1"].items()}
+    return SpineResult(**kw)
+
+
+class PredictionJournal:
+    """``predictions.jsonl``: the finished images of a run, appended durably per batch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[str, SpineResult] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by a crash: predicted again
+                    continue
+                self.done[entry["key"]] = result_from_json(entry["result"])
+        self._fh: IO[str] | None = None
+
+    def __enter__(self) -> PredictionJournal:
+        self._fh = self.path.open("a", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
+    def append(self, entries: Sequence[tuple[str, SpineResult]]) -> None:
+        """Record a batch of ``(key, result)`` and make it durable (flush + fsync)."""
+        assert self._fh is not None, "use the journal as a context manager"
+        for key, res in entries:
+            self._fh.write(json.dumps({"key": key, "result": result_to_json(res)}) + "\n")
+            self.done[key] = res
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def in_order(self, keys: Sequence[str]) -> Iterator[SpineResult]:
+        """The finished results of ``keys``, in that order."""
+        return (self.done[k] for k in keys if k in self.done)
+
+
+def assemble_outputs(out: Path, results: Sequence[SpineResult], schema: LandmarkSchema) -> None:
+    """``predictions.json``, ``predictions_step1.json`` and ``measurements.csv``, atomically."""
+    step2 = [r.to_record(schema, step=2, image_id=i + 1) for i, r in enumerate(results)]
+    step1 = [r.to_record(schema, step=1, image_id=i + 1) for i, r in enumerate(results)]
+    write_coco(step2, schema, out / "predictions.json")
+    write_coco(step1, schema, out / "predictions_step1.json")
+    write_measurements_csv(step2, schema, out / "measurements.csv")
+
+
+def write_failures(out: Path, failures: Sequence[tuple[str, str, str]]) -> None:
+    """``failures.csv``: ``file,stage,reason`` per failed input (header only when none)."""
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["file", "stage", "reason"])
+    writer.writerows(failures)
+    atomic_write_text(out / "failures.csv", buf.getvalue())
