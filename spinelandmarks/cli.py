@@ -8,7 +8,10 @@ Verbs: ``synth``, ``train``, ``predict``, ``measure``, ``evaluate``, ``export``,
 from __future__ import annotations
 
 import argparse
+import csv
 import errno
+import fnmatch
+import io
 import logging
 import os
 import sys
@@ -152,7 +155,13 @@ def _verb_predict(sub: Any) -> None:
                     "after a crash or Ctrl-C, rerun the same command to resume) and "
                     "OUT/predict.json (the inputs). Prints how many images need review.")
     p.add_argument("run", help="run directory from `train` (or a pipeline directory)")
-    p.add_argument("inputs", nargs="+", help="image files or folders (DICOM, PNG, JPEG, TIFF)")
+    p.add_argument("inputs", nargs="+",
+                   help="image files (DICOM, PNG, JPEG, TIFF), folders (searched recursively) "
+                        "or .txt / .csv lists of image paths")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="in folders, only paths matching (e.g. '*/lateral/*'); repeatable")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="in folders, leave out paths matching (e.g. '*_AP.dcm'); repeatable")
     p.add_argument("--out", required=True, help="output directory")
     _add_device_options(p, 4)
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
@@ -298,24 +307,66 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def collect_inputs(inputs: Sequence[str], exclude: Path | None = None
+def collect_inputs(inputs: Sequence[str], exclude: Path | None = None, *,
+                   include_patterns: Sequence[str] = (), exclude_patterns: Sequence[str] = ()
                    ) -> tuple[list[Path], list[str]]:
-    """Files named or found (recursively) in folders, leaving out anything under ``exclude``
-    (the output folder); and the inputs that do not exist."""
+    """The image files to predict, and the inputs that do not exist.
+
+    Each input is an image file, a folder (searched recursively for images; ``include`` /
+    ``exclude`` glob patterns on the path relative to the folder), or a ``.txt`` / ``.csv``
+    list of image paths (one per line, or a ``file`` column; relative to the list's folder).
+    Anything under ``exclude`` (the output folder) is left out; duplicates are kept once.
+    """
     files: list[Path] = []
     missing: list[str] = []
     skip = exclude.resolve() if exclude is not None else None
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and (
-                f.suffix.lower() in IMAGE_SUFFIXES or (not f.suffix and _is_dicom(f)))
-                and (skip is None or not f.resolve().is_relative_to(skip)))
+            files += [f for f in sorted(p.rglob("*")) if _is_image(f)
+                      and _selected(f.relative_to(p), include_patterns, exclude_patterns)]
+        elif p.is_file() and p.suffix.lower() in (".txt", ".csv"):
+            listed = _listed_files(p)
+            files += [f for f in listed if f.is_file()]
+            missing += [str(f) for f in listed if not f.is_file()]
         elif p.is_file():
             files.append(p)
         else:
             missing.append(item)
-    return files, missing
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        r = f.resolve()
+        if r not in seen and (skip is None or not r.is_relative_to(skip)):
+            seen.add(r)
+            unique.append(f)
+    return unique, missing
+
+
+def _is_image(f: Path) -> bool:
+    return f.is_file() and (f.suffix.lower() in IMAGE_SUFFIXES
+                            or (not f.suffix and _is_dicom(f)))
+
+
+def _selected(rel: Path, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    name = rel.as_posix()
+    if include and not any(fnmatch.fnmatch(name, pat) for pat in include):
+        return False
+    return not any(fnmatch.fnmatch(name, pat) for pat in exclude)
+
+
+def _listed_files(listing: Path) -> list[Path]:
+    """Paths in a ``.txt`` (one per line, ``#`` comments) or ``.csv`` (column ``file``, else
+    the first column) list, relative to the list's folder unless absolute."""
+    text = listing.read_text(encoding="utf-8-sig")
+    if listing.suffix.lower() == ".csv":
+        rows = list(csv.reader(io.StringIO(text)))
+        col = rows[0].index("file") if rows and "file" in rows[0] else 0
+        names = [r[col] for r in rows[1 if rows and "file" in rows[0] else 0:] if r]
+    else:
+        names = [ln.strip() for ln in text.splitlines()
+                 if ln.strip() and not ln.lstrip().startswith("#")]
+    return [Path(n) if Path(n).is_absolute() else listing.parent / n for n in names]
 
 
 def _is_dicom(path: Path) -> bool:
@@ -327,7 +378,9 @@ def _is_dicom(path: Path) -> bool:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_files
 
-    files, missing = collect_inputs(args.inputs, exclude=Path(args.out))
+    files, missing = collect_inputs(args.inputs, exclude=Path(args.out),
+                                    include_patterns=args.include,
+                                    exclude_patterns=args.exclude)
     for m in missing:
         print(f"error: {m}: no such file or directory", file=sys.stderr)
     if not files:

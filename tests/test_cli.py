@@ -503,3 +503,28 @@ def test_predict_resumes_after_an_interruption_with_identical_outputs(
                  "failures.csv"):
         assert (part / name).read_text() == (tmp_path / "whole" / name).read_text(), name
     assert len(list((part / "overlays").iterdir())) == n
+
+
+def test_collect_inputs_from_folders_patterns_and_lists(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from spinelandmarks.cli import collect_inputs
+
+    root = tmp_path / "export"
+    for rel in ("p1/lateral/a.png", "p1/ap/b.png", "p2/lateral/c.png", "p2/notes.txt"):
+        f = root / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        if f.suffix == ".png":
+            Image.fromarray(np.zeros((4, 4), np.uint8)).save(f)
+        else:
+            f.write_text("x")
+    files, missing = collect_inputs([str(root)], include_patterns=["*/lateral/*"])
+    assert [f.relative_to(root).as_posix() for f in files] == ["p1/lateral/a.png",
+                                                               "p2/lateral/c.png"]
+    files, _ = collect_inputs([str(root)], exclude_patterns=["p1/*"])
+    assert [f.name for f in files] == ["c.png"]
+    (root / "list.txt").write_text("# lateral films\np1/lateral/a.png\np9/gone.png\n")
+    (root / "list.csv").write_text("patient,file\n1,p2/lateral/c.png\n2,p1/lateral/a.png\n")
+    files, missing = collect_inputs([str(root / "list.txt"), str(root / "list.csv")])
+    assert [f.name for f in files] == ["a.png", "c.png"]  # a.png listed twice, kept once
+    assert missing == [str(root / "p9/gone.png")]
