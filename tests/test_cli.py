@@ -298,6 +298,8 @@ def test_unwritable_out_is_one_line_for_every_verb(
         "train": ["train", str(data), "--out", out, *TINY_TRAIN],
         "predict": ["predict", str(run), str(test / "images"), "--out", out,
                     "--accelerator", "cpu"],
+        "evaluate": ["evaluate", str(test / "annotations.json"), str(test / "annotations.json"),
+                     "--out", out],
     }
     capsys.readouterr()
     for verb, argv in probes.items():
