@@ -92,6 +92,16 @@ def _add_device_options(p: argparse.ArgumentParser, batch_size: int) -> None:
                    help=f"images per batch (default: {batch_size})")
 
 
+def _add_parallel_options(p: argparse.ArgumentParser, devices: str) -> None:
+    p.add_argument("--devices", default=devices,
+                   help=f"devices per node: a number, a list such as 0,2 or 'auto' "
+                        f"(default: {devices})")
+    p.add_argument("--num-nodes", type=int, default=1,
+                   help="machines (with the Lightning launcher or SLURM; default 1)")
+    p.add_argument("--strategy", default="auto",
+                   help="Lightning strategy: auto, ddp, ddp_spawn, ... (default: auto)")
+
+
 def _verb_synth(sub: Any) -> None:
     p = sub.add_parser(
         "synth", help="write a synthetic annotated data set",
@@ -117,7 +127,7 @@ def _verb_train(sub: Any) -> None:
     p.add_argument("--val", default=None, help="separate validation dataset (default: a "
                    "patient-wise 10 %% of DATA)")
     _add_device_options(p, 8)
-    p.add_argument("--devices", default="auto", help="number of devices or 'auto'")
+    _add_parallel_options(p, "auto")
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--detector-epochs", type=int, default=None)
     p.add_argument("--refiner-epochs", type=int, default=None)
@@ -164,6 +174,7 @@ def _verb_predict(sub: Any) -> None:
                    help="in folders, leave out paths matching (e.g. '*_AP.dcm'); repeatable")
     p.add_argument("--out", required=True, help="output directory")
     _add_device_options(p, 4)
+    _add_parallel_options(p, "1")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
     p.add_argument("--workers", type=int, default=0,
                    help="processes decoding the images (default 0: the main process)")
@@ -294,7 +305,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if isinstance(budget, float):
         budget = split_time_budget(budget, stages)
     cfg = TrainConfig(
-        accelerator=args.accelerator, devices=args.devices,
+        accelerator=args.accelerator, devices=_devices(args.devices),
+        num_nodes=args.num_nodes, strategy=args.strategy,
         precision=args.precision or "32-true", max_epochs=args.max_epochs,
         detector_epochs=args.detector_epochs, refiner_epochs=args.refiner_epochs,
         image_size=args.image_size, crop_size=args.crop_size, batch_size=args.batch_size,
@@ -305,6 +317,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = train_pipeline(args.data, args.out, cfg, overwrite=args.overwrite)
     print(f"pipeline saved to {out}")
     return 0
+
+
+def _devices(text: str) -> int | str:
+    """``"2"`` -> 2 (a count); ``"auto"`` and ``"0,2"`` (device indices) pass to Lightning."""
+    return int(text) if text.isdigit() else text
 
 
 def collect_inputs(inputs: Sequence[str], exclude: Path | None = None, *,
@@ -390,7 +407,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              accelerator=args.accelerator, precision=args.precision or "32",
                              overlays=not args.no_overlays,
                              tta=False if args.no_tta else None, overwrite=args.overwrite,
-                             workers=args.workers)
+                             workers=args.workers, devices=_devices(args.devices),
+                             num_nodes=args.num_nodes, strategy=args.strategy)
     for path, reason in failures:
         print(f"error: {path}: {reason}", file=sys.stderr)
     n_ok = len(files) - len(failures)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -462,23 +463,48 @@ class SpineLandmarkPipeline(nn.Module):
         ValueError, OSError
             A single input that cannot be read or used (the message names it).
         """
-        if precision not in _PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
+        _check_precision(precision)
         if device is not None:
             self.to(device)
         if _is_single(inputs):
             single = _to_radiograph(inputs)  # type: ignore[arg-type]
             return self._predict_radiographs([single], batch_size, precision)
-        items = list(inputs)  # type: ignore[arg-type]
-        radiographs: list[Radiograph] = []
-        errors: dict[int, SpineResult] = {}
-        for i, x in enumerate(items):
-            try:
-                radiographs.append(_to_radiograph(x))
-            except (ValueError, OSError) as exc:
-                errors[i] = SpineResult.failed(_describe(x), self.schema, str(exc))
-        done = iter(self._predict_radiographs(radiographs, batch_size, precision))
-        return [errors[i] if i in errors else next(done) for i in range(len(items))]
+        return list(self.predict_iter(inputs, batch_size, precision))  # type: ignore[arg-type]
+
+    def predict_iter(self, inputs: Iterable[PipelineInput], batch_size: int = 8,
+                     precision: str = "32", device: str | torch.device | None = None
+                     ) -> Iterator[SpineResult]:
+        """Predict lazily: one result per input, in order, holding ``batch_size`` at a time.
+
+        For a long list of paths (or a generator) in a notebook: memory stays flat in the
+        number of inputs, and results can be written as they come. An input that cannot be
+        read or used gives a result with ``error`` set, as in :meth:`predict`.
+
+        Parameters
+        ----------
+        inputs : iterable of path, array, tensor, pydicom Dataset or Radiograph
+            Read only when their batch is reached.
+        batch_size, precision, device
+            As for :meth:`predict`.
+
+        Yields
+        ------
+        SpineResult
+        """
+        _check_precision(precision)
+        if device is not None:
+            self.to(device)
+        it = iter(inputs)
+        while chunk := list(itertools.islice(it, batch_size)):
+            radiographs: list[Radiograph] = []
+            errors: dict[int, SpineResult] = {}
+            for i, x in enumerate(chunk):
+                try:
+                    radiographs.append(_to_radiograph(x))
+                except (ValueError, OSError) as exc:
+                    errors[i] = SpineResult.failed(_describe(x), self.schema, str(exc))
+            done = iter(self._predict_radiographs(radiographs, batch_size, precision))
+            yield from (errors[i] if i in errors else next(done) for i in range(len(chunk)))
 
     def _predict_radiographs(self, radiographs: list[Radiograph], batch_size: int,
                              precision: str) -> list[SpineResult]:
@@ -592,6 +618,11 @@ def _thresholds(saved: dict[str, Any] | None) -> QCThresholds:
     values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
                               for k, v in saved.items() if k in known}
     return QCThresholds(**values)
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
 
 
 def _is_single(x: Any) -> bool:

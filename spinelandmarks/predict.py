@@ -1,32 +1,34 @@
 """Batch prediction on files: the engine of ``spinelandmarks predict``.
 
-Reads every radiograph, runs the pipeline, and writes (atomically) ``predictions.json`` (step
-2, the annotation layout with scores), ``predictions_step1.json``, ``measurements.csv`` and
-overlay PNGs. A file that cannot be read or predicted is reported and skipped; the others
-finish.
+Runs through Lightning's ``Trainer.predict`` on one CPU as on several GPUs or nodes
+(``devices``, ``num_nodes``, ``strategy``): each process decodes its share of the files in
+DataLoader workers, predicts them and appends the results to its own journal shard
+(:class:`ShardWriter`, a ``BasePredictionWriter``); rank 0 then merges the shards and
+assembles ``predictions.json``, ``predictions_step1.json``, ``measurements.csv`` and
+``failures.csv`` in input order (:mod:`spinelandmarks.prediction_store`). A file that cannot
+be read or predicted is reported and skipped; the others finish; a rerun resumes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import lightning as L
 import torch
-from PIL import Image, ImageDraw
+from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
-from .data.intensity import robust_normalize
 from .data.io import ImageReadError, Radiograph, read_image
-from .data.plot import draw_points, save_png
+from .data.plot import save_png
+from .overlay import draw_overlay
 from .pipeline import SpineLandmarkPipeline, SpineResult
 from .prediction_store import (
     JOURNAL,
@@ -36,14 +38,12 @@ from .prediction_store import (
     prepare_output_folder,
     write_failures,
 )
-from .qc import LEVEL_FLAGS
 
-__all__ = ["draw_overlay", "predict_files", "resolve_pipeline_dir"]
+__all__ = ["PipelinePredictor", "ShardWriter", "draw_overlay", "predict_files",
+           "resolve_pipeline_dir"]
 
 _log = logging.getLogger(__name__)
-
-_ANGLE_LABELS = {"l1_l5_lordosis": "L1-L5 lordosis", "l1_s1_lordosis": "L1-S1 lordosis",
-                 "sacral_slope": "Sacral slope"}
+_SHARDS = "shards"
 
 
 def resolve_pipeline_dir(run: str | os.PathLike[str]) -> Path:
@@ -57,69 +57,23 @@ def resolve_pipeline_dir(run: str | os.PathLike[str]) -> Path:
                             "(no pipeline.json)")
 
 
-def _device(accelerator: str) -> torch.device:
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def draw_overlay(radiograph: Radiograph, result: SpineResult,
-                 pipeline: SpineLandmarkPipeline) -> np.ndarray:
-    """RGB overlay: step-2 points, endplate lines, level names, the measured angles and the QC
-    flags (flagged levels circled in red).
-
-    The radiograph is windowed by its own percentiles
-    (:func:`~spinelandmarks.data.intensity.robust_normalize`), so 12-bit data stored in 16-bit
-    files and narrow-range DICOM are readable.
-    """
-    rgb = draw_points(robust_normalize(radiograph.pixels),
-                      np.nan_to_num(result.points, nan=-1e6), pipeline.schema,
-                      visibility=np.isfinite(result.points).all(-1).astype(np.int64) * 2)
-    img = Image.fromarray(rgb)
-    draw = ImageDraw.Draw(img)
-    scale = max(1, img.height // 400)
-    _circle_flagged(draw, result, pipeline, scale)
-    lines = [f"{_ANGLE_LABELS.get(k, k)}: {v:.1f} deg" if np.isfinite(v) else
-             f"{_ANGLE_LABELS.get(k, k)}: n/a" for k, v in result.parameters.items()]
-    if result.missing_levels:
-        lines.append("missing: " + ", ".join(result.missing_levels))
-    if result.needs_review:
-        lines.append("NEEDS REVIEW: " + "; ".join(f"{k} {' '.join(v)}"
-                                                  for k, v in result.qc.items()))
-    y = 4
-    for line in lines:
-        color = (255, 64, 64) if line.startswith("NEEDS REVIEW") else (255, 255, 0)
-        draw.text((6, y), line, fill=color, font_size=10 * scale)
-        y += 12 * scale
-    return np.asarray(img)
-
-
-def _circle_flagged(draw: ImageDraw.ImageDraw, result: SpineResult,
-                    pipeline: SpineLandmarkPipeline, scale: int) -> None:
-    """A red circle around every level with a per-level QC flag."""
-    # image flags (angle_range, steps_disagree) name parameters, not levels
-    flagged = {lv for k, levels in result.qc.items() if k in LEVEL_FLAGS for lv in levels}
-    for lv in flagged:
-        pts = result.points[pipeline.schema.level_indices(lv)]
-        pts = pts[np.isfinite(pts).all(-1)]
-        if not len(pts):
-            continue
-        (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
-        pad = 0.3 * max(x1 - x0, y1 - y0, 10.0)
-        draw.ellipse((x0 - pad, y0 - pad, x1 + pad, y1 + pad), outline=(255, 0, 0),
-                     width=2 * scale)
+def _accelerator(accelerator: str) -> str:
+    if accelerator in ("gpu", "cuda"):
+        return "gpu"
+    return "gpu" if accelerator == "auto" and torch.cuda.is_available() else "cpu"
 
 
 class _Decode(Dataset[tuple[int, "Radiograph | str"]]):
-    """Files decoded in DataLoader workers: ``(index, Radiograph or the error message)``."""
+    """Files decoded in DataLoader workers: ``(input index, Radiograph or the error message)``."""
 
-    def __init__(self, files: Sequence[Path]) -> None:
-        self.files = list(files)
+    def __init__(self, files: Sequence[Path], indices: Sequence[int]) -> None:
+        self.files, self.indices = list(files), list(indices)
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[int, Radiograph | str]:
+    def __getitem__(self, j: int) -> tuple[int, Radiograph | str]:
+        i = self.indices[j]
         try:
             return i, read_image(self.files[i])
         except (ImageReadError, OSError, ValueError) as exc:
@@ -131,7 +85,7 @@ def _as_list(batch: list[Any]) -> list[Any]:
 
 
 class _StopRequest:
-    """SIGINT / SIGTERM ask the loop to stop after the batch in flight (main thread only)."""
+    """SIGINT / SIGTERM ask the run to stop after the batch in flight (main thread only)."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -151,11 +105,101 @@ class _StopRequest:
             signal.signal(sig, old)
 
 
+class _PredictBar(TQDMProgressBar):
+    """One bar named ``predict`` counting batches (Lightning's says "Predicting DataLoader 0")."""
+
+    def init_predict_tqdm(self) -> Any:
+        bar = super().init_predict_tqdm()
+        bar.set_description("predict")
+        return bar
+
+    def on_predict_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        super().on_predict_batch_start(trainer, *args, **kwargs)
+        self.predict_progress_bar.set_description("predict")
+
+
+class _Stopped(Exception):
+    """Raised by the writer to end ``Trainer.predict`` after a stop request."""
+
+
+Entry = tuple[int, SpineResult, Radiograph]
+Failure = tuple[int, str, str]
+
+
+class PipelinePredictor(L.LightningModule):
+    """A :class:`~spinelandmarks.pipeline.SpineLandmarkPipeline` as a LightningModule for
+    ``Trainer.predict``: a batch is a list of ``(input index, Radiograph or error)``; the
+    prediction is ``(entries, failures)`` with ``(index, result, radiograph)`` and
+    ``(index, stage, reason)``."""
+
+    def __init__(self, pipeline: SpineLandmarkPipeline, precision: str = "32") -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.pipeline_precision = precision
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device,
+                                 dataloader_idx: int) -> Any:
+        return batch  # radiographs stay on the host; the pipeline moves its tensors
+
+    def predict_step(self, batch: list[tuple[int, Radiograph | str]], batch_idx: int
+                     ) -> tuple[list[Entry], list[Failure]]:
+        failures: list[Failure] = [(i, "read", x) for i, x in batch if isinstance(x, str)]
+        good = [(i, x) for i, x in batch if not isinstance(x, str)]
+        if not good:
+            return [], failures
+        try:
+            results = self.pipeline.predict([r for _, r in good], batch_size=len(good),
+                                            precision=self.pipeline_precision)
+        except (RuntimeError, ValueError) as exc:  # one bad batch must not stop the rest
+            return [], failures + [(i, "predict", str(exc)) for i, _ in good]
+        entries: list[Entry] = []
+        for (i, rad), res in zip(good, results, strict=True):
+            if res.error is not None:
+                failures.append((i, "predict", res.error))
+            else:
+                entries.append((i, res, rad))
+        return entries, failures
+
+
+class ShardWriter(BasePredictionWriter):
+    """Each process appends its batches to ``shards/rank<R>.jsonl`` (fsynced) and its failures
+    to ``shards/failures_rank<R>.jsonl``, and draws its overlays; nothing is gathered."""
+
+    def __init__(self, out: Path, keys: Sequence[str], overlays: bool,
+                 stop: _StopRequest | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.out, self.keys, self.overlays, self.stop = out, list(keys), overlays, stop
+
+    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           prediction: Any, batch_indices: Sequence[int] | None, batch: Any,
+                           batch_idx: int, dataloader_idx: int = 0) -> None:
+        entries, failures = prediction
+        shards = self.out / _SHARDS
+        shards.mkdir(exist_ok=True)
+        rank = trainer.global_rank
+        with PredictionJournal(shards / f"rank{rank}.jsonl", load=False) as journal:
+            journal.append([(self.keys[i], res) for i, res, _ in entries])
+        if failures:
+            with (shards / f"failures_rank{rank}.jsonl").open("a", encoding="utf-8") as f:
+                f.writelines(json.dumps(list(x)) + "\n" for x in failures)
+        if self.overlays:
+            (self.out / "overlays").mkdir(exist_ok=True)
+            pipe = pl_module.pipeline
+            assert isinstance(pipe, SpineLandmarkPipeline)
+            for i, res, rad in entries:
+                name = Path(rad.source).stem or "image"
+                save_png(self.out / "overlays" / f"{i + 1:05d}_{name}.png",
+                         draw_overlay(rad, res, pipe))
+        if self.stop is not None and self.stop.requested:
+            raise _Stopped
+
+
 def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
                   out_dir: str | os.PathLike[str], *, batch_size: int = 4,
                   accelerator: str = "auto", precision: str = "32", overlays: bool = True,
                   tta: bool | None = None, progress: bool = True, overwrite: bool = False,
-                  workers: int = 0) -> list[tuple[str, str]]:
+                  workers: int = 0, devices: int | str = 1, num_nodes: int = 1,
+                  strategy: str = "auto") -> list[tuple[str, str]]:
     """Predict every file, resumably; return ``(file, reason)`` for each one that failed.
 
     Finished images are journaled per batch (:mod:`spinelandmarks.prediction_store`); rerun
@@ -184,7 +228,10 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
         ``out_dir`` holds other files, or the output of ``predict`` on other inputs: replace
         the outputs of ``predict`` there (other files are left alone) instead of refusing.
     workers : int
-        DataLoader processes decoding the files (0: in this process).
+        DataLoader processes decoding the files (0: in this process), per device.
+    devices, num_nodes, strategy
+        As for ``lightning.Trainer``: ``devices=4`` spreads the files over four GPUs (DDP),
+        ``num_nodes`` over machines; each process writes its own shard, merged by rank 0.
 
     Raises
     ------
@@ -196,88 +243,72 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
         for the images done; rerun to resume.
     """
     out = Path(out_dir)
-    pipe = SpineLandmarkPipeline.load(resolve_pipeline_dir(run)).to(_device(accelerator))
+    pipe = SpineLandmarkPipeline.load(resolve_pipeline_dir(run))
     if tta is not None:
         pipe.tta = tta
     prepare_output_folder(out, files, run, overwrite,
                           {"tta": pipe.tta, "precision": precision, "overlays": overlays})
     keys = [file_key(Path(f)) for f in files]
-    failures: list[tuple[str, str, str]] = []
+    _merge_shards(out)  # an interrupted earlier run's shards join the journal first
+    done_before = set(PredictionJournal(out / JOURNAL).done)
+    todo = [i for i, k in enumerate(keys) if k not in done_before]
     t0 = time.perf_counter()
-    with PredictionJournal(out / JOURNAL) as journal, _StopRequest() as stop:
-        todo = [i for i, k in enumerate(keys) if k not in journal.done]
-        skipped = len(files) - len(todo)
-        settings = _RunSettings(pipe, "32" if precision == "32-true" else precision, batch_size,
-                                out / "overlays" if overlays else None)
-        _predict_loop(settings, files, keys, todo, journal, failures, stop,
-                      _loader(files, todo, batch_size, workers), progress)
-        done = list(journal.in_order(keys))
+    with _StopRequest() as stop:
+        trainer = L.Trainer(accelerator=_accelerator(accelerator), devices=devices,
+                            num_nodes=num_nodes, strategy=strategy, logger=False,
+                            enable_progress_bar=progress, enable_model_summary=False,
+                            callbacks=[ShardWriter(out, keys, overlays, stop),
+                                       *([_PredictBar()] if progress else [])])
+        loader = DataLoader(_Decode(files, todo), batch_size=batch_size, shuffle=False,
+                            num_workers=workers, collate_fn=_as_list,
+                            prefetch_factor=2 if workers > 0 else None)
+        module = PipelinePredictor(pipe, "32" if precision == "32-true" else precision)
+        try:
+            if todo:  # a finished run only reassembles its outputs
+                trainer.predict(module, loader, return_predictions=False)
+        except _Stopped:
+            pass
+    if not trainer.is_global_zero:
+        return []
+    return _finish(out, files, keys, pipe, len(todo), time.perf_counter() - t0, stop.requested)
+
+
+def _merge_shards(out: Path) -> list[Failure]:
+    """Fold ``shards/rank*.jsonl`` into the journal and return (and remove) the failures."""
+    shards = out / _SHARDS
+    failures: list[Failure] = []
+    if not shards.is_dir():
+        return failures
+    with PredictionJournal(out / JOURNAL, load=False) as journal:
+        for shard in sorted(shards.glob("rank*.jsonl")):
+            journal.append_lines(shard.read_text(encoding="utf-8"))
+    for f in sorted(shards.glob("failures_rank*.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                i, stage, reason = json.loads(line)
+                failures.append((int(i), str(stage), str(reason)))
+    for f in shards.iterdir():
+        f.unlink()
+    shards.rmdir()
+    return failures
+
+
+def _finish(out: Path, files: Sequence[Path], keys: Sequence[str],
+            pipe: SpineLandmarkPipeline, attempted: int, seconds: float,
+            stopped: bool) -> list[tuple[str, str]]:
+    """Rank 0: merge the shards, assemble the outputs in input order, report."""
+    failures = sorted(set(_merge_shards(out)))
+    journal = PredictionJournal(out / JOURNAL)
+    done = list(journal.in_order(keys))
+    skipped = len(files) - attempted
     assemble_outputs(out, done, pipe.schema)
-    write_failures(out, failures)
-    _summary(done, skipped, failures, len(todo), time.perf_counter() - t0)
-    if stop.requested:
+    rows = [(str(files[i]), stage, reason) for i, stage, reason in failures]
+    write_failures(out, rows)
+    _summary(done, skipped, rows, attempted, seconds)
+    if stopped:
         raise KeyboardInterrupt(f"{len(done)} of {len(files)} images done in {out}; run the "
                                 "same command again to predict the rest")
-    return [(f, reason) for f, _, reason in failures]
-
-
-@dataclass
-class _RunSettings:
-    pipe: SpineLandmarkPipeline
-    precision: str
-    batch_size: int
-    overlays: Path | None
-
-
-def _loader(files: Sequence[Path], todo: Sequence[int], batch_size: int, workers: int
-            ) -> DataLoader[Any]:
-    subset = _Decode([files[i] for i in todo])
-    return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                      collate_fn=_as_list, prefetch_factor=2 if workers > 0 else None,
-                      persistent_workers=False)
-
-
-def _predict_loop(st: _RunSettings, files: Sequence[Path], keys: Sequence[str],
-                  todo: Sequence[int], journal: PredictionJournal,
-                  failures: list[tuple[str, str, str]], stop: _StopRequest,
-                  loader: DataLoader[Any], progress: bool) -> None:
-    """Decode, predict, journal and draw batch after batch until done or asked to stop."""
-    with tqdm(total=len(todo), desc="predict", unit="img", disable=not progress) as bar:
-        for batch in loader:
-            items = [(todo[j], x) for j, x in batch]
-            failures += [(str(files[i]), "read", x) for i, x in items if isinstance(x, str)]
-            good = [(i, x) for i, x in items if not isinstance(x, str)]
-            entries = _predict_batch(st, good, failures)
-            journal.append([(keys[i], res) for i, res, _ in entries])
-            if st.overlays is not None:
-                st.overlays.mkdir(exist_ok=True)
-                for i, res, rad in entries:
-                    name = Path(rad.source).stem or "image"
-                    save_png(st.overlays / f"{i + 1:05d}_{name}.png",
-                             draw_overlay(rad, res, st.pipe))
-            bar.update(len(items))
-            if stop.requested:
-                break
-
-
-def _predict_batch(st: _RunSettings, good: list[tuple[int, Radiograph]],
-                   failures: list[tuple[str, str, str]]
-                   ) -> list[tuple[int, SpineResult, Radiograph]]:
-    if not good:
-        return []
-    try:
-        results = st.pipe.predict([r for _, r in good], batch_size=st.batch_size,
-                                  precision=st.precision)
-    except (RuntimeError, ValueError) as exc:  # one bad batch must not stop the rest
-        failures += [(r.source, "predict", str(exc)) for _, r in good]
-        return []
-    entries = []
-    for (i, rad), res in zip(good, results, strict=True):
-        if res.error is not None:
-            failures.append((rad.source, "predict", res.error))
-        else:
-            entries.append((i, res, rad))
-    return entries
+    return [(f, reason) for f, _, reason in rows]
 
 
 def _summary(done: Sequence[SpineResult], skipped: int,
@@ -285,6 +316,7 @@ def _summary(done: Sequence[SpineResult], skipped: int,
     review = sum(r.needs_review for r in done)
     _log.info("%d of %d image(s) need review (needs_review in predictions.json, qc column in "
               "measurements.csv)", review, len(done))
-    rate = (attempted - len(failures)) / seconds if seconds > 0 else float("nan")
-    _log.info("done %d, skipped as already done %d, failed %d, %.2f images/s", len(done),
-              skipped, len(failures), rate)
+    rate = (f"{(attempted - len(failures)) / seconds:.2f} images/s" if attempted and seconds > 0
+            else "nothing left to predict")
+    _log.info("done %d, skipped as already done %d, failed %d, %s", len(done), skipped,
+              len(failures), rate)

@@ -87,7 +87,8 @@ def prepare_output_folder(out: Path, files: Sequence[Path], run: str | os.PathLi
                     "settings" if marker.is_file() else "not the output of predict")
             raise ValueError(f"{out}: the folder is not empty and holds {what}; choose another "
                              "--out, or --overwrite to replace the predictions there")
-        stale = FINAL_OUTPUTS if same else (*FINAL_OUTPUTS, JOURNAL, "overlays", _MARKER)
+        stale = FINAL_OUTPUTS if same else (*FINAL_OUTPUTS, JOURNAL, "overlays", "shards",
+                                            _MARKER)
         for name in stale:
             _remove(out / name)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,10 +132,10 @@ def result_from_json(d: dict[str, Any]) -> SpineResult:
 class PredictionJournal:
     """``predictions.jsonl``: the finished images of a run, appended durably per batch."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, load: bool = True) -> None:
         self.path = path
         self.done: dict[str, SpineResult] = {}
-        if path.is_file():
+        if load and path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
                     entry = json.loads(line)
@@ -144,7 +145,15 @@ class PredictionJournal:
         self._fh: IO[str] | None = None
 
     def __enter__(self) -> PredictionJournal:
+        # A line cut short by a crash must not swallow the first line appended after it.
+        cut_short = False
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            with self.path.open("rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                cut_short = fh.read(1) != b"\n"
         self._fh = self.path.open("a", encoding="utf-8")
+        if cut_short:
+            self._fh.write("\n")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -157,6 +166,15 @@ class PredictionJournal:
         for key, res in entries:
             self._fh.write(json.dumps({"key": key, "result": result_to_json(res)}) + "\n")
             self.done[key] = res
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def append_lines(self, text: str) -> None:
+        """Append journal lines written elsewhere (a rank's shard) and make them durable."""
+        assert self._fh is not None, "use the journal as a context manager"
+        if text and not text.endswith("\n"):
+            text += "\n"
+        self._fh.write(text)
         self._fh.flush()
         os.fsync(self._fh.fileno())
 

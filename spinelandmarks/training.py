@@ -84,6 +84,8 @@ class TrainConfig:
 
     accelerator: str = "auto"
     devices: str | int = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
     precision: str = "32-true"
     max_epochs: int = 30
     detector_epochs: int | None = None
@@ -225,7 +227,8 @@ def train_stage(stage: str, data_dir: str, run_dir: Path, cfg: TrainConfig) -> P
     if budget is not None:
         callbacks.append(TimeBudget(budget))
     trainer = L.Trainer(
-        accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision,  # type: ignore[arg-type]
+        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy, precision=cfg.precision,  # type: ignore[arg-type]
         max_epochs=_epochs(stage, cfg) if budget is None else 10_000,
         default_root_dir=stage_dir, callbacks=callbacks,
         logger=L.pytorch.loggers.CSVLogger(stage_dir, name="logs"),

@@ -507,6 +507,28 @@ def test_predict_resumes_after_an_interruption_with_identical_outputs(
     assert len(list((part / "overlays").iterdir())) == n
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("torch").distributed.is_available(),
+                    reason="torch.distributed not available")
+def test_predict_two_processes_merge_to_the_single_process_outputs(
+        trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    from spinelandmarks.predict import predict_files
+
+    _, test, run = trained
+    files = sorted((test / "images").iterdir())
+    kw = dict(accelerator="cpu", batch_size=1, progress=False, overlays=False, tta=False)
+    predict_files(run, files, tmp_path / "one", **kw)  # type: ignore[arg-type]
+    # Two CPU processes (gloo): each writes its shard; rank 0 merges them in input order.
+    predict_files(run, files, tmp_path / "two", devices=2, strategy="ddp_spawn",
+                  **kw)  # type: ignore[arg-type]
+    assert not (tmp_path / "two" / "shards").exists()
+    for name in ("predictions.json", "predictions_step1.json", "measurements.csv",
+                 "failures.csv"):
+        assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text()
+    assert len(json.loads((tmp_path / "two" / "predictions.json").read_text())["images"]) == (
+        len(files))
+
+
 def test_collect_inputs_from_folders_patterns_and_lists(tmp_path: Path) -> None:
     from PIL import Image
 

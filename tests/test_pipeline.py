@@ -383,3 +383,24 @@ def test_unusable_inputs_raise_alone_and_are_reported_per_item_in_a_list(
     np.testing.assert_array_equal(results[1].points, results[4].points)
     assert results[2].needs_review and results[2].missing_levels == list(pipe.schema.level_names)
     assert np.isnan(results[2].points).all()
+
+
+def test_predict_iter_is_lazy_and_matches_predict(pipe: SpineLandmarkPipeline,
+                                                  phantom: tuple) -> None:
+    image, _ = phantom
+    consumed: list[int] = []
+
+    def inputs():  # a generator: the pipeline may only read a batch ahead
+        for i in range(5):
+            consumed.append(i)
+            yield image if i != 2 else np.zeros((4, 4), np.float32)
+
+    it = pipe.predict_iter(inputs(), batch_size=2)
+    first = next(it)
+    assert consumed == [0, 1]  # one batch read, not the whole list
+    rest = list(it)
+    assert consumed == [0, 1, 2, 3, 4] and len(rest) == 4
+    assert rest[1].error is not None and "too small" in rest[1].error
+    whole = pipe.predict([image] * 2, batch_size=2)
+    np.testing.assert_array_equal(first.points, whole[0].points)
+    np.testing.assert_array_equal(rest[2].points, whole[1].points)

@@ -1,0 +1,64 @@
+"""Overlays: a radiograph with the predicted corners, endplates, levels, angles and QC flags."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .data.intensity import robust_normalize
+from .data.io import Radiograph
+from .data.plot import draw_points
+from .pipeline import SpineLandmarkPipeline, SpineResult
+from .qc import LEVEL_FLAGS
+
+__all__ = ["draw_overlay"]
+
+_ANGLE_LABELS = {"l1_l5_lordosis": "L1-L5 lordosis", "l1_s1_lordosis": "L1-S1 lordosis",
+                 "sacral_slope": "Sacral slope"}
+
+
+def draw_overlay(radiograph: Radiograph, result: SpineResult,
+                 pipeline: SpineLandmarkPipeline) -> np.ndarray:
+    """RGB overlay: step-2 points, endplate lines, level names, the measured angles and the QC
+    flags (flagged levels circled in red).
+
+    The radiograph is windowed by its own percentiles
+    (:func:`~spinelandmarks.data.intensity.robust_normalize`), so 12-bit data stored in 16-bit
+    files and narrow-range DICOM are readable.
+    """
+    rgb = draw_points(robust_normalize(radiograph.pixels),
+                      np.nan_to_num(result.points, nan=-1e6), pipeline.schema,
+                      visibility=np.isfinite(result.points).all(-1).astype(np.int64) * 2)
+    img = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(img)
+    scale = max(1, img.height // 400)
+    _circle_flagged(draw, result, pipeline, scale)
+    lines = [f"{_ANGLE_LABELS.get(k, k)}: {v:.1f} deg" if np.isfinite(v) else
+             f"{_ANGLE_LABELS.get(k, k)}: n/a" for k, v in result.parameters.items()]
+    if result.missing_levels:
+        lines.append("missing: " + ", ".join(result.missing_levels))
+    if result.needs_review:
+        lines.append("NEEDS REVIEW: " + "; ".join(f"{k} {' '.join(v)}"
+                                                  for k, v in result.qc.items()))
+    y = 4
+    for line in lines:
+        color = (255, 64, 64) if line.startswith("NEEDS REVIEW") else (255, 255, 0)
+        draw.text((6, y), line, fill=color, font_size=10 * scale)
+        y += 12 * scale
+    return np.asarray(img)
+
+
+def _circle_flagged(draw: ImageDraw.ImageDraw, result: SpineResult,
+                    pipeline: SpineLandmarkPipeline, scale: int) -> None:
+    """A red circle around every level with a per-level QC flag."""
+    # image flags (angle_range, steps_disagree) name parameters, not levels
+    flagged = {lv for k, levels in result.qc.items() if k in LEVEL_FLAGS for lv in levels}
+    for lv in flagged:
+        pts = result.points[pipeline.schema.level_indices(lv)]
+        pts = pts[np.isfinite(pts).all(-1)]
+        if not len(pts):
+            continue
+        (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+        pad = 0.3 * max(x1 - x0, y1 - y0, 10.0)
+        draw.ellipse((x0 - pad, y0 - pad, x1 + pad, y1 + pad), outline=(255, 0, 0),
+                     width=2 * scale)
