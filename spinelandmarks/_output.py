@@ -8,10 +8,12 @@ and Pillow add deprecation and decompression-bomb warnings that carry no action 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 
-__all__ = ["NOISY_LOGGERS", "QUIET_WARNINGS", "configure_output"]
+__all__ = ["NOISY_LOGGERS", "QUIET_WARNINGS", "configure_output", "quiet_lightning"]
 
 #: Third-party loggers that are set to WARNING unless verbose.
 NOISY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
@@ -26,6 +28,8 @@ QUIET_WARNINGS = (
     r"Image size \(\d+ pixels\) exceeds limit .*",  # Pillow on full-resolution films
 )
 
+_verbose = False
+
 
 def configure_output(verbose: bool = False) -> None:
     """Log the library's INFO messages once, plain, and quiet third-party noise.
@@ -35,6 +39,8 @@ def configure_output(verbose: bool = False) -> None:
     verbose : bool
         Keep third-party INFO logs and warnings (for debugging).
     """
+    global _verbose
+    _verbose = verbose
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # no-op if configured
     logging.getLogger("spinelandmarks").setLevel(logging.INFO)
     try:  # Lightning configures its loggers when first imported: let it do so now, then adjust
@@ -51,3 +57,27 @@ def configure_output(verbose: bool = False) -> None:
     if not verbose:
         for pattern in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Within: Lightning's hardware lines, tips and known warnings are hidden, for library
+    functions that use a ``Trainer`` as an implementation detail (``predict_files``).
+
+    Does nothing after ``configure_output(verbose=True)``.
+    """
+    if _verbose:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
+    saved = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(max(log.level, logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            for pattern in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for log, level in zip(loggers, saved, strict=True):
+            log.setLevel(level)

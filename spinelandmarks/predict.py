@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from torch.utils.data import DataLoader, Dataset
 
+from ._output import quiet_lightning
 from .data.io import ImageReadError, Radiograph, read_image
 from .data.plot import save_png
 from .overlay import draw_overlay
@@ -253,7 +254,7 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
     done_before = set(PredictionJournal(out / JOURNAL).done)
     todo = [i for i, k in enumerate(keys) if k not in done_before]
     t0 = time.perf_counter()
-    with _StopRequest() as stop:
+    with _StopRequest() as stop, quiet_lightning():
         trainer = L.Trainer(accelerator=_accelerator(accelerator), devices=devices,
                             num_nodes=num_nodes, strategy=strategy, logger=False,
                             enable_progress_bar=progress, enable_model_summary=False,
