@@ -113,6 +113,10 @@ def _verb_synth(sub: Any) -> None:
     p.add_argument("--size", type=int, default=1024, help="long side in pixels (default 1024)")
     p.add_argument("--format", choices=["png", "dicom"], default="png")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--schema", default="lumbar_sagittal", metavar="NAME|FILE",
+                   help="annotated points: lumbar_sagittal (default), lumbopelvic_sagittal "
+                        "(+ femoral head centres), lumbar_morphometry (+ endplate middles), or "
+                        "a schema JSON file made of those points")
 
 
 def _verb_train(sub: Any) -> None:
@@ -288,7 +292,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = generate_dataset(args.out, args.num_images, seed=args.seed,
                            config=PhantomConfig(long_side=args.size), fmt=args.format,
-                           workers=args.workers)
+                           workers=args.workers, schema=args.schema)
     print(f"wrote {args.num_images} images to {out} in {time.perf_counter() - t0:.1f} s")
     return 0
 

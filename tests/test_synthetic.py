@@ -217,3 +217,59 @@ def test_generate_dataset_workers_and_dicom(tmp_path: Path) -> None:
     img = read_image(dcm / data["images"][0]["file_name"])
     png = read_image(one / "images/00000.png")
     np.testing.assert_allclose(img.pixels, png.pixels, atol=1e-4)
+
+
+def test_other_schemas_add_femoral_heads_and_endplate_middles(tmp_path: Path) -> None:
+    from spinelandmarks.schema import LUMBAR_MORPHOMETRY as M
+    from spinelandmarks.schema import LUMBOPELVIC_SAGITTAL as P
+
+    # seed 11: biconcave fractures of L2 and L3, facing left; the hips in the field of view
+    cfg = PhantomConfig(long_side=256, p_fracture=1.0, p_crop=0.0, max_shift_frac=0.0,
+                        fov_height_mm=(470, 490))
+    img, rec = generate_phantom(11, cfg)
+    img_p, rec_p = generate_phantom(11, cfg, schema="lumbopelvic_sagittal")
+    img_m, rec_m = generate_phantom(11, cfg, schema=M)
+    np.testing.assert_array_equal(img, img_p)  # the schema changes the record, not the image
+    np.testing.assert_array_equal(img, img_m)
+    assert rec_p.points.shape == (24, 2) and rec_m.points.shape == (32, 2)
+    np.testing.assert_array_equal(rec_p.points[:22], rec.points)
+    # The drawn heads sit around the designed hip axis (each side offset by ~4 mm * scale).
+    heads = rec_p.points[[P.index("FH", "centre_1"), P.index("FH", "centre_2")]]
+    hip = np.array(rec.meta["synthetic"]["femoral_head_center_px"])
+    assert np.linalg.norm(heads.mean(0) - hip) * rec.pixel_spacing[0] < 25.0
+
+    meta = rec.meta["synthetic"]
+    sc = meta["size_scale"]
+    biconcave: list[float] = []
+    for lv in LUMBAR:
+        for side, other in (("superior", "inferior"), ("inferior", "superior")):
+            a, p = rec_m.points[M.index(lv, f"anterior_{side}")], rec_m.points[
+                M.index(lv, f"posterior_{side}")]
+            mid = rec_m.points[M.index(lv, f"middle_{side}")]
+            toward = 0.5 * (rec_m.points[M.index(lv, f"anterior_{other}")]
+                            + rec_m.points[M.index(lv, f"posterior_{other}")]) - 0.5 * (a + p)
+            e = (a - p) / np.linalg.norm(a - p)
+            off = mid - 0.5 * (a + p)
+            assert abs(float(off @ e)) < 1e-3  # on the endplate's normal through its middle
+            depth_mm = float(off @ toward) / np.linalg.norm(toward) * rec.pixel_spacing[0]
+            if meta["fracture_types"].get(lv) == "biconcave":
+                # Depressed by the fracture: the outline is pushed in by c (1 - d / 3c) at
+                # depth d for a concavity c = loss * height / 2 >= 2 mm, so d = 3c / 4.
+                hp = float(np.linalg.norm(rec_m.points[M.index(lv, "posterior_superior")]
+                                          - rec_m.points[M.index(lv, "posterior_inferior")]))
+                c = 0.5 * meta["fracture_height_loss"][lv] * hp * rec.pixel_spacing[0]
+                biconcave.append(depth_mm)
+                assert depth_mm == pytest.approx(0.75 * c, abs=0.1), (lv, side)
+            else:  # a normal endplate: concave by 0.6-1.3 mm * scale, as drawn
+                assert 0.4 * sc < depth_mm < 1.3 * sc, (lv, side, depth_mm)
+    assert len(biconcave) == 4
+
+
+def test_phantom_schema_must_be_made_of_known_points() -> None:
+    from spinelandmarks.schema import LandmarkSchema, Level
+
+    bad = LandmarkSchema("odd", (Level("L3", ("anterior_superior", "pedicle_tip")),))
+    with pytest.raises(ValueError, match=r"schema 'odd'.*L3\.pedicle_tip"):
+        generate_phantom(0, SMALL, schema=bad)
+    with pytest.raises(ValueError, match="unknown"):
+        generate_phantom(0, SMALL, schema="no_such_schema")

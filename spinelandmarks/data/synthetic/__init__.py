@@ -50,7 +50,7 @@ Example
 from __future__ import annotations
 
 from .config import PhantomConfig
-from .phantom import generate_phantom
+from .phantom import PHANTOM_POINTS, generate_phantom
 from .writer import generate_dataset
 
-__all__ = ["PhantomConfig", "generate_dataset", "generate_phantom"]
+__all__ = ["PHANTOM_POINTS", "PhantomConfig", "generate_dataset", "generate_phantom"]

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
+from scipy.optimize import brentq
 
 from .config import Array
 from .frames import _IDENTITY, _apply, _compose, _frame, _unit, _Vertebra
@@ -206,9 +207,9 @@ def _draw_tube(cv: _Canvas, pts: Array, radius: Array | float, dens: float,
     cv.tube(pts, radius, dens, cortex, rim_mm, target)
 
 
-def _draw_body(cv: _Canvas, vb: _Vertebra, dens: float, cortex: float, r: float,
-               concave_sup: float, concave_inf: float, concave_ant: float,
-               texture: float) -> None:
+def _body_polygon(vb: _Vertebra, concave_sup: float, concave_inf: float, concave_ant: float
+                  ) -> tuple[Array, list[tuple[int, float]]]:
+    """The body's positively oriented polygon and its concave edges (for :func:`_sd_convex`)."""
     # polygon PS, AS, AI, PI (edges: superior, anterior, inferior, posterior)
     poly = np.stack([vb.sup.p, vb.sup.a, vb.inf.a, vb.inf.p])
     oriented = _orient(poly)
@@ -217,10 +218,36 @@ def _draw_body(cv: _Canvas, vb: _Vertebra, dens: float, cortex: float, r: float,
     edges = {"sup": 0, "ant": 1, "inf": 2, "post": 3}
     if flipped:  # reversed order PI, AI, AS, PS -> edges inf, ant, sup, post
         edges = {"inf": 0, "ant": 1, "sup": 2, "post": 3}
-    conc = [(edges["sup"], concave_sup), (edges["inf"], concave_inf),
-            (edges["ant"], concave_ant), (edges["post"], 0.4)]
+    return oriented, [(edges["sup"], concave_sup), (edges["inf"], concave_inf),
+                      (edges["ant"], concave_ant), (edges["post"], 0.4)]
+
+
+def _draw_body(cv: _Canvas, vb: _Vertebra, dens: float, cortex: float, r: float,
+               concave_sup: float, concave_inf: float, concave_ant: float,
+               texture: float) -> None:
+    oriented, conc = _body_polygon(vb, concave_sup, concave_inf, concave_ant)
     _draw_poly(cv, _IDENTITY, oriented, r, dens, cortex, rim_mm=1.1, texture=texture,
                concave=conc)
+
+
+def _endplate_middle(vb: _Vertebra, side: Literal["sup", "inf"], r: float, concave_sup: float,
+                     concave_inf: float, concave_ant: float) -> Array:
+    """The middle of an endplate on the drawn outline (patient mm): where the line through the
+    nominal endplate's mid-point, normal to it, meets the body's outline (concave endplates
+    and biconcave fractures included)."""
+    poly, conc = _body_polygon(vb, concave_sup, concave_inf, concave_ant)
+    plate, other = (vb.sup, vb.inf) if side == "sup" else (vb.inf, vb.sup)
+    e = plate.a - plate.p
+    n = np.array([-e[1], e[0]]) / np.linalg.norm(e)
+    if float(n @ (other.mid - plate.mid)) < 0:
+        n = -n  # into the body
+
+    def outline(s: float) -> float:
+        q = plate.mid + s * n
+        return float(_sd_convex(np.array([[q[0]]]), np.array([[q[1]]]), poly, r, conc)[0, 0])
+
+    half = 0.5 * float(np.linalg.norm(other.mid - plate.mid))
+    return plate.mid + brentq(outline, -1.0, half, xtol=1e-6) * n
 
 
 def _draw_posterior(cv: _Canvas, vb: _Vertebra, sc: float, dens: float, spinous_mm: float,

@@ -7,19 +7,43 @@ from typing import Any
 
 import numpy as np
 
+from ...schema import CORNERS, LUMBAR_SAGITTAL, LandmarkSchema, resolve_schema
 from ..annotations import ImageRecord
 from .anatomy import DISC_NAMES, SEGMENT_NAMES, Anatomy, draw_anatomy
+from .canvas import _endplate_middle
 from .config import LUMBAR, Array, PhantomConfig, SeedLike
 from .exposure import Exposure, expose
 from .frames import _apply
 from .rendering import Rendering, render
 
-__all__ = ["generate_phantom"]
+__all__ = ["PHANTOM_POINTS", "check_schema", "generate_phantom"]
+
+#: The points a phantom has ground truth for, per level.
+PHANTOM_POINTS: dict[str, tuple[str, ...]] = {
+    **{lv: (*CORNERS, "middle_superior", "middle_inferior") for lv in LUMBAR},
+    "S1": ("anterior_superior", "posterior_superior"),
+    "FH": ("centre_1", "centre_2"),
+}
+
+
+def check_schema(schema: LandmarkSchema | str) -> LandmarkSchema:
+    """The schema, if phantoms have ground truth for all its points, else a ``ValueError``."""
+    sch = resolve_schema(schema)
+    missing = [f"{lv.name}.{pt}" for lv in sch.levels for pt in lv.points
+               if pt not in PHANTOM_POINTS.get(lv.name, ())]
+    if missing:
+        raise ValueError(f"schema {sch.name!r}: phantoms have no ground truth for "
+                         f"{', '.join(missing)} (they have: " + "; ".join(
+                             f"{lv} {', '.join(pts)}" for lv, pts in PHANTOM_POINTS.items())
+                         + ")")
+    return sch
 
 
 def generate_phantom(rng_or_seed: SeedLike, config: PhantomConfig | None = None, *,
                      file_name: str | None = None, image_id: int = 0,
-                     patient_id: str | None = None) -> tuple[np.ndarray, ImageRecord]:
+                     patient_id: str | None = None,
+                     schema: LandmarkSchema | str = LUMBAR_SAGITTAL
+                     ) -> tuple[np.ndarray, ImageRecord]:
     """Generate one synthetic lateral lumbar radiograph and its ground truth.
 
     Parameters
@@ -34,18 +58,23 @@ def generate_phantom(rng_or_seed: SeedLike, config: PhantomConfig | None = None,
         ``record.image_id``.
     patient_id : str, optional
         Default ``"synth-NNNNNN"`` from an integer seed, else drawn from the generator.
+    schema : LandmarkSchema or str
+        The points of the record: any schema made of :data:`PHANTOM_POINTS` (the corners, the
+        endplate middles on the drawn outline, the drawn femoral head centres), such as
+        ``lumbopelvic_sagittal`` or ``lumbar_morphometry``. The image does not depend on it.
 
     Returns
     -------
     image : np.ndarray
         (H, W) float32 in ``[0, 1]``, bone bright.
     record : ImageRecord
-        Points of ``LUMBAR_SAGITTAL`` in pixels (NaN and ``v = 0`` outside the field of view
+        Points of ``schema`` in pixels (NaN and ``v = 0`` outside the field of view
         or behind the collimator, ``v = 1`` under metal, else ``v = 2``), ``pixel_spacing``
         (row_mm, col_mm), ``patient_id`` and ``meta["synthetic"]``: the generating parameters
         (angles in degrees, lengths in mm; see the module docstring for their frame).
     """
     cfg = config or PhantomConfig()
+    sch = check_schema(schema)
     rng = _as_rng(rng_or_seed)
     anat = draw_anatomy(rng, cfg)
     drawn = render(rng, cfg, anat)
@@ -53,8 +82,8 @@ def generate_phantom(rng_or_seed: SeedLike, config: PhantomConfig | None = None,
     if patient_id is None:
         patient_id = (f"synth-{int(rng_or_seed):06d}" if isinstance(rng_or_seed, int | np.integer)
                       else f"synth-{int(rng.integers(0, 10**9)):09d}")
-    return exp.image, _record(anat, drawn, exp, file_name or f"{patient_id}.png", image_id,
-                              patient_id)
+    return exp.image, _record(anat, drawn, exp, sch, file_name or f"{patient_id}.png",
+                              image_id, patient_id)
 
 
 def _as_rng(seed: SeedLike) -> np.random.Generator:
@@ -101,13 +130,31 @@ def _image_angles(pts_img: Array, facing: int) -> tuple[float, float, float]:
     return ss_img, ss_img - tilt("L1", "sup"), tilt("L5", "inf") - tilt("L1", "sup")
 
 
-def _record(anat: Anatomy, drawn: Rendering, exp: Exposure, file_name: str, image_id: int,
-            patient_id: str) -> ImageRecord:
-    """The ground truth: visible corners, the angles as a user recomputes them, metadata."""
+def _schema_points(anat: Anatomy, drawn: Rendering, schema: LandmarkSchema) -> Array:
+    """(N, 2) the schema's points in the patient frame (mm), in schema order."""
+    def point(level: str, name: str) -> Array:
+        if level == "FH":
+            return drawn.femoral_heads[int(name[-1]) - 1]
+        if level == "S1":
+            return anat.s1.a if name == "anterior_superior" else anat.s1.p
+        vb = anat.vertebrae[level]
+        if name.startswith("middle_"):
+            return _endplate_middle(vb, "sup" if name == "middle_superior" else "inf",
+                                    drawn.corner_radius, *drawn.body_concavity[level])
+        return vb.corners[CORNERS.index(name)]
+
+    return np.stack([point(lv.name, pt) for lv in schema.levels for pt in lv.points])
+
+
+def _record(anat: Anatomy, drawn: Rendering, exp: Exposure, schema: LandmarkSchema,
+            file_name: str, image_id: int, patient_id: str) -> ImageRecord:
+    """The ground truth: visible points, the angles as a user recomputes them, metadata."""
     H, W = exp.image.shape
     pts_img = _apply(drawn.to_img, anat.lumbar_points())
-    vis = _visibility(pts_img, exp, anat.spacing)
-    points = pts_img.copy()
+    gt_img = (pts_img if schema == LUMBAR_SAGITTAL
+              else _apply(drawn.to_img, _schema_points(anat, drawn, schema)))
+    vis = _visibility(gt_img, exp, anat.spacing)
+    points = gt_img.copy()
     points[vis == 0] = np.nan
     ss_img, l1_s1, l1_l5 = _image_angles(pts_img, anat.facing)
     # internal consistency of the construction (exact up to float rounding)

@@ -45,6 +45,11 @@ class Rendering:
     implants: bool = False
     implant_info: dict[str, Any] = field(default_factory=dict)
     n_gas: int = 0
+    #: Per drawn level: (superior, inferior, anterior) concavity in mm, and the corner radius.
+    body_concavity: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    corner_radius: float = 0.0
+    #: The two drawn femoral head centres (patient mm), nearer side first.
+    femoral_heads: list[Array] = field(default_factory=list)
 
 
 def render(rng: np.random.Generator, cfg: PhantomConfig, anat: Anatomy) -> Rendering:
@@ -52,8 +57,8 @@ def render(rng: np.random.Generator, cfg: PhantomConfig, anat: Anatomy) -> Rende
     to_img, rot, cropped = _projection(rng, cfg, anat)
     out = Rendering(_new_canvas(rng, cfg, to_img, anat.spacing), to_img, rot, cropped)
     cv = out.canvas
-    out.osteophytes = _render_spine(rng, cfg, cv, anat)
-    _render_pelvis(rng, cv, anat)
+    out.osteophytes = _render_spine(rng, cfg, cv, anat, out)
+    out.femoral_heads = _render_pelvis(rng, cv, anat)
     _render_ribs(rng, cv, anat)
     out.aortic = _render_aorta(rng, cfg, cv, anat)
     out.implants = bool(rng.random() < cfg.p_implants)
@@ -93,19 +98,20 @@ def _new_canvas(rng: np.random.Generator, cfg: PhantomConfig, to_img: Array,
     return _Canvas((H, W), to_img, spacing, tex)
 
 
-def _render_spine(rng: np.random.Generator, cfg: PhantomConfig, cv: _Canvas, anat: Anatomy
-                  ) -> list[str]:
+def _render_spine(rng: np.random.Generator, cfg: PhantomConfig, cv: _Canvas, anat: Anatomy,
+                  out: Rendering) -> list[str]:
     """Vertebral bodies and posterior elements, osteophytes, sacrum and coccyx; returns the
-    levels with osteophytes."""
+    levels with osteophytes. The bodies' shapes go to ``out`` (for the ground truth)."""
     sc, U = anat.sc, rng.uniform
-    corner_r = 1.0 * sc
+    corner_r = out.corner_radius = 1.0 * sc
     bd = 0.3 * anat.density  # cancellous level
     cort = 0.45 * (0.6 + 0.4 * anat.density)
     trab = float(U(0.15, 0.35))
     for lv in CHAIN:
         vb = anat.vertebrae[lv]
         c = anat.concavity[lv]
-        _draw_body(cv, vb, bd, cort, corner_r, c, c, float(U(0.8, 2.0)) * sc, trab)
+        out.body_concavity[lv] = (c, c, float(U(0.8, 2.0)) * sc)
+        _draw_body(cv, vb, bd, cort, corner_r, *out.body_concavity[lv], trab)
         sp = (40.0 if lv == "L5" else 52.0 if lv in ("L4", "L1", "T12", "T11") else 55.0) * sc
         _draw_posterior(cv, vb, sc, 1.0, sp)
     osteo = _render_osteophytes(rng, cfg, cv, anat)
@@ -169,8 +175,10 @@ _CREST_REF = np.array([[-48, 26], [-53, -6], [-38, -34], [-12, -50], [22, -44], 
 _IPL_REF = np.array([[22, 2], [30, 25], [0, 0]], float)
 
 
-def _render_pelvis(rng: np.random.Generator, cv: _Canvas, anat: Anatomy) -> None:
-    """Both ilia (slightly offset and magnified), femoral heads and necks, acetabular roofs."""
+def _render_pelvis(rng: np.random.Generator, cv: _Canvas, anat: Anatomy) -> list[Array]:
+    """Both ilia (slightly offset and magnified), femoral heads and necks, acetabular roofs;
+    returns the two femoral head centres (patient mm)."""
+    heads: list[Array] = []
     sc = anat.sc
     ref_rot = math.radians(40.0)
     rr = np.array([[math.cos(ref_rot), math.sin(ref_rot)],
@@ -187,7 +195,8 @@ def _render_pelvis(rng: np.random.Generator, cv: _Canvas, anat: Anatomy) -> None
         fr = anat.s1_frame.copy()
         fr[:, 2] += off
         _render_ilium(cv, fr, pts_local, crest, ipl, sc)
-        _render_hip(rng, cv, anat, fr, head_r, mag)
+        heads.append(_render_hip(rng, cv, anat, fr, head_r, mag))
+    return heads
 
 
 def _render_ilium(cv: _Canvas, fr: Array, pts_local: Array, crest: Array, ipl: Array,
@@ -208,7 +217,8 @@ def _render_ilium(cv: _Canvas, fr: Array, pts_local: Array, crest: Array, ipl: A
 
 
 def _render_hip(rng: np.random.Generator, cv: _Canvas, anat: Anatomy, fr: Array,
-                head_r: float, mag: float) -> None:
+                head_r: float, mag: float) -> Array:
+    """A femoral head, its neck and trochanter, the acetabular roof; returns the centre."""
     sc = anat.sc
     h_c = _apply(fr, anat.hip_local * mag)
     _draw_ellipse(cv, h_c, 0.0, head_r * mag, head_r * mag, 0.35, 0.3, rim_mm=2.0,
@@ -222,6 +232,7 @@ def _render_hip(rng: np.random.Generator, cv: _Canvas, anat: Anatomy, fr: Array,
     arc = np.array([anat.hip_local * mag + (head_r * mag + 2.0) * np.array(
         [math.cos(t), -math.sin(t)]) for t in np.linspace(0.3, 2.6, 9)])
     _draw_tube(cv, _apply(fr, arc), 2.0 * sc, 0.25, 0.1)
+    return h_c
 
 
 def _render_ribs(rng: np.random.Generator, cv: _Canvas, anat: Anatomy) -> None:
