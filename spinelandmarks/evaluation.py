@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from ._atomic import atomic_write, atomic_write_text
+from .clinical_evaluation import clinical_markdown, evaluate_clinical
 from .data.annotations import ImageRecord
 from .measurements import clinical_columns
 from .metrics import (
@@ -563,7 +564,8 @@ def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageReco
              "comparison": {figure: {"label", "ours_step2", "ours_step1", "reference",
                                      "better_than_reference"}},
              "tails": tail_figures(...),
-             "reference": REFERENCE + {"n_images_evaluated"}}
+             "reference": REFERENCE + {"n_images_evaluated"},
+             "clinical": evaluate_clinical(...)}
 
         where ``STEP`` holds ``localization`` (``median_x``, ``median_y``, ``mean_x``,
         ``mean_y``, ``p95_x``, ``p95_y`` in percent, ``outlier_rate``, ``detection_rate``,
@@ -580,6 +582,9 @@ def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageReco
         ``segmental_angles`` (per parameter ``median_abs``, ``mean_abs``, ``p95_abs``,
         ``max_abs``, ``pearson_r``, ``bias``, ``loa_low``, ``loa_high``, ``n``, ``missed``
         from :class:`~spinelandmarks.metrics.AngleError`). Figures without data are NaN.
+        ``clinical`` (step 2): spinopelvic angles, heights, disc heights and slips with MAE,
+        bias, limits of agreement, Pearson r and ICCs, and fracture detection per vertebra
+        and per patient (:func:`~spinelandmarks.clinical_evaluation.evaluate_clinical`).
 
     Warns
     -----
@@ -613,6 +618,7 @@ def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageReco
         "reference": {**REFERENCE, "n_images_evaluated": len(gts)},
     }
     result["tails"] = tail_figures(result)
+    result["clinical"] = evaluate_clinical(p2.pred, p2.gt, p2.spacing, schema)
     return result
 
 
@@ -900,7 +906,8 @@ def write_report(metrics: Mapping[str, Any], out_dir: StrPath, *,
     atomic_write_text(out / "metrics.json", metrics_to_json(metrics))
     plots = _plots(out, metrics, pred_records, gt_records, schema, step1_records)
     report = out / "report.md"
-    atomic_write_text(report, _markdown(metrics, plots))
+    clinical = clinical_markdown(metrics["clinical"]) if metrics.get("clinical") else []
+    atomic_write_text(report, _markdown(metrics, plots) + "\n".join(clinical) + "\n")
     return report
 
 

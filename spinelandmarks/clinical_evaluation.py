@@ -1,0 +1,155 @@
+"""Clinical measurements of predictions against the reference, as a study reports them.
+
+From the predicted and reference points of every image (:mod:`spinelandmarks.measurements`):
+spinopelvic angles (PI, PT, SS, LL, PI-LL; schemas with femoral heads), vertebral heights and
+disc heights (mm where the pixel spacing is known), slip percentages, each with
+:func:`~spinelandmarks.agreement.continuous_agreement`; and compression fractures from the
+Genant grades of both, per vertebra and per patient, with
+:func:`~spinelandmarks.agreement.fracture_agreement` (any grade, and grade 2 or worse). The
+published figures of :data:`CLINICAL_REFERENCE` stand beside them in the report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .agreement import continuous_agreement, fracture_agreement
+from .measurements import clinical_columns, genant_grades, morphometry
+from .metrics import lumbar_parameters
+from .schema import FEMORAL_HEADS, LandmarkSchema
+
+__all__ = ["CLINICAL_REFERENCE", "clinical_markdown", "evaluate_clinical"]
+
+#: Published figures on real radiographs, for the report.
+CLINICAL_REFERENCE: dict[str, Any] = {
+    "spinopelvic_mae_deg": {  # meta-analysis of 15 deep-learning studies (pooled MAE)
+        "lumbar_lordosis": 3.6, "pelvic_tilt": 1.9, "pelvic_incidence": 4.1},
+    "fracture": {  # multitask U-Net on lateral lumbar radiographs, 198 test radiographs
+        "per_patient": {"accuracy": 0.929, "sensitivity": 0.944, "specificity": 0.917},
+        "per_vertebra": {"accuracy": 0.947, "sensitivity": 0.628, "specificity": 0.977}},
+}
+
+_ANGLES = ("pelvic_incidence", "pelvic_tilt", "sacral_slope", "lumbar_lordosis",
+           "pi_ll_mismatch")
+
+
+def _angles(points: Tensor, schema: LandmarkSchema) -> dict[str, Tensor]:
+    cols = clinical_columns(points, schema)
+    try:
+        lumbar = lumbar_parameters(points, schema)
+        ss, ll = lumbar["sacral_slope"], lumbar["l1_s1_lordosis"]
+    except KeyError:  # a schema without the S1 or L1 plates
+        ss = ll = torch.full((points.shape[0],), math.nan, dtype=points.dtype)
+    out = {"sacral_slope": ss, "lumbar_lordosis": ll}
+    if FEMORAL_HEADS.name in schema.level_names:
+        out.update({k: cols[f"{k}_deg"] for k in ("pelvic_incidence", "pelvic_tilt",
+                                                   "pi_ll_mismatch")})
+    return out
+
+
+def _lengths(cols: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Per-level heights pooled over levels (B * V,) and slip percentages over segments."""
+    groups: dict[str, list[Tensor]] = {}
+    for name, v in cols.items():
+        for suffix in ("_ha", "_hm", "_hp", "_disc_anterior", "_disc_posterior", "_slip_pct"):
+            if name.endswith(suffix):
+                groups.setdefault(suffix.lstrip("_"), []).append(v)
+    return {k: torch.cat(v) for k, v in groups.items()}
+
+
+def evaluate_clinical(pred: Tensor, gt: Tensor, spacing: Tensor, schema: LandmarkSchema, *,
+                      n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Clinical agreement of predicted with reference points.
+
+    Parameters
+    ----------
+    pred, gt : Tensor
+        (B, P, 2) image pixels of the same images, NaN where absent.
+    spacing : Tensor
+        (B, 2) ``(row_mm, col_mm)``, NaN where unknown (those lengths stay in pixels).
+    schema : LandmarkSchema
+    n_resamples, seed
+        Bootstrap settings of the fracture confidence intervals.
+
+    Returns
+    -------
+    dict
+        ``angles``: per angle :func:`~spinelandmarks.agreement.continuous_agreement` (degrees);
+        ``lengths``: the same for ``ha``, ``hm``, ``hp``, ``disc_anterior``,
+        ``disc_posterior`` (pooled over levels; mm or pixels) and ``slip_pct`` (pooled over
+        segments); ``fractures`` and ``fractures_grade2``:
+        :func:`~spinelandmarks.agreement.fracture_agreement`; ``length_unit``.
+    """
+    pa, ga = _angles(pred, schema), _angles(gt, schema)
+    pc, gc = clinical_columns(pred, schema, spacing), clinical_columns(gt, schema, spacing)
+    pl, gl = _lengths(pc), _lengths(gc)
+    known = torch.isfinite(spacing).all(-1)
+    out: dict[str, Any] = {
+        "angles": {k: continuous_agreement(pa[k].numpy(), ga[k].numpy()) for k in pa},
+        "lengths": {k: continuous_agreement(pl[k].numpy(), gl[k].numpy()) for k in pl},
+        "length_unit": "mm" if bool(known.all()) else "px" if not bool(known.any())
+        else "mm where the spacing is known, else px",
+    }
+    levels = list(schema.body_levels)
+    grades_p = genant_grades(morphometry(pred, schema, spacing=None))
+    grades_g = genant_grades(morphometry(gt, schema, spacing=None))
+
+    def graded(g: Mapping[str, Tensor]) -> np.ndarray:
+        return torch.where(torch.isfinite(g["height_loss"]), g["grade"].to(torch.float64),
+                           torch.full_like(g["height_loss"], math.nan)).numpy()
+
+    for key, min_grade in (("fractures", 1), ("fractures_grade2", 2)):
+        out[key] = fracture_agreement(graded(grades_p), graded(grades_g),
+                                      grades_p["height_loss"].numpy(), levels,
+                                      min_grade=min_grade, n_resamples=n_resamples, seed=seed)
+    return out
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else (
+        f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+def _ci(block: Mapping[str, Any], name: str) -> str:
+    lo, hi = block.get(f"{name}_ci", [math.nan, math.nan])
+    return f"{_fmt(block.get(name), 3)} ({_fmt(lo, 3)}-{_fmt(hi, 3)})"
+
+
+def clinical_markdown(clinical: Mapping[str, Any]) -> list[str]:
+    """The report's section on clinical measurements (markdown lines)."""
+    ref = CLINICAL_REFERENCE
+    lines = ["", "## Clinical measurements", "",
+             "| measurement | n | MAE | median | bias | 95 % LoA | Pearson r | ICC(2,1) | "
+             "ICC(3,1) | reference MAE |", "|---|---|---|---|---|---|---|---|---|---|"]
+    unit = clinical.get("length_unit", "px")
+    rows = [(f"{k} (deg)", a, ref["spinopelvic_mae_deg"].get(k))
+            for k, a in clinical["angles"].items()]
+    rows += [(f"{k} ({'%' if k == 'slip_pct' else unit})", a, None)
+             for k, a in clinical["lengths"].items()]
+    for label, a, r in rows:
+        lines.append(f"| {label} | {a['n']} | {_fmt(a['mae'])} | {_fmt(a['median_ae'])} | "
+                     f"{_fmt(a['bias'])} | {_fmt(a['loa_low'])} to {_fmt(a['loa_high'])} | "
+                     f"{_fmt(a['pearson_r'], 3)} | {_fmt(a['icc2_1'], 3)} | "
+                     f"{_fmt(a['icc3_1'], 3)} | {_fmt(r, 1)} |")
+    notes = {a["icc_note"] for _, a, _ in rows if "icc_note" in a}
+    lines += [f"\n{n}." for n in sorted(notes)]
+    lines += ["", "Fractures (Genant grade from the points; 95 % bootstrap CI):", "",
+              "| fracture | level | accuracy | sensitivity | specificity | AUC (height loss) "
+              "| reference acc. / sens. / spec. |", "|---|---|---|---|---|---|---|"]
+    for key, label in (("fractures", "grade >= 1"), ("fractures_grade2", "grade >= 2")):
+        for unit_, name in (("per_vertebra", "vertebra"), ("per_patient", "patient")):
+            b, r = clinical[key][unit_], ref["fracture"][unit_]
+            lines.append(f"| {label} | {name} (n {b['n']}, {b['positives']} fractured) | "
+                         f"{_ci(b, 'accuracy')} | {_ci(b, 'sensitivity')} | "
+                         f"{_ci(b, 'specificity')} | {_ci(b, 'auc')} | {r['accuracy']} / "
+                         f"{r['sensitivity']} / {r['specificity']} |")
+        right = clinical[key]["right_levels"]
+        lines.append(f"| {label} | right levels among patients found | "
+                     f"{_fmt(right['share'], 3)} (n {right['n']}) | | | | |")
+    return lines

@@ -1,0 +1,59 @@
+"""Clinical agreement in evaluate(): phantoms' ground truth against itself and a perturbation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
+from spinelandmarks.evaluation import evaluate, write_report
+from spinelandmarks.schema import LUMBOPELVIC_SAGITTAL, LUMBAR_MORPHOMETRY
+
+
+def _records(schema: object, n: int = 8) -> list:
+    cfg = PhantomConfig(long_side=256, p_fracture=0.5, p_crop=0.0, max_shift_frac=0.0,
+                        fov_height_mm=(470, 490))
+    return [dataclasses.replace(generate_phantom(i, cfg, schema=schema)[1],
+                                file_name=f"images/{i}.png") for i in range(n)]
+
+
+def test_ground_truth_against_itself_agrees_perfectly(tmp_path: Path) -> None:
+    gt = _records(LUMBAR_MORPHOMETRY)
+    m = evaluate(gt, gt, LUMBAR_MORPHOMETRY)["clinical"]
+    for block in (*m["angles"].values(), *m["lengths"].values()):
+        if block["n"]:
+            assert block["mae"] == 0.0 and block["bias"] == 0.0
+    assert m["lengths"]["hm"]["n"] == 40 and m["length_unit"] == "mm"
+    frac = m["fractures"]
+    assert frac["per_vertebra"]["positives"] >= 3  # p_fracture 0.5 over 8 patients
+    for unit in ("per_vertebra", "per_patient"):
+        assert frac[unit]["sensitivity"] == 1.0 and frac[unit]["specificity"] == 1.0
+    assert frac["right_levels"]["share"] == 1.0
+    report = write_report(evaluate(gt, gt, LUMBAR_MORPHOMETRY), tmp_path, pred_records=gt,
+                          gt_records=gt, schema=LUMBAR_MORPHOMETRY)
+    text = report.read_text()
+    assert "## Clinical measurements" in text and "grade >= 2" in text
+    json.loads((tmp_path / "metrics.json").read_text())  # strict JSON
+
+
+def test_spinopelvic_errors_follow_a_moved_hip_axis() -> None:
+    gt = _records(LUMBOPELVIC_SAGITTAL, n=6)
+    fh = [LUMBOPELVIC_SAGITTAL.index("FH", "centre_1"),
+          LUMBOPELVIC_SAGITTAL.index("FH", "centre_2")]
+    pred = []
+    for rec in gt:  # both heads 10 px anterior: PT and PI change, SS and LL do not
+        pts = rec.points.copy()
+        facing = 1 if rec.meta["synthetic"]["facing"] == "right" else -1
+        pts[fh, 0] += 10.0 * facing
+        pred.append(dataclasses.replace(rec, points=pts))
+    a = evaluate(pred, gt, LUMBOPELVIC_SAGITTAL)["clinical"]["angles"]
+    assert a["sacral_slope"]["mae"] == 0.0 and a["lumbar_lordosis"]["mae"] == 0.0
+    assert a["pelvic_tilt"]["mae"] > 1.0
+    # PI = PT + SS, so the PI and PT errors are the same
+    assert a["pelvic_incidence"]["mae"] == pytest.approx(a["pelvic_tilt"]["mae"])
+    assert a["pelvic_tilt"]["bias"] == pytest.approx(a["pelvic_tilt"]["mae"])  # all anterior
+    assert np.isfinite(a["pelvic_tilt"]["pearson_r"])
