@@ -1,15 +1,19 @@
-"""Overlays: a radiograph with the predicted corners, endplates, levels, angles and QC flags."""
+"""Overlays: a radiograph with the predicted corners, endplates, levels, angles, graded
+fractures and QC flags."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from .data.intensity import robust_normalize
 from .data.io import Radiograph
 from .data.plot import draw_points
+from .measurements import genant_grades, morphometry, spinopelvic_parameters
 from .pipeline import SpineLandmarkPipeline, SpineResult
 from .qc import LEVEL_FLAGS
+from .schema import FEMORAL_HEADS, LandmarkSchema
 
 __all__ = ["draw_overlay"]
 
@@ -19,8 +23,9 @@ _ANGLE_LABELS = {"l1_l5_lordosis": "L1-L5 lordosis", "l1_s1_lordosis": "L1-S1 lo
 
 def draw_overlay(radiograph: Radiograph, result: SpineResult,
                  pipeline: SpineLandmarkPipeline) -> np.ndarray:
-    """RGB overlay: step-2 points, endplate lines, level names, the measured angles and the QC
-    flags (flagged levels circled in red).
+    """RGB overlay: step-2 points, endplate lines, level names, the measured angles (and PI,
+    PT, SS, LL with femoral heads in the schema), graded fractures (orange box and Genant
+    grade) and the QC flags (flagged levels circled in red).
 
     The radiograph is windowed by its own percentiles
     (:func:`~spinelandmarks.data.intensity.robust_normalize`), so 12-bit data stored in 16-bit
@@ -33,8 +38,12 @@ def draw_overlay(radiograph: Radiograph, result: SpineResult,
     draw = ImageDraw.Draw(img)
     scale = max(1, img.height // 400)
     _circle_flagged(draw, result, pipeline, scale)
+    fractures = _mark_fractures(draw, result.points, pipeline.schema, scale)
     lines = [f"{_ANGLE_LABELS.get(k, k)}: {v:.1f} deg" if np.isfinite(v) else
              f"{_ANGLE_LABELS.get(k, k)}: n/a" for k, v in result.parameters.items()]
+    lines += _spinopelvic_lines(result.points, pipeline.schema)
+    if fractures:
+        lines.append("fracture (Genant): " + ", ".join(fractures))
     if result.missing_levels:
         lines.append("missing: " + ", ".join(result.missing_levels))
     if result.needs_review:
@@ -62,3 +71,36 @@ def _circle_flagged(draw: ImageDraw.ImageDraw, result: SpineResult,
         pad = 0.3 * max(x1 - x0, y1 - y0, 10.0)
         draw.ellipse((x0 - pad, y0 - pad, x1 + pad, y1 + pad), outline=(255, 0, 0),
                      width=2 * scale)
+
+
+def _spinopelvic_lines(points: np.ndarray, schema: LandmarkSchema) -> list[str]:
+    """``PI 52.1  PT 13.0  SS 39.1  LL 55.2 deg`` for schemas with femoral heads."""
+    if FEMORAL_HEADS.name not in schema.level_names:
+        return []
+    par = spinopelvic_parameters(torch.as_tensor(points, dtype=torch.float64)[None], schema)
+    text = "  ".join(f"{label} {float(par[k][0]):.1f}" if np.isfinite(float(par[k][0]))
+                     else f"{label} n/a" for k, label in (
+                         ("pelvic_incidence", "PI"), ("pelvic_tilt", "PT"),
+                         ("sacral_slope", "SS"), ("lumbar_lordosis", "LL")))
+    return [text + " deg"]
+
+
+def _mark_fractures(draw: ImageDraw.ImageDraw, points: np.ndarray, schema: LandmarkSchema,
+                    scale: int) -> list[str]:
+    """An orange box and ``G<grade>`` beside every body graded 1 or worse; returns
+    ``["L2 G2 wedge", ...]``."""
+    grades = genant_grades(morphometry(torch.as_tensor(points, dtype=torch.float64)[None],
+                                       schema))
+    shapes = ("wedge", "biconcave", "crush")
+    found = []
+    for j, lv in enumerate(schema.body_levels):
+        grade = int(grades["grade"][0, j])
+        pts = points[schema.level_indices(lv)]
+        pts = pts[np.isfinite(pts).all(-1)]
+        if grade < 1 or not len(pts):
+            continue
+        (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+        draw.rectangle((x0, y0, x1, y1), outline=(255, 160, 0), width=scale)
+        draw.text((x1 + 4 * scale, y0), f"G{grade}", fill=(255, 160, 0), font_size=10 * scale)
+        found.append(f"{lv} G{grade} {shapes[int(grades['shape'][0, j])]}")
+    return found

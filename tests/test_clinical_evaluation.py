@@ -11,7 +11,7 @@ import pytest
 
 from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.evaluation import evaluate, write_report
-from spinelandmarks.schema import LUMBOPELVIC_SAGITTAL, LUMBAR_MORPHOMETRY
+from spinelandmarks.schema import LUMBAR_MORPHOMETRY, LUMBOPELVIC_SAGITTAL
 
 
 def _records(schema: object, n: int = 8) -> list:

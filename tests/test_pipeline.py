@@ -404,3 +404,29 @@ def test_predict_iter_is_lazy_and_matches_predict(pipe: SpineLandmarkPipeline,
     whole = pipe.predict([image] * 2, batch_size=2)
     np.testing.assert_array_equal(first.points, whole[0].points)
     np.testing.assert_array_equal(rest[2].points, whole[1].points)
+
+
+def test_overlay_marks_graded_fractures_and_spinopelvic_angles(
+        pipe: SpineLandmarkPipeline) -> None:
+    import dataclasses
+
+    from spinelandmarks.data.io import Radiograph
+    from spinelandmarks.overlay import _mark_fractures, _spinopelvic_lines, draw_overlay
+    from spinelandmarks.schema import LUMBOPELVIC_SAGITTAL as P
+
+    cfg = PhantomConfig(long_side=256, p_fracture=1.0, fov_height_mm=(470, 490))
+    image, rec = generate_phantom(0, cfg, schema=P)  # L5: wedge fracture, grade 2
+    meta = rec.meta["synthetic"]
+    lines = _spinopelvic_lines(rec.points, P)
+    pt = float(lines[0].split("PT ")[1].split()[0])
+    assert pt == pytest.approx(meta["pelvic_tilt_deg"], abs=3.0)  # heads vs designed hip axis
+    assert "SS " in lines[0] and "LL " in lines[0]
+
+    from PIL import Image, ImageDraw
+    canvas = Image.new("RGB", image.shape[::-1])
+    found = _mark_fractures(ImageDraw.Draw(canvas), rec.points, P, 1)
+    assert [f.split()[0] for f in found] == list(meta["fractures"])
+    assert (np.asarray(canvas) == [255, 160, 0]).all(-1).sum() > 20
+    res = dataclasses.replace(pipe.predict(image)[0], points=rec.points[:22].astype(np.float64))
+    rgb = draw_overlay(Radiograph(pixels=image, pixel_spacing=None, source="p"), res, pipe)
+    assert (rgb == [255, 160, 0]).all(-1).sum() > 20  # the lumbar schema marks fractures too
