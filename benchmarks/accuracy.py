@@ -7,13 +7,17 @@ Usage
     python benchmarks/accuracy.py --out BENCH --mode smoke  # seconds; what CI could run
     python benchmarks/accuracy.py --out BENCH --mode cross  # train on one phantom style, test on
                                                             # the other (benchmarks/cross_style.py)
+    python benchmarks/accuracy.py --out BENCH --mode cpu --schema lumbopelvic_sagittal
+                                     # also femoral heads: PI, PT (or lumbar_morphometry: Hm)
 
 Seeds are fixed per split (train 0, validation 5000, test 10000), so test patients are never
 seen in training. ``full`` trains with the default ``spinelandmarks train`` recipe; ``cpu``
 uses the demo's light settings with a larger time budget. Results go to
 ``BENCH/results.json`` and ``BENCH/results.md``: the headline figures next to Cina et al.
 2021, the targets, and the same figures on slices of the test set (fractured vertebrae,
-spondylolisthesis, implants, low dose, strong rotation).
+spondylolisthesis, implants, low dose, strong rotation), then the clinical measurements
+(spinopelvic angles, heights, slips, fractures per vertebra and per patient) against the
+published figures.
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from spinelandmarks.clinical_evaluation import clinical_markdown
 from spinelandmarks.data.annotations import ImageRecord
 from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.demo import CPU_DETECTOR, predict_and_evaluate
 from spinelandmarks.evaluation import evaluate
-from spinelandmarks.schema import LUMBAR_SAGITTAL
+from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema, resolve_schema
 from spinelandmarks.training import TrainConfig, train_pipeline
 
 MODES: dict[str, dict[str, Any]] = {
@@ -86,7 +91,8 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def level_presence_rate(pred: list[ImageRecord], gt: list[ImageRecord]) -> float:
+def level_presence_rate(pred: list[ImageRecord], gt: list[ImageRecord],
+                        schema: LandmarkSchema = LUMBAR_SAGITTAL) -> float:
     """Fraction of images whose set of found levels equals the labelled set exactly (presence
     only: where the levels were placed is measured by the tails' level identification)."""
     by_name = {r.file_name: r for r in pred}
@@ -95,16 +101,16 @@ def level_presence_rate(pred: list[ImageRecord], gt: list[ImageRecord]) -> float
         p = by_name.get(r.file_name)
         if p is None:
             continue
-        labelled = [bool((r.visibility[LUMBAR_SAGITTAL.level_indices(lv)] > 0).any())
-                    for lv in LUMBAR_SAGITTAL.level_names]
-        found = [bool(np.isfinite(p.points[LUMBAR_SAGITTAL.level_indices(lv)]).all())
-                 for lv in LUMBAR_SAGITTAL.level_names]
+        labelled = [bool((r.visibility[schema.level_indices(lv)] > 0).any())
+                    for lv in schema.level_names]
+        found = [bool(np.isfinite(p.points[schema.level_indices(lv)]).all())
+                 for lv in schema.level_names]
         ok += labelled == found
     return ok / max(len(gt), 1)
 
 
 def _slice_metrics(pred: list[ImageRecord], gt: list[ImageRecord],
-                   step1: list[ImageRecord]) -> dict[str, Any]:
+                   step1: list[ImageRecord], schema: LandmarkSchema) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name, keep in SLICES.items():
         names = {r.file_name for r in gt if keep(r.meta.get("synthetic", {}))}
@@ -114,7 +120,7 @@ def _slice_metrics(pred: list[ImageRecord], gt: list[ImageRecord],
         def pick(records: list[ImageRecord], keep_names: set[str] = names) -> list[ImageRecord]:
             return [r for r in records if r.file_name in keep_names]
 
-        result[name] = _headline(evaluate(pick(pred), pick(gt), LUMBAR_SAGITTAL,
+        result[name] = _headline(evaluate(pick(pred), pick(gt), schema,
                                           step1_records=pick(step1)))
     return result
 
@@ -152,6 +158,8 @@ def _markdown(res: dict[str, Any]) -> str:
                      f"{_fmt(s.get('l1_l5_lordosis_median_abs_deg'))} | "
                      f"{_fmt(s.get('l1_s1_lordosis_median_abs_deg'))} | "
                      f"{_fmt(s.get('sacral_slope_median_abs_deg'))} |")
+    if res.get("clinical"):
+        lines += clinical_markdown(res["clinical"])
     return "\n".join(lines) + "\n"
 
 
@@ -164,6 +172,9 @@ def main() -> None:
                     help="cross mode: training sets to run (A, B, mix), comma-separated")
     ap.add_argument("--test-images", type=int, default=100,
                     help="cross mode: test images per style")
+    ap.add_argument("--schema", default="lumbar_sagittal",
+                    help="annotated points of the phantoms and the models (lumbar_sagittal, "
+                         "lumbopelvic_sagittal, lumbar_morphometry)")
     args = ap.parse_args()
     if args.mode.startswith("cross"):
         from cross_style import run_cross_style
@@ -175,27 +186,30 @@ def main() -> None:
     out = Path(args.out)
     t0 = time.perf_counter()
     config = PhantomConfig(long_side=mode["size"])
-    train = generate_dataset(out / "train", mode["train"], seed=0, config=config, workers=2)
-    val = generate_dataset(out / "val", mode["val"], seed=5000, config=config, workers=2)
-    test = generate_dataset(out / "test", mode["test"], seed=10000, config=config, workers=2)
-    cfg = TrainConfig(val_dir=str(val), **mode["cfg"])
+    schema = resolve_schema(args.schema)
+    train, val, test = (generate_dataset(out / name, mode[name], seed=seed, config=config,
+                                         workers=2, schema=schema)
+                        for name, seed in (("train", 0), ("val", 5000), ("test", 10000)))
+    cfg = TrainConfig(val_dir=str(val), schema=args.schema, **mode["cfg"])
     if args.accelerator:
         cfg.accelerator = args.accelerator
     train_pipeline(train, out / "run", cfg)
-    result = predict_and_evaluate(out / "run", test, out, accelerator=cfg.accelerator)
+    result = predict_and_evaluate(out / "run", test, out, accelerator=cfg.accelerator,
+                                  schema=schema)
     # the same pipeline without step-2 test-time augmentation, for comparison
     plain = predict_and_evaluate(out / "run", test, out / "no_tta", accelerator=cfg.accelerator,
-                                 tta=False)
+                                 tta=False, schema=schema)
     pred, step1, gt = result.pred, result.step1, result.gt
     device = (torch.cuda.get_device_name() if torch.cuda.is_available()
               and cfg.accelerator != "cpu" else f"CPU ({torch.get_num_threads()} threads)")
-    res = {"mode": args.mode, "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
+    res = {"mode": args.mode, "schema": schema.name, "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
            "machine": f"{platform.machine()} {device}",
            "minutes": (time.perf_counter() - t0) / 60,
            "headline": _headline(result.metrics),
            "headline_no_tta": _headline(plain.metrics),
-           "slices": _slice_metrics(pred, gt, step1),
-           "level_presence_rate": level_presence_rate(pred, gt)}
+           "slices": _slice_metrics(pred, gt, step1, schema),
+           "level_presence_rate": level_presence_rate(pred, gt, schema),
+           "clinical": result.metrics["clinical"]}
     (out / "results.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     (out / "results.md").write_text(_markdown(res))
     print(_markdown(res))

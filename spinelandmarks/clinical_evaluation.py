@@ -118,7 +118,8 @@ def _fmt(v: Any, digits: int = 2) -> str:
 
 def _ci(block: Mapping[str, Any], name: str) -> str:
     lo, hi = block.get(f"{name}_ci", [math.nan, math.nan])
-    return f"{_fmt(block.get(name), 3)} ({_fmt(lo, 3)}-{_fmt(hi, 3)})"
+    ci = f" ({_fmt(lo, 3)}-{_fmt(hi, 3)})" if math.isfinite(lo) and math.isfinite(hi) else ""
+    return _fmt(block.get(name), 3) + ci
 
 
 def clinical_markdown(clinical: Mapping[str, Any]) -> list[str]:

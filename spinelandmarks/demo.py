@@ -19,7 +19,7 @@ from .data.annotations import ImageRecord, read_coco
 from .data.synthetic import PhantomConfig, generate_dataset
 from .evaluation import evaluate, summary_table, write_report
 from .predict import predict_files
-from .schema import LUMBAR_SAGITTAL
+from .schema import LUMBAR_SAGITTAL, LandmarkSchema
 from .training import TrainConfig, train_pipeline
 
 __all__ = ["TestSetEvaluation", "predict_and_evaluate", "run_demo"]
@@ -58,22 +58,23 @@ class TestSetEvaluation:
 
 
 def predict_and_evaluate(run: Path, test_dir: Path, out: Path, *, accelerator: str = "auto",
-                         batch_size: int = 8, tta: bool | None = None) -> TestSetEvaluation:
+                         batch_size: int = 8, tta: bool | None = None,
+                         schema: LandmarkSchema = LUMBAR_SAGITTAL) -> TestSetEvaluation:
     """Predict ``test_dir/images`` with the run's pipeline into ``out/predictions`` and write
     the evaluation against ``test_dir/annotations.json`` to ``out/report`` (``tta`` as for
-    :func:`~spinelandmarks.predict.predict_files`)."""
+    :func:`~spinelandmarks.predict.predict_files`; ``schema`` the run's)."""
     files = sorted((test_dir / "images").iterdir())
     pred_dir = out / "predictions"
     failures = predict_files(run, files, pred_dir, batch_size=batch_size,
                              accelerator=accelerator, tta=tta)
-    gt = read_coco(test_dir / "annotations.json", LUMBAR_SAGITTAL)
+    gt = read_coco(test_dir / "annotations.json", schema)
     for r in gt:  # predictions name files by the path given to predict
         r.file_name = str(test_dir / r.file_name)
-    pred = read_coco(pred_dir / "predictions.json", LUMBAR_SAGITTAL)
-    step1 = read_coco(pred_dir / "predictions_step1.json", LUMBAR_SAGITTAL)
-    metrics = evaluate(pred, gt, LUMBAR_SAGITTAL, step1_records=step1)
+    pred = read_coco(pred_dir / "predictions.json", schema)
+    step1 = read_coco(pred_dir / "predictions_step1.json", schema)
+    metrics = evaluate(pred, gt, schema, step1_records=step1)
     report = write_report(metrics, out / "report", pred_records=pred, gt_records=gt,
-                          schema=LUMBAR_SAGITTAL, step1_records=step1)
+                          schema=schema, step1_records=step1)
     return TestSetEvaluation(metrics, failures, pred, step1, gt, report)
 
 
