@@ -435,7 +435,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.annotations import read_coco
     from .data.datamodule import schema_for
-    from .evaluation import evaluate, match_to_ground_truth, summary_table, write_report
+    from .evaluation import evaluate, match_to_ground_truth
+    from .report import summary_table, write_report
 
     schema = schema_for(args.schema, [Path(args.ground_truth)])
     gt = read_coco(args.ground_truth, schema)

@@ -17,8 +17,9 @@ import torch
 
 from .data.annotations import ImageRecord, read_coco
 from .data.synthetic import PhantomConfig, generate_dataset
-from .evaluation import evaluate, summary_table, write_report
+from .evaluation import evaluate
 from .predict import predict_files
+from .report import summary_table, write_report
 from .schema import LUMBAR_SAGITTAL, LandmarkSchema
 from .training import TrainConfig, train_pipeline
 

@@ -1,4 +1,4 @@
-"""Measurements and evaluation against ground truth: CSV, metrics.json, a Markdown report, plots.
+"""Measurements and evaluation against ground truth: the measurement CSV and the metrics.
 
 - :func:`measure_records` / :func:`write_measurements_csv` -- the clinical parameters of every
   image of an annotation or prediction file (backs ``spinelandmarks measure`` and the CSV that
@@ -6,7 +6,8 @@
 - :func:`evaluate` -- predictions against ground truth with the metric classes of
   :mod:`spinelandmarks.metrics` (conventions section 5), step 2 and optionally step 1 side by
   side, plus the figures of the reference study (Cina et al. 2021).
-- :func:`write_report` -- ``metrics.json``, ``report.md`` and PNG plots in a folder.
+
+The report for people (``report.md``, plots) is :mod:`spinelandmarks.report`.
 
 Records are matched by ``file_name``. A ground-truth image without a prediction is *missed*
 (all its points count as not found), never dropped; predictions without ground truth are
@@ -31,8 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._atomic import atomic_write, atomic_write_text
-from .clinical_evaluation import clinical_markdown, evaluate_clinical
+from ._atomic import atomic_write_text
+from .clinical_evaluation import evaluate_clinical
 from .data.annotations import ImageRecord
 from .measurements import clinical_columns
 from .metrics import (
@@ -45,7 +46,6 @@ from .metrics import (
     facing,
     level_identification,
     lumbar_parameters,
-    normalized_errors,
     segmental_angle_names,
     segmental_angles,
 )
@@ -60,10 +60,8 @@ __all__ = [
     "match_to_ground_truth",
     "measure_records",
     "metrics_to_json",
-    "summary_table",
     "tail_figures",
     "write_measurements_csv",
-    "write_report",
 ]
 
 StrPath = str | PathLike[str]
@@ -158,7 +156,7 @@ def _points(records: Sequence[ImageRecord | None], schema: LandmarkSchema) -> Te
     return out
 
 
-def _lumbar_or_nan(points: Tensor, schema: LandmarkSchema) -> dict[str, Tensor]:
+def lumbar_parameters_or_nan(points: Tensor, schema: LandmarkSchema) -> dict[str, Tensor]:
     """:func:`lumbar_parameters`, or NaN for every parameter when the schema lacks an endplate."""
     try:
         return lumbar_parameters(points, schema)
@@ -225,7 +223,7 @@ def measure_records(records: Sequence[ImageRecord],
     recs = list(records)
     with_qc = any("needs_review" in r.meta for r in recs)
     pts = _points(recs, schema)
-    params = _lumbar_or_nan(pts, schema)
+    params = lumbar_parameters_or_nan(pts, schema)
     seg_names = segmental_angle_names(schema)
     seg = segmental_angles(pts, schema) if seg_names else pts.new_empty((len(recs), 0))
     face = facing(pts, schema)
@@ -377,7 +375,7 @@ def _matching_name(name: str, gt_names: set[str], by_base: Mapping[str, list[str
     return candidates[0] if len(candidates) == 1 else None
 
 
-def _pair(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageRecord],
+def pair_records(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageRecord],
           schema: LandmarkSchema, what: str = "prediction") -> _Paired:
     gts = list(gt_records)
     by_name: dict[str, ImageRecord] = {}
@@ -473,8 +471,8 @@ def _step_metrics(p: _Paired, schema: LandmarkSchema) -> dict[str, Any]:
     localization = {k: v for k, v in loc.items() if "/" not in k}
     identification = _identification(p, schema)
 
-    gt_params = _lumbar_or_nan(p.gt, schema)
-    pred_params = _lumbar_or_nan(p.pred, schema)
+    gt_params = lumbar_parameters_or_nan(p.gt, schema)
+    pred_params = lumbar_parameters_or_nan(p.pred, schema)
     seg_names = segmental_angle_names(schema)
     seg_block: dict[str, dict[str, float]] = {}
     if seg_names:
@@ -592,11 +590,11 @@ def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageReco
         When predictions have no ground truth (ignored) or an image is predicted twice.
     """
     gts = list(gt_records)
-    p2 = _pair(pred_records, gts, schema)
+    p2 = pair_records(pred_records, gts, schema)
     step2 = _step_metrics(p2, schema)
     step1: dict[str, Any] | None = None
     if step1_records is not None:
-        step1 = _step_metrics(_pair(step1_records, gts, schema, "step-1 prediction"), schema)
+        step1 = _step_metrics(pair_records(step1_records, gts, schema, "step-1 prediction"), schema)
     comparison: dict[str, dict[str, Any]] = {}
     for key, label, where, ref_key in _HEADLINE:
         ours = _headline(step2, where)
@@ -620,310 +618,3 @@ def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageReco
     result["tails"] = tail_figures(result)
     result["clinical"] = evaluate_clinical(p2.pred, p2.gt, p2.spacing, schema)
     return result
-
-
-# ---------------------------------------------------------------------------------------------
-# report
-# ---------------------------------------------------------------------------------------------
-def _fmt(v: Any, digits: int = 2) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    f = float(v)
-    if not math.isfinite(f):
-        return "n/a"
-    if f.is_integer() and digits == 0:
-        return str(int(f))
-    return f"{f:.{digits}f}"
-
-
-def _pct(v: Any) -> str:
-    if v is None or not math.isfinite(float(v)):
-        return "n/a"
-    return f"{100.0 * float(v):.1f} %"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
-
-
-def _steps(metrics: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    out: list[tuple[str, Mapping[str, Any]]] = [("step 2", metrics["step2"])]
-    if metrics.get("step1") is not None:
-        out.append(("step 1", metrics["step1"]))
-    return out
-
-
-def _markdown(metrics: Mapping[str, Any], plots: Mapping[str, str]) -> str:
-    ref = metrics["reference"]
-    lines = ["# Evaluation report", "",
-             f"Schema `{metrics['schema']}`: {metrics['n_images']} ground-truth image(s), "
-             f"{metrics['n_predicted']} with a prediction"
-             + (f", {len(metrics['missing_images'])} missed entirely"
-                if metrics["missing_images"] else "")
-             + (f"; {metrics['n_unmatched_predictions']} prediction(s) without ground truth "
-                "ignored" if metrics["n_unmatched_predictions"] else "") + ".", "",
-             "## Headline", ""]
-    rows = []
-    for c in metrics["comparison"].values():
-        better = c["better_than_reference"]
-        rows.append([c["label"], _fmt(c["ours_step2"]), _fmt(c["ours_step1"]),
-                     _fmt(c["reference"]), "n/a" if better is None else _fmt(bool(better))])
-    lines += _table(["Figure", "ours (step 2)", "ours (step 1)", ref["study"],
-                     "step 2 better"], rows)
-    lines += ["", f"Reference: {ref['study']} (test-set medians). Normalized error in percent of "
-              "the ground-truth vertebra width (x) / height (y); angle errors in degrees.", ""]
-    lines += ["## Tails and level identification", ""]
-    lines += _table(["Figure", "ours (step 2)", "ours (step 1)"],
-                    [[t["label"], _fmt(t["ours_step2"]), _fmt(t["ours_step1"])]
-                     for t in metrics.get("tails", {}).values()])
-    lines += ["", "A level is identified when its centre lies within half the true body height "
-              "of the true centre of the same level; medians hide a spine drawn one level off, "
-              "these figures do not.", ""]
-    wrong = metrics["step2"].get("identification", {}).get("wrong_levels", {})
-    if wrong:
-        lines += [f"Images with a level not identified (step 2): {len(wrong)}", ""]
-        lines += [f"- `{n}`: {', '.join(lv)}" for n, lv in list(wrong.items())[:50]] + [""]
-
-    for title, step in _steps(metrics):
-        loc = step["localization"]
-        lines += [f"## Localization ({title})", "",
-                  f"Normalized error over {_fmt(loc['n'], 0)} of {_fmt(loc['n_labelled'], 0)} "
-                  f"labelled points (the rest were not found).", ""]
-        rows = [["all", _fmt(loc["median_x"]), _fmt(loc["median_y"]), _fmt(loc["mean_x"]),
-                 _fmt(loc["mean_y"]), _pct(loc["detection_rate"]), "", ""]]
-        for lv, b in step["per_level"].items():
-            rows.append([lv, _fmt(b["median_x"]), _fmt(b["median_y"]), _fmt(b["mean_x"]),
-                         _fmt(b["mean_y"]), _pct(b["detection_rate"]),
-                         f"{_fmt(b['levels_missed'], 0)} / {_fmt(b['levels_labelled'], 0)}",
-                         _pct(b["level_detection_rate"])])
-        lines += _table(["Level", "median x (%)", "median y (%)", "mean x (%)", "mean y (%)",
-                         "point detection", "levels missed", "level detection"], rows)
-        e, s = step["euclidean"], step["sdr"]
-        lines += ["", f"### Distances ({title})", ""]
-        rows = [["pixels", _fmt(e["median_px"]), _fmt(e["mean_px"]), _fmt(e["n_px"], 0)],
-                ["millimetres", _fmt(e["median_mm"]), _fmt(e["mean_mm"]), _fmt(e["n_mm"], 0)]]
-        lines += _table(["Unit", "median", "mean", "points"], rows)
-        sdr_keys = [k for k in s if k.startswith("sdr@")]
-        lines += [""]
-        lines += _table([k.replace("sdr@", "SDR ") for k in sdr_keys] + ["points"],
-                        [[_pct(s[k]) for k in sdr_keys] + [_fmt(s["n"], 0)]])
-        lines += ["", "SDR: fraction of labelled points of images with known pixel spacing "
-                  "within the radius; points not found count as failures.", ""]
-        d = step["detection"]
-        lines += [f"### Detection ({title})", "",
-                  f"- point detection rate: {_pct(d['point_detection_rate'])}",
-                  f"- levels reported (presence only, wherever placed): "
-                  f"{_pct(d['level_detection_rate'])} "
-                  f"({_fmt(d['levels_missed'], 0)} of {_fmt(d['levels_labelled'], 0)} labelled "
-                  "levels missed)",
-                  f"- levels identified (on the right vertebra): "
-                  f"{_pct(step.get('identification', {}).get('rate'))}; images with every "
-                  f"level identified: {_pct(step.get('identification', {}).get('image_rate'))}",
-                  f"- images without any prediction: {d['images_without_prediction']}", ""]
-
-        lines += [f"## Angles ({title})", ""]
-        rows = []
-        for blocks in (step["angles"], step["segmental_angles"]):
-            for name, a in blocks.items():
-                rows.append([ANGLE_LABELS.get(name, name), _fmt(a["n"], 0), _fmt(a["missed"], 0),
-                             _fmt(a["median_abs"]), _fmt(a["mean_abs"]), _fmt(a["pearson_r"], 3),
-                             _fmt(a["bias"]), f"[{_fmt(a['loa_low'])}, {_fmt(a['loa_high'])}]"])
-        lines += _table(["Parameter", "n", "missed", "median abs. error (deg)",
-                         "mean abs. error (deg)", "Pearson r", "bias (deg)",
-                         "95 % limits of agreement (deg)"], rows)
-        lines += ["", "Error = predicted - ground truth; Bland-Altman limits = bias -/+ 1.96 SD.",
-                  ""]
-
-    if plots:
-        lines += ["## Plots", ""]
-        for label, fname in plots.items():
-            lines += [f"### {label}", "", f"![{label}]({fname})", ""]
-    if metrics["missing_images"]:
-        lines += ["## Images without a prediction", ""]
-        lines += [f"- `{n}`" for n in metrics["missing_images"]] + [""]
-    return "\n".join(lines)
-
-
-def _save_figure(fig: Any, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-
-
-def _plots(out: Path, metrics: Mapping[str, Any], pred_records: Sequence[ImageRecord],
-           gt_records: Sequence[ImageRecord], schema: LandmarkSchema,
-           step1_records: Sequence[ImageRecord] | None) -> dict[str, str]:
-    """Write the PNG plots; returns ``label -> file name``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p2 = _pair(pred_records, gt_records, schema)
-        p1 = _pair(step1_records, gt_records, schema) if step1_records is not None else None
-    plots: dict[str, str] = {}
-    gt_params = _lumbar_or_nan(p2.gt, schema)
-    pred_params = _lumbar_or_nan(p2.pred, schema)
-    s1_params = _lumbar_or_nan(p1.pred, schema) if p1 is not None else None
-    for name in LUMBAR_PARAMETERS:
-        label = ANGLE_LABELS.get(name, name)
-        g, pr = gt_params[name].numpy(), pred_params[name].numpy()
-        s1 = s1_params[name].numpy() if s1_params is not None else None
-        r1 = (metrics.get("step1") or {}).get("angles", {}).get(name, {}).get("pearson_r")
-        a = metrics["step2"]["angles"].get(name, {})
-        _save_figure(_bland_altman(g, pr, a, label), out / f"bland_altman_{name}.png")
-        plots[f"Bland-Altman: {label}"] = f"bland_altman_{name}.png"
-        _save_figure(_scatter(g, pr, s1, a.get("pearson_r"), r1, label),
-                     out / f"scatter_{name}.png")
-        plots[f"Predicted vs true: {label}"] = f"scatter_{name}.png"
-    err = normalized_errors(p2.pred, p2.gt, schema, p2.visibility).numpy()  # (B, P, 2)
-    _save_figure(_error_per_level(err, schema, metrics["reference"]), out / "error_per_level.png")
-    plots["Normalized error per level"] = "error_per_level.png"
-    return plots
-
-
-def _bland_altman(g: np.ndarray, pr: np.ndarray, a: Mapping[str, Any], label: str) -> Any:
-    """Bland-Altman figure of one angle (step 2): differences against means, bias and LoA."""
-    from matplotlib.figure import Figure
-
-    ok = np.isfinite(g) & np.isfinite(pr)
-    fig = Figure(figsize=(5, 4), dpi=100)
-    ax = fig.add_subplot()
-    mean, diff = (pr[ok] + g[ok]) / 2, pr[ok] - g[ok]
-    ax.scatter(mean, diff, s=12, alpha=0.7, color="tab:blue", label="step 2")
-    for key, style in (("bias", "-"), ("loa_low", "--"), ("loa_high", "--")):
-        v = a.get(key)
-        if v is not None and math.isfinite(float(v)):
-            ax.axhline(float(v), color="tab:red", linestyle=style, linewidth=1)
-    ax.axhline(0.0, color="grey", linewidth=0.5)
-    ax.set_xlabel("mean of predicted and true (deg)")
-    ax.set_ylabel("predicted - true (deg)")
-    ax.set_title(f"{label}: bias {_fmt(a.get('bias'))}, "
-                 f"LoA [{_fmt(a.get('loa_low'))}, {_fmt(a.get('loa_high'))}]", fontsize=9)
-    if not ok.any():
-        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
-    fig.tight_layout()
-    return fig
-
-
-def _scatter(g: np.ndarray, pr: np.ndarray, s1: np.ndarray | None, r2: Any, r1: Any,
-             label: str) -> Any:
-    """Predicted against true for one angle, step 2 (and step 1 when given), with identity."""
-    from matplotlib.figure import Figure
-
-    ok = np.isfinite(g) & np.isfinite(pr)
-    fig = Figure(figsize=(4.5, 4.5), dpi=100)
-    ax = fig.add_subplot()
-    vals = [g[ok], pr[ok]]
-    if s1 is not None:
-        ok1 = np.isfinite(g) & np.isfinite(s1)
-        ax.scatter(g[ok1], s1[ok1], s=10, alpha=0.5, color="tab:grey", marker="x",
-                   label=f"step 1 (r = {_fmt(r1, 3)})")
-        vals.append(s1[ok1])
-    ax.scatter(g[ok], pr[ok], s=12, alpha=0.7, color="tab:blue",
-               label=f"step 2 (r = {_fmt(r2, 3)})")
-    allv = np.concatenate(vals) if vals else np.zeros(0)
-    lo, hi = (float(allv.min()), float(allv.max())) if allv.size else (0.0, 1.0)
-    pad = 0.05 * (hi - lo) + 1.0
-    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", linewidth=1,
-            label="identity")
-    ax.set_xlim(lo - pad, hi + pad)
-    ax.set_ylim(lo - pad, hi + pad)
-    ax.set_aspect("equal")
-    ax.set_xlabel("true (deg)")
-    ax.set_ylabel("predicted (deg)")
-    ax.set_title(f"{label}", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    return fig
-
-
-def _error_per_level(err: np.ndarray, schema: LandmarkSchema, ref: Mapping[str, Any]) -> Any:
-    """Box plots of the normalized x and y errors per level, with the study's medians."""
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
-    lvl = schema.point_level.numpy()
-    fig = Figure(figsize=(max(5.0, 0.9 * schema.num_levels + 2), 4), dpi=100)
-    ax = fig.add_subplot()
-    data: list[np.ndarray] = []
-    positions: list[float] = []
-    for i in range(schema.num_levels):
-        for k in (0, 1):
-            e = err[:, lvl == i, k].reshape(-1)
-            e = e[np.isfinite(e)]
-            data.append(e if e.size else np.array([math.nan]))
-            positions.append(3.0 * i + k)
-    bp = ax.boxplot(data, positions=positions, widths=0.8, patch_artist=True, showfliers=True,
-                    flierprops={"markersize": 3}, medianprops={"color": "black"})
-    for j, box in enumerate(bp["boxes"]):
-        box.set_facecolor("tab:blue" if j % 2 == 0 else "tab:orange")
-    ax.set_xticks([3.0 * i + 0.5 for i in range(schema.num_levels)])
-    ax.set_xticklabels(list(schema.level_names))
-    ax.set_ylabel("normalized error (% of vertebra size)")
-    ax.set_title("Normalized error per level (step 2)", fontsize=10)
-    ax.axhline(float(ref["median_nle_x_pct"]), color="tab:blue", linestyle=":", linewidth=1)
-    ax.axhline(float(ref["median_nle_y_pct"]), color="tab:orange", linestyle=":", linewidth=1)
-    ax.legend(handles=[Patch(facecolor="tab:blue", label="x (% of width)"),
-                       Patch(facecolor="tab:orange", label="y (% of height)"),
-                       Line2D([], [], color="grey", linestyle=":",
-                              label=f"{ref['study']} median")],
-              fontsize=7, loc="best")
-    fig.tight_layout()
-    return fig
-
-
-def write_report(metrics: Mapping[str, Any], out_dir: StrPath, *,
-                 pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageRecord],
-                 schema: LandmarkSchema,
-                 step1_records: Sequence[ImageRecord] | None = None) -> Path:
-    """Write ``metrics.json``, ``report.md`` and the PNG plots of an evaluation.
-
-    Parameters
-    ----------
-    metrics : dict
-        Result of :func:`evaluate` on the same records.
-    out_dir : str or PathLike
-        Folder (created if needed).
-    pred_records, gt_records, step1_records, schema
-        The records :func:`evaluate` was given (the plots need per-image values).
-
-    Returns
-    -------
-    Path
-        ``out_dir / "report.md"``. Also written: ``metrics.json`` (strict JSON, NaN as
-        ``null``), ``bland_altman_<parameter>.png`` and ``scatter_<parameter>.png`` for
-        each of ``l1_l5_lordosis``, ``l1_s1_lordosis``, ``sacral_slope``, and
-        ``error_per_level.png``. Every file is written atomically.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "metrics.json", metrics_to_json(metrics))
-    plots = _plots(out, metrics, pred_records, gt_records, schema, step1_records)
-    report = out / "report.md"
-    clinical = clinical_markdown(metrics["clinical"]) if metrics.get("clinical") else []
-    atomic_write_text(report, _markdown(metrics, plots) + "\n".join(clinical) + "\n")
-    return report
-
-
-def summary_table(metrics: dict[str, Any]) -> str:
-    """Headline figures next to the reference study's, then the tails and level identification."""
-    rows = list(metrics["comparison"].values())
-
-    def fmt(v: float | None) -> str:
-        return f"{v:9.2f}" if v is not None and v == v else f"{'-':>9}"
-
-    tails = list(metrics.get("tails", {}).values())
-    width = max(len(r["label"]) for r in rows + tails)
-    lines = [f"{'':{width}}  {'step 2':>9}  {'step 1':>9}  {'Cina 2021':>9}"]
-    for r in rows:
-        lines.append(f"{r['label']:{width}}  {fmt(r['ours_step2'])}  {fmt(r['ours_step1'])}  "
-                     f"{fmt(r['reference'])}")
-    for r in tails:
-        lines.append(f"{r['label']:{width}}  {fmt(r['ours_step2'])}  {fmt(r['ours_step1'])}")
-    return "\n".join(lines)

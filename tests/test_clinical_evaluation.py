@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
-from spinelandmarks.evaluation import evaluate, write_report
+from spinelandmarks.evaluation import evaluate
+from spinelandmarks.report import write_report
 from spinelandmarks.schema import LUMBAR_MORPHOMETRY, LUMBOPELVIC_SAGITTAL
 
 

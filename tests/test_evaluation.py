@@ -20,8 +20,8 @@ from spinelandmarks.evaluation import (
     measure_records,
     metrics_to_json,
     write_measurements_csv,
-    write_report,
 )
+from spinelandmarks.report import write_report
 from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema, Level
 
 S = LUMBAR_SAGITTAL
