@@ -26,6 +26,7 @@ QUIET_WARNINGS = (
     r".*does not have many workers which may be a bottleneck.*",
     r"The dirpath has changed from .*",
     r"Image size \(\d+ pixels\) exceeds limit .*",  # Pillow on full-resolution films
+    r"__array__ implementation doesn't accept a copy keyword.*",  # pycocotools on NumPy 2
 )
 
 _verbose = False

@@ -33,6 +33,7 @@ def assert_records_equal(a: list[ImageRecord], b: list[ImageRecord]) -> None:
         assert ra.pixel_spacing == rb.pixel_spacing
         assert ra.patient_id == rb.patient_id
         assert ra.meta == rb.meta
+        assert ra.masks == rb.masks
         np.testing.assert_array_equal(ra.points, rb.points)  # exact, NaN == NaN
         np.testing.assert_array_equal(ra.visibility, rb.visibility)
         assert ra.visibility.dtype == rb.visibility.dtype == np.int8

@@ -36,6 +36,7 @@ import numpy as np
 from .._atomic import atomic_write_text
 from ..schema import LUMBAR_SAGITTAL, LandmarkSchema
 from .io import ImageReadError, read_image_size
+from .masks import check_segmentation
 
 __all__ = [
     "CSV_COLUMNS",
@@ -81,6 +82,9 @@ class ImageRecord:
         (num_levels,) per-vertebra score for predictions (detector score).
     meta : dict
         Free-form extra fields (e.g. the synthetic generator's parameters).
+    masks : dict
+        Level name -> COCO segmentation of the vertebral body (polygons or RLE,
+        :mod:`spinelandmarks.data.masks`), for the levels that have one.
     """
 
     file_name: str
@@ -94,6 +98,7 @@ class ImageRecord:
     scores: np.ndarray | None = None
     level_scores: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    masks: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, schema: LandmarkSchema, file_name: str, width: int, height: int,
@@ -428,6 +433,12 @@ class _CocoReader:
             kp_scores = None
         labelled = self._keypoints(rec, cat, kps, kp_scores, where)
         self._scores(rec, cat, ann, labelled)
+        if ann.get("segmentation") and cat.level is not None:
+            try:
+                rec.masks[cat.level] = check_segmentation(ann["segmentation"])
+            except ValueError as exc:
+                self._add("malformed", f"segmentation of {cat.level}: {exc}",
+                          level=cat.level, **where)
 
     def _category_of(self, cid: int, kps: list[Any], cats: Mapping[int, _Category],
                      where: dict[str, Any]) -> _Category | None:
@@ -609,7 +620,7 @@ def write_coco(records: Iterable[ImageRecord], schema: LandmarkSchema, path: Str
     Notes
     -----
     ``v = 0`` points are written as ``0, 0, 0``; NaN values (coordinates of a labelled point,
-    scores) as ``null``. ``meta`` entries become image fields and must be JSON-serializable
+    scores) as ``null``. ``masks`` go to each level's ``segmentation`` (``"per_level"`` only). ``meta`` entries become image fields and must be JSON-serializable
     (tuples come back as lists). :func:`read_coco` reads the file back to equal records.
     """
     recs = list(records)
@@ -632,11 +643,13 @@ def write_coco(records: Iterable[ImageRecord], schema: LandmarkSchema, path: Str
             for c, lv in enumerate(schema.levels):
                 idx = schema.level_indices(lv.name)
                 kps, n, bbox = _keypoints(r, idx)
-                if n == 0:
+                if n == 0 and lv.name not in r.masks:
                     continue
                 ann: dict[str, Any] = {"id": len(anns) + 1, "image_id": iid, "category_id": c + 1,
                                        "keypoints": kps, "num_keypoints": n, "bbox": bbox,
                                        "area": bbox[2] * bbox[3], "iscrowd": 0}
+                if lv.name in r.masks:
+                    ann["segmentation"] = r.masks[lv.name]
                 if r.level_scores is not None:
                     ann["score"] = _json_float(r.level_scores[c])
                 if r.scores is not None:
