@@ -273,3 +273,39 @@ def test_phantom_schema_must_be_made_of_known_points() -> None:
         generate_phantom(0, SMALL, schema=bad)
     with pytest.raises(ValueError, match="unknown"):
         generate_phantom(0, SMALL, schema="no_such_schema")
+
+
+def test_body_outlines_pass_by_the_corners_and_cover_the_bright_body(tmp_path: Path) -> None:
+    from spinelandmarks.data.annotations import read_coco
+    from spinelandmarks.data.masks import mask_from_segmentation
+
+    cfg = PhantomConfig(long_side=384, p_fracture=1.0, p_crop=0.0, max_shift_frac=0.0,
+                        p_collimation=0.0, p_implants=0.0)
+    img, rec = generate_phantom(11, cfg)  # biconcave L2 and L3
+    assert sorted(rec.masks) == list(LUMBAR)
+    mm = rec.pixel_spacing[0]
+    sc = rec.meta["synthetic"]["size_scale"]
+    for lv in LUMBAR:
+        poly = np.array(rec.masks[lv][0]).reshape(-1, 2)
+        corners = rec.points[[S.index(lv, p) for p in ("anterior_superior", "posterior_superior",
+                                                        "posterior_inferior",
+                                                        "anterior_inferior")]]
+        # distance from each nominal corner to the outline polygon's edges
+        a, b = poly, np.roll(poly, -1, axis=0)
+        for c in corners:
+            t = np.clip(((c - a) * (b - a)).sum(1) / ((b - a) ** 2).sum(1), 0, 1)
+            d = np.linalg.norm(a + t[:, None] * (b - a) - c, axis=1).min() * mm
+            # the rounded rim passes r (1 / sin(theta / 2) - 1) inside the vertex (r = 1 mm)
+            assert d < 0.75 * sc, (lv, d)
+        mask = mask_from_segmentation(rec.masks[lv], rec.height, rec.width)
+        assert mask.sum() * mm * mm > 500 * sc * sc  # a body is ~40 x 25 mm
+    # the drawn bodies are brighter than the soft tissue around them
+    union = np.any([mask_from_segmentation(rec.masks[lv], rec.height, rec.width)
+                    for lv in LUMBAR], axis=0)
+    from scipy import ndimage
+    ring = ndimage.binary_dilation(union, iterations=6) & ~ndimage.binary_dilation(union,
+                                                                                   iterations=2)
+    assert img[union].mean() > img[ring].mean() + 0.05
+    generate_dataset(tmp_path / "d", 2, seed=3, config=PhantomConfig(long_side=160))
+    back = read_coco(tmp_path / "d" / "annotations.json")
+    assert all(len(r.masks) >= 4 for r in back)

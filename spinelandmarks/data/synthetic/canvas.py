@@ -273,3 +273,25 @@ def _draw_posterior(cv: _Canvas, vb: _Vertebra, sc: float, dens: float, spinous_
                                  [-L, 0.95 * h], [-L + 4 * sc, 0.45 * h]]), 4.0, 0.09 * k,
                0.1 * k, rim_mm=1.5)
 
+
+
+def _body_outline(vb: _Vertebra, r: float, concave_sup: float, concave_inf: float,
+                  concave_ant: float, n_rays: int = 180, step_mm: float = 0.05) -> Array:
+    """(n_rays, 2) the drawn body's outline (patient mm): along rays from the body's centre,
+    where the signed distance of :func:`_draw_body`'s shape turns positive (linear
+    interpolation between samples ``step_mm`` apart; the shape is star-shaped from its
+    centre, fractured shapes included)."""
+    poly, conc = _body_polygon(vb, concave_sup, concave_inf, concave_ant)
+    centre = poly.mean(axis=0)
+    reach = float(np.linalg.norm(poly - centre, axis=1).max()) + 2.0
+    s = np.arange(0.0, reach, step_mm)
+    theta = np.linspace(0.0, 2 * math.pi, n_rays, endpoint=False)
+    dirs = np.stack([np.cos(theta), np.sin(theta)], axis=1)  # (R, 2)
+    pts = centre + dirs[:, None, :] * s[None, :, None]  # (R, S, 2)
+    sd = _sd_convex(pts[..., 0], pts[..., 1], poly, r, conc).astype(np.float64)
+    first_out = np.argmax(sd > 0, axis=1)  # the first sample outside, per ray
+    i1 = np.maximum(first_out, 1)
+    d0, d1 = np.take_along_axis(sd, i1[:, None] - 1, 1)[:, 0], np.take_along_axis(
+        sd, i1[:, None], 1)[:, 0]
+    s_edge = s[i1 - 1] + step_mm * (-d0) / np.maximum(d1 - d0, 1e-12)
+    return centre + dirs * s_edge[:, None]

@@ -10,7 +10,7 @@ import numpy as np
 from ...schema import CORNERS, LUMBAR_SAGITTAL, LandmarkSchema, resolve_schema
 from ..annotations import ImageRecord
 from .anatomy import DISC_NAMES, SEGMENT_NAMES, Anatomy, draw_anatomy
-from .canvas import _endplate_middle
+from .canvas import _body_outline, _endplate_middle
 from .config import LUMBAR, Array, PhantomConfig, SeedLike
 from .exposure import Exposure, expose
 from .frames import _apply
@@ -169,7 +169,22 @@ def _record(anat: Anatomy, drawn: Rendering, exp: Exposure, schema: LandmarkSche
     return ImageRecord(
         file_name=file_name, width=W, height=H, points=points, visibility=vis,
         image_id=image_id, pixel_spacing=(anat.spacing, anat.spacing), patient_id=patient_id,
-        meta={"synthetic": synthetic})
+        meta={"synthetic": synthetic}, masks=_body_masks(anat, drawn, schema, H, W))
+
+
+def _body_masks(anat: Anatomy, drawn: Rendering, schema: LandmarkSchema, H: int, W: int
+                ) -> dict[str, list[list[float]]]:
+    """The drawn outline of every lumbar body of the schema that reaches into the image, as
+    a COCO polygon in pixels (180 vertices; fractured shapes as drawn)."""
+    masks: dict[str, list[list[float]]] = {}
+    for lv in (lv for lv in LUMBAR if lv in schema.level_names):
+        outline = _apply(drawn.to_img, _body_outline(anat.vertebrae[lv], drawn.corner_radius,
+                                                      *drawn.body_concavity[lv]))
+        inside = ((outline[:, 0] > 0) & (outline[:, 0] < W) & (outline[:, 1] > 0)
+                  & (outline[:, 1] < H))
+        if inside.any():
+            masks[lv] = [[round(float(v), 3) for v in outline.reshape(-1)]]
+    return masks
 
 
 def _meta(anat: Anatomy, drawn: Rendering, exp: Exposure,
