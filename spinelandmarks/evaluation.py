@@ -35,6 +35,7 @@ from torch import Tensor
 from ._atomic import atomic_write_text
 from .clinical_evaluation import evaluate_clinical
 from .data.annotations import ImageRecord
+from .mask_metrics import evaluate_masks
 from .measurements import clinical_columns
 from .metrics import (
     LUMBAR_PARAMETERS,
@@ -319,6 +320,7 @@ class _Paired:
     missing: list[str]  # GT images without a prediction
     unmatched: list[str]  # predictions without GT
     duplicates: int  # predictions whose file_name was already seen (ignored)
+    matched: list[ImageRecord | None]  # the prediction of each ground-truth image, or None
 
 
 def match_to_ground_truth(pred_records: Sequence[ImageRecord],
@@ -376,7 +378,7 @@ def _matching_name(name: str, gt_names: set[str], by_base: Mapping[str, list[str
 
 
 def pair_records(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageRecord],
-          schema: LandmarkSchema, what: str = "prediction") -> _Paired:
+                 schema: LandmarkSchema, what: str = "prediction") -> _Paired:
     gts = list(gt_records)
     by_name: dict[str, ImageRecord] = {}
     duplicates = 0
@@ -406,7 +408,7 @@ def pair_records(pred_records: Sequence[ImageRecord], gt_records: Sequence[Image
                                       dtype=_DT)
     return _Paired([r.file_name for r in gts], gt, vis, _points(preds, schema), spacing,
                    [r.file_name for r, p in zip(gts, preds, strict=True) if p is None],
-                   unmatched, duplicates)
+                   unmatched, duplicates, preds)
 
 
 def _floats(d: Mapping[str, Tensor]) -> dict[str, float]:
@@ -563,7 +565,8 @@ def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageReco
                                      "better_than_reference"}},
              "tails": tail_figures(...),
              "reference": REFERENCE + {"n_images_evaluated"},
-             "clinical": evaluate_clinical(...)}
+             "clinical": evaluate_clinical(...),
+             "masks": evaluate_masks(...)}  # when the ground truth has masks
 
         where ``STEP`` holds ``localization`` (``median_x``, ``median_y``, ``mean_x``,
         ``mean_y``, ``p95_x``, ``p95_y`` in percent, ``outlier_rate``, ``detection_rate``,
@@ -617,4 +620,6 @@ def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageReco
     }
     result["tails"] = tail_figures(result)
     result["clinical"] = evaluate_clinical(p2.pred, p2.gt, p2.spacing, schema)
+    if any(r.masks for r in gts):
+        result["masks"] = evaluate_masks(p2.matched, gts, schema)
     return result

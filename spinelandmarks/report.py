@@ -279,6 +279,25 @@ def _error_per_level(err: np.ndarray, schema: LandmarkSchema, ref: Mapping[str, 
     return fig
 
 
+def _mask_markdown(masks: Mapping[str, Any]) -> list[str]:
+    """The report's section on vertebral body masks."""
+    unit = "mm" if masks["hd95_unit"] == "mm" else "px"
+    lines = ["", "## Vertebral body masks", "",
+             f"| level | n | Dice mean | Dice median | Dice min | IoU mean | HD95 mean ({unit}) "
+             f"| HD95 median ({unit}) |", "|---|---|---|---|---|---|---|---|"]
+    for lv, m in masks["per_level"].items():
+        d, i, h = m["dice"], m["iou"], m["hd95"]
+        lines.append(f"| {lv} | {d['n']} | {_fmt(d['mean'], 3)} | {_fmt(d['median'], 3)} | "
+                     f"{_fmt(d['min'], 3)} | {_fmt(i['mean'], 3)} | {_fmt(h['mean'])} | "
+                     f"{_fmt(h['median'])} |")
+    img = masks["per_image"]
+    lines += ["", f"Mean Dice per image {_fmt(img['mean'], 3)} (median {_fmt(img['median'], 3)},"
+              f" n {img['n']}); levels with a reference mask and no prediction: "
+              f"{masks['missed']} (Dice 0). Published: mean Dice 0.9 on lateral cervical and "
+              "lumbar radiographs (U-Net + Mask R-CNN ensemble); 0.78-0.82 for L1-L4 on CT."]
+    return lines
+
+
 def write_report(metrics: Mapping[str, Any], out_dir: StrPath, *,
                  pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageRecord],
                  schema: LandmarkSchema,
@@ -307,8 +326,9 @@ def write_report(metrics: Mapping[str, Any], out_dir: StrPath, *,
     atomic_write_text(out / "metrics.json", metrics_to_json(metrics))
     plots = _plots(out, metrics, pred_records, gt_records, schema, step1_records)
     report = out / "report.md"
-    clinical = clinical_markdown(metrics["clinical"]) if metrics.get("clinical") else []
-    atomic_write_text(report, _markdown(metrics, plots) + "\n".join(clinical) + "\n")
+    extra = clinical_markdown(metrics["clinical"]) if metrics.get("clinical") else []
+    extra += _mask_markdown(metrics["masks"]) if metrics.get("masks") else []
+    atomic_write_text(report, _markdown(metrics, plots) + "\n".join(extra) + "\n")
     return report
 
 

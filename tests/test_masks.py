@@ -60,3 +60,66 @@ def test_a_malformed_segmentation_is_reported_with_its_record(tmp_path: Path) ->
         read_coco(tmp_path / "ann.json", S)
     with pytest.raises(ValueError, match="RLE size"):
         check_segmentation({"size": [10], "counts": "x"})
+
+
+def test_dice_iou_and_hd95_by_hand() -> None:
+    from spinelandmarks.mask_metrics import dice, hausdorff95, iou
+
+    a = np.zeros((20, 20), bool)
+    a[5:9, 5:9] = True  # 4 x 4
+    b = np.roll(a, 1, axis=1)  # shifted one column: 12 pixels in common
+    assert dice(a, a) == 1.0 and iou(a, a) == 1.0 and hausdorff95(a, a) == 0.0
+    assert dice(a, b) == pytest.approx(2 * 12 / 32) and iou(a, b) == pytest.approx(12 / 20)
+    p, q = np.zeros((20, 20), bool), np.zeros((20, 20), bool)
+    p[10, 4], q[10, 7] = True, True  # single pixels 3 columns apart
+    assert hausdorff95(p, q) == pytest.approx(3.0)
+    assert hausdorff95(p, q, spacing=(0.5, 0.25)) == pytest.approx(0.75)  # columns: 0.25 mm
+    assert np.isnan(dice(np.zeros((3, 3), bool), np.zeros((3, 3), bool)))
+    assert np.isnan(hausdorff95(p, np.zeros_like(p)))
+
+
+def test_hd95_agrees_with_brute_force_surface_distances() -> None:
+    from scipy import ndimage
+
+    from spinelandmarks.mask_metrics import hausdorff95
+
+    rng = np.random.default_rng(0)
+    a = ndimage.binary_opening(rng.random((40, 50)) > 0.45, iterations=2)
+    b = ndimage.binary_opening(rng.random((40, 50)) > 0.45, iterations=2)
+
+    def surface(m: np.ndarray) -> np.ndarray:
+        return np.argwhere(m & ~ndimage.binary_erosion(m, border_value=0)) * [0.3, 0.2]
+
+    sa, sb = surface(a), surface(b)
+    d = np.linalg.norm(sa[:, None] - sb[None], axis=-1)
+    expected = max(np.percentile(d.min(1), 95), np.percentile(d.min(0), 95))
+    assert hausdorff95(a, b, spacing=(0.3, 0.2)) == pytest.approx(expected)
+
+
+def test_evaluate_masks_per_level_and_missed() -> None:
+    from spinelandmarks.mask_metrics import evaluate_masks
+
+    gt = ImageRecord.empty(S, "a.png", 12, 10, pixel_spacing=(0.5, 0.5),
+                           masks={"L1": SQUARE, "L2": SQUARE})
+    shifted = [[x + 1.0 if i % 2 == 0 else x for i, x in enumerate(SQUARE[0])]]
+    pred = ImageRecord.empty(S, "a.png", 12, 10, masks={"L1": shifted})  # L2 not predicted
+    m = evaluate_masks([pred], [gt], S)
+    # L1: 6 x 4 square shifted by one column: 20 pixels in common of 24 + 24
+    assert m["per_level"]["L1"]["dice"]["mean"] == pytest.approx(40 / 48)
+    assert m["per_level"]["L1"]["hd95"]["mean"] == pytest.approx(0.5)  # one column, 0.5 mm
+    assert m["per_level"]["L2"]["dice"]["mean"] == 0.0 and m["missed"] == 1
+    assert m["per_image"]["mean"] == pytest.approx(20 / 48) and m["hd95_unit"] == "mm"
+
+
+def test_evaluate_and_report_include_masks(tmp_path: Path) -> None:
+    from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
+    from spinelandmarks.evaluation import evaluate
+    from spinelandmarks.report import write_report
+
+    gt = [dataclasses.replace(generate_phantom(i, PhantomConfig(long_side=192))[1],
+                              file_name=f"{i}.png") for i in range(2)]
+    m = evaluate(gt, gt, S)
+    assert m["masks"]["per_image"]["mean"] == 1.0
+    assert m["masks"]["per_level"]["L3"]["hd95"]["mean"] == 0.0
+    text = write_report(m, tmp_path, pred_records=gt, gt_records=gt, schema=S).read_text()
+    assert "## Vertebral body masks" in text
