@@ -37,9 +37,12 @@ import torch
 
 from spinelandmarks.clinical_evaluation import clinical_markdown
 from spinelandmarks.data.annotations import ImageRecord
+from spinelandmarks.data.io import read_image
 from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.demo import CPU_DETECTOR, predict_and_evaluate
 from spinelandmarks.evaluation import evaluate
+from spinelandmarks.pipeline import SpineLandmarkPipeline
+from spinelandmarks.report import mask_markdown
 from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema, resolve_schema
 from spinelandmarks.training import TrainConfig, train_pipeline
 
@@ -160,7 +163,28 @@ def _markdown(res: dict[str, Any]) -> str:
                      f"{_fmt(s.get('sacral_slope_median_abs_deg'))} |")
     if res.get("clinical"):
         lines += clinical_markdown(res["clinical"])
+    if res.get("masks"):
+        lines += mask_markdown(res["masks"])
+        t = res["mask_timing"]
+        lines += ["", f"Inference with masks {t['with_masks_s']:.3f} s / radiograph, without "
+                  f"{t['without_masks_s']:.3f} s: +{100 * t['overhead']:.0f} % "
+                  f"({t['images']} test images, batch 1, {res['machine']})."]
     return "\n".join(lines) + "\n"
+
+
+def mask_timing(pipeline_dir: Path, test: Path, images: int = 20) -> dict[str, float]:
+    """Seconds per radiograph (batch 1, this machine) with and without the mask head."""
+    pipe = SpineLandmarkPipeline.load(pipeline_dir)
+    rads = [read_image(f) for f in sorted((test / "images").iterdir())[:images]]
+    out: dict[str, float] = {"images": len(rads)}
+    for on in (False, True, False, True):  # alternate to spread any drift
+        pipe.masks = on
+        t0 = time.perf_counter()
+        pipe.predict(rads, batch_size=1)
+        key = "with_masks_s" if on else "without_masks_s"
+        out[key] = min(out.get(key, math.inf), (time.perf_counter() - t0) / len(rads))
+    out["overhead"] = out["with_masks_s"] / out["without_masks_s"] - 1.0
+    return out
 
 
 def main() -> None:
@@ -172,6 +196,8 @@ def main() -> None:
                     help="cross mode: training sets to run (A, B, mix), comma-separated")
     ap.add_argument("--test-images", type=int, default=100,
                     help="cross mode: test images per style")
+    ap.add_argument("--masks", action="store_true",
+                    help="train the refiner's body-mask head too and report Dice / HD95")
     ap.add_argument("--schema", default="lumbar_sagittal",
                     help="annotated points of the phantoms and the models (lumbar_sagittal, "
                          "lumbopelvic_sagittal, lumbar_morphometry)")
@@ -190,7 +216,7 @@ def main() -> None:
     train, val, test = (generate_dataset(out / name, mode[name], seed=seed, config=config,
                                          workers=2, schema=schema)
                         for name, seed in (("train", 0), ("val", 5000), ("test", 10000)))
-    cfg = TrainConfig(val_dir=str(val), schema=args.schema, **mode["cfg"])
+    cfg = TrainConfig(val_dir=str(val), schema=args.schema, masks=args.masks, **mode["cfg"])
     if args.accelerator:
         cfg.accelerator = args.accelerator
     train_pipeline(train, out / "run", cfg)
@@ -210,6 +236,9 @@ def main() -> None:
            "slices": _slice_metrics(pred, gt, step1, schema),
            "level_presence_rate": level_presence_rate(pred, gt, schema),
            "clinical": result.metrics["clinical"]}
+    if args.masks:
+        res["masks"] = result.metrics.get("masks")
+        res["mask_timing"] = mask_timing(out / "run" / "pipeline", test)
     (out / "results.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     (out / "results.md").write_text(_markdown(res))
     print(_markdown(res))

@@ -156,6 +156,9 @@ def _verb_train(sub: Any) -> None:
                    help="OUT holds a run trained from other data or settings: clear it and "
                         "train anew (without this, such a run is refused; a run from the same "
                         "data and settings is resumed)")
+    p.add_argument("--masks", action="store_true",
+                   help="also train the refiner to outline each vertebral body (needs masks: "
+                        "COCO segmentation in the annotations; predict then writes them)")
     p.add_argument("--stages", default="detector,landmark,refiner",
                    help="comma-separated subset of detector,landmark,refiner")
 
@@ -317,7 +320,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         backbone=args.backbone, detector_backbone=args.detector_backbone,
         weights_path=args.weights, lr=args.lr, num_workers=args.workers, seed=args.seed,
         stages=stages, val_dir=args.val, time_budget_s=budget or {}, schema=args.schema,
-        detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {})
+        detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {}, masks=args.masks)
     out = train_pipeline(args.data, args.out, cfg, overwrite=args.overwrite)
     print(f"pipeline saved to {out}")
     return 0

@@ -13,6 +13,7 @@ libraries' conventions are named after the library.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -39,6 +40,7 @@ __all__ = [
     "to_mmpose",
     "to_torchvision",
     "transform_points",
+    "uncrop",
     "vertebra_crop_params",
 ]
 
@@ -388,3 +390,45 @@ def to_torchvision(points: Tensor) -> Tensor:
 def from_torchvision(points: Tensor) -> Tensor:
     """torchvision keypoints/boxes -> ours (identity, see :func:`to_torchvision`)."""
     return points.clone()
+
+
+def uncrop(crop_map: Tensor, matrix: Tensor, image_size: Sequence[int],
+           threshold: float = 0.5) -> tuple[Tensor, tuple[int, int]]:
+    """Paste a map predicted in a crop back into its image: the inverse of :func:`crop_images`.
+
+    Only the window of the image the crop covers is computed (a crop is a small part of a
+    radiograph).
+
+    Parameters
+    ----------
+    crop_map : Tensor
+        (C, h, w) values in crop pixels (e.g. a body-mask probability).
+    matrix : Tensor
+        (3, 3) original-image -> crop pixel matrix of that crop.
+    image_size : (H, W)
+        Size of the original image.
+    threshold : float
+        The window is ``crop_map > threshold`` (bool); pass ``-inf`` to keep the values.
+
+    Returns
+    -------
+    window : Tensor
+        (C, h_win, w_win) the map in image pixels, thresholded.
+    offset : (row, col)
+        Top-left pixel of the window in the image (the window may be empty: size 0).
+    """
+    h, w = crop_map.shape[-2:]
+    inv = torch.linalg.inv(matrix.double())
+    corners = torch.tensor([[0.0, 0.0], [w, 0.0], [w, h], [0.0, h]], dtype=torch.float64,
+                           device=inv.device)
+    img_pts = transform_points(corners, inv)
+    x0 = int(max(math.floor(float(img_pts[:, 0].min())), 0))
+    y0 = int(max(math.floor(float(img_pts[:, 1].min())), 0))
+    x1 = int(min(math.ceil(float(img_pts[:, 0].max())), int(image_size[1])))
+    y1 = int(min(math.ceil(float(img_pts[:, 1].max())), int(image_size[0])))
+    if x1 <= x0 or y1 <= y0:
+        return crop_map.new_zeros((crop_map.shape[0], 0, 0), dtype=torch.bool), (y0, x0)
+    shift = torch.eye(3, dtype=torch.float64, device=inv.device)
+    shift[0, 2], shift[1, 2] = -x0, -y0
+    window = crop_images(crop_map[None].float(), (shift @ inv)[None], (y1 - y0, x1 - x0))[0]
+    return window > threshold, (y0, x0)

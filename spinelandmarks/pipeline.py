@@ -29,12 +29,14 @@ from ._atomic import atomic_write, atomic_write_text
 from .data.annotations import ImageRecord
 from .data.intensity import robust_normalize
 from .data.io import Radiograph, read_dicom, read_image
+from .data.masks import rle_from_mask
 from .geometry import (
     crop_images,
     crop_matrix,
     hflip_matrix,
     letterbox,
     transform_points,
+    uncrop,
     vertebra_crop_params,
 )
 from .levels import anchor_to_sacrum, consistent_facing, reconcile_chain
@@ -105,6 +107,9 @@ class SpineResult:
     level_boxes : np.ndarray
         (num_levels, 4) detector boxes ``(x1, y1, x2, y2)`` in image pixels; NaN without a
         detector or where it found no box.
+    masks : dict of str to dict
+        Level -> body mask as a COCO RLE (``data.masks.mask_from_segmentation`` decodes it),
+        for the levels found, when the pipeline segments (``masks``).
     error : str or None
         Why the input could not be predicted (one input of a list); None when it was.
     """
@@ -123,6 +128,7 @@ class SpineResult:
     needs_review: bool = False
     relabelled_levels: list[str] = field(default_factory=list)
     level_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    masks: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str | None = None
 
     @classmethod
@@ -149,7 +155,8 @@ class SpineResult:
                                (self.parameters if step == 2 else self.parameters_step1).items()},
                                "needs_review": bool(self.needs_review),
                                "relabelled_levels": list(self.relabelled_levels),
-                               "qc": {k: list(v) for k, v in self.qc.items()}})
+                               "qc": {k: list(v) for k, v in self.qc.items()}},
+                           masks=dict(self.masks) if step == 2 else {})
 
 
 def save_module(module: nn.Module, path: str | os.PathLike[str]) -> None:
@@ -244,7 +251,7 @@ class SpineLandmarkPipeline(nn.Module):
                  min_adjacent_score: float = 0.1, level_rule: str = "landmarks",
                  facing_check: bool = True, tta: bool = True,
                  channels_last: bool = False, compile: bool = False,
-                 qc_thresholds: QCThresholds | None = None) -> None:
+                 qc_thresholds: QCThresholds | None = None, masks: bool | None = None) -> None:
         super().__init__()
         self.landmark_model = landmark_model.eval()
         self.refiner = refiner.eval() if refiner is not None else None
@@ -261,6 +268,11 @@ class SpineLandmarkPipeline(nn.Module):
         self.level_rule = level_rule
         self.facing_check = bool(facing_check)
         self.tta = bool(tta)
+        can_mask = refiner is not None and refiner.has_masks
+        if masks and not can_mask:
+            raise ValueError("masks=True needs a refiner trained with masks (CropRefiner("
+                             "masks=True), `spinelandmarks train --masks`)")
+        self.masks = can_mask if masks is None else bool(masks)
         self.qc_thresholds = qc_thresholds or QCThresholds()
         self.channels_last = bool(channels_last)
         for net in (self.landmark_model, self.refiner):
@@ -294,7 +306,8 @@ class SpineLandmarkPipeline(nn.Module):
                   "min_level_score": self.min_level_score,
                   "min_adjacent_score": self.min_adjacent_score,
                   "level_rule": self.level_rule, "facing_check": self.facing_check,
-                  "tta": self.tta, "qc_thresholds": dataclasses.asdict(self.qc_thresholds)}
+                  "tta": self.tta, "masks": self.masks,
+                  "qc_thresholds": dataclasses.asdict(self.qc_thresholds)}
         atomic_write_text(d / "pipeline.json", json.dumps(config, indent=2) + "\n")
         return d
 
@@ -317,7 +330,7 @@ class SpineLandmarkPipeline(nn.Module):
                    min_adjacent_score=cfg.get("min_adjacent_score", 0.1),
                    level_rule=cfg.get("level_rule", "landmarks"),
                    facing_check=cfg.get("facing_check", True), tta=cfg.get("tta", True),
-                   qc_thresholds=_thresholds(cfg.get("qc_thresholds")))
+                   qc_thresholds=_thresholds(cfg.get("qc_thresholds")), masks=cfg.get("masks"))
 
     # -- tensor hot path -----------------------------------------------------------------------
     def forward(self, images: Tensor) -> dict[str, Tensor]:
@@ -351,9 +364,10 @@ class SpineLandmarkPipeline(nn.Module):
         if self.facing_check:
             step1, _ = consistent_facing(step1, self.schema)
         points = step1
+        body: dict[str, Tensor] = {}
         if self.refiner is not None:
             for _ in range(max(self.refine_iterations, 1)):
-                points, scores = self._refine(images, points, scores)
+                points, scores, body = self._refine(images, points, scores)
             if self.facing_check:
                 points, _ = consistent_facing(points, self.schema)
         point_present = present[:, self._point_level]
@@ -362,7 +376,7 @@ class SpineLandmarkPipeline(nn.Module):
                 "points": torch.where(point_present.unsqueeze(-1), points, nan),
                 "point_scores": torch.where(point_present, scores, torch.full_like(scores, float("nan"))),
                 "level_scores": levels["level_scores"], "present": present,
-                "boxes": levels["boxes"], "relabelled": levels["relabelled"]}
+                "boxes": levels["boxes"], "relabelled": levels["relabelled"], **body}
 
     def _levels(self, inputs: Tensor, inv: Tensor, step1: Tensor) -> dict[str, Tensor]:
         """Which levels are present, and (``level_rule="detector"``) step-1 points reconciled
@@ -392,7 +406,8 @@ class SpineLandmarkPipeline(nn.Module):
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last \
             else images
 
-    def _refine(self, images: Tensor, points: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
+    def _refine(self, images: Tensor, points: Tensor, scores: Tensor
+                ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         refiner = self.refiner
         assert refiner is not None
         b, num_levels = images.shape[0], self.schema.num_levels
@@ -417,7 +432,15 @@ class SpineLandmarkPipeline(nn.Module):
         mats = torch.where(mirrored[:, None, None], flip @ mats, mats).reshape(
             b, num_levels * v, 3, 3)
         crops = crop_images(images, mats, self.crop_size)  # (B, L*V, 1, h, w)
-        crop_pts, spread = refiner.predict_points(self._memory_format(crops.flatten(0, 1)))
+        body: dict[str, Tensor] = {}
+        if self.masks:
+            crop_pts, spread, probs = refiner.predict_points_and_masks(
+                self._memory_format(crops.flatten(0, 1)))
+            # the plain view (side 1.0, not mirrored: TTA_VIEWS[0]) carries the mask
+            body = {"mask_probs": probs.reshape(b, num_levels, v, *probs.shape[1:])[:, :, 0],
+                    "mask_matrices": mats.reshape(b, num_levels, v, 3, 3)[:, :, 0]}
+        else:
+            crop_pts, spread = refiner.predict_points(self._memory_format(crops.flatten(0, 1)))
         crop_pts = crop_pts.reshape(b, num_levels * v, -1, 2)[:, :, :k]
         spread = spread.reshape(b, num_levels, v, -1)[..., :k]
         # back to the image, then the mean over the views
@@ -431,7 +454,7 @@ class SpineLandmarkPipeline(nn.Module):
         flat = table[valid]  # (P,) in level-major order = schema order
         out[:, flat] = refined[:, valid].to(out.dtype)
         out_scores[:, flat] = new_scores[:, valid].to(out_scores.dtype)
-        return out, out_scores
+        return out, out_scores, body
 
     # -- user-facing API -----------------------------------------------------------------------
     @torch.no_grad()
@@ -518,7 +541,8 @@ class SpineLandmarkPipeline(nn.Module):
                    else contextlib.nullcontext())
             with ctx:
                 out = self(images.float())
-            results.extend(self._results(group, {k: v.float().cpu() for k, v in out.items()}))
+            results.extend(self._results(group, {  # matrices stay float64 (exact paste-back)
+                k: v.cpu() if k == "mask_matrices" else v.float().cpu() for k, v in out.items()}))
         return results
 
     def calibrate_qc(self, inputs: Iterable[PipelineInput], truths: Sequence[np.ndarray], *,
@@ -606,8 +630,28 @@ class SpineLandmarkPipeline(nn.Module):
                 relabelled_levels=[lv for lv, on in zip(self.schema.level_names,
                                                         out["relabelled"][i].tolist(),
                                                         strict=True) if on],
-                level_boxes=out["boxes"][i].double().numpy()))
+                level_boxes=out["boxes"][i].double().numpy(),
+                masks=self._masks_of(out, i, r.pixels.shape[-2:], missing)))
         return res
+
+    def _masks_of(self, out: dict[str, Tensor], i: int, size: Sequence[int],
+                  missing: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Image ``i``'s body masks, pasted back from the crops, as RLE per level found."""
+        if "mask_probs" not in out:
+            return {}
+        h, w = int(size[0]), int(size[1])
+        masks = {}
+        for li, lv in enumerate(self.schema.level_names):
+            if lv in missing or lv not in self.schema.body_levels:  # bodies only, not S1
+                continue
+            window, (y0, x0) = uncrop(out["mask_probs"][i, li], out["mask_matrices"][i, li],
+                                      (h, w))
+            full = np.zeros((h, w), bool)
+            win = window[0].numpy()
+            full[y0: y0 + win.shape[0], x0: x0 + win.shape[1]] = win
+            if full.any():
+                masks[lv] = rle_from_mask(full)
+        return masks
 
 
 def _thresholds(saved: dict[str, Any] | None) -> QCThresholds:

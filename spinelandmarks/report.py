@@ -21,7 +21,7 @@ from .evaluation import ANGLE_LABELS, lumbar_parameters_or_nan, metrics_to_json,
 from .metrics import LUMBAR_PARAMETERS, normalized_errors
 from .schema import LandmarkSchema
 
-__all__ = ["summary_table", "write_report"]
+__all__ = ["mask_markdown", "summary_table", "write_report"]
 
 StrPath = str | PathLike[str]
 
@@ -279,7 +279,7 @@ def _error_per_level(err: np.ndarray, schema: LandmarkSchema, ref: Mapping[str, 
     return fig
 
 
-def _mask_markdown(masks: Mapping[str, Any]) -> list[str]:
+def mask_markdown(masks: Mapping[str, Any]) -> list[str]:
     """The report's section on vertebral body masks."""
     unit = "mm" if masks["hd95_unit"] == "mm" else "px"
     lines = ["", "## Vertebral body masks", "",
@@ -327,7 +327,7 @@ def write_report(metrics: Mapping[str, Any], out_dir: StrPath, *,
     plots = _plots(out, metrics, pred_records, gt_records, schema, step1_records)
     report = out / "report.md"
     extra = clinical_markdown(metrics["clinical"]) if metrics.get("clinical") else []
-    extra += _mask_markdown(metrics["masks"]) if metrics.get("masks") else []
+    extra += mask_markdown(metrics["masks"]) if metrics.get("masks") else []
     atomic_write_text(report, _markdown(metrics, plots) + "\n".join(extra) + "\n")
     return report
 

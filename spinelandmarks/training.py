@@ -115,6 +115,8 @@ class TrainConfig:
     calibrate_qc: bool = True
     #: Extra keyword arguments of :class:`VertebraDetector` (e.g. a smaller head for CPU).
     detector_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Train the refiner's body-mask head on the annotations' masks (COCO segmentation).
+    masks: bool = False
 
 
 class StageProgressBar(TQDMProgressBar):
@@ -175,7 +177,7 @@ def _datamodule(data_dir: str, cfg: TrainConfig, task: str) -> SpineDataModule:
         batch_size=cfg.crop_batch_size if task == "crops" else cfg.batch_size,
         num_workers=cfg.num_workers, split=(0.9, 0.1, 0.0), val_dir=cfg.val_dir,
         seed=cfg.seed, persistent_workers=cfg.num_workers > 0, crop_scale=cfg.crop_scale,
-        schema=cfg.schema,
+        schema=cfg.schema, masks=cfg.masks and task == "crops",
     )
 
 
@@ -187,7 +189,7 @@ def _module(stage: str, cfg: TrainConfig, schema: dict[str, Any]) -> LandmarkTas
         return LandmarkModel(schema=schema, backbone=cfg.backbone, weights_path=cfg.weights_path,
                              input_size=cfg.image_size, lr=cfg.lr)
     return CropRefiner(schema=schema, backbone=cfg.backbone, weights_path=cfg.weights_path,
-                       input_size=cfg.crop_size, lr=cfg.lr)
+                       input_size=cfg.crop_size, lr=cfg.lr, masks=cfg.masks)
 
 
 def _epochs(stage: str, cfg: TrainConfig) -> int:
@@ -306,7 +308,7 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
 #: Settings that change what the weights of a run are: a run trained with other values (or on
 #: other data) is not resumed into.
 IDENTITY_FIELDS = ("schema", "image_size", "crop_size", "crop_scale", "backbone",
-                   "detector_backbone", "weights_path", "detector_kwargs")
+                   "detector_backbone", "weights_path", "detector_kwargs", "masks")
 
 
 def _sha256(path: Path) -> str | None:
@@ -340,8 +342,9 @@ def _check_run(run: Path, identity: dict[str, Any], overwrite: bool) -> None:
     stored = json.loads(cfg_path.read_text()).get("identity")
     if stored is None:  # a run from before identities were recorded
         return
+    # a setting a run from an older version did not record is taken as unchanged
     changed = [f"{k}: {stored.get(k)!r} in the run, {v!r} now" for k, v in identity.items()
-               if stored.get(k) != v]
+               if k in stored and stored[k] != v]
     if changed:
         raise RunMismatchError(
             f"{run} was trained with other data or settings ({'; '.join(changed)}): "

@@ -430,3 +430,74 @@ def test_overlay_marks_graded_fractures_and_spinopelvic_angles(
     res = dataclasses.replace(pipe.predict(image)[0], points=rec.points[:22].astype(np.float64))
     rgb = draw_overlay(Radiograph(pixels=image, pixel_spacing=None, source="p"), res, pipe)
     assert (rgb == [255, 160, 0]).all(-1).sum() > 20  # the lumbar schema marks fractures too
+
+
+class CentreMaskRefiner(CropRefiner):
+    """Predicts the crop centre for every point and a body mask on the crop's middle half."""
+
+    def predict_points_and_masks(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, _, h, w = images.shape
+        pts = torch.tensor([w / 2, h / 2]).expand(b, self.num_outputs, 2).clone()
+        probs = torch.zeros(b, 1, h, w)
+        probs[:, :, h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1.0
+        return pts, torch.ones(b, self.num_outputs), probs
+
+
+def test_pipeline_masks_are_pasted_back_around_their_level(phantom: tuple) -> None:
+    from spinelandmarks.data.masks import mask_from_segmentation
+
+    image, _ = phantom
+    lm = FixedSpine(backbone="resnet_lite", input_size=(128, 96))  # a known straight spine
+    ref = CentreMaskRefiner(backbone="resnet_lite", input_size=(48, 48), masks=True)
+    pipe = SpineLandmarkPipeline(lm, ref, tta=False, facing_check=False)
+    assert pipe.masks
+    res = pipe.predict(image)[0]
+    assert sorted(res.masks) == sorted(pipe.schema.body_levels)  # bodies, not S1
+    for lv in pipe.schema.body_levels:
+        m = mask_from_segmentation(res.masks[lv], *image.shape)
+        ys, xs = np.nonzero(m)
+        pts = res.points[pipe.schema.level_indices(lv)]
+        centre = pts.mean(0)  # every point is the crop centre: the mask is centred on it
+        assert abs(xs.mean() + 0.5 - centre[0]) < 1.0 and abs(ys.mean() + 0.5 - centre[1]) < 1.0
+    assert res.to_record(pipe.schema).masks == res.masks
+    assert not SpineLandmarkPipeline(lm, ref, masks=False).predict(image)[0].masks
+    with pytest.raises(ValueError, match="masks=True needs a refiner"):
+        SpineLandmarkPipeline(lm, CropRefiner(backbone="resnet_lite", input_size=(48, 48)),
+                              masks=True)
+
+
+@pytest.mark.slow
+def test_refiner_overfits_body_masks(tmp_path: Path) -> None:
+    from spinelandmarks.data.batch import collate
+    from spinelandmarks.data.datasets import CropDataset
+    from spinelandmarks.data.synthetic import generate_dataset
+    from spinelandmarks.mask_metrics import dice
+
+    root = generate_dataset(tmp_path / "d", 2, seed=4, config=PhantomConfig(long_side=256))
+    from spinelandmarks.data.annotations import read_coco
+    recs = read_coco(root / "annotations.json")
+    ds = CropDataset(recs, root, pipe_schema(), crop_size=(48, 48), masks=True)
+    samples = [ds[i] for i in range(len(ds))]
+    batch = collate(samples)
+    assert batch.body_masks is not None and batch.has_masks is not None
+    assert batch.has_masks.sum() == 10  # L1-L5 of both images have masks, S1 none
+    torch.manual_seed(0)
+    ref = CropRefiner(backbone="resnet_lite", input_size=(48, 48), masks=True)
+    opt = torch.optim.Adam(ref.parameters(), lr=5e-3)
+    ref.train()
+    for _ in range(35):
+        opt.zero_grad()
+        loss, _, _ = ref.compute_loss(batch)
+        loss.backward()
+        opt.step()
+    ref.eval()
+    _, _, probs = ref.predict_points_and_masks(batch.images)
+    keep = batch.has_masks
+    scores = [dice(p[0].numpy() > 0.5, t[0].numpy() > 0.5)
+              for p, t in zip(probs[keep], batch.body_masks[keep], strict=True)]
+    assert min(scores) > 0.85, scores
+
+
+def pipe_schema():  # the default schema of the models
+    from spinelandmarks.schema import LUMBAR_SAGITTAL
+    return LUMBAR_SAGITTAL

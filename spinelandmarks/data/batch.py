@@ -42,6 +42,10 @@ class LandmarkBatch:
         Per image (n_i,) int64 level labels, 1-based (0 is background for torchvision).
     levels : Tensor
         (B,) int64 level index of each crop (refiner batches), -1 for whole images.
+    body_masks : Tensor or None
+        (B, 1, H, W) float32 body mask of each crop's level (refiner batches with masks).
+    has_masks : Tensor or None
+        (B,) bool: the crop's level has a reference mask.
     """
 
     images: Tensor
@@ -53,6 +57,8 @@ class LandmarkBatch:
     boxes: list[Tensor] = field(default_factory=list)
     labels: list[Tensor] = field(default_factory=list)
     levels: Tensor | None = None
+    body_masks: Tensor | None = None
+    has_masks: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -101,4 +107,6 @@ def collate(samples: list[dict[str, Any]]) -> LandmarkBatch:
         labels=[torch.as_tensor(s["labels"]).long().reshape(-1) for s in samples]
         if "labels" in samples[0] else [],
         levels=levels.long() if levels is not None else None,
+        body_masks=stack("body_mask").float() if "body_mask" in samples[0] else None,
+        has_masks=stack("has_mask").bool() if "has_mask" in samples[0] else None,
     )

@@ -99,6 +99,9 @@ class SpineDataModule(L.LightningDataModule):
         Crop side / body extent.
     crop_jitter : (float, float, float)
         ``(center_frac, scale_frac, angle_deg)`` of the training crops.
+    masks : bool
+        ``task="crops"``: batches also carry each level's body mask in the crop
+        (``body_masks``, ``has_masks``) from the records' ``masks``.
 
     Attributes
     ----------
@@ -116,7 +119,8 @@ class SpineDataModule(L.LightningDataModule):
                  seed: int = 0, cache: CacheMode = "none", pin_memory: bool = True,
                  persistent_workers: bool = True, augment: bool = True,
                  crop_scale: float = 1.6,
-                 crop_jitter: tuple[float, float, float] = (0.1, 0.1, 8.0)) -> None:
+                 crop_jitter: tuple[float, float, float] = (0.1, 0.1, 8.0),
+                 masks: bool = False) -> None:
         super().__init__()
         if task not in ("landmarks", "detection", "crops"):
             raise ValueError(f"task must be 'landmarks', 'detection' or 'crops', got {task!r}")
@@ -138,6 +142,7 @@ class SpineDataModule(L.LightningDataModule):
         self.persistent_workers = bool(persistent_workers)
         self.augment = bool(augment)
         self.crop_scale = float(crop_scale)
+        self.masks = bool(masks)
         self.crop_jitter = tuple(float(j) for j in crop_jitter)
         self.train_records: list[ImageRecord] = []
         self.val_records: list[ImageRecord] = []
@@ -220,7 +225,8 @@ class SpineDataModule(L.LightningDataModule):
             if self.task == "crops":
                 self._datasets[which] = CropDataset(
                     recs, roots, self.schema, self.crop_size, self.crop_scale, self.crop_jitter,
-                    train=train and self.augment, augment=aug, cache=self.cache, seed=self.seed)
+                    train=train and self.augment, augment=aug, cache=self.cache, seed=self.seed,
+                    masks=self.masks)
             else:
                 cls = DetectionDataset if self.task == "detection" else LandmarkDataset
                 self._datasets[which] = cls(recs, roots, self.schema, self.input_size,

@@ -75,6 +75,7 @@ from ..schema import LandmarkSchema
 from .annotations import ImageRecord
 from .intensity import robust_normalize
 from .io import read_image
+from .masks import warp_segmentation
 
 __all__ = [
     "AugmentConfig",
@@ -700,12 +701,15 @@ class CropDataset(Dataset[dict[str, Any]]):
         validate the refiner under step-1-like errors.
     cache, cache_dir, seed, max_cache_items
         As :class:`LandmarkDataset` (the cache holds full-resolution images here).
+    masks : bool
+        Also give the level's body mask in the crop (``body_mask`` (1, h, w) float32 and
+        ``has_mask``; zeros and False for a level without one in the record).
 
     Notes
     -----
     ``points`` are (K, 2) with ``K = schema.max_points_per_level``: the level's points in crop
     pixels, padded with NaN / visibility 0. ``level`` is the 0-based level index, ``matrix``
-    maps original-image pixels to crop pixels.
+    maps original-image pixels to crop pixels (the mask is warped with the same matrix).
     """
 
     def __init__(self, records: Sequence[ImageRecord], root: StrPath | Sequence[StrPath],
@@ -714,10 +718,11 @@ class CropDataset(Dataset[dict[str, Any]]):
                  train: bool = False, augment: AugmentConfig | bool | None = None,
                  eval_jitter: bool = False, cache: CacheMode = "none",
                  cache_dir: StrPath | None = None, seed: int = 0,
-                 max_cache_items: int = 16) -> None:
+                 max_cache_items: int = 16, masks: bool = False) -> None:
         self.records = list(records)
         self.roots = _roots(root, len(self.records))
         self.schema = schema
+        self.masks = bool(masks)
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
         self.scale = float(scale)
         jf = tuple(float(j) for j in jitter)
@@ -811,10 +816,17 @@ class CropDataset(Dataset[dict[str, Any]]):
         pts[: len(idx)] = torch.as_tensor(rec.points[idx], dtype=torch.float64)
         vis[: len(idx)] = rec.visibility[idx]
         out_pts, out_vis = _finish_points(transform_points(pts, matrix), vis, self.crop_size)
-        return {"image": torch.from_numpy(np.ascontiguousarray(img, np.float32)).unsqueeze(0),
-                "points": out_pts, "visibility": out_vis, "matrix": matrix.double(),
-                "pixel_spacing": _spacing(rec, file_spacing), "image_id": rec.file_name,
-                "level": torch.tensor(li, dtype=torch.int64)}
+        sample = {"image": torch.from_numpy(np.ascontiguousarray(img, np.float32)).unsqueeze(0),
+                  "points": out_pts, "visibility": out_vis, "matrix": matrix.double(),
+                  "pixel_spacing": _spacing(rec, file_spacing), "image_id": rec.file_name,
+                  "level": torch.tensor(li, dtype=torch.int64)}
+        if self.masks:
+            seg = rec.masks.get(self.schema.levels[li].name)
+            body = (np.zeros(self.crop_size, bool) if seg is None else warp_segmentation(
+                seg, mat, self.crop_size, (rec.height, rec.width)))
+            sample["body_mask"] = torch.from_numpy(body.astype(np.float32)).unsqueeze(0)
+            sample["has_mask"] = torch.tensor(seg is not None)
+        return sample
 
     def _photometric(self, img: np.ndarray, rng: np.random.Generator, py: random.Random
                      ) -> np.ndarray:

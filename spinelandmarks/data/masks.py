@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as coco_mask
 
-__all__ = ["Segmentation", "check_segmentation", "mask_from_segmentation", "rle_from_mask"]
+__all__ = ["Segmentation", "check_segmentation", "mask_from_segmentation", "rle_from_mask",
+           "warp_segmentation"]
 
 #: A COCO segmentation: polygons or an RLE dict.
 Segmentation = list[list[float]] | dict[str, Any]
@@ -61,3 +62,31 @@ def rle_from_mask(mask: np.ndarray) -> dict[str, Any]:
     """Compressed COCO RLE of a (H, W) mask, JSON-ready (``counts`` as a string)."""
     rle = coco_mask.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def warp_segmentation(seg: Segmentation, matrix: np.ndarray, out_hw: tuple[int, int],
+                      src_hw: tuple[int, int]) -> np.ndarray:
+    """(h, w) bool mask of a segmentation seen through an image -> output pixel transform.
+
+    Polygons are transformed and rasterized at the output size (exact); an RLE is decoded at
+    the source size ``src_hw`` (H, W) and resampled (bilinear, then thresholded at 0.5).
+
+    Parameters
+    ----------
+    matrix : np.ndarray
+        (3, 3) source-image pixels -> output pixels (a crop matrix).
+    """
+    h, w = int(out_hw[0]), int(out_hw[1])
+    m = np.asarray(matrix, np.float64)
+    if isinstance(seg, dict):
+        import cv2
+
+        src = mask_from_segmentation(seg, *src_hw).astype(np.float32)
+        warped = cv2.warpAffine(src, m[:2], (w, h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        return warped > 0.5
+    polys = []
+    for poly in seg:
+        xy = np.asarray(poly, np.float64).reshape(-1, 2) @ m[:2, :2].T + m[:2, 2]
+        polys.append(xy.reshape(-1).tolist())
+    return mask_from_segmentation(polys, h, w)

@@ -103,6 +103,12 @@ class LandmarkModel(LandmarkTask):
 
     def compute_loss(self, batch: LandmarkBatch) -> tuple[Tensor, dict[str, Tensor], Any]:
         coords, heatmaps = self(batch.images)
+        loss, parts = self._landmark_loss(coords, heatmaps, batch)
+        return loss, parts, coords
+
+    def _landmark_loss(self, coords: Tensor, heatmaps: Tensor, batch: LandmarkBatch
+                       ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Euclidean loss of the DSNT coordinates plus the JS heatmap regularization."""
         size = batch.images.shape[-2:]
         mask = batch.mask
         # Absent targets are NaN: replace them before the loss so no NaN reaches a gradient.
@@ -111,7 +117,7 @@ class LandmarkModel(LandmarkTask):
         euc = masked_mean(euclidean_loss(coords, target), mask)
         js = masked_mean(js_reg_loss(heatmaps, target, self.hparams["sigma_px"]), mask)
         loss = euc + self.hparams["js_weight"] * js
-        return loss, {"euclidean": euc, "js": js}, coords
+        return loss, {"euclidean": euc, "js": js}
 
     def to_original(self, coords: Tensor, batch: LandmarkBatch) -> tuple[Tensor, Tensor]:
         """Predicted and target points of a batch in original-image pixels."""
@@ -203,9 +209,18 @@ class CropRefiner(LandmarkModel):
     jittered ground-truth corners (``SpineDataModule(task="crops")``), so it corrects step-1
     errors of realistic size.
 
+    With ``masks=True`` a small head on the same decoder features also segments the crop's
+    vertebral body (:meth:`forward_masks`); it is trained with binary cross-entropy plus soft
+    Dice on the crops whose level has a reference mask, and mapped back to the image by the
+    pipeline with the crop's matrix, like the corners.
+
     Parameters
     ----------
-    As :class:`LandmarkModel`, with defaults for 128 x 128 crops and stride-2 heatmaps.
+    As :class:`LandmarkModel`, with defaults for 128 x 128 crops and stride-2 heatmaps, and
+    masks : bool
+        Add the body-mask head.
+    mask_weight : float
+        Weight of the mask loss against the landmark loss.
     """
 
     def __init__(self, schema: LandmarkSchema | dict[str, Any] | str | None = None,
@@ -213,9 +228,61 @@ class CropRefiner(LandmarkModel):
                  decoder_channels: int = 64, head_stride: int = 2, sigma_px: float = 1.0,
                  js_weight: float = 1.0, input_size: tuple[int, int] = (128, 128),
                  lr: float = 1e-3, weight_decay: float = 1e-4, scheduler: str = "cosine",
-                 warmup_epochs: int = 0) -> None:
+                 warmup_epochs: int = 0, masks: bool = False, mask_weight: float = 1.0) -> None:
+        self._masks = bool(masks)  # read by configure_models, which the base __init__ calls
         super().__init__(schema, backbone, weights_path, decoder_channels, head_stride, sigma_px,
                          js_weight, input_size, lr, weight_decay, scheduler, warmup_epochs)
+        self.hparams["masks"], self.hparams["mask_weight"] = bool(masks), float(mask_weight)
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the model segments the body."""
+        return self.mask_head is not None
+
+    def configure_models(self) -> None:
+        super().configure_models()
+        ch = self.hparams["decoder_channels"]
+        self.mask_head = nn.Sequential(
+            nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(ch, 1, 1),
+        ) if self._masks else None
+
+    def forward_masks(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Coordinates, heatmaps (as :meth:`forward`) and body-mask logits (B, 1, H, W) at the
+        input size (the stride-``head_stride`` logits upsampled bilinearly)."""
+        assert self.mask_head is not None, "this refiner has no mask head (masks=False)"
+        feats = self.decoder(self.backbone(images))
+        coords, heatmaps = self.head(feats)
+        logits = nn.functional.interpolate(self.mask_head(feats).float(),
+                                           size=images.shape[-2:], mode="bilinear",
+                                           align_corners=False)
+        return coords, heatmaps, logits
+
+    def compute_loss(self, batch: LandmarkBatch) -> tuple[Tensor, dict[str, Tensor], Any]:
+        if self.mask_head is None or batch.body_masks is None or batch.has_masks is None:
+            return super().compute_loss(batch)
+        coords, heatmaps, logits = self.forward_masks(batch.images)
+        loss, parts = self._landmark_loss(coords, heatmaps, batch)
+        keep = batch.has_masks
+        if bool(keep.any()):
+            target = batch.body_masks[keep]
+            x = logits[keep]
+            bce = nn.functional.binary_cross_entropy_with_logits(x, target)
+            prob = torch.sigmoid(x)
+            inter = (prob * target).sum((1, 2, 3))
+            dice = 1.0 - ((2 * inter + 1.0) / (prob.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1.0))
+            mask_loss = bce + dice.mean()
+        else:
+            mask_loss = logits.sum() * 0.0  # keep the head in the graph (DDP)
+        parts["mask"] = mask_loss
+        return loss + self.hparams["mask_weight"] * mask_loss, parts, coords
+
+    @torch.no_grad()
+    def predict_points_and_masks(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`predict_points` and the body-mask probability (B, 1, H, W) in [0, 1]."""
+        coords, heatmaps, logits = self.forward_masks(images)
+        stride = images.shape[-1] / heatmaps.shape[-1]
+        return (normalized_to_pixel(coords, images.shape[-2:]),
+                heatmap_spread(heatmaps) * stride, torch.sigmoid(logits))
 
     @property
     def num_outputs(self) -> int:
