@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
+import itertools
 import json
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path, PurePath
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._atomic import atomic_write_text
+from ._atomic import atomic_write
 from .clinical_evaluation import evaluate_clinical
 from .data.annotations import ImageRecord
 from .mask_metrics import evaluate_masks
@@ -270,13 +270,14 @@ def _csv_cell(value: Any, column: str) -> str:
     return str(value)
 
 
-def write_measurements_csv(records: Sequence[ImageRecord], schema: LandmarkSchema,
-                           path: StrPath) -> Path:
+def write_measurements_csv(records: Iterable[ImageRecord], schema: LandmarkSchema,
+                           path: StrPath, *, chunk: int = 256) -> Path:
     """Write :func:`measure_records` as CSV, atomically; NaN as empty cells.
 
     Parameters
     ----------
-    records : sequence of ImageRecord
+    records : iterable of ImageRecord
+        Measured ``chunk`` records at a time (memory independent of their number).
     schema : LandmarkSchema
     path : str or PathLike
         Destination CSV (written to a temp file next to it, then moved into place).
@@ -287,21 +288,31 @@ def write_measurements_csv(records: Sequence[ImageRecord], schema: LandmarkSchem
         ``path``. Columns: ``file_name,l1_l5_lordosis_deg,l1_s1_lordosis_deg,
         sacral_slope_deg``, then the segmental angles, ``facing``, ``missing_levels``, the
         clinical measurements (:func:`~spinelandmarks.measurements.clinical_columns`) and,
-        for pipeline predictions, ``needs_review`` and ``qc``; values with 4 decimals.
+        for pipeline predictions (the first record has ``meta["needs_review"]``),
+        ``needs_review`` and ``qc``; values with 4 decimals.
     """
-    rows = measure_records(records, schema)
     columns = ["file_name", *ANGLE_COLUMNS.values(),
                *[f"{n}_deg" for n in segmental_angle_names(schema)], "facing", "missing_levels",
                *clinical_columns(torch.full((1, schema.num_points, 2), math.nan), schema)]
-    if rows and "needs_review" in rows[0]:
-        columns += ["needs_review", "qc"]
-    buf = io.StringIO(newline="")
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_csv_cell(row.get(c), c) for c in columns])
+    it = iter(records)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            first = True
+            while batch := list(itertools.islice(it, chunk)):
+                if first and "needs_review" in batch[0].meta:
+                    columns.extend(["needs_review", "qc"])
+                if first:
+                    writer.writerow(columns)
+                    first = False
+                for row in measure_records(batch, schema):
+                    writer.writerow([_csv_cell(row.get(c), c) for c in columns])
+            if first:
+                writer.writerow(columns)
+
     out = Path(path)
-    atomic_write_text(out, buf.getvalue())
+    atomic_write(out, write)
     return out
 
 

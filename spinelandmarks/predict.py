@@ -300,24 +300,26 @@ def _finish(out: Path, files: Sequence[Path], keys: Sequence[str],
     """Rank 0: merge the shards, assemble the outputs in input order, report."""
     failures = sorted(set(_merge_shards(out)))
     journal = PredictionJournal(out / JOURNAL)
-    done = list(journal.in_order(keys))
     skipped = len(files) - attempted
-    assemble_outputs(out, done, pipe.schema)
+    assemble_outputs(out, journal, keys, pipe.schema)
     rows = [(str(files[i]), stage, reason) for i, stage, reason in failures]
     write_failures(out, rows)
-    _summary(done, skipped, rows, attempted, seconds)
+    done = review = 0
+    for res in journal.in_order(keys):  # streamed: one result in memory at a time
+        done += 1
+        review += res.needs_review
+    _summary(done, review, skipped, rows, attempted, seconds)
     if stopped:
-        raise KeyboardInterrupt(f"{len(done)} of {len(files)} images done in {out}; run the "
+        raise KeyboardInterrupt(f"{done} of {len(files)} images done in {out}; run the "
                                 "same command again to predict the rest")
     return [(f, reason) for f, _, reason in rows]
 
 
-def _summary(done: Sequence[SpineResult], skipped: int,
-             failures: Sequence[tuple[str, str, str]], attempted: int, seconds: float) -> None:
-    review = sum(r.needs_review for r in done)
+def _summary(done: int, review: int, skipped: int, failures: Sequence[tuple[str, str, str]],
+             attempted: int, seconds: float) -> None:
     _log.info("%d of %d image(s) need review (needs_review in predictions.json, qc column in "
-              "measurements.csv)", review, len(done))
+              "measurements.csv)", review, done)
     rate = (f"{(attempted - len(failures)) / seconds:.2f} images/s" if attempted and seconds > 0
             else "nothing left to predict")
-    _log.info("done %d, skipped as already done %d, failed %d, %s", len(done), skipped,
+    _log.info("done %d, skipped as already done %d, failed %d, %s", done, skipped,
               len(failures), rate)

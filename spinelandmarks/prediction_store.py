@@ -29,7 +29,7 @@ from typing import IO, Any
 import numpy as np
 
 from ._atomic import atomic_write_text
-from .data.annotations import write_coco
+from .data.annotations import ImageRecord, write_coco
 from .evaluation import write_measurements_csv
 from .pipeline import SpineResult
 from .schema import LandmarkSchema
@@ -130,30 +130,41 @@ def result_from_json(d: dict[str, Any]) -> SpineResult:
 
 
 class PredictionJournal:
-    """``predictions.jsonl``: the finished images of a run, appended durably per batch."""
+    """``predictions.jsonl``: the finished images of a run, appended durably per batch.
+
+    Only each key's byte offset is held in memory; results are read back from the file when
+    asked for, so a journal of 10^5 images costs a few megabytes.
+    """
 
     def __init__(self, path: Path, load: bool = True) -> None:
         self.path = path
-        self.done: dict[str, SpineResult] = {}
+        self._offsets: dict[str, int] = {}
         if load and path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by a crash: predicted again
-                    continue
-                self.done[entry["key"]] = result_from_json(entry["result"])
-        self._fh: IO[str] | None = None
+            with path.open("rb") as fh:
+                offset = 0
+                for line in fh:
+                    try:
+                        key = json.loads(line)["key"]
+                    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                        key = None  # a line cut short by a crash: predicted again
+                    if isinstance(key, str):
+                        self._offsets[key] = offset
+                    offset += len(line)
+        self._fh: IO[bytes] | None = None
+
+    @property
+    def done(self) -> set[str]:
+        """Keys of the finished images."""
+        return set(self._offsets)
 
     def __enter__(self) -> PredictionJournal:
+        self._fh = self.path.open("ab")
         # A line cut short by a crash must not swallow the first line appended after it.
-        cut_short = False
-        if self.path.is_file() and self.path.stat().st_size > 0:
+        if self._fh.tell() > 0:
             with self.path.open("rb") as fh:
                 fh.seek(-1, os.SEEK_END)
-                cut_short = fh.read(1) != b"\n"
-        self._fh = self.path.open("a", encoding="utf-8")
-        if cut_short:
-            self._fh.write("\n")
+                if fh.read(1) != b"\n":
+                    self._fh.write(b"\n")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -162,31 +173,55 @@ class PredictionJournal:
 
     def append(self, entries: Sequence[tuple[str, SpineResult]]) -> None:
         """Record a batch of ``(key, result)`` and make it durable (flush + fsync)."""
-        assert self._fh is not None, "use the journal as a context manager"
-        for key, res in entries:
-            self._fh.write(json.dumps({"key": key, "result": result_to_json(res)}) + "\n")
-            self.done[key] = res
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        lines = [(key, json.dumps({"key": key, "result": result_to_json(res)}) + "\n")
+                 for key, res in entries]
+        self.append_lines("".join(text for _, text in lines))
 
     def append_lines(self, text: str) -> None:
-        """Append journal lines written elsewhere (a rank's shard) and make them durable."""
+        """Append journal lines (also those written elsewhere: a rank's shard), durably."""
         assert self._fh is not None, "use the journal as a context manager"
         if text and not text.endswith("\n"):
             text += "\n"
-        self._fh.write(text)
+        offset = self._fh.tell()
+        data = text.encode("utf-8")
+        self._fh.write(data)
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        for line in data.splitlines(keepends=True):
+            try:
+                self._offsets[json.loads(line)["key"]] = offset
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass
+            offset += len(line)
 
     def in_order(self, keys: Sequence[str]) -> Iterator[SpineResult]:
-        """The finished results of ``keys``, in that order."""
-        return (self.done[k] for k in keys if k in self.done)
+        """The finished results of ``keys``, in that order, read from the file one by one."""
+        with self.path.open("rb") as fh:
+            for k in keys:
+                if k in self._offsets:
+                    fh.seek(self._offsets[k])
+                    yield result_from_json(json.loads(fh.readline())["result"])
 
 
-def assemble_outputs(out: Path, results: Sequence[SpineResult], schema: LandmarkSchema) -> None:
-    """``predictions.json``, ``predictions_step1.json`` and ``measurements.csv``, atomically."""
-    step2 = [r.to_record(schema, step=2, image_id=i + 1) for i, r in enumerate(results)]
-    step1 = [r.to_record(schema, step=1, image_id=i + 1) for i, r in enumerate(results)]
+class _Records:
+    """The journal's results of ``keys`` as records, read anew on each iteration (so that
+    writers stream them instead of holding them)."""
+
+    def __init__(self, journal: PredictionJournal, keys: Sequence[str], schema: LandmarkSchema,
+                 step: int) -> None:
+        self.journal, self.keys, self.schema, self.step = journal, keys, schema, step
+
+    def __iter__(self) -> Iterator[ImageRecord]:
+        for i, res in enumerate(self.journal.in_order(self.keys)):
+            yield res.to_record(self.schema, step=self.step, image_id=i + 1)
+
+
+def assemble_outputs(out: Path, journal: PredictionJournal, keys: Sequence[str],
+                     schema: LandmarkSchema) -> None:
+    """``predictions.json``, ``predictions_step1.json`` and ``measurements.csv`` from the
+    journal, in the order of ``keys``, atomically, streamed (memory independent of the number
+    of images)."""
+    step2, step1 = _Records(journal, keys, schema, 2), _Records(journal, keys, schema, 1)
     write_coco(step2, schema, out / "predictions.json")
     write_coco(step1, schema, out / "predictions_step1.json")
     write_measurements_csv(step2, schema, out / "measurements.csv")

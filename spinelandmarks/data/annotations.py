@@ -25,15 +25,15 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 
-from .._atomic import atomic_write_text
+from .._atomic import atomic_write, atomic_write_text
 from ..schema import LUMBAR_SAGITTAL, LandmarkSchema
 from .io import ImageReadError, read_image_size
 from .masks import check_segmentation
@@ -558,9 +558,16 @@ def _set_level_score(rec: ImageRecord, schema: LandmarkSchema, level: str, score
     rec.level_scores[schema.level_index(level)] = _num(score)
 
 
-def _unique_ids(records: Sequence[ImageRecord]) -> list[int]:
-    ids = [int(r.image_id) for r in records]
-    return ids if len(set(ids)) == len(ids) else list(range(1, len(records) + 1))
+def _unique_ids(records: Iterable[ImageRecord], schema: LandmarkSchema) -> list[int]:
+    """The records' image ids when unique, else 1..N; checks each record fits the schema."""
+    ids = []
+    for r in records:
+        if r.points.shape != (schema.num_points, 2) or r.visibility.shape != (schema.num_points,):
+            raise ValueError(f"record {r.file_name!r}: points {r.points.shape} / visibility "
+                             f"{r.visibility.shape} do not match schema {schema.name!r} with "
+                             f"{schema.num_points} points")
+        ids.append(int(r.image_id))
+    return ids if len(set(ids)) == len(ids) else list(range(1, len(ids) + 1))
 
 
 def _image_entry(rec: ImageRecord, iid: int) -> dict[str, Any]:
@@ -607,7 +614,10 @@ def write_coco(records: Iterable[ImageRecord], schema: LandmarkSchema, path: Str
     ----------
     records : iterable of ImageRecord
         Points in the flat order of ``schema``. Image ids are kept when unique, else the
-        images are numbered 1..N in order.
+        images are numbered 1..N in order. A re-iterable collection (a list, or a view that
+        reads records from disk each time it is iterated) is streamed: the file is written
+        entry by entry, in memory independent of the number of records; a one-shot iterator
+        is read into a list first.
     schema : LandmarkSchema
     path : str or PathLike
         Destination JSON file (written to a temp file, then moved into place).
@@ -620,64 +630,104 @@ def write_coco(records: Iterable[ImageRecord], schema: LandmarkSchema, path: Str
     Notes
     -----
     ``v = 0`` points are written as ``0, 0, 0``; NaN values (coordinates of a labelled point,
-    scores) as ``null``. ``masks`` go to each level's ``segmentation`` (``"per_level"`` only). ``meta`` entries become image fields and must be JSON-serializable
-    (tuples come back as lists). :func:`read_coco` reads the file back to equal records.
+    scores) as ``null``. ``masks`` go to each level's ``segmentation`` (``"per_level"`` only).
+    ``meta`` entries become image fields and must be JSON-serializable (tuples come back as
+    lists). :func:`read_coco` reads the file back to equal records. The text is that of
+    ``json.dumps(document, indent=1)``.
     """
-    recs = list(records)
     if categories not in ("per_level", "single"):
         raise ValueError(f"categories must be 'per_level' or 'single', got {categories!r}")
-    for r in recs:
-        if r.points.shape != (schema.num_points, 2) or r.visibility.shape != (schema.num_points,):
-            raise ValueError(f"record {r.file_name!r}: points {r.points.shape} / visibility "
-                             f"{r.visibility.shape} do not match schema {schema.name!r} with "
-                             f"{schema.num_points} points")
-    ids = _unique_ids(recs)
-    images = [_image_entry(r, iid) for r, iid in zip(recs, ids, strict=True)]
-    cats: list[dict[str, Any]] = []
-    anns: list[dict[str, Any]] = []
+    recs: Iterable[ImageRecord] = list(records) if iter(records) is records else records
+    ids = _unique_ids(recs, schema)
+    cats = _categories(schema, categories)
+
+    def annotations() -> Iterator[dict[str, Any]]:
+        n = 0
+        for r, iid in zip(recs, ids, strict=True):
+            for ann in _annotations(r, iid, schema, categories):
+                n += 1
+                yield {"id": n, **ann}
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write('{\n "info": ' + _dumps({"description": "spinelandmarks annotations",
+                                              "schema": schema.to_dict()}, 1) + ",\n")
+            _write_array(f, "images", (_image_entry(r, iid) for r, iid in
+                                       zip(recs, ids, strict=True)))
+            f.write(",\n")
+            _write_array(f, "annotations", annotations())
+            f.write(",\n")
+            _write_array(f, "categories", iter(cats))
+            f.write("\n}\n")
+
+    atomic_write(Path(path), write)
+
+
+def _dumps(value: Any, depth: int) -> str:
+    """``json.dumps(value, indent=1)`` as it appears ``depth`` levels deep in a document."""
+    text = json.dumps(value, indent=1, allow_nan=False, default=_json_default)
+    return text.replace("\n", "\n" + " " * depth)
+
+
+def _write_array(f: IO[str], key: str, items: Iterator[Any]) -> None:
+    """`` "key": [ ... ]`` of the top-level object, one item at a time."""
+    first = next(items, _END)
+    if first is _END:
+        f.write(f' "{key}": []')
+        return
+    f.write(f' "{key}": [\n  ' + _dumps(first, 2))
+    for item in items:
+        f.write(",\n  " + _dumps(item, 2))
+    f.write("\n ]")
+
+
+_END = object()
+
+
+def _categories(schema: LandmarkSchema, categories: str) -> list[dict[str, Any]]:
+    if categories == "per_level":
+        return [{"id": c + 1, "name": lv.name, "supercategory": "vertebra",
+                 "keypoints": list(lv.points), "skeleton": _skeleton(len(lv.points))}
+                for c, lv in enumerate(schema.levels)]
+    skeleton: list[list[int]] = []
+    for lv in schema.levels:
+        skeleton += _skeleton(len(lv.points), schema.level_offset(lv.name))
+    return [{"id": 1, "name": schema.name, "supercategory": "spine",
+             "keypoints": list(schema.point_names), "skeleton": skeleton}]
+
+
+def _annotations(r: ImageRecord, iid: int, schema: LandmarkSchema, categories: str
+                 ) -> Iterator[dict[str, Any]]:
+    """The annotations of one record (without their ``id``)."""
     if categories == "per_level":
         for c, lv in enumerate(schema.levels):
-            cats.append({"id": c + 1, "name": lv.name, "supercategory": "vertebra",
-                         "keypoints": list(lv.points), "skeleton": _skeleton(len(lv.points))})
-        for r, iid in zip(recs, ids, strict=True):
-            for c, lv in enumerate(schema.levels):
-                idx = schema.level_indices(lv.name)
-                kps, n, bbox = _keypoints(r, idx)
-                if n == 0 and lv.name not in r.masks:
-                    continue
-                ann: dict[str, Any] = {"id": len(anns) + 1, "image_id": iid, "category_id": c + 1,
-                                       "keypoints": kps, "num_keypoints": n, "bbox": bbox,
-                                       "area": bbox[2] * bbox[3], "iscrowd": 0}
-                if lv.name in r.masks:
-                    ann["segmentation"] = r.masks[lv.name]
-                if r.level_scores is not None:
-                    ann["score"] = _json_float(r.level_scores[c])
-                if r.scores is not None:
-                    ann["keypoint_scores"] = [_json_float(r.scores[i]) for i in idx]
-                anns.append(ann)
-    else:
-        skeleton: list[list[int]] = []
-        for lv in schema.levels:
-            skeleton += _skeleton(len(lv.points), schema.level_offset(lv.name))
-        cats.append({"id": 1, "name": schema.name, "supercategory": "spine",
-                     "keypoints": list(schema.point_names), "skeleton": skeleton})
-        for r, iid in zip(recs, ids, strict=True):
-            kps, n, bbox = _keypoints(r, range(schema.num_points))
-            if n == 0:
+            idx = schema.level_indices(lv.name)
+            kps, n, bbox = _keypoints(r, idx)
+            if n == 0 and lv.name not in r.masks:
                 continue
-            ann = {"id": len(anns) + 1, "image_id": iid, "category_id": 1, "keypoints": kps,
-                   "num_keypoints": n, "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0}
+            ann: dict[str, Any] = {"image_id": iid, "category_id": c + 1, "keypoints": kps,
+                                   "num_keypoints": n, "bbox": bbox,
+                                   "area": bbox[2] * bbox[3], "iscrowd": 0}
+            if lv.name in r.masks:
+                ann["segmentation"] = r.masks[lv.name]
             if r.level_scores is not None:
-                finite = r.level_scores[np.isfinite(r.level_scores)]
-                ann["score"] = float(finite.mean()) if finite.size else None
-                ann["level_scores"] = [_json_float(s) for s in r.level_scores]
+                ann["score"] = _json_float(r.level_scores[c])
             if r.scores is not None:
-                ann["keypoint_scores"] = [_json_float(s) for s in r.scores]
-            anns.append(ann)
-    doc = {"info": {"description": "spinelandmarks annotations", "schema": schema.to_dict()},
-           "images": images, "annotations": anns, "categories": cats}
-    text = json.dumps(doc, indent=1, allow_nan=False, default=_json_default) + "\n"
-    atomic_write_text(Path(path), text)
+                ann["keypoint_scores"] = [_json_float(r.scores[i]) for i in idx]
+            yield ann
+        return
+    kps, n, bbox = _keypoints(r, range(schema.num_points))
+    if n == 0:
+        return
+    ann = {"image_id": iid, "category_id": 1, "keypoints": kps, "num_keypoints": n,
+           "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0}
+    if r.level_scores is not None:
+        finite = r.level_scores[np.isfinite(r.level_scores)]
+        ann["score"] = float(finite.mean()) if finite.size else None
+        ann["level_scores"] = [_json_float(s) for s in r.level_scores]
+    if r.scores is not None:
+        ann["keypoint_scores"] = [_json_float(s) for s in r.scores]
+    yield ann
 
 
 # ---------------------------------------------------------------------------------------------
