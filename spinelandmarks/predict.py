@@ -11,6 +11,7 @@ be read or predicted is reported and skipped; the others finish; a rerun resumes
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -282,7 +283,9 @@ def _merge_shards(out: Path) -> list[Failure]:
         return failures
     with PredictionJournal(out / JOURNAL, load=False) as journal:
         for shard in sorted(shards.glob("rank*.jsonl")):
-            journal.append_lines(shard.read_text(encoding="utf-8"))
+            with shard.open(encoding="utf-8") as fh:  # in blocks: memory stays flat
+                while block := "".join(itertools.islice(fh, 1024)):
+                    journal.append_lines(block)
     for f in sorted(shards.glob("failures_rank*.jsonl")):
         for line in f.read_text(encoding="utf-8").splitlines():
             if line.strip():
