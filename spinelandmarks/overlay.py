@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from .data.intensity import robust_normalize
 from .data.io import Radiograph
+from .data.masks import mask_from_segmentation
 from .data.plot import draw_points
 from .measurements import genant_grades, morphometry, spinopelvic_parameters
 from .pipeline import SpineLandmarkPipeline, SpineResult
@@ -23,20 +25,23 @@ _ANGLE_LABELS = {"l1_l5_lordosis": "L1-L5 lordosis", "l1_s1_lordosis": "L1-S1 lo
 
 def draw_overlay(radiograph: Radiograph, result: SpineResult,
                  pipeline: SpineLandmarkPipeline) -> np.ndarray:
-    """RGB overlay: step-2 points, endplate lines, level names, the measured angles (and PI,
-    PT, SS, LL with femoral heads in the schema), graded fractures (orange box and Genant
-    grade) and the QC flags (flagged levels circled in red).
+    """RGB overlay: step-2 points, endplate lines, level names, body outlines (cyan, when the
+    pipeline segments), the measured angles (and PI, PT, SS, LL with femoral heads in the
+    schema), graded fractures (orange box and Genant grade) and the QC flags (flagged levels
+    circled in red).
 
     The radiograph is windowed by its own percentiles
     (:func:`~spinelandmarks.data.intensity.robust_normalize`), so 12-bit data stored in 16-bit
     files and narrow-range DICOM are readable.
     """
-    rgb = draw_points(robust_normalize(radiograph.pixels),
-                      np.nan_to_num(result.points, nan=-1e6), pipeline.schema,
-                      visibility=np.isfinite(result.points).all(-1).astype(np.int64) * 2)
+    rgb = np.array(draw_points(robust_normalize(radiograph.pixels),  # a writable copy
+                               np.nan_to_num(result.points, nan=-1e6), pipeline.schema,
+                               visibility=np.isfinite(result.points).all(-1).astype(np.int64)
+                               * 2))
+    scale = max(1, rgb.shape[0] // 400)
+    _outline_masks(rgb, result.masks, scale)
     img = Image.fromarray(rgb)
     draw = ImageDraw.Draw(img)
-    scale = max(1, img.height // 400)
     _circle_flagged(draw, result, pipeline, scale)
     fractures = _mark_fractures(draw, result.points, pipeline.schema, scale)
     lines = [f"{_ANGLE_LABELS.get(k, k)}: {v:.1f} deg" if np.isfinite(v) else
@@ -104,3 +109,12 @@ def _mark_fractures(draw: ImageDraw.ImageDraw, points: np.ndarray, schema: Landm
         draw.text((x1 + 4 * scale, y0), f"G{grade}", fill=(255, 160, 0), font_size=10 * scale)
         found.append(f"{lv} G{grade} {shapes[int(grades['shape'][0, j])]}")
     return found
+
+
+def _outline_masks(rgb: np.ndarray, masks: dict[str, dict], scale: int) -> None:
+    """Draw each body mask's outline (cyan, ``scale`` pixels wide) into ``rgb`` in place."""
+    h, w = rgb.shape[:2]
+    for seg in masks.values():
+        m = mask_from_segmentation(seg, h, w)
+        edge = m & ~ndimage.binary_erosion(m, iterations=scale, border_value=0)
+        rgb[edge] = (0, 220, 255)

@@ -460,6 +460,10 @@ def test_pipeline_masks_are_pasted_back_around_their_level(phantom: tuple) -> No
         centre = pts.mean(0)  # every point is the crop centre: the mask is centred on it
         assert abs(xs.mean() + 0.5 - centre[0]) < 1.0 and abs(ys.mean() + 0.5 - centre[1]) < 1.0
     assert res.to_record(pipe.schema).masks == res.masks
+    from spinelandmarks.data.io import Radiograph
+    from spinelandmarks.overlay import draw_overlay
+    rgb = draw_overlay(Radiograph(pixels=image, pixel_spacing=None, source="p"), res, pipe)
+    assert (rgb == [0, 220, 255]).all(-1).sum() > 100  # the outlines, cyan
     assert not SpineLandmarkPipeline(lm, ref, masks=False).predict(image)[0].masks
     with pytest.raises(ValueError, match="masks=True needs a refiner"):
         SpineLandmarkPipeline(lm, CropRefiner(backbone="resnet_lite", input_size=(48, 48)),
