@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
 from ._output import configure_output
+from ._version import __version__
 
 #: Exit statuses: success; some inputs failed (the others were done); usage or input error;
 #: interrupted (Ctrl-C).

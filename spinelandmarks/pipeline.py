@@ -24,8 +24,8 @@ import pydicom
 import torch
 from torch import Tensor, nn
 
-from . import __version__
 from ._atomic import atomic_write, atomic_write_text
+from ._version import __version__
 from .data.annotations import ImageRecord
 from .data.intensity import robust_normalize
 from .data.io import Radiograph, read_dicom, read_image
