@@ -137,8 +137,9 @@ def _markdown(res: dict[str, Any]) -> str:
     ref = {"median_nle_x_pct": 1.98, "median_nle_y_pct": 1.68,
            "l1_l5_lordosis_median_abs_deg": 1.84, "l1_s1_lordosis_median_abs_deg": 2.43,
            "sacral_slope_median_abs_deg": 1.98}
-    lines = [f"mode `{res['mode']}`, commit {res['commit']}, {res['date']}, {res['machine']}, "
-             f"{res['minutes']:.1f} min", "",
+    lines = [f"mode `{res['mode']}`, schema `{res.get('schema')}`, field of view "
+             f"{res.get('fov_mm') or 'default'} mm, commit {res['commit']}, {res['date']}, "
+             f"{res['machine']}, {res['minutes']:.1f} min", "",
              "| figure | step 2 | step 2 without TTA | step 1 | target | Cina et al. 2021 |",
              "|---|---|---|---|---|---|"]
     plain = res.get("headline_no_tta", {})
@@ -196,6 +197,10 @@ def main() -> None:
                     help="cross mode: training sets to run (A, B, mix), comma-separated")
     ap.add_argument("--test-images", type=int, default=100,
                     help="cross mode: test images per style")
+    ap.add_argument("--fov-mm", default=None,
+                    help="phantom field-of-view height range in mm, e.g. 450,500 (femoral heads "
+                         "in the field for spinopelvic schemas; default the generator's "
+                         "260,330)")
     ap.add_argument("--masks", action="store_true",
                     help="train the refiner's body-mask head too and report Dice / HD95")
     ap.add_argument("--schema", default="lumbar_sagittal",
@@ -211,7 +216,9 @@ def main() -> None:
     mode = MODES[args.mode]
     out = Path(args.out)
     t0 = time.perf_counter()
-    config = PhantomConfig(long_side=mode["size"])
+    fov = {} if args.fov_mm is None else {
+        "fov_height_mm": tuple(float(v) for v in args.fov_mm.split(","))}
+    config = PhantomConfig(long_side=mode["size"], **fov)
     schema = resolve_schema(args.schema)
     train, val, test = (generate_dataset(out / name, mode[name], seed=seed, config=config,
                                          workers=2, schema=schema)
@@ -228,7 +235,7 @@ def main() -> None:
     pred, step1, gt = result.pred, result.step1, result.gt
     device = (torch.cuda.get_device_name() if torch.cuda.is_available()
               and cfg.accelerator != "cpu" else f"CPU ({torch.get_num_threads()} threads)")
-    res = {"mode": args.mode, "schema": schema.name, "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
+    res = {"mode": args.mode, "schema": schema.name, "fov_mm": args.fov_mm, "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
            "machine": f"{platform.machine()} {device}",
            "minutes": (time.perf_counter() - t0) / 60,
            "headline": _headline(result.metrics),

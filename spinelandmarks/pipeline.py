@@ -289,6 +289,10 @@ class SpineLandmarkPipeline(nn.Module):
         self._point_level: Tensor
         self.register_buffer("_level_table", self.schema.level_point_table(), persistent=False)
         self.register_buffer("_point_level", self.schema.point_level, persistent=False)
+        self._refined: Tensor  # (L,) bool: levels step 2 refines (not the femoral heads)
+        self.register_buffer("_refined", torch.tensor(
+            [lv in self.schema.refined_levels for lv in self.schema.level_names]),
+            persistent=False)
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -451,9 +455,10 @@ class SpineLandmarkPipeline(nn.Module):
         new_scores = (1.0 / (1.0 + spread * px)).mean(2)
         out = points.clone()
         out_scores = scores.clone()
-        flat = table[valid]  # (P,) in level-major order = schema order
-        out[:, flat] = refined[:, valid].to(out.dtype)
-        out_scores[:, flat] = new_scores[:, valid].to(out_scores.dtype)
+        keep = valid & self._refined[:, None]  # the femoral heads keep their step-1 points
+        flat = table[keep]  # (P',) in level-major order = schema order
+        out[:, flat] = refined[:, keep].to(out.dtype)
+        out_scores[:, flat] = new_scores[:, keep].to(out_scores.dtype)
         return out, out_scores, body
 
     # -- user-facing API -----------------------------------------------------------------------

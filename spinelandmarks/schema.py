@@ -26,6 +26,7 @@ __all__ = [
     "LUMBAR_MORPHOMETRY",
     "LUMBAR_SAGITTAL",
     "LUMBOPELVIC_SAGITTAL",
+    "NON_VERTEBRAL_LEVEL",
     "SCHEMAS",
     "Endplate",
     "LandmarkSchema",
@@ -81,6 +82,10 @@ class Endplate:
     side: Literal["superior", "inferior"]
     posterior: int
     anterior: int
+
+
+#: The level of the femoral heads: not a vertebra (no crop refinement, no body).
+NON_VERTEBRAL_LEVEL = "FH"
 
 
 @dataclass(frozen=True)
@@ -200,6 +205,13 @@ class LandmarkSchema:
         return table
 
     # -- anatomy helpers -------------------------------------------------------------------
+    @property
+    def refined_levels(self) -> tuple[str, ...]:
+        """Levels the step-2 refiner predicts in an oriented crop: every level but the
+        femoral heads (``FH``), whose two centres lie too close together to orient and size
+        a crop; their step-1 points stand."""
+        return tuple(lv.name for lv in self.levels if lv.name != NON_VERTEBRAL_LEVEL)
+
     @property
     def body_levels(self) -> tuple[str, ...]:
         """Levels with all four corners of a vertebral body."""

@@ -675,7 +675,8 @@ class DetectionDataset(LandmarkDataset):
 class CropDataset(Dataset[dict[str, Any]]):
     """Oriented per-vertebra crops from the ground-truth corners (refiner training).
 
-    One sample per (image, level with at least two labelled points), in record order.
+    One sample per (image, refined level with at least two labelled points), in record order
+    (:attr:`~spinelandmarks.schema.LandmarkSchema.refined_levels`: not the femoral heads).
 
     Parameters
     ----------
@@ -740,7 +741,8 @@ class CropDataset(Dataset[dict[str, Any]]):
         for ri, rec in enumerate(self.records):
             ok = (rec.visibility > 0) & np.isfinite(rec.points).all(-1)
             for li, lv in enumerate(schema.levels):
-                if int(ok[schema.level_indices(lv.name)].sum()) >= 2:
+                if (lv.name in schema.refined_levels
+                        and int(ok[schema.level_indices(lv.name)].sum()) >= 2):
                     self.samples.append((ri, li))
 
     def __len__(self) -> int:
