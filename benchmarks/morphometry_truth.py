@@ -5,7 +5,7 @@ ground-truth corners with :mod:`spinelandmarks.measurements` and compares with t
 parameters: Genant grade by fracture shape (measured / generated), levels graded without a
 generated fracture, slip percentage error and Meyerding grade agreement.
 
-usage: python benchmarks/morphometry_truth.py [--images 40]
+usage: python benchmarks/morphometry_truth.py [--images 40] [--schema lumbar_morphometry]
 """
 
 from __future__ import annotations
@@ -18,18 +18,21 @@ import torch
 
 from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.measurements import genant_grades, listhesis, morphometry
-from spinelandmarks.schema import LUMBAR_SAGITTAL as S
+from spinelandmarks.schema import resolve_schema
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=40)
+    ap.add_argument("--schema", default="lumbar_sagittal",
+                    help="lumbar_morphometry adds the endplate middles (biconcave fractures)")
     args = ap.parse_args()
+    S = resolve_schema(args.schema)
     cfg = PhantomConfig(long_side=256, p_fracture=1.0, p_listhesis=1.0)
     grades: collections.Counter[tuple[str, int, int]] = collections.Counter()
     slip_err, meyerding_ok = [], []
     for seed in range(args.images):
-        _, rec = generate_phantom(seed, cfg)
+        _, rec = generate_phantom(seed, cfg, schema=S)
         syn = rec.meta["synthetic"]
         pts = torch.tensor(rec.points)[None]
         g = genant_grades(morphometry(pts, S))

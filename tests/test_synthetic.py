@@ -253,13 +253,13 @@ def test_other_schemas_add_femoral_heads_and_endplate_middles(tmp_path: Path) ->
             assert abs(float(off @ e)) < 1e-3  # on the endplate's normal through its middle
             depth_mm = float(off @ toward) / np.linalg.norm(toward) * rec.pixel_spacing[0]
             if meta["fracture_types"].get(lv) == "biconcave":
-                # Depressed by the fracture: the outline is pushed in by c (1 - d / 3c) at
-                # depth d for a concavity c = loss * height / 2 >= 2 mm, so d = 3c / 4.
+                # Depressed by the fracture: each endplate centre by loss * height / 2, so that
+                # Hm / Hp = 1 - loss (the Genant biconcavity ratio)
                 hp = float(np.linalg.norm(rec_m.points[M.index(lv, "posterior_superior")]
                                           - rec_m.points[M.index(lv, "posterior_inferior")]))
-                c = 0.5 * meta["fracture_height_loss"][lv] * hp * rec.pixel_spacing[0]
+                expected = 0.5 * meta["fracture_height_loss"][lv] * hp * rec.pixel_spacing[0]
                 biconcave.append(depth_mm)
-                assert depth_mm == pytest.approx(0.75 * c, abs=0.1), (lv, side)
+                assert depth_mm == pytest.approx(expected, abs=0.1), (lv, side)
             else:  # a normal endplate: concave by 0.6-1.3 mm * scale, as drawn
                 assert 0.4 * sc < depth_mm < 1.3 * sc, (lv, side, depth_mm)
     assert len(biconcave) == 4
@@ -295,8 +295,10 @@ def test_body_outlines_pass_by_the_corners_and_cover_the_bright_body(tmp_path: P
         for c in corners:
             t = np.clip(((c - a) * (b - a)).sum(1) / ((b - a) ** 2).sum(1), 0, 1)
             d = np.linalg.norm(a + t[:, None] * (b - a) - c, axis=1).min() * mm
-            # the rounded rim passes r (1 / sin(theta / 2) - 1) inside the vertex (r = 1 mm)
-            assert d < 0.75 * sc, (lv, d)
+            # the rounded rim passes r (1 / sin(theta / 2) - 1) inside the vertex (r = 1 mm);
+            # a biconcave fracture's depressed endplate starts to dip near the corners too
+            bound = 1.5 if lv in rec.meta["synthetic"]["fracture_types"] else 0.75
+            assert d < bound * sc, (lv, d)
         mask = mask_from_segmentation(rec.masks[lv], rec.height, rec.width)
         assert mask.sum() * mm * mm > 500 * sc * sc  # a body is ~40 x 25 mm
     # the drawn bodies are brighter than the soft tissue around them

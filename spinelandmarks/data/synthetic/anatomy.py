@@ -186,8 +186,17 @@ def _fractured_body(rng: np.random.Generator, lv: str, depth: float, path: Patho
     if kind == "crush":
         body_h[lv] = hb * (1 - loss)
         return -math.degrees(math.atan(0.25 * loss * hb / depth))
-    concavity[lv] = 0.5 * loss * hb  # biconcave: central endplates depressed, walls intact
+    # biconcave: both endplate centres depressed by loss * height / 2, walls intact, so the
+    # drawn mid height is (1 - loss) times the wall height (the Genant biconcavity ratio)
+    concavity[lv] = _concavity_for_depression(0.5 * loss * hb)
     return float(rng.normal(0.0, 1.0))
+
+
+def _concavity_for_depression(depth: float) -> float:
+    """The ``concave`` depth of :func:`~.canvas._sd_convex` that moves an edge's middle inward
+    by ``depth`` mm: there the outline sits where ``c (1 - d / reach) = d`` with
+    ``reach = max(3 c, 6)``."""
+    return depth / 0.75 if depth >= 1.5 else depth / (1.0 - depth / 6.0)
 
 
 def _build_column(rng: np.random.Generator, s1: _Plate, wedge: Array, disc_h: Array,
