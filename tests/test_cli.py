@@ -552,3 +552,33 @@ def test_collect_inputs_from_folders_patterns_and_lists(tmp_path: Path) -> None:
     files, missing = collect_inputs([str(root / "list.txt"), str(root / "list.csv")])
     assert [f.name for f in files] == ["a.png", "c.png"]  # a.png listed twice, kept once
     assert missing == [str(root / "p9/gone.png")]
+
+
+@pytest.mark.slow
+def test_other_schema_and_masks_train_and_predict_through_the_cli(tmp_path: Path) -> None:
+    from spinelandmarks.data.annotations import read_coco
+    from spinelandmarks.data.masks import mask_from_segmentation
+    from spinelandmarks.schema import LUMBOPELVIC_SAGITTAL as P
+
+    data = tmp_path / "data"
+    assert main(["synth", str(data), "--num-images", "6", "--seed", "3", "--size", "256",
+                 "--schema", "lumbopelvic_sagittal"]) == 0
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--out", str(run), "--masks", *TINY_TRAIN]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["identity"]["masks"] is True
+    assert json.loads((run / "pipeline" / "pipeline.json").read_text())["masks"] is True
+    out = tmp_path / "pred"
+    assert main(["predict", str(run), str(data / "images"), "--out", str(out),
+                 "--accelerator", "cpu", "--no-overlays"]) in (0, 1)
+    recs = read_coco(out / "predictions.json", P)  # the schema of the run: 24 points
+    assert len(recs) == 6 and all(r.points.shape == (24, 2) for r in recs)
+    from spinelandmarks.pipeline import SpineLandmarkPipeline
+    pipe = SpineLandmarkPipeline.load(run / "pipeline")
+    assert pipe.masks and pipe.refiner is not None and pipe.refiner.has_masks
+    # one epoch segments little; whatever it found decodes at the image size
+    for r in recs:
+        for seg in r.masks.values():
+            assert mask_from_segmentation(seg, r.height, r.width).shape == (r.height, r.width)
+    header = (out / "measurements.csv").read_text().splitlines()[0]
+    assert "pelvic_incidence_deg" in header and "pelvic_tilt_deg" in header
