@@ -123,3 +123,24 @@ def test_evaluate_and_report_include_masks(tmp_path: Path) -> None:
     assert m["masks"]["per_level"]["L3"]["hd95"]["mean"] == 0.0
     text = write_report(m, tmp_path, pred_records=gt, gt_records=gt, schema=S).read_text()
     assert "## Vertebral body masks" in text
+
+
+def test_warp_segmentation_polygon_and_rle_agree() -> None:
+    from spinelandmarks.data.masks import warp_segmentation
+    from spinelandmarks.geometry import crop_matrix
+
+    poly = [[20.0, 30.0, 70.0, 25.0, 75.0, 60.0, 25.0, 66.0]]
+    rle = rle_from_mask(mask_from_segmentation(poly, 100, 120))
+    import torch
+    m = crop_matrix(torch.tensor([[48.0, 45.0]]), torch.tensor([[80.0, 80.0]]),
+                    torch.tensor([12.0]), (64, 64))[0].numpy()  # rotated, 0.8 crop px per px
+    a = warp_segmentation(poly, m, (64, 64), (100, 120))
+    b = warp_segmentation(rle, m, (64, 64), (100, 120))
+    assert a.sum() > 500
+    # the polygon is exact; the RLE is resampled from pixels: they differ only on the edge
+    assert dice(a, b) > 0.95
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    from spinelandmarks.mask_metrics import dice as _dice
+    return _dice(a, b)
