@@ -36,7 +36,6 @@ import itertools
 import math
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -622,17 +621,10 @@ def generate_projection_dataset(out_dir: str | os.PathLike[str], num_images: int
     Path
         ``out_dir``.
     """
-    from .annotations import write_coco
+    from .synthetic.writer import write_phantom_dataset
 
     cfg = config or ProjectionConfig()
     root = Path(out_dir)
-    (root / "images").mkdir(parents=True, exist_ok=True)
     children = np.random.SeedSequence(seed).spawn(num_images)
     jobs = [(i, children[i], cfg, str(root), seed) for i in range(num_images)]
-    if workers > 1 and num_images > 1:
-        with ProcessPoolExecutor(max_workers=workers) as ex:
-            records = list(ex.map(_one, jobs, chunksize=max(1, num_images // (4 * workers))))
-    else:
-        records = [_one(j) for j in jobs]
-    write_coco(records, LUMBAR_SAGITTAL, root / "annotations.json")
-    return root
+    return write_phantom_dataset(root, _one, jobs, LUMBAR_SAGITTAL, workers)

@@ -1,11 +1,17 @@
-"""Synthetic datasets on disk, in the dataset layout of the conventions."""
+"""Synthetic datasets on disk, in the dataset layout of the conventions.
+
+:func:`write_phantom_dataset` is the writer both phantom styles share (this package and
+:mod:`spinelandmarks.data.projection`): one job per image, in worker processes, then the
+annotation file.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -14,7 +20,24 @@ from ..annotations import ImageRecord, write_coco
 from .config import PhantomConfig
 from .phantom import check_schema, generate_phantom
 
-__all__ = ["generate_dataset"]
+__all__ = ["generate_dataset", "write_phantom_dataset"]
+
+
+def write_phantom_dataset(root: Path, one: Callable[[Any], ImageRecord], jobs: Sequence[Any],
+                          schema: LandmarkSchema, workers: int = 1) -> Path:
+    """Run ``one(job)`` for every job (each writes its image under ``root/images`` and returns
+    its record), in ``workers`` processes, then write ``root/annotations.json`` in job order.
+
+    ``one`` must be a module-level function (it is pickled to the workers).
+    """
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as ex:
+            records = list(ex.map(one, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+    else:
+        records = [one(j) for j in jobs]
+    write_coco(records, schema, root / "annotations.json")
+    return root
 
 
 def _one(args: tuple[int, np.random.SeedSequence, PhantomConfig, str, str, int,
@@ -72,13 +95,6 @@ def generate_dataset(out_dir: str | os.PathLike[str], num_images: int, seed: int
     cfg = config or PhantomConfig()
     sch = check_schema(schema)
     root = Path(out_dir)
-    (root / "images").mkdir(parents=True, exist_ok=True)
     children = np.random.SeedSequence(seed).spawn(num_images)
     jobs = [(i, children[i], cfg, str(root), fmt, seed, sch) for i in range(num_images)]
-    if workers > 1 and num_images > 1:
-        with ProcessPoolExecutor(max_workers=workers) as ex:
-            records = list(ex.map(_one, jobs, chunksize=max(1, num_images // (4 * workers))))
-    else:
-        records = [_one(j) for j in jobs]
-    write_coco(records, sch, root / "annotations.json")
-    return root
+    return write_phantom_dataset(root, _one, jobs, sch, workers)
