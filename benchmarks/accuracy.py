@@ -35,14 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from spinelandmarks.clinical_evaluation import clinical_markdown
 from spinelandmarks.data.annotations import ImageRecord
 from spinelandmarks.data.io import read_image
 from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.demo import CPU_DETECTOR, predict_and_evaluate
 from spinelandmarks.evaluation import evaluate
 from spinelandmarks.pipeline import SpineLandmarkPipeline
-from spinelandmarks.report import mask_markdown
+from spinelandmarks.report import clinical_markdown, mask_markdown
 from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema, resolve_schema
 from spinelandmarks.training import TrainConfig, train_pipeline
 

@@ -6,7 +6,8 @@ disc heights (mm where the pixel spacing is known), slip percentages, each with
 :func:`~spinelandmarks.agreement.continuous_agreement`; and compression fractures from the
 Genant grades of both, per vertebra and per patient, with
 :func:`~spinelandmarks.agreement.fracture_agreement` (any grade, and grade 2 or worse). The
-published figures of :data:`CLINICAL_REFERENCE` stand beside them in the report.
+published figures of :data:`CLINICAL_REFERENCE` stand beside them in the report
+(:func:`spinelandmarks.report.clinical_markdown`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .measurements import clinical_columns, genant_grades, morphometry
 from .metrics import lumbar_parameters
 from .schema import FEMORAL_HEADS, LandmarkSchema
 
-__all__ = ["CLINICAL_REFERENCE", "clinical_markdown", "evaluate_clinical"]
+__all__ = ["CLINICAL_REFERENCE", "evaluate_clinical"]
 
 #: Published figures on real radiographs, for the report.
 CLINICAL_REFERENCE: dict[str, Any] = {
@@ -39,8 +40,9 @@ _ANGLES = ("pelvic_incidence", "pelvic_tilt", "sacral_slope", "lumbar_lordosis",
            "pi_ll_mismatch")
 
 
-def _angles(points: Tensor, schema: LandmarkSchema) -> dict[str, Tensor]:
-    cols = clinical_columns(points, schema)
+def _angles(points: Tensor, cols: Mapping[str, Tensor], schema: LandmarkSchema
+            ) -> dict[str, Tensor]:
+    """SS and L1-S1 lordosis from the points, PI / PT / PI-LL from their clinical ``cols``."""
     try:
         lumbar = lumbar_parameters(points, schema)
         ss, ll = lumbar["sacral_slope"], lumbar["l1_s1_lordosis"]
@@ -86,8 +88,8 @@ def evaluate_clinical(pred: Tensor, gt: Tensor, spacing: Tensor, schema: Landmar
         segments); ``fractures`` and ``fractures_grade2``:
         :func:`~spinelandmarks.agreement.fracture_agreement`; ``length_unit``.
     """
-    pa, ga = _angles(pred, schema), _angles(gt, schema)
     pc, gc = clinical_columns(pred, schema, spacing), clinical_columns(gt, schema, spacing)
+    pa, ga = _angles(pred, pc, schema), _angles(gt, gc, schema)
     pl, gl = _lengths(pc), _lengths(gc)
     known = torch.isfinite(spacing).all(-1)
     out: dict[str, Any] = {
@@ -109,48 +111,3 @@ def evaluate_clinical(pred: Tensor, gt: Tensor, spacing: Tensor, schema: Landmar
                                       grades_p["height_loss"].numpy(), levels,
                                       min_grade=min_grade, n_resamples=n_resamples, seed=seed)
     return out
-
-
-def _fmt(v: Any, digits: int = 2) -> str:
-    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else (
-        f"{v:.{digits}f}" if isinstance(v, float) else str(v))
-
-
-def _ci(block: Mapping[str, Any], name: str) -> str:
-    lo, hi = block.get(f"{name}_ci", [math.nan, math.nan])
-    ci = f" ({_fmt(lo, 3)}-{_fmt(hi, 3)})" if math.isfinite(lo) and math.isfinite(hi) else ""
-    return _fmt(block.get(name), 3) + ci
-
-
-def clinical_markdown(clinical: Mapping[str, Any]) -> list[str]:
-    """The report's section on clinical measurements (markdown lines)."""
-    ref = CLINICAL_REFERENCE
-    lines = ["", "## Clinical measurements", "",
-             "| measurement | n | MAE | median | bias | 95 % LoA | Pearson r | ICC(2,1) | "
-             "ICC(3,1) | reference MAE |", "|---|---|---|---|---|---|---|---|---|---|"]
-    unit = clinical.get("length_unit", "px")
-    rows = [(f"{k} (deg)", a, ref["spinopelvic_mae_deg"].get(k))
-            for k, a in clinical["angles"].items()]
-    rows += [(f"{k} ({'%' if k == 'slip_pct' else unit})", a, None)
-             for k, a in clinical["lengths"].items()]
-    for label, a, r in rows:
-        lines.append(f"| {label} | {a['n']} | {_fmt(a['mae'])} | {_fmt(a['median_ae'])} | "
-                     f"{_fmt(a['bias'])} | {_fmt(a['loa_low'])} to {_fmt(a['loa_high'])} | "
-                     f"{_fmt(a['pearson_r'], 3)} | {_fmt(a['icc2_1'], 3)} | "
-                     f"{_fmt(a['icc3_1'], 3)} | {_fmt(r, 1)} |")
-    notes = {a["icc_note"] for _, a, _ in rows if "icc_note" in a}
-    lines += [f"\n{n}." for n in sorted(notes)]
-    lines += ["", "Fractures (Genant grade from the points; 95 % bootstrap CI):", "",
-              "| fracture | level | accuracy | sensitivity | specificity | AUC (height loss) "
-              "| reference acc. / sens. / spec. |", "|---|---|---|---|---|---|---|"]
-    for key, label in (("fractures", "grade >= 1"), ("fractures_grade2", "grade >= 2")):
-        for unit_, name in (("per_vertebra", "vertebra"), ("per_patient", "patient")):
-            b, r = clinical[key][unit_], ref["fracture"][unit_]
-            lines.append(f"| {label} | {name} (n {b['n']}, {b['positives']} fractured) | "
-                         f"{_ci(b, 'accuracy')} | {_ci(b, 'sensitivity')} | "
-                         f"{_ci(b, 'specificity')} | {_ci(b, 'auc')} | {r['accuracy']} / "
-                         f"{r['sensitivity']} / {r['specificity']} |")
-        right = clinical[key]["right_levels"]
-        lines.append(f"| {label} | right levels among patients found | "
-                     f"{_fmt(right['share'], 3)} (n {right['n']}) | | | | |")
-    return lines

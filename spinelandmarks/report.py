@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from ._atomic import atomic_write, atomic_write_text
-from .clinical_evaluation import clinical_markdown
+from .clinical_evaluation import CLINICAL_REFERENCE
 from .data.annotations import ImageRecord
 from .evaluation import ANGLE_LABELS, lumbar_parameters_or_nan, metrics_to_json, pair_records
 from .metrics import LUMBAR_PARAMETERS, normalized_errors
 from .schema import LandmarkSchema
 
-__all__ = ["mask_markdown", "summary_table", "write_report"]
+__all__ = ["clinical_markdown", "mask_markdown", "summary_table", "write_report"]
 
 StrPath = str | PathLike[str]
 
@@ -277,6 +277,46 @@ def _error_per_level(err: np.ndarray, schema: LandmarkSchema, ref: Mapping[str, 
               fontsize=7, loc="best")
     fig.tight_layout()
     return fig
+
+
+def _ci(block: Mapping[str, Any], name: str) -> str:
+    lo, hi = block.get(f"{name}_ci", [math.nan, math.nan])
+    ci = f" ({_fmt(lo, 3)}-{_fmt(hi, 3)})" if math.isfinite(lo) and math.isfinite(hi) else ""
+    return _fmt(block.get(name), 3) + ci
+
+
+def clinical_markdown(clinical: Mapping[str, Any]) -> list[str]:
+    """The report's section on clinical measurements (markdown lines)."""
+    ref = CLINICAL_REFERENCE
+    lines = ["", "## Clinical measurements", "",
+             "| measurement | n | MAE | median | bias | 95 % LoA | Pearson r | ICC(2,1) | "
+             "ICC(3,1) | reference MAE |", "|---|---|---|---|---|---|---|---|---|---|"]
+    unit = clinical.get("length_unit", "px")
+    rows = [(f"{k} (deg)", a, ref["spinopelvic_mae_deg"].get(k))
+            for k, a in clinical["angles"].items()]
+    rows += [(f"{k} ({'%' if k == 'slip_pct' else unit})", a, None)
+             for k, a in clinical["lengths"].items()]
+    for label, a, r in rows:
+        lines.append(f"| {label} | {a['n']} | {_fmt(a['mae'])} | {_fmt(a['median_ae'])} | "
+                     f"{_fmt(a['bias'])} | {_fmt(a['loa_low'])} to {_fmt(a['loa_high'])} | "
+                     f"{_fmt(a['pearson_r'], 3)} | {_fmt(a['icc2_1'], 3)} | "
+                     f"{_fmt(a['icc3_1'], 3)} | {_fmt(r, 1)} |")
+    notes = {a["icc_note"] for _, a, _ in rows if "icc_note" in a}
+    lines += [f"\n{n}." for n in sorted(notes)]
+    lines += ["", "Fractures (Genant grade from the points; 95 % bootstrap CI):", "",
+              "| fracture | level | accuracy | sensitivity | specificity | AUC (height loss) "
+              "| reference acc. / sens. / spec. |", "|---|---|---|---|---|---|---|"]
+    for key, label in (("fractures", "grade >= 1"), ("fractures_grade2", "grade >= 2")):
+        for unit_, name in (("per_vertebra", "vertebra"), ("per_patient", "patient")):
+            b, r = clinical[key][unit_], ref["fracture"][unit_]
+            lines.append(f"| {label} | {name} (n {b['n']}, {b['positives']} fractured) | "
+                         f"{_ci(b, 'accuracy')} | {_ci(b, 'sensitivity')} | "
+                         f"{_ci(b, 'specificity')} | {_ci(b, 'auc')} | {r['accuracy']} / "
+                         f"{r['sensitivity']} / {r['specificity']} |")
+        right = clinical[key]["right_levels"]
+        lines.append(f"| {label} | right levels among patients found | "
+                     f"{_fmt(right['share'], 3)} (n {right['n']}) | | | | |")
+    return lines
 
 
 def mask_markdown(masks: Mapping[str, Any]) -> list[str]:
