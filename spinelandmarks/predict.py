@@ -252,7 +252,7 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
                           {"tta": pipe.tta, "precision": precision, "overlays": overlays})
     keys = [file_key(Path(f)) for f in files]
     _merge_shards(out)  # an interrupted earlier run's shards join the journal first
-    done_before = set(PredictionJournal(out / JOURNAL).done)
+    done_before = PredictionJournal(out / JOURNAL).done
     todo = [i for i, k in enumerate(keys) if k not in done_before]
     t0 = time.perf_counter()
     with _StopRequest() as stop, quiet_lightning():

@@ -143,11 +143,8 @@ class PredictionJournal:
             with path.open("rb") as fh:
                 offset = 0
                 for line in fh:
-                    try:
-                        key = json.loads(line)["key"]
-                    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-                        key = None  # a line cut short by a crash: predicted again
-                    if isinstance(key, str):
+                    key = _line_key(line)  # None: a line cut short by a crash, predicted again
+                    if key is not None:
                         self._offsets[key] = offset
                     offset += len(line)
         self._fh: IO[bytes] | None = None
@@ -173,25 +170,26 @@ class PredictionJournal:
 
     def append(self, entries: Sequence[tuple[str, SpineResult]]) -> None:
         """Record a batch of ``(key, result)`` and make it durable (flush + fsync)."""
-        lines = [(key, json.dumps({"key": key, "result": result_to_json(res)}) + "\n")
-                 for key, res in entries]
-        self.append_lines("".join(text for _, text in lines))
+        self._write([(key, (json.dumps({"key": key, "result": result_to_json(res)})
+                            + "\n").encode("utf-8")) for key, res in entries])
 
     def append_lines(self, text: str) -> None:
-        """Append journal lines (also those written elsewhere: a rank's shard), durably."""
-        assert self._fh is not None, "use the journal as a context manager"
+        """Append journal lines written elsewhere (a rank's shard), durably."""
         if text and not text.endswith("\n"):
             text += "\n"
+        lines = text.encode("utf-8").splitlines(keepends=True)
+        self._write([(_line_key(line), line) for line in lines])
+
+    def _write(self, lines: Sequence[tuple[str | None, bytes]]) -> None:
+        """Append ``(key, line)``, flush and fsync, and remember where each keyed line is."""
+        assert self._fh is not None, "use the journal as a context manager"
         offset = self._fh.tell()
-        data = text.encode("utf-8")
-        self._fh.write(data)
+        self._fh.write(b"".join(line for _, line in lines))
         self._fh.flush()
         os.fsync(self._fh.fileno())
-        for line in data.splitlines(keepends=True):
-            try:
-                self._offsets[json.loads(line)["key"]] = offset
-            except (json.JSONDecodeError, KeyError, TypeError):
-                pass
+        for key, line in lines:
+            if key is not None:
+                self._offsets[key] = offset
             offset += len(line)
 
     def in_order(self, keys: Sequence[str]) -> Iterator[SpineResult]:
@@ -201,6 +199,15 @@ class PredictionJournal:
                 if k in self._offsets:
                     fh.seek(self._offsets[k])
                     yield result_from_json(json.loads(fh.readline())["result"])
+
+
+def _line_key(line: bytes) -> str | None:
+    """The key of a journal line, or None for a line that is not one (cut short by a crash)."""
+    try:
+        key = json.loads(line)["key"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        return None
+    return key if isinstance(key, str) else None
 
 
 class _Records:
