@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .agreement import continuous_agreement, fracture_agreement
 from .measurements import clinical_columns, genant_grades, morphometry
-from .metrics import lumbar_parameters
+from .metrics import lumbar_parameters_or_nan
 from .schema import FEMORAL_HEADS, LandmarkSchema
 
 __all__ = ["CLINICAL_REFERENCE", "evaluate_clinical"]
@@ -43,12 +43,8 @@ _ANGLES = ("pelvic_incidence", "pelvic_tilt", "sacral_slope", "lumbar_lordosis",
 def _angles(points: Tensor, cols: Mapping[str, Tensor], schema: LandmarkSchema
             ) -> dict[str, Tensor]:
     """SS and L1-S1 lordosis from the points, PI / PT / PI-LL from their clinical ``cols``."""
-    try:
-        lumbar = lumbar_parameters(points, schema)
-        ss, ll = lumbar["sacral_slope"], lumbar["l1_s1_lordosis"]
-    except KeyError:  # a schema without the S1 or L1 plates
-        ss = ll = torch.full((points.shape[0],), math.nan, dtype=points.dtype)
-    out = {"sacral_slope": ss, "lumbar_lordosis": ll}
+    lumbar = lumbar_parameters_or_nan(points, schema)
+    out = {"sacral_slope": lumbar["sacral_slope"], "lumbar_lordosis": lumbar["l1_s1_lordosis"]}
     if FEMORAL_HEADS.name in schema.level_names:
         out.update({k: cols[f"{k}_deg"] for k in ("pelvic_incidence", "pelvic_tilt",
                                                    "pi_ll_mismatch")})

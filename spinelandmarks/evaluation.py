@@ -46,7 +46,7 @@ from .metrics import (
     SuccessDetectionRate,
     facing,
     level_identification,
-    lumbar_parameters,
+    lumbar_parameters_or_nan,
     segmental_angle_names,
     segmental_angles,
 )
@@ -155,15 +155,6 @@ def _points(records: Sequence[ImageRecord | None], schema: LandmarkSchema) -> Te
         vis = torch.as_tensor(np.asarray(rec.visibility) > 0)
         out[i] = torch.where(vis[:, None], pts, torch.full_like(pts, math.nan))
     return out
-
-
-def lumbar_parameters_or_nan(points: Tensor, schema: LandmarkSchema) -> dict[str, Tensor]:
-    """:func:`lumbar_parameters`, or NaN for every parameter when the schema lacks an endplate."""
-    try:
-        return lumbar_parameters(points, schema)
-    except KeyError:
-        nan = torch.full((points.shape[0],), math.nan, dtype=points.dtype)
-        return {name: nan.clone() for name in LUMBAR_PARAMETERS}
 
 
 def _f(t: Tensor | float) -> float:
@@ -295,21 +286,18 @@ def write_measurements_csv(records: Iterable[ImageRecord], schema: LandmarkSchem
                *[f"{n}_deg" for n in segmental_angle_names(schema)], "facing", "missing_levels",
                *clinical_columns(torch.full((1, schema.num_points, 2), math.nan), schema)]
     it = iter(records)
+    first = next(it, None)
+    if first is not None and "needs_review" in first.meta:
+        columns += ["needs_review", "qc"]
+    rest = it if first is None else itertools.chain([first], it)
 
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f, lineterminator="\n")
-            first = True
-            while batch := list(itertools.islice(it, chunk)):
-                if first and "needs_review" in batch[0].meta:
-                    columns.extend(["needs_review", "qc"])
-                if first:
-                    writer.writerow(columns)
-                    first = False
+            writer.writerow(columns)
+            while batch := list(itertools.islice(rest, chunk)):
                 for row in measure_records(batch, schema):
                     writer.writerow([_csv_cell(row.get(c), c) for c in columns])
-            if first:
-                writer.writerow(columns)
 
     out = Path(path)
     atomic_write(out, write)

@@ -71,6 +71,7 @@ __all__ = [
     "level_identification",
     "lordosis",
     "lumbar_parameters",
+    "lumbar_parameters_or_nan",
     "normalized_errors",
     "segmental_angle_names",
     "segmental_angles",
@@ -313,6 +314,15 @@ def lumbar_parameters(points: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
     s1 = tilts[:, _endplate_position(schema, "S1", "superior")]
     return {"l1_l5_lordosis": wrap_angle(l5 - l1), "l1_s1_lordosis": wrap_angle(s1 - l1),
             "sacral_slope": s1}
+
+
+def lumbar_parameters_or_nan(points: Tensor, schema: LandmarkSchema) -> dict[str, Tensor]:
+    """:func:`lumbar_parameters`, or NaN for every parameter when the schema lacks an endplate."""
+    try:
+        return lumbar_parameters(points, schema)
+    except KeyError:
+        nan = torch.full((points.shape[0],), math.nan, dtype=points.dtype)
+        return {name: nan.clone() for name in LUMBAR_PARAMETERS}
 
 
 def _superior_levels(schema: LandmarkSchema) -> list[str]:

@@ -17,8 +17,8 @@ import numpy as np
 from ._atomic import atomic_write, atomic_write_text
 from .clinical_evaluation import CLINICAL_REFERENCE
 from .data.annotations import ImageRecord
-from .evaluation import ANGLE_LABELS, lumbar_parameters_or_nan, metrics_to_json, pair_records
-from .metrics import LUMBAR_PARAMETERS, normalized_errors
+from .evaluation import ANGLE_LABELS, metrics_to_json, pair_records
+from .metrics import LUMBAR_PARAMETERS, lumbar_parameters_or_nan, normalized_errors
 from .schema import LandmarkSchema
 
 __all__ = ["clinical_markdown", "mask_markdown", "summary_table", "write_report"]
