@@ -12,16 +12,13 @@ from .data.intensity import robust_normalize
 from .data.io import Radiograph
 from .data.masks import mask_from_segmentation
 from .data.plot import draw_points
+from .evaluation import ANGLE_LABELS
 from .measurements import genant_grades, morphometry, spinopelvic_parameters
 from .pipeline import SpineLandmarkPipeline, SpineResult
 from .qc import LEVEL_FLAGS
 from .schema import FEMORAL_HEADS, LandmarkSchema
 
 __all__ = ["draw_overlay"]
-
-_ANGLE_LABELS = {"l1_l5_lordosis": "L1-L5 lordosis", "l1_s1_lordosis": "L1-S1 lordosis",
-                 "sacral_slope": "Sacral slope"}
-
 
 def draw_overlay(radiograph: Radiograph, result: SpineResult,
                  pipeline: SpineLandmarkPipeline) -> np.ndarray:
@@ -44,8 +41,8 @@ def draw_overlay(radiograph: Radiograph, result: SpineResult,
     draw = ImageDraw.Draw(img)
     _circle_flagged(draw, result, pipeline, scale)
     fractures = _mark_fractures(draw, result.points, pipeline.schema, scale)
-    lines = [f"{_ANGLE_LABELS.get(k, k)}: {v:.1f} deg" if np.isfinite(v) else
-             f"{_ANGLE_LABELS.get(k, k)}: n/a" for k, v in result.parameters.items()]
+    lines = [f"{ANGLE_LABELS.get(k, k)}: {v:.1f} deg" if np.isfinite(v) else
+             f"{ANGLE_LABELS.get(k, k)}: n/a" for k, v in result.parameters.items()]
     lines += _spinopelvic_lines(result.points, pipeline.schema)
     if fractures:
         lines.append("fracture (Genant): " + ", ".join(fractures))
@@ -68,14 +65,24 @@ def _circle_flagged(draw: ImageDraw.ImageDraw, result: SpineResult,
     # image flags (angle_range, steps_disagree) name parameters, not levels
     flagged = {lv for k, levels in result.qc.items() if k in LEVEL_FLAGS for lv in levels}
     for lv in flagged:
-        pts = result.points[pipeline.schema.level_indices(lv)]
-        pts = pts[np.isfinite(pts).all(-1)]
-        if not len(pts):
+        box = _level_box(result.points, pipeline.schema, lv)
+        if box is None:
             continue
-        (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+        x0, y0, x1, y1 = box
         pad = 0.3 * max(x1 - x0, y1 - y0, 10.0)
         draw.ellipse((x0 - pad, y0 - pad, x1 + pad, y1 + pad), outline=(255, 0, 0),
                      width=2 * scale)
+
+
+def _level_box(points: np.ndarray, schema: LandmarkSchema, level: str
+               ) -> tuple[float, float, float, float] | None:
+    """``(x0, y0, x1, y1)`` around a level's found points; None when none was found."""
+    pts = points[schema.level_indices(level)]
+    pts = pts[np.isfinite(pts).all(-1)]
+    if not len(pts):
+        return None
+    (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+    return float(x0), float(y0), float(x1), float(y1)
 
 
 def _spinopelvic_lines(points: np.ndarray, schema: LandmarkSchema) -> list[str]:
@@ -100,11 +107,10 @@ def _mark_fractures(draw: ImageDraw.ImageDraw, points: np.ndarray, schema: Landm
     found = []
     for j, lv in enumerate(schema.body_levels):
         grade = int(grades["grade"][0, j])
-        pts = points[schema.level_indices(lv)]
-        pts = pts[np.isfinite(pts).all(-1)]
-        if grade < 1 or not len(pts):
+        box = _level_box(points, schema, lv)
+        if grade < 1 or box is None:
             continue
-        (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+        x0, y0, x1, y1 = box
         draw.rectangle((x0, y0, x1, y1), outline=(255, 160, 0), width=scale)
         draw.text((x1 + 4 * scale, y0), f"G{grade}", fill=(255, 160, 0), font_size=10 * scale)
         found.append(f"{lv} G{grade} {shapes[int(grades['shape'][0, j])]}")
