@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -32,6 +33,7 @@ __all__ = [
     "letterbox",
     "letterbox_matrix",
     "normalized_to_pixel",
+    "opencv_affine",
     "pixel_to_normalized",
     "sampling_grid",
     "to_dsntnn_pixels",
@@ -432,3 +434,27 @@ def uncrop(crop_map: Tensor, matrix: Tensor, image_size: Sequence[int],
     shift[0, 2], shift[1, 2] = -x0, -y0
     window = crop_images(crop_map[None].float(), (shift @ inv)[None], (y1 - y0, x1 - x0))[0]
     return window > threshold, (y0, x0)
+
+
+def opencv_affine(matrix: np.ndarray | Tensor) -> np.ndarray:
+    """``cv2.warpAffine`` matrix of a transform between our continuous pixel coordinates.
+
+    OpenCV indexes pixels by their centres (centre of pixel ``i`` is ``i``); the conversion
+    uses the converters of :mod:`spinelandmarks.geometry`, i.e.
+    ``M_cv = T(-1/2) @ M @ T(+1/2)``.
+
+    Parameters
+    ----------
+    matrix : (3, 3) array
+        Map from source pixels to destination pixels (ours).
+
+    Returns
+    -------
+    np.ndarray
+        (2, 3) float64 forward map for ``cv2.warpAffine`` (without ``WARP_INVERSE_MAP``).
+    """
+    m = torch.as_tensor(np.asarray(matrix, dtype=np.float64))  # a tensor too (via __array__)
+    basis = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    img = to_kornia_pixels(transform_points(from_kornia_pixels(basis), m))
+    o, ex, ey = img[0], img[1] - img[0], img[2] - img[0]
+    return torch.stack((ex, ey, o), -1).numpy()

@@ -139,6 +139,12 @@ def test_warp_segmentation_polygon_and_rle_agree() -> None:
     assert a.sum() > 500
     # the polygon is exact; the RLE is resampled from pixels: they differ only on the edge
     assert dice(a, b) > 0.95
+    # the same pixel convention on both paths: doubling the size, a half-pixel slip of the
+    # resampled RLE would move its centroid by 0.5 px
+    up = np.diag([2.0, 2.0, 1.0])
+    c = warp_segmentation(poly, up, (200, 240), (100, 120))
+    d = warp_segmentation(rle, up, (200, 240), (100, 120))
+    np.testing.assert_allclose(np.argwhere(c).mean(0), np.argwhere(d).mean(0), atol=0.15)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

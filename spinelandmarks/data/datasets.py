@@ -64,10 +64,9 @@ from torch.utils.data import Dataset, Sampler
 
 from ..geometry import (
     crop_matrix,
-    from_kornia_pixels,
     hflip_matrix,
     letterbox_matrix,
-    to_kornia_pixels,
+    opencv_affine,
     transform_points,
     vertebra_crop_params,
 )
@@ -201,30 +200,6 @@ def _resolve_augment(train: bool, augment: AugmentConfig | bool | None) -> Augme
 # ---------------------------------------------------------------------------------------------
 def _translate(tx: float, ty: float) -> np.ndarray:
     return np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]])
-
-
-def opencv_affine(matrix: np.ndarray | torch.Tensor) -> np.ndarray:
-    """``cv2.warpAffine`` matrix of a transform between our continuous pixel coordinates.
-
-    OpenCV indexes pixels by their centres (centre of pixel ``i`` is ``i``); the conversion
-    uses the converters of :mod:`spinelandmarks.geometry`, i.e.
-    ``M_cv = T(-1/2) @ M @ T(+1/2)``.
-
-    Parameters
-    ----------
-    matrix : (3, 3) array
-        Map from source pixels to destination pixels (ours).
-
-    Returns
-    -------
-    np.ndarray
-        (2, 3) float64 forward map for ``cv2.warpAffine`` (without ``WARP_INVERSE_MAP``).
-    """
-    m = torch.as_tensor(np.asarray(matrix, dtype=np.float64))
-    basis = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
-    img = to_kornia_pixels(transform_points(from_kornia_pixels(basis), m))
-    o, ex, ey = img[0], img[1] - img[0], img[2] - img[0]
-    return torch.stack((ex, ey, o), -1).numpy()
 
 
 def _similarity(rng: np.random.Generator, cfg: AugmentConfig, size: Sequence[int]

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as coco_mask
 
+from ..geometry import opencv_affine
+
 __all__ = ["Segmentation", "check_segmentation", "mask_from_segmentation", "rle_from_mask",
            "warp_segmentation"]
 
@@ -82,7 +84,7 @@ def warp_segmentation(seg: Segmentation, matrix: np.ndarray, out_hw: tuple[int, 
         import cv2
 
         src = mask_from_segmentation(seg, *src_hw).astype(np.float32)
-        warped = cv2.warpAffine(src, m[:2], (w, h), flags=cv2.INTER_LINEAR,
+        warped = cv2.warpAffine(src, opencv_affine(m), (w, h), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
         return warped > 0.5
     polys = []
