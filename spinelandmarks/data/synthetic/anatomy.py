@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .canvas import _concavity_for_depression
 from .config import CHAIN, LUMBAR, Array, PhantomConfig
 from .frames import _apply, _frame, _Plate, _plate, _step, _unit, _Vertebra
 
@@ -191,12 +192,6 @@ def _fractured_body(rng: np.random.Generator, lv: str, depth: float, path: Patho
     concavity[lv] = _concavity_for_depression(0.5 * loss * hb)
     return float(rng.normal(0.0, 1.0))
 
-
-def _concavity_for_depression(depth: float) -> float:
-    """The ``concave`` depth of :func:`~.canvas._sd_convex` that moves an edge's middle inward
-    by ``depth`` mm: there the outline sits where ``c (1 - d / reach) = d`` with
-    ``reach = max(3 c, 6)``."""
-    return depth / 0.75 if depth >= 1.5 else depth / (1.0 - depth / 6.0)
 
 
 def _build_column(rng: np.random.Generator, s1: _Plate, wedge: Array, disc_h: Array,

@@ -31,6 +31,21 @@ def _shrink(poly: Array, r: float) -> Array:
     return poly + r * (n + n_prev) / np.maximum(denom, 0.2)
 
 
+#: A concave edge pushes the outline in by ``depth (1 - d / reach)`` at distance ``d`` inside,
+#: with ``reach = max(_CONCAVE_REACH * depth, _CONCAVE_MIN_REACH_MM)``.
+_CONCAVE_REACH = 3.0
+_CONCAVE_MIN_REACH_MM = 6.0
+
+
+def _concavity_for_depression(depth: float) -> float:
+    """The ``concave`` depth of :func:`_sd_convex` that moves an edge's middle inward by
+    ``depth`` mm: there the outline sits where ``c (1 - d / reach) = d``."""
+    k, r0 = _CONCAVE_REACH, _CONCAVE_MIN_REACH_MM
+    if depth * (1.0 + 1.0 / k) >= r0 / k:  # reach = k c: d = c k / (k + 1)
+        return depth * (k + 1.0) / k
+    return depth / (1.0 - depth / r0)  # reach = r0: d = c / (1 + c / r0)
+
+
 def _sd_convex(u: Array, v: Array, poly: Array, r: float = 0.0,
                concave: Sequence[tuple[int, float]] = (), band: float = 1.0) -> Array:
     """Signed distance (mm) to a convex polygon with corners rounded by ``r``.
@@ -72,7 +87,7 @@ def _sd_convex(u: Array, v: Array, poly: Array, r: float = 0.0,
         pu, pv = u - a[0], v - a[1]
         t = np.clip((pu * dx + pv * dy) / (ln * ln), 0.0, 1.0)
         d_in = (dx * pv - dy * pu) / ln
-        reach = max(3.0 * depth, 6.0)
+        reach = max(_CONCAVE_REACH * depth, _CONCAVE_MIN_REACH_MM)
         sd += depth * np.sin(np.pi * t) * np.clip(1.0 - d_in / reach, 0.0, 1.0)
     return sd.astype(np.float32, copy=False)
 
