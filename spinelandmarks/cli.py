@@ -159,6 +159,10 @@ def _verb_train(sub: Any) -> None:
     p.add_argument("--masks", action="store_true",
                    help="also train the refiner to outline each vertebral body (needs masks: "
                         "COCO segmentation in the annotations; predict then writes them)")
+    p.add_argument("--deformity-weight", type=float, default=None,
+                   help="the refiner sees crops of deformed bodies (reference height loss "
+                        ">= 15 %%: fractures) this many times as often; 1 disables "
+                        "(default: TrainConfig.deformity_weight, 4)")
     p.add_argument("--stages", default="detector,landmark,refiner",
                    help="comma-separated subset of detector,landmark,refiner")
 
@@ -320,7 +324,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         backbone=args.backbone, detector_backbone=args.detector_backbone,
         weights_path=args.weights, lr=args.lr, num_workers=args.workers, seed=args.seed,
         stages=stages, val_dir=args.val, time_budget_s=budget or {}, schema=args.schema,
-        detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {}, masks=args.masks)
+        detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {}, masks=args.masks,
+        **({} if args.deformity_weight is None else {"deformity_weight": args.deformity_weight}))
     out = train_pipeline(args.data, args.out, cfg, overwrite=args.overwrite)
     print(f"pipeline saved to {out}")
     return 0

@@ -117,6 +117,10 @@ class TrainConfig:
     detector_kwargs: dict[str, Any] = field(default_factory=dict)
     #: Train the refiner's body-mask head on the annotations' masks (COCO segmentation).
     masks: bool = False
+    #: Refiner training draws the crops of deformed bodies (reference height loss >= 15 %)
+    #: this many times as often (:class:`~spinelandmarks.data.datamodule.SpineDataModule`);
+    #: 1 disables it.
+    deformity_weight: float = 4.0
 
 
 class StageProgressBar(TQDMProgressBar):
@@ -178,6 +182,7 @@ def _datamodule(data_dir: str, cfg: TrainConfig, task: str) -> SpineDataModule:
         num_workers=cfg.num_workers, split=(0.9, 0.1, 0.0), val_dir=cfg.val_dir,
         seed=cfg.seed, persistent_workers=cfg.num_workers > 0, crop_scale=cfg.crop_scale,
         schema=cfg.schema, masks=cfg.masks and task == "crops",
+        deformity_weight=cfg.deformity_weight if task == "crops" else 1.0,
     )
 
 

@@ -384,3 +384,57 @@ def test_pixels_agree_with_matrix_subpixel(ramp: Path, train: bool) -> None:
     crops = CropDataset(recs, ramp, S, (32, 32), train=train, augment=GEOMETRIC_ONLY)
     for i in range(len(crops)):  # crops of ~60 px to 32 px: k = 2 supersampling
         _check_ramp(crops[i], (300, 230))
+
+
+def test_epoch_sampler_weights() -> None:
+    s = EpochSampler(4, seed=1, weights=[1.0, 1.0, 1.0, 7.0])
+    draws = [i for _ in range(200) for i, _ in s]
+    share = np.bincount(draws, minlength=4) / len(draws)
+    np.testing.assert_allclose(share, [0.1, 0.1, 0.1, 0.7], atol=0.03)
+    s.set_epoch(3)
+    epoch3 = list(s)
+    assert len(epoch3) == 4
+    s.set_epoch(3)
+    assert list(s) == epoch3
+    with pytest.raises(ValueError, match="non-negative"):
+        EpochSampler(3, weights=[1.0, -1.0, 1.0])
+    with pytest.raises(ValueError, match="3 finite"):
+        EpochSampler(3, weights=[1.0, 1.0])
+
+
+def test_deformity_weights(records: list[ImageRecord], synth: Path) -> None:
+    """A body given a 30 % anterior wedge is drawn ``weight`` times as often."""
+    rec = records[0]
+    pts = rec.points.copy()
+    a_sup, a_inf, p_sup, p_inf = (S.index("L3", n) for n in (
+        "anterior_superior", "anterior_inferior", "posterior_superior", "posterior_inferior"))
+    hp = np.linalg.norm(pts[p_inf] - pts[p_sup])
+    wall = (pts[a_inf] - pts[a_sup]) / np.linalg.norm(pts[a_inf] - pts[a_sup])
+    pts[a_inf] = pts[a_sup] + 0.7 * hp * wall  # Ha / Hp = 0.7: height loss 30 %
+    wedged = dataclasses.replace(rec, points=pts)
+    ds = CropDataset([rec, wedged], synth, S, (32, 32))
+    w = ds.deformity_weights(4.0)
+    l3 = [li for li, lv in enumerate(S.levels) if lv.name == "L3"][0]
+    by_sample = dict(zip(ds.samples, w.tolist(), strict=True))
+    assert by_sample[(1, l3)] == 4.0
+    assert by_sample[(0, l3)] == 1.0  # the phantom's own L3 is not deformed
+    assert by_sample[(1, l3 + 3)] == 1.0  # S1: no body, never weighted
+    assert set(w.tolist()) <= {1.0, 4.0}
+    assert (ds.deformity_weights(1.0) == 1.0).all()
+
+
+def test_detection_boxes_femoral_heads() -> None:
+    """The FH box: the centres widened by a head radius (0.85 mean body height), + margin."""
+    from spinelandmarks.schema import LUMBOPELVIC_SAGITTAL as LP
+    pts = torch.full((LP.num_points, 2), float("nan"), dtype=torch.float64)
+    vis = torch.zeros(LP.num_points, dtype=torch.int64)
+    l5, fh = LP.level_indices("L5"), LP.level_indices("FH")
+    pts[l5] = torch.tensor([[130.0, 100.0], [90.0, 100.0], [90.0, 130.0], [130.0, 130.0]],
+                           dtype=torch.float64)  # walls of 30 px
+    pts[fh] = torch.tensor([[100.0, 200.0], [110.0, 204.0]], dtype=torch.float64)
+    vis[l5], vis[fh] = 2, 2
+    boxes, labels = detection_boxes(pts, vis, LP, (300, 200))
+    assert labels.tolist() == [5, 7]
+    # Before the margin: x 100-25.5 .. 110+25.5, y 200-25.5 .. 204+25.5 (61 x 55 px);
+    # the 0.15 margin adds 9.15 px in x and 8.25 px in y.
+    torch.testing.assert_close(boxes[1], torch.tensor([65.35, 166.25, 144.65, 237.75]))

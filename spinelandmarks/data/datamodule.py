@@ -102,6 +102,10 @@ class SpineDataModule(L.LightningDataModule):
     masks : bool
         ``task="crops"``: batches also carry each level's body mask in the crop
         (``body_masks``, ``has_masks``) from the records' ``masks``.
+    deformity_weight : float
+        ``task="crops"``: training crops of deformed bodies (reference height loss of 15 %
+        or more, :meth:`~spinelandmarks.data.datasets.CropDataset.deformity_weights`) are
+        drawn this many times as often as the others; 1 draws every crop once per epoch.
 
     Attributes
     ----------
@@ -120,7 +124,7 @@ class SpineDataModule(L.LightningDataModule):
                  persistent_workers: bool = True, augment: bool = True,
                  crop_scale: float = 1.6,
                  crop_jitter: tuple[float, float, float] = (0.1, 0.1, 8.0),
-                 masks: bool = False) -> None:
+                 masks: bool = False, deformity_weight: float = 1.0) -> None:
         super().__init__()
         if task not in ("landmarks", "detection", "crops"):
             raise ValueError(f"task must be 'landmarks', 'detection' or 'crops', got {task!r}")
@@ -143,6 +147,9 @@ class SpineDataModule(L.LightningDataModule):
         self.augment = bool(augment)
         self.crop_scale = float(crop_scale)
         self.masks = bool(masks)
+        if not deformity_weight > 0:
+            raise ValueError(f"deformity_weight must be positive, got {deformity_weight}")
+        self.deformity_weight = float(deformity_weight)
         self.crop_jitter = tuple(float(j) for j in crop_jitter)
         self.train_records: list[ImageRecord] = []
         self.val_records: list[ImageRecord] = []
@@ -238,7 +245,10 @@ class SpineDataModule(L.LightningDataModule):
     def _loader(self, which: Literal["train", "val", "test"]) -> DataLoader[LandmarkBatch]:
         ds = self.dataset(which)
         train = which == "train"
-        sampler = EpochSampler(len(ds), shuffle=train, seed=self.seed)  # type: ignore[arg-type]
+        weights = (ds.deformity_weights(self.deformity_weight)
+                   if train and isinstance(ds, CropDataset) else None)
+        sampler = EpochSampler(len(ds), shuffle=train, seed=self.seed,  # type: ignore[arg-type]
+                               weights=weights)
         workers = self.num_workers
         return DataLoader(
             ds, batch_size=self.batch_size, sampler=sampler,  # type: ignore[arg-type]

@@ -70,7 +70,8 @@ from ..geometry import (
     transform_points,
     vertebra_crop_params,
 )
-from ..schema import LandmarkSchema
+from ..measurements import genant_grades, morphometry
+from ..schema import NON_VERTEBRAL_LEVEL, LandmarkSchema
 from .annotations import ImageRecord
 from .intensity import robust_normalize
 from .io import read_image
@@ -92,6 +93,11 @@ StrPath = str | PathLike[str]
 CacheMode = Literal["none", "memory", "disk"]
 #: A dataset key: a plain index, or ``(index, sample_seed)`` from :class:`EpochSampler`.
 Key = int | tuple[int, int]
+#: Height loss from which :meth:`CropDataset.deformity_weights` counts a body as deformed.
+DEFORMITY_MIN_LOSS = 0.15
+#: A femoral head's radius over the mean vertebral body height (adult: about 24 mm over
+#: 26-30 mm), which sizes the ``FH`` detector box.
+FEMORAL_HEAD_RADIUS = 0.85
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,7 +502,10 @@ def detection_boxes(points: torch.Tensor, visibility: torch.Tensor, schema: Land
     margin : float
         Each side is widened by ``margin`` times the box width (x) or height (y).
     plate_depth : float
-        A level with exactly two labelled points (S1, or a vertebra cut by the image edge) is
+        The femoral heads (``FH``) are the box around their centres widened on every side by
+        :data:`FEMORAL_HEAD_RADIUS` times the mean body height of the image's vertebrae (a
+        head's radius; dropped when no body height is known). A level with exactly two
+        labelled points (S1, or a vertebra cut by the image edge) is
         the segment between them extended perpendicularly, on the side of the body (caudal
         for a superior pair, cranial for an inferior pair, both halves otherwise), by the
         height of the adjacent body (mean wall length; the next level, else the previous)
@@ -524,7 +533,11 @@ def detection_boxes(points: torch.Tensor, visibility: torch.Tensor, schema: Land
         if int(m.sum()) < 2:
             continue
         p = pts[idx][m]
-        if p.shape[0] == 2:
+        if lv.name == NON_VERTEBRAL_LEVEL:
+            p = _femoral_head_box_corners(p, heights)
+            if p is None:
+                continue
+        elif p.shape[0] == 2:
             names = [n for n, k in zip(lv.points, m.tolist(), strict=True) if k]
             plate = _plate_box_corners(p, names, li, centres, heights, plate_depth)
             if plate is None:
@@ -558,6 +571,17 @@ def _level_centres_heights(pts: torch.Tensor, ok: torch.Tensor, schema: Landmark
             height = float(np.mean(lens)) if lens else None
         heights.append(height)
     return centres, heights
+
+
+def _femoral_head_box_corners(p: torch.Tensor, heights: list[float | None]
+                              ) -> torch.Tensor | None:
+    """Corners of the box around both femoral heads (see :func:`detection_boxes`)."""
+    known = [h for h in heights if h is not None]
+    if not known:
+        return None
+    r = FEMORAL_HEAD_RADIUS * float(np.mean(known))
+    lo, hi = p.amin(0) - r, p.amax(0) + r
+    return torch.stack((lo, hi))
 
 
 def _plate_box_corners(p: torch.Tensor, names: list[str], li: int,
@@ -727,6 +751,37 @@ class CropDataset(Dataset[dict[str, Any]]):
         """Epoch entering the augmentation seed of plain integer keys."""
         self.epoch = int(epoch)
 
+    def deformity_weights(self, weight: float, min_loss: float = DEFORMITY_MIN_LOSS
+                          ) -> np.ndarray:
+        """Sampling weight of every crop: ``weight`` for a deformed body, 1 otherwise.
+
+        A body is deformed when the height loss of its reference points
+        (:func:`~spinelandmarks.measurements.genant_grades`: wedge, biconcave -- with endplate
+        middles in the schema -- or crush) is at least ``min_loss``; the default sits just
+        below Genant grade 1 (20 %) so that bodies on either side of the threshold are seen
+        often. Fractured bodies are a few percent of a typical training set, and a refiner
+        trained on them at their natural rate regresses towards the typical shape: it
+        under-estimates their height loss, which is what fracture grading reads.
+
+        Returns
+        -------
+        numpy.ndarray
+            (len(self),) float64 weights, for
+            :class:`EpochSampler` (``weights=``).
+        """
+        out = np.ones(len(self.samples))
+        if weight == 1.0 or not self.samples or not self.schema.body_levels:
+            return out
+        pts = np.stack([np.where((r.visibility > 0)[:, None], r.points, np.nan)
+                        for r in self.records])
+        loss = genant_grades(morphometry(torch.from_numpy(pts), self.schema))["height_loss"]
+        body = {lv: j for j, lv in enumerate(self.schema.body_levels)}
+        for n, (ri, li) in enumerate(self.samples):
+            j = body.get(self.schema.levels[li].name)
+            if j is not None and float(loss[ri, j]) >= min_loss:  # NaN compares False
+                out[n] = float(weight)
+        return out
+
     def _load(self, ri: int) -> tuple[np.ndarray, tuple[int, int], tuple[float, float] | None]:
         path = self.roots[ri] / self.records[ri].file_name
 
@@ -832,13 +887,26 @@ class EpochSampler(Sampler[tuple[int, int]]):
         Random order per epoch.
     seed : int
         Base seed.
+    weights : array-like, optional
+        (num_samples,) non-negative sampling weights: an epoch is then ``num_samples``
+        draws with replacement, each index with probability proportional to its weight
+        (with ``shuffle`` only). None: every index once per epoch.
     """
 
-    def __init__(self, num_samples: int, shuffle: bool = True, seed: int = 0) -> None:
+    def __init__(self, num_samples: int, shuffle: bool = True, seed: int = 0,
+                 weights: Sequence[float] | np.ndarray | None = None) -> None:
         self.num_samples = int(num_samples)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.epoch = 0
+        self.p: np.ndarray | None = None
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64)
+            if w.shape != (self.num_samples,) or not np.isfinite(w).all() or (w < 0).any() \
+                    or (self.num_samples and w.sum() <= 0):
+                raise ValueError(f"weights must be {self.num_samples} finite non-negative "
+                                 f"numbers with a positive sum, got shape {w.shape}")
+            self.p = w / w.sum() if self.num_samples else w
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -849,8 +917,15 @@ class EpochSampler(Sampler[tuple[int, int]]):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch])
         self.epoch += 1
-        order = rng.permutation(self.num_samples) if self.shuffle else np.arange(
-            self.num_samples)
+        if self.shuffle and self.p is not None:
+            order = rng.choice(self.num_samples, self.num_samples, p=self.p)
+        elif self.shuffle:
+            order = rng.permutation(self.num_samples)
+        else:
+            order = np.arange(self.num_samples)
         seeds = rng.integers(0, 2**62, self.num_samples)
-        for i in order:
-            yield int(i), int(seeds[i])
+        if self.p is None:
+            seeds = seeds[order]  # the seed belongs to the sample
+        # Weighted, the seed belongs to the draw: a sample drawn twice is augmented twice.
+        for i, s in zip(order, seeds, strict=True):
+            yield int(i), int(s)
