@@ -21,6 +21,17 @@ rules here reconcile them, vectorized over a batch:
    spine is lordotic with a sacral plate sloping down anteriorly: levels drawn mirrored are
    turned, and so is a whole spine drawn facing the implausible way.
 
+4. :func:`column_expectation` -- after step 2, each level must continue the column: its centre
+   one typical body spacing from its neighbour's, along that body's axis (the sacral plate's
+   normal for S1). The pipeline walks up from the sacrum; a level further than half a body
+   height from where the column below it continues, and from where the level above it says
+   it should be (a level consistent with one neighbour is kept: that neighbour may be the
+   wrong one), is re-cropped where the column below continues and refined again, and the
+   new corners are kept when they land there (``column_repair``). On data
+   unlike its training data the step-1 chain often puts one level half-way onto the next
+   vertebra (L1 between T12 and L1, L5 on the sacral plate), and a refiner given that crop
+   converges to either body; the refiner itself is accurate once its crop holds one body.
+
 Which network to trust when they disagree was decided by measurement on the validation sets of
 the cross-style benchmark (``docs/training.md``, "Level identification"): where the detector
 and the step-1 chain disagreed, the chain was right more often, so the pipeline keeps the
@@ -34,10 +45,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .metrics import level_centres, lumbar_parameters
+from .metrics import level_centres, lumbar_parameters, vertebra_size
 from .schema import LandmarkSchema
 
-__all__ = ["anchor_to_sacrum", "consistent_facing", "reconcile_chain"]
+__all__ = ["anchor_to_sacrum", "column_expectation", "consistent_facing", "reconcile_chain"]
+
+#: A level further than this many typical body heights from where the column below it
+#: continues is re-cropped (:func:`column_expectation`).
+COLUMN_TOLERANCE = 0.5
 
 
 def _box_centres(boxes: Tensor) -> Tensor:
@@ -233,3 +248,89 @@ def _apply_swap(points: Tensor, swapped: Tensor, flip: Tensor, schema: LandmarkS
     point_flip = flip[:, schema.point_level.to(points.device)]  # (B, P)
     return torch.where(point_flip[..., None], swapped, points)
 
+
+
+def _axis(points: Tensor, schema: LandmarkSchema, level: int, towards: Tensor) -> Tensor:
+    """(B, 2) unit cranial axis of one level: inferior to superior endplate middle for a body,
+    the plate's normal turned towards ``towards`` (B, 2) for a plate-only level (S1)."""
+    name = schema.levels[level].name
+    sup = schema.endplate(name, "superior")
+    top = 0.5 * (points[:, sup.anterior] + points[:, sup.posterior])
+    if schema.levels[level].has_body:
+        inf = schema.endplate(name, "inferior")
+        axis = top - 0.5 * (points[:, inf.anterior] + points[:, inf.posterior])
+    else:
+        plate = points[:, sup.posterior] - points[:, sup.anterior]
+        axis = torch.stack((-plate[:, 1], plate[:, 0]), -1)
+        flip = ((towards - top) * axis).sum(-1, keepdim=True) < 0
+        axis = torch.where(flip, -axis, axis)
+    return axis / torch.linalg.vector_norm(axis, dim=-1, keepdim=True)
+
+
+def column_expectation(points: Tensor, schema: LandmarkSchema, level: int, anchor: int,
+                       spans: int = 1) -> tuple[Tensor, Tensor]:
+    """Where the column continues from level ``anchor``: the expected centre of ``level``.
+
+    The expected centre is the typical centre-to-centre spacing of the image's bodies (their
+    median over consecutive body pairs) from the centre of ``anchor`` along its axis, towards
+    ``level`` (cranially when ``anchor`` lies caudally, else caudally); when either is a
+    plate-only level (S1, whose centre is its plate middle) the spacing less half the
+    typical body height. Medians keep one or two misplaced levels from moving the
+    expectation.
+
+    Parameters
+    ----------
+    points : Tensor
+        (B, P, 2) pixels, NaN where absent.
+    schema : LandmarkSchema
+    level, anchor : int
+        Level indices (e.g. L4 from L5, L5 from S1, L4 from L3).
+    spans : int
+        Spacings between them (2 for L3 from L5).
+
+    Returns
+    -------
+    expected : Tensor
+        (B, 2) pixels; NaN when ``below`` or the typical sizes are unknown.
+    height : Tensor
+        (B,) typical body height in pixels (the median wall length of the image's bodies).
+
+    Examples
+    --------
+    A straight vertical column of 20-pixel bodies 30 pixels apart, with L1 misplaced:
+
+    >>> from spinelandmarks.schema import LUMBAR_SAGITTAL as S
+    >>> rows = []
+    >>> for i in range(5):
+    ...     y = 30.0 * i
+    ...     rows += [[20.0, y], [0.0, y], [0.0, y + 20.0], [20.0, y + 20.0]]
+    >>> rows += [[20.0, 160.0], [0.0, 160.0]]          # the sacral plate
+    >>> pts = torch.tensor([rows])
+    >>> pts[0, :4, 1] -= 14.0                          # L1 drawn 14 px too high
+    >>> expected, height = column_expectation(pts, S, 0, 1)
+    >>> expected.tolist(), height.tolist()
+    ([[10.0, 10.0]], [20.0])
+    """
+    _, heights = vertebra_size(points, schema)
+    centres = level_centres(points, schema)
+    body = torch.tensor([lv.has_body for lv in schema.levels], device=points.device)
+    pair = body[:-1] & body[1:]
+    gaps = torch.linalg.vector_norm(centres[:, 1:] - centres[:, :-1], dim=-1)[:, pair]
+    spacing = gaps.nanmedian(dim=-1).values if gaps.shape[1] else gaps.new_full(
+        gaps.shape[:1], float("nan"))
+    height = heights[:, body].nanmedian(dim=-1).values
+    towards = centres[:, body].nanmean(dim=1)
+    axis = _axis(points, schema, anchor, towards)
+    if level > anchor:  # schema order is cranio-caudal: walk caudally
+        axis = -axis
+    # Where the column behind the anchor is known, continue its line instead: two centres
+    # are steadier than the axis of one body's four predicted corners.
+    behind = anchor + (1 if level < anchor else -1)
+    if 0 <= behind < schema.num_levels and bool(body[behind] | body[anchor]):
+        line = centres[:, anchor] - centres[:, behind]
+        line = line / torch.linalg.vector_norm(line, dim=-1, keepdim=True)
+        axis = torch.where(torch.isfinite(line).all(-1, keepdim=True), line, axis)
+    step = spans * spacing
+    if not bool(body[anchor] & body[level]):
+        step = step - 0.5 * height
+    return centres[:, anchor] + axis * step[:, None], height

@@ -39,8 +39,14 @@ from .geometry import (
     uncrop,
     vertebra_crop_params,
 )
-from .levels import anchor_to_sacrum, consistent_facing, reconcile_chain
-from .metrics import level_identification, lumbar_parameters
+from .levels import (
+    COLUMN_TOLERANCE,
+    anchor_to_sacrum,
+    column_expectation,
+    consistent_facing,
+    reconcile_chain,
+)
+from .metrics import level_centres, level_identification, lumbar_parameters
 from .models.detector import confirm_levels
 from .models.landmark import CropRefiner, LandmarkModel
 from .qc import (
@@ -102,8 +108,9 @@ class SpineResult:
     needs_review : bool
         Any flag raised: a reader should check this radiograph before its figures are used.
     relabelled_levels : list of str
-        Levels whose step-1 points disagreed with the detector and were moved into its box
-        (``level_rule="detector"``, :mod:`spinelandmarks.levels`).
+        Levels moved onto another body: step-1 points moved into the detector's box of their
+        name (``level_rule="detector"``), or step-2 points moved to where the column
+        continues (``column_repair``); see :mod:`spinelandmarks.levels`.
     level_boxes : np.ndarray
         (num_levels, 4) detector boxes ``(x1, y1, x2, y2)`` in image pixels; NaN without a
         detector or where it found no box.
@@ -228,6 +235,11 @@ class SpineLandmarkPipeline(nn.Module):
     facing_check : bool
         Give all levels the facing of most of them, and the spine a standing patient's
         (:func:`~spinelandmarks.levels.consistent_facing`), before and after step 2 (default).
+    column_repair : bool
+        After step 2, walk up the column from the sacrum and move a level lying off it (more
+        than half a body height from where the level below says it continues) to where it
+        continues, refined there (rule 4 of :mod:`spinelandmarks.levels`; default). Such
+        levels are listed in ``relabelled_levels``.
     tta : bool
         Test-time augmentation of step 2: each vertebra is refined in the crops of
         :data:`TTA_VIEWS` (three scales, each also mirrored) and the points mapped back from
@@ -251,7 +263,8 @@ class SpineLandmarkPipeline(nn.Module):
                  min_adjacent_score: float = 0.1, level_rule: str = "landmarks",
                  facing_check: bool = True, tta: bool = True,
                  channels_last: bool = False, compile: bool = False,
-                 qc_thresholds: QCThresholds | None = None, masks: bool | None = None) -> None:
+                 qc_thresholds: QCThresholds | None = None, masks: bool | None = None,
+                 column_repair: bool = True) -> None:
         super().__init__()
         self.landmark_model = landmark_model.eval()
         self.refiner = refiner.eval() if refiner is not None else None
@@ -267,6 +280,7 @@ class SpineLandmarkPipeline(nn.Module):
             raise ValueError(f"level_rule must be 'landmarks' or 'detector', got {level_rule!r}")
         self.level_rule = level_rule
         self.facing_check = bool(facing_check)
+        self.column_repair = bool(column_repair)
         self.tta = bool(tta)
         can_mask = refiner is not None and refiner.has_masks
         if masks and not can_mask:
@@ -310,6 +324,7 @@ class SpineLandmarkPipeline(nn.Module):
                   "min_level_score": self.min_level_score,
                   "min_adjacent_score": self.min_adjacent_score,
                   "level_rule": self.level_rule, "facing_check": self.facing_check,
+                  "column_repair": self.column_repair,
                   "tta": self.tta, "masks": self.masks,
                   "qc_thresholds": dataclasses.asdict(self.qc_thresholds)}
         atomic_write_text(d / "pipeline.json", json.dumps(config, indent=2) + "\n")
@@ -334,6 +349,7 @@ class SpineLandmarkPipeline(nn.Module):
                    min_adjacent_score=cfg.get("min_adjacent_score", 0.1),
                    level_rule=cfg.get("level_rule", "landmarks"),
                    facing_check=cfg.get("facing_check", True), tta=cfg.get("tta", True),
+                   column_repair=cfg.get("column_repair", True),
                    qc_thresholds=_thresholds(cfg.get("qc_thresholds")), masks=cfg.get("masks"))
 
     # -- tensor hot path -----------------------------------------------------------------------
@@ -369,9 +385,14 @@ class SpineLandmarkPipeline(nn.Module):
             step1, _ = consistent_facing(step1, self.schema)
         points = step1
         body: dict[str, Tensor] = {}
+        relabelled = levels["relabelled"]
         if self.refiner is not None:
             for _ in range(max(self.refine_iterations, 1)):
                 points, scores, body = self._refine(images, points, scores)
+            if self.column_repair:
+                points, scores, body, repaired = self._repair_column(images, points, scores,
+                                                                     body)
+                relabelled = relabelled | repaired
             if self.facing_check:
                 points, _ = consistent_facing(points, self.schema)
         point_present = present[:, self._point_level]
@@ -380,7 +401,7 @@ class SpineLandmarkPipeline(nn.Module):
                 "points": torch.where(point_present.unsqueeze(-1), points, nan),
                 "point_scores": torch.where(point_present, scores, torch.full_like(scores, float("nan"))),
                 "level_scores": levels["level_scores"], "present": present,
-                "boxes": levels["boxes"], "relabelled": levels["relabelled"], **body}
+                "boxes": levels["boxes"], "relabelled": relabelled, **body}
 
     def _levels(self, inputs: Tensor, inv: Tensor, step1: Tensor) -> dict[str, Tensor]:
         """Which levels are present, and (``level_rule="detector"``) step-1 points reconciled
@@ -410,12 +431,17 @@ class SpineLandmarkPipeline(nn.Module):
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last \
             else images
 
-    def _refine(self, images: Tensor, points: Tensor, scores: Tensor
-                ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def _refine(self, images: Tensor, points: Tensor, scores: Tensor,
+                levels: Sequence[int] | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Step 2 on every level (or the level indices ``levels``): crops from ``points``,
+        refined points mapped back; the body masks (if any) of the levels refined."""
         refiner = self.refiner
         assert refiner is not None
-        b, num_levels = images.shape[0], self.schema.num_levels
         table = self._level_table  # (L, K) flat indices, -1 padding
+        refined_levels = self._refined
+        if levels is not None:
+            table, refined_levels = table[list(levels)], refined_levels[list(levels)]
+        b, num_levels = images.shape[0], table.shape[0]
         k = table.shape[1]
         valid = table >= 0
         idx = table.clamp_min(0)
@@ -455,11 +481,62 @@ class SpineLandmarkPipeline(nn.Module):
         new_scores = (1.0 / (1.0 + spread * px)).mean(2)
         out = points.clone()
         out_scores = scores.clone()
-        keep = valid & self._refined[:, None]  # the femoral heads keep their step-1 points
+        keep = valid & refined_levels[:, None]  # the femoral heads keep their step-1 points
         flat = table[keep]  # (P',) in level-major order = schema order
         out[:, flat] = refined[:, keep].to(out.dtype)
         out_scores[:, flat] = new_scores[:, keep].to(out_scores.dtype)
         return out, out_scores, body
+
+    def _repair_column(self, images: Tensor, points: Tensor, scores: Tensor,
+                       body: dict[str, Tensor]
+                       ) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
+        """Rule 4 of :mod:`spinelandmarks.levels`: walking up from the caudal-most refined
+        level, a level off the column (:func:`~spinelandmarks.levels.column_expectation`) from
+        below and from above is moved to where the column below continues and refined there
+        (twice); the result replaces it when it lands within
+        :data:`~spinelandmarks.levels.COLUMN_TOLERANCE` body heights of the expectation and
+        not within 0.75 body heights of another level (on a body taken). Returns the points, scores, masks and (B, L) bool repaired."""
+        points, scores = points.clone(), scores.clone()
+        body = {k: v.clone() for k, v in body.items()}
+        repaired = torch.zeros(points.shape[0], self.schema.num_levels, dtype=torch.bool,
+                               device=points.device)
+        order = [i for i, lv in enumerate(self.schema.level_names)
+                 if lv in self.schema.refined_levels]
+        for j in range(len(order) - 2, -1, -1):
+            level, below = order[j], order[j + 1]
+            expected, height = column_expectation(points, self.schema, level, below)
+            centre = level_centres(points, self.schema)[:, level]
+            tol = COLUMN_TOLERANCE * height
+            off = torch.linalg.vector_norm(centre - expected, dim=-1) > tol
+            # Consistent with the level above (the top level: two below) -- keep it; a NaN
+            # expectation is no evidence either way.
+            second = (column_expectation(points, self.schema, level, order[j - 1])[0] if j > 0
+                      else column_expectation(points, self.schema, level, order[j + 2], 2)[0]
+                      if len(order) > 2 else centre + float("nan"))
+            off &= ~(torch.linalg.vector_norm(centre - second, dim=-1) <= tol)
+            rows = off.nonzero()[:, 0]
+            if rows.numel() == 0:  # NaN distances compare False: nothing to walk from
+                continue
+            idx = self.schema.level_indices(self.schema.level_names[level])
+            new_pts = points[rows].clone()
+            new_pts[:, idx] += (expected[rows] - centre[rows])[:, None].to(new_pts.dtype)
+            new_scores = scores[rows]
+            for _ in range(2):
+                new_pts, new_scores, new_body = self._refine(images[rows], new_pts, new_scores,
+                                                             [level])
+            centres = level_centres(new_pts, self.schema)  # (R, L, 2)
+            landed = centres[:, level]
+            ok = torch.linalg.vector_norm(landed - expected[rows], dim=-1) < tol[rows]
+            # ... and not on a body another level already holds
+            others = torch.linalg.vector_norm(centres - landed[:, None], dim=-1)
+            others[:, level] = float("inf")
+            ok &= ~(others < 1.5 * tol[rows, None]).any(-1)
+            hit = rows[ok]
+            points[hit], scores[hit] = new_pts[ok], new_scores[ok]
+            for key, value in new_body.items():
+                body[key][hit, level] = value[ok, 0].to(body[key].dtype)
+            repaired[hit, level] = True
+        return points, scores, body, repaired
 
     # -- user-facing API -----------------------------------------------------------------------
     @torch.no_grad()
