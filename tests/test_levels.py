@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pytest
 import torch
 from spines import spine_points
 
-from spinelandmarks.levels import anchor_to_sacrum, reconcile_chain
+from spinelandmarks.levels import anchor_to_sacrum, column_expectation, reconcile_chain
 from spinelandmarks.metrics import level_centres, level_identification
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 
@@ -153,3 +155,103 @@ def test_consistent_facing_turns_a_whole_spine_facing_the_wrong_way() -> None:
     out, swapped = consistent_facing(mirrored, S)
     assert bool(swapped.all()) and torch.equal(out, gt)
 
+
+
+# -- rule 4: column repair after step 2 --------------------------------------------------------
+def _column() -> torch.Tensor:
+    """(1, 22, 2) spine of 30-px bodies 45 px apart with a 15-px L5-S1 disc, and the true
+    bodies a refiner can find: T12 above L1, L1..L5 (the S1 plate stays where it is)."""
+    pts = torch.as_tensor(spine_points(tilts=(0.0,) * 5, s1_tilt=0.0))
+    s1 = S.level_indices("S1")
+    pts[s1, 1] = 80.0 + 45.0 * 4 + 15.0 + 15.0  # the plate 15 px below L5's inferior endplate
+    pts[s1, 0] += 15.0  # and 5 px further along the column's drift of 5 px per level
+    return pts[None]
+
+
+def _oracle_refine(truth: torch.Tensor):
+    """A refiner that finds the true body nearest to the crop's centre (T12 included)."""
+    bodies = [truth[0, S.level_indices(f"L{i}")] for i in range(1, 6)]
+    bodies.insert(0, bodies[0] - torch.tensor([5.0, 45.0], dtype=truth.dtype))  # T12
+
+    def refine(images, points, scores, levels=None):
+        out = points.clone()
+        for lv in levels:
+            idx = S.level_indices(S.level_names[lv])
+            for r in range(out.shape[0]):
+                c = out[r, idx].mean(0)
+                dist = [float(torch.linalg.vector_norm(b.mean(0) - c)) for b in bodies]
+                out[r, idx] = bodies[int(np.argmin(dist))]
+        return out, scores, {}
+    return refine
+
+
+@pytest.fixture(scope="module")
+def column_pipe():
+    from spinelandmarks.models import CropRefiner, LandmarkModel
+    from spinelandmarks.pipeline import SpineLandmarkPipeline
+    torch.manual_seed(0)
+    return SpineLandmarkPipeline(LandmarkModel(backbone="resnet_lite", input_size=(64, 48)),
+                                 CropRefiner(backbone="resnet_lite", input_size=(32, 32)))
+
+
+def _repair(pipe, points: torch.Tensor, truth: torch.Tensor, monkeypatch):
+    monkeypatch.setattr(pipe, "_refine", _oracle_refine(truth))
+    images = torch.zeros(points.shape[0], 1, 8, 8)
+    scores = torch.ones(points.shape[:2])
+    out, _, _, repaired = pipe._repair_column(images, points, scores, {})
+    return out, [S.level_names[i] for i in repaired[0].nonzero()[:, 0].tolist()]
+
+
+def test_column_expectation_from_s1_and_from_above() -> None:
+    truth = _column()
+    centres = level_centres(truth, S)[0]
+    for level, anchor, spans in ((4, 5, 1), (3, 4, 1), (2, 0, 2), (4, 3, 1), (0, 2, 2)):
+        expected, height = column_expectation(truth, S, level, anchor, spans)
+        # within a third of a body height (the tolerance is a half): the column drifts 5 px
+        # per level sideways, which one body's own axis (L1 two levels away) does not see
+        torch.testing.assert_close(expected[0], centres[level], atol=10.5, rtol=0.0)
+        assert float(height[0]) == pytest.approx(30.0)
+
+
+def test_column_repair_keeps_a_good_spine(column_pipe, monkeypatch) -> None:
+    truth = _column()
+    out, repaired = _repair(column_pipe, truth.clone(), truth, monkeypatch)
+    assert repaired == []
+    torch.testing.assert_close(out, truth)
+
+
+@pytest.mark.parametrize("case", ["L1 half on T12", "L5 on the sacral plate",
+                                  "L3 on L4", "L1 missing, L2 half on L1"])
+def test_column_repair_moves_a_misplaced_level(column_pipe, monkeypatch, case: str) -> None:
+    truth = _column()
+    pts = truth.clone()
+    if case == "L1 half on T12":
+        pts[0, S.level_indices("L1"), 1] -= 27.0
+        moved = ["L1"]
+    elif case == "L5 on the sacral plate":
+        pts[0, S.level_indices("L5"), 1] += 30.0
+        moved = ["L5"]
+    elif case == "L3 on L4":
+        pts[0, S.level_indices("L3")] = truth[0, S.level_indices("L4")]
+        moved = ["L3"]
+    else:
+        pts[0, S.level_indices("L1")] = float("nan")
+        pts[0, S.level_indices("L2"), 1] -= 25.0
+        moved = ["L2"]
+    out, repaired = _repair(column_pipe, pts, truth, monkeypatch)
+    assert repaired == moved
+    ok = torch.isfinite(truth) & torch.isfinite(pts)
+    torch.testing.assert_close(out[ok], truth[ok])
+    assert torch.isnan(out[~torch.isfinite(pts)]).all()  # a missing level stays missing
+
+
+def test_column_repair_leaves_a_whole_shifted_chain(column_pipe, monkeypatch) -> None:
+    """Every lumbar level one body too high: four consistent levels outvote the sacral link,
+    so rule 4 does not move them (the QC spacing flag reports L5-S1)."""
+    truth = _column()
+    pts = truth.clone()
+    body = [i for lv in ("L1", "L2", "L3", "L4", "L5") for i in S.level_indices(lv)]
+    pts[0, body] -= torch.tensor([5.0, 45.0], dtype=pts.dtype)
+    out, repaired = _repair(column_pipe, pts, truth, monkeypatch)
+    assert repaired == []
+    torch.testing.assert_close(out, pts)
