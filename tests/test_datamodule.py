@@ -414,7 +414,7 @@ def test_deformity_weights(records: list[ImageRecord], synth: Path) -> None:
     wedged = dataclasses.replace(rec, points=pts)
     ds = CropDataset([rec, wedged], synth, S, (32, 32))
     w = ds.deformity_weights(4.0)
-    l3 = [li for li, lv in enumerate(S.levels) if lv.name == "L3"][0]
+    l3 = S.level_names.index("L3")
     by_sample = dict(zip(ds.samples, w.tolist(), strict=True))
     assert by_sample[(1, l3)] == 4.0
     assert by_sample[(0, l3)] == 1.0  # the phantom's own L3 is not deformed
