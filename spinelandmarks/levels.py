@@ -48,7 +48,8 @@ from torch import Tensor
 from .metrics import level_centres, lumbar_parameters, vertebra_size
 from .schema import LandmarkSchema
 
-__all__ = ["anchor_to_sacrum", "column_expectation", "consistent_facing", "reconcile_chain"]
+__all__ = ["anchor_to_sacrum", "column_expectation", "consistent_facing", "off_column",
+           "reconcile_chain"]
 
 #: A level further than this many typical body heights from where the column below it
 #: continues is re-cropped (:func:`column_expectation`).
@@ -334,3 +335,48 @@ def column_expectation(points: Tensor, schema: LandmarkSchema, level: int, ancho
     if not bool(body[anchor] & body[level]):
         step = step - 0.5 * height
     return centres[:, anchor] + axis * step[:, None], height
+
+
+def off_column(points: Tensor, schema: LandmarkSchema, order: list[int], j: int
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """Whether level ``order[j]`` lies off the column, judged from both sides.
+
+    Off means further than :data:`COLUMN_TOLERANCE` typical body heights from where the
+    column continues from the level below (``order[j + 1]``) *and* from where the level above
+    (``order[j - 1]``; for the top level, ``order[j + 2]`` two spacings away) says it should
+    be: a level consistent with one neighbour is kept, as that neighbour may be the misplaced
+    one. A NaN expectation is no evidence either way; a level or neighbour not found is never
+    off.
+
+    Parameters
+    ----------
+    points : Tensor
+        (B, P, 2) pixels, NaN where absent.
+    schema : LandmarkSchema
+    order : list of int
+        Level indices of the column, cranio-caudal (the refined levels).
+    j : int
+        Position in ``order`` of the level judged; ``order[j + 1]`` must exist.
+
+    Returns
+    -------
+    off : Tensor
+        (B,) bool.
+    expected : Tensor
+        (B, 2) expectation from below (pixels).
+    tolerance : Tensor
+        (B,) pixels.
+    """
+    level = order[j]
+    expected, height = column_expectation(points, schema, level, order[j + 1])
+    tolerance = COLUMN_TOLERANCE * height
+    centre = level_centres(points, schema)[:, level]
+    off = torch.linalg.vector_norm(centre - expected, dim=-1) > tolerance
+    if j > 0:
+        second, _ = column_expectation(points, schema, level, order[j - 1])
+    elif j + 2 < len(order):
+        second, _ = column_expectation(points, schema, level, order[j + 2], spans=2)
+    else:
+        return off, expected, tolerance
+    off &= ~(torch.linalg.vector_norm(centre - second, dim=-1) <= tolerance)
+    return off, expected, tolerance

@@ -39,13 +39,7 @@ from .geometry import (
     uncrop,
     vertebra_crop_params,
 )
-from .levels import (
-    COLUMN_TOLERANCE,
-    anchor_to_sacrum,
-    column_expectation,
-    consistent_facing,
-    reconcile_chain,
-)
+from .levels import anchor_to_sacrum, consistent_facing, off_column, reconcile_chain
 from .metrics import level_centres, level_identification, lumbar_parameters
 from .models.detector import confirm_levels
 from .models.landmark import CropRefiner, LandmarkModel
@@ -491,11 +485,11 @@ class SpineLandmarkPipeline(nn.Module):
                        body: dict[str, Tensor]
                        ) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
         """Rule 4 of :mod:`spinelandmarks.levels`: walking up from the caudal-most refined
-        level, a level off the column (:func:`~spinelandmarks.levels.column_expectation`) from
-        below and from above is moved to where the column below continues and refined there
-        (twice); the result replaces it when it lands within
-        :data:`~spinelandmarks.levels.COLUMN_TOLERANCE` body heights of the expectation and
-        not within 0.75 body heights of another level (on a body taken). Returns the points, scores, masks and (B, L) bool repaired."""
+        level, a level off the column (:func:`~spinelandmarks.levels.off_column`) is moved
+        to where the column below continues and refined there (twice); the result replaces
+        it when it lands within :data:`~spinelandmarks.levels.COLUMN_TOLERANCE` body heights
+        of the expectation and not within 0.75 body heights of another level (a body taken).
+        Returns the points, scores, masks and (B, L) bool repaired."""
         points, scores = points.clone(), scores.clone()
         body = {k: v.clone() for k, v in body.items()}
         repaired = torch.zeros(points.shape[0], self.schema.num_levels, dtype=torch.bool,
@@ -503,34 +497,24 @@ class SpineLandmarkPipeline(nn.Module):
         order = [i for i, lv in enumerate(self.schema.level_names)
                  if lv in self.schema.refined_levels]
         for j in range(len(order) - 2, -1, -1):
-            level, below = order[j], order[j + 1]
-            expected, height = column_expectation(points, self.schema, level, below)
-            centre = level_centres(points, self.schema)[:, level]
-            tol = COLUMN_TOLERANCE * height
-            off = torch.linalg.vector_norm(centre - expected, dim=-1) > tol
-            # Consistent with the level above (the top level: two below) -- keep it; a NaN
-            # expectation is no evidence either way.
-            second = (column_expectation(points, self.schema, level, order[j - 1])[0] if j > 0
-                      else column_expectation(points, self.schema, level, order[j + 2], 2)[0]
-                      if len(order) > 2 else centre + float("nan"))
-            off &= ~(torch.linalg.vector_norm(centre - second, dim=-1) <= tol)
+            level = order[j]
+            off, expected, tol = off_column(points, self.schema, order, j)
             rows = off.nonzero()[:, 0]
-            if rows.numel() == 0:  # NaN distances compare False: nothing to walk from
+            if rows.numel() == 0:
                 continue
             idx = self.schema.level_indices(self.schema.level_names[level])
             new_pts = points[rows].clone()
-            new_pts[:, idx] += (expected[rows] - centre[rows])[:, None].to(new_pts.dtype)
+            shift = expected[rows] - level_centres(new_pts, self.schema)[:, level]
+            new_pts[:, idx] += shift[:, None].to(new_pts.dtype)
             new_scores = scores[rows]
             for _ in range(2):
                 new_pts, new_scores, new_body = self._refine(images[rows], new_pts, new_scores,
                                                              [level])
             centres = level_centres(new_pts, self.schema)  # (R, L, 2)
-            landed = centres[:, level]
-            ok = torch.linalg.vector_norm(landed - expected[rows], dim=-1) < tol[rows]
-            # ... and not on a body another level already holds
-            others = torch.linalg.vector_norm(centres - landed[:, None], dim=-1)
-            others[:, level] = float("inf")
-            ok &= ~(others < 1.5 * tol[rows, None]).any(-1)
+            gap = torch.linalg.vector_norm(centres - centres[:, level, None], dim=-1)
+            gap[:, level] = float("inf")
+            ok = ((torch.linalg.vector_norm(centres[:, level] - expected[rows], dim=-1)
+                   < tol[rows]) & ~(gap < 1.5 * tol[rows, None]).any(-1))
             hit = rows[ok]
             points[hit], scores[hit] = new_pts[ok], new_scores[ok]
             for key, value in new_body.items():
