@@ -9,7 +9,12 @@ import pytest
 import torch
 from spines import spine_points
 
-from spinelandmarks.levels import anchor_to_sacrum, column_expectation, reconcile_chain
+from spinelandmarks.levels import (
+    anchor_to_sacrum,
+    column_expectation,
+    off_column,
+    reconcile_chain,
+)
 from spinelandmarks.metrics import level_centres, level_identification
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 
@@ -255,3 +260,16 @@ def test_column_repair_leaves_a_whole_shifted_chain(column_pipe, monkeypatch) ->
     out, repaired = _repair(column_pipe, pts, truth, monkeypatch)
     assert repaired == []
     torch.testing.assert_close(out, pts)
+
+
+def test_off_column_judges_from_both_sides() -> None:
+    truth = _column()
+    order = list(range(6))  # L1..S1
+    assert not any(bool(off_column(truth, S, order, j)[0]) for j in range(5))
+    pts = truth.clone()
+    pts[0, S.level_indices("L3"), 1] += 25.0  # L3 most of the way onto L4
+    judged = [bool(off_column(pts, S, order, j)[0]) for j in range(5)]
+    assert judged == [False, False, True, False, False]
+    # L4 is off from L3's side only (L3 is the misplaced one): kept
+    expected, _ = column_expectation(pts, S, 3, 2)
+    assert float(torch.linalg.vector_norm(level_centres(pts, S)[0, 3] - expected[0])) > 15.0
