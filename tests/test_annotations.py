@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -296,3 +297,35 @@ def test_nan_scores_roundtrip(tmp_path: Path) -> None:
     doc = json.loads(p.read_text())
     assert doc["annotations"][0]["keypoint_scores"][3] is None
     assert_records_equal([r], read_coco(p, S))
+
+
+class _Reread:
+    """A re-iterable view (like the prediction journal's), counting the passes that read it."""
+
+    def __init__(self, records: list[ImageRecord]) -> None:
+        self.records, self.passes = records, 0
+
+    def __iter__(self) -> Iterator[ImageRecord]:  # lazy: a pass counts once it reads
+        self.passes += 1
+        yield from self.records
+
+
+@pytest.mark.parametrize("ids", ["unique", "repeated", "none"])
+def test_write_coco_streams_json_text(tmp_path: Path, ids: str) -> None:
+    """The streamed file is the text of ``json.dumps(document, indent=1)``, in one pass over
+    the records (two when an image id repeats: the images are then numbered 1..N)."""
+    recs = [] if ids == "none" else make_records()
+    if ids == "repeated":
+        for r in recs:
+            r.image_id = 7
+    view = _Reread(recs)
+    write_coco(view, S, tmp_path / "a.json")
+    text = (tmp_path / "a.json").read_text(encoding="utf-8")
+    doc = json.loads(text)
+    assert text == json.dumps(doc, indent=1) + "\n"
+    assert view.passes == (2 if ids == "repeated" else 1)
+    want = [r.image_id for r in recs] if ids == "unique" else list(range(1, len(recs) + 1))
+    assert [im["id"] for im in doc["images"]] == want
+    assert [a["id"] for a in doc["annotations"]] == list(range(1, len(doc["annotations"]) + 1))
+    if ids == "unique":
+        assert_records_equal(read_coco(tmp_path / "a.json", S), recs)

@@ -25,6 +25,8 @@ import csv
 import io
 import json
 import math
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
@@ -558,18 +560,6 @@ def _set_level_score(rec: ImageRecord, schema: LandmarkSchema, level: str, score
     rec.level_scores[schema.level_index(level)] = _num(score)
 
 
-def _unique_ids(records: Iterable[ImageRecord], schema: LandmarkSchema) -> list[int]:
-    """The records' image ids when unique, else 1..N; checks each record fits the schema."""
-    ids = []
-    for r in records:
-        if r.points.shape != (schema.num_points, 2) or r.visibility.shape != (schema.num_points,):
-            raise ValueError(f"record {r.file_name!r}: points {r.points.shape} / visibility "
-                             f"{r.visibility.shape} do not match schema {schema.name!r} with "
-                             f"{schema.num_points} points")
-        ids.append(int(r.image_id))
-    return ids if len(set(ids)) == len(ids) else list(range(1, len(ids) + 1))
-
-
 def _image_entry(rec: ImageRecord, iid: int) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": iid, "file_name": rec.file_name, "width": int(rec.width),
                              "height": int(rec.height)}
@@ -638,29 +628,54 @@ def write_coco(records: Iterable[ImageRecord], schema: LandmarkSchema, path: Str
     if categories not in ("per_level", "single"):
         raise ValueError(f"categories must be 'per_level' or 'single', got {categories!r}")
     recs: Iterable[ImageRecord] = list(records) if iter(records) is records else records
-    ids = _unique_ids(recs, schema)
-    cats = _categories(schema, categories)
-
-    def annotations() -> Iterator[dict[str, Any]]:
-        n = 0
-        for r, iid in zip(recs, ids, strict=True):
-            for ann in _annotations(r, iid, schema, categories):
-                n += 1
-                yield {"id": n, **ann}
 
     def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write('{\n "info": ' + _dumps({"description": "spinelandmarks annotations",
-                                              "schema": schema.to_dict()}, 1) + ",\n")
-            _write_array(f, "images", (_image_entry(r, iid) for r, iid in
-                                       zip(recs, ids, strict=True)))
-            f.write(",\n")
-            _write_array(f, "annotations", annotations())
-            f.write(",\n")
-            _write_array(f, "categories", iter(cats))
-            f.write("\n}\n")
+        # One pass over the records; a second, numbering the images, only if an id repeats.
+        if not _write_document(tmp, recs, schema, categories, renumber=False):
+            _write_document(tmp, recs, schema, categories, renumber=True)
 
     atomic_write(Path(path), write)
+
+
+def _check_record(r: ImageRecord, schema: LandmarkSchema) -> None:
+    if r.points.shape != (schema.num_points, 2) or r.visibility.shape != (schema.num_points,):
+        raise ValueError(f"record {r.file_name!r}: points {r.points.shape} / visibility "
+                         f"{r.visibility.shape} do not match schema {schema.name!r} with "
+                         f"{schema.num_points} points")
+
+
+def _write_document(tmp: str, recs: Iterable[ImageRecord], schema: LandmarkSchema,
+                    categories: str, *, renumber: bool) -> bool:
+    """Write the COCO document in one pass over ``recs``: images into ``tmp``, annotations
+    spooled to a temporary file beside it and appended after them. Image ids are the
+    records' own, or 1..N with ``renumber``; returns False (``tmp`` incomplete) when an own
+    id repeats."""
+    seen: set[int] = set()
+    with open(tmp, "w", encoding="utf-8") as f, \
+            tempfile.TemporaryFile("w+", encoding="utf-8", dir=Path(tmp).parent) as spool:
+        f.write('{\n "info": ' + _dumps({"description": "spinelandmarks annotations",
+                                          "schema": schema.to_dict()}, 1) + ',\n "images": [')
+        n_ann = 0
+        for i, r in enumerate(recs):
+            _check_record(r, schema)
+            iid = i + 1 if renumber else int(r.image_id)
+            if iid in seen:
+                return False
+            seen.add(iid)
+            f.write(("\n  " if i == 0 else ",\n  ") + _dumps(_image_entry(r, iid), 2))
+            for ann in _annotations(r, iid, schema, categories):
+                n_ann += 1
+                spool.write(("\n  " if n_ann == 1 else ",\n  ")
+                            + _dumps({"id": n_ann, **ann}, 2))
+        f.write("\n ]" if seen else "]")
+        f.write(',\n "annotations": [')
+        spool.seek(0)
+        shutil.copyfileobj(spool, f)
+        f.write("\n ]" if n_ann else "]")
+        f.write(",\n")
+        _write_array(f, "categories", iter(_categories(schema, categories)))
+        f.write("\n}\n")
+    return True
 
 
 def _dumps(value: Any, depth: int) -> str:
