@@ -186,7 +186,9 @@ def _oracle_refine(truth: torch.Tensor):
                 c = out[r, idx].mean(0)
                 dist = [float(torch.linalg.vector_norm(b.mean(0) - c)) for b in bodies]
                 out[r, idx] = bodies[int(np.argmin(dist))]
-        return out, scores, {}
+        masks = {"mask_probs": torch.full((out.shape[0], len(levels), 4, 4), 7.0),
+                 "mask_matrices": torch.eye(3).expand(out.shape[0], len(levels), 3, 3)}
+        return out, scores, masks
     return refine
 
 
@@ -203,8 +205,15 @@ def _repair(pipe, points: torch.Tensor, truth: torch.Tensor, monkeypatch):
     monkeypatch.setattr(pipe, "_refine", _oracle_refine(truth))
     images = torch.zeros(points.shape[0], 1, 8, 8)
     scores = torch.ones(points.shape[:2])
-    out, _, _, repaired = pipe._repair_column(images, points, scores, {})
-    return out, [S.level_names[i] for i in repaired[0].nonzero()[:, 0].tolist()]
+    body = {"mask_probs": torch.zeros(1, S.num_levels, 4, 4),
+            "mask_matrices": torch.zeros(1, S.num_levels, 3, 3)}
+    out, _, body, repaired = pipe._repair_column(images, points, scores, body)
+    names = [S.level_names[i] for i in repaired[0].nonzero()[:, 0].tolist()]
+    # the repaired levels carry the masks of their new crops, the others keep theirs
+    assert (body["mask_probs"][0, repaired[0]] == 7.0).all()
+    assert (body["mask_probs"][0, ~repaired[0]] == 0.0).all()
+    assert (body["mask_matrices"][0, repaired[0]] == torch.eye(3)).all()
+    return out, names
 
 
 def test_column_expectation_from_s1_and_from_above() -> None:
