@@ -297,10 +297,9 @@ class SpineLandmarkPipeline(nn.Module):
         self._point_level: Tensor
         self.register_buffer("_level_table", self.schema.level_point_table(), persistent=False)
         self.register_buffer("_point_level", self.schema.point_level, persistent=False)
-        self._refined: Tensor  # (L,) bool: levels step 2 refines (not the femoral heads)
-        self.register_buffer("_refined", torch.tensor(
-            [lv in self.schema.refined_levels for lv in self.schema.level_names]),
-            persistent=False)
+        #: Indices of the levels step 2 refines (not the femoral heads).
+        self._refined_index = [i for i, lv in enumerate(self.schema.level_names)
+                               if lv in self.schema.refined_levels]
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -427,14 +426,13 @@ class SpineLandmarkPipeline(nn.Module):
 
     def _refine(self, images: Tensor, points: Tensor, scores: Tensor,
                 levels: Sequence[int] | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """Step 2 on every level (or the level indices ``levels``): crops from ``points``,
-        refined points mapped back; the body masks (if any) of the levels refined."""
+        """Step 2 on the refined levels (not the femoral heads, whose step-1 points stand)
+        or on the level indices ``levels``: crops from ``points``, refined points mapped back;
+        the body masks (if any) as (B, L, ...) with zeros for the levels not refined."""
         refiner = self.refiner
         assert refiner is not None
-        table = self._level_table  # (L, K) flat indices, -1 padding
-        refined_levels = self._refined
-        if levels is not None:
-            table, refined_levels = table[list(levels)], refined_levels[list(levels)]
+        sel = list(self._refined_index if levels is None else levels)
+        table = self._level_table[sel]  # (L', K) flat indices, -1 padding
         b, num_levels = images.shape[0], table.shape[0]
         k = table.shape[1]
         valid = table >= 0
@@ -463,6 +461,8 @@ class SpineLandmarkPipeline(nn.Module):
             # the plain view (side 1.0, not mirrored: TTA_VIEWS[0]) carries the mask
             body = {"mask_probs": probs.reshape(b, num_levels, v, *probs.shape[1:])[:, :, 0],
                     "mask_matrices": mats.reshape(b, num_levels, v, 3, 3)[:, :, 0]}
+            body = {k: x.new_zeros(b, self.schema.num_levels, *x.shape[2:]).index_copy_(
+                1, torch.tensor(sel, device=x.device), x) for k, x in body.items()}
         else:
             crop_pts, spread = refiner.predict_points(self._memory_format(crops.flatten(0, 1)))
         crop_pts = crop_pts.reshape(b, num_levels * v, -1, 2)[:, :, :k]
@@ -475,10 +475,9 @@ class SpineLandmarkPipeline(nn.Module):
         new_scores = (1.0 / (1.0 + spread * px)).mean(2)
         out = points.clone()
         out_scores = scores.clone()
-        keep = valid & refined_levels[:, None]  # the femoral heads keep their step-1 points
-        flat = table[keep]  # (P',) in level-major order = schema order
-        out[:, flat] = refined[:, keep].to(out.dtype)
-        out_scores[:, flat] = new_scores[:, keep].to(out_scores.dtype)
+        flat = table[valid]  # (P',) in level-major order = schema order
+        out[:, flat] = refined[:, valid].to(out.dtype)
+        out_scores[:, flat] = new_scores[:, valid].to(out_scores.dtype)
         return out, out_scores, body
 
     def _repair_column(self, images: Tensor, points: Tensor, scores: Tensor,
@@ -518,7 +517,7 @@ class SpineLandmarkPipeline(nn.Module):
             hit = rows[ok]
             points[hit], scores[hit] = new_pts[ok], new_scores[ok]
             for key, value in new_body.items():
-                body[key][hit, level] = value[ok, 0].to(body[key].dtype)
+                body[key][hit, level] = value[ok, level].to(body[key].dtype)
             repaired[hit, level] = True
         return points, scores, body, repaired
 

@@ -186,8 +186,10 @@ def _oracle_refine(truth: torch.Tensor):
                 c = out[r, idx].mean(0)
                 dist = [float(torch.linalg.vector_norm(b.mean(0) - c)) for b in bodies]
                 out[r, idx] = bodies[int(np.argmin(dist))]
-        masks = {"mask_probs": torch.full((out.shape[0], len(levels), 4, 4), 7.0),
-                 "mask_matrices": torch.eye(3).expand(out.shape[0], len(levels), 3, 3)}
+        masks = {"mask_probs": torch.zeros(out.shape[0], S.num_levels, 4, 4),
+                 "mask_matrices": torch.zeros(out.shape[0], S.num_levels, 3, 3)}
+        masks["mask_probs"][:, levels] = 7.0  # the contract: (B, L, ...), zeros elsewhere
+        masks["mask_matrices"][:, levels] = torch.eye(3)
         return out, scores, masks
     return refine
 

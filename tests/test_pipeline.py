@@ -505,3 +505,27 @@ def test_refiner_overfits_body_masks(tmp_path: Path) -> None:
 def pipe_schema():  # the default schema of the models
     from spinelandmarks.schema import LUMBAR_SAGITTAL
     return LUMBAR_SAGITTAL
+
+
+def test_femoral_heads_keep_step1_points_and_are_not_cropped(phantom: tuple,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    from spinelandmarks.pipeline import TTA_VIEWS
+    from spinelandmarks.schema import LUMBOPELVIC_SAGITTAL as LP
+    torch.manual_seed(0)
+    pipe = SpineLandmarkPipeline(
+        LandmarkModel(backbone="resnet_lite", input_size=(128, 96), schema=LP.to_dict()),
+        CropRefiner(backbone="resnet_lite", input_size=(48, 48), schema=LP.to_dict()),
+        column_repair=False)
+    seen: list[int] = []
+    original = pipe.refiner.predict_points
+
+    def counting(crops: Tensor) -> tuple[Tensor, Tensor]:
+        seen.append(crops.shape[0])
+        return original(crops)
+    monkeypatch.setattr(pipe.refiner, "predict_points", counting)
+    image, _ = phantom
+    res = pipe.predict(image)[0]
+    fh = LP.level_indices("FH")
+    np.testing.assert_array_equal(res.points[fh], res.points_step1[fh])
+    assert seen == [(LP.num_levels - 1) * len(TTA_VIEWS)]  # every level but FH, each view
