@@ -292,7 +292,7 @@ def column_expectation(points: Tensor, schema: LandmarkSchema, level: int, ancho
     Returns
     -------
     expected : Tensor
-        (B, 2) pixels; NaN when ``below`` or the typical sizes are unknown.
+        (B, 2) pixels; NaN when ``anchor`` or the typical sizes are unknown.
     height : Tensor
         (B,) typical body height in pixels (the median wall length of the image's bodies).
 

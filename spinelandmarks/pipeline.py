@@ -231,9 +231,10 @@ class SpineLandmarkPipeline(nn.Module):
         (:func:`~spinelandmarks.levels.consistent_facing`), before and after step 2 (default).
     column_repair : bool
         After step 2, walk up the column from the sacrum and move a level lying off it (more
-        than half a body height from where the level below says it continues) to where it
-        continues, refined there (rule 4 of :mod:`spinelandmarks.levels`; default). Such
-        levels are listed in ``relabelled_levels``.
+        than half a body height from where both the level below and the level above place
+        it) to where the column below continues, refined there (rule 4 of
+        :mod:`spinelandmarks.levels`; default). Such levels are listed in
+        ``relabelled_levels``.
     tta : bool
         Test-time augmentation of step 2: each vertebra is refined in the crops of
         :data:`TTA_VIEWS` (three scales, each also mirrored) and the points mapped back from
@@ -461,8 +462,8 @@ class SpineLandmarkPipeline(nn.Module):
             # the plain view (side 1.0, not mirrored: TTA_VIEWS[0]) carries the mask
             body = {"mask_probs": probs.reshape(b, num_levels, v, *probs.shape[1:])[:, :, 0],
                     "mask_matrices": mats.reshape(b, num_levels, v, 3, 3)[:, :, 0]}
-            body = {k: x.new_zeros(b, self.schema.num_levels, *x.shape[2:]).index_copy_(
-                1, torch.tensor(sel, device=x.device), x) for k, x in body.items()}
+            body = {key: x.new_zeros(b, self.schema.num_levels, *x.shape[2:]).index_copy_(
+                1, torch.tensor(sel, device=x.device), x) for key, x in body.items()}
         else:
             crop_pts, spread = refiner.predict_points(self._memory_format(crops.flatten(0, 1)))
         crop_pts = crop_pts.reshape(b, num_levels * v, -1, 2)[:, :, :k]

@@ -532,15 +532,16 @@ def detection_boxes(points: torch.Tensor, visibility: torch.Tensor, schema: Land
         m = ok[idx]
         if int(m.sum()) < 2:
             continue
-        p: torch.Tensor | None = pts[idx][m]
+        p = pts[idx][m]
+        corners: torch.Tensor | None = p
         if lv.name == NON_VERTEBRAL_LEVEL:
-            p = _femoral_head_box_corners(pts[idx][m], heights)
-        elif int(m.sum()) == 2:
+            corners = _femoral_head_box_corners(p, heights)
+        elif p.shape[0] == 2:
             names = [n for n, k in zip(lv.points, m.tolist(), strict=True) if k]
-            p = _plate_box_corners(pts[idx][m], names, li, centres, heights, plate_depth)
-        if p is None:
+            corners = _plate_box_corners(p, names, li, centres, heights, plate_depth)
+        if corners is None:
             continue
-        box = _clipped_box(p, margin, (float(size[0]), float(size[1])), min_visible_frac)
+        box = _clipped_box(corners, margin, (float(size[0]), float(size[1])), min_visible_frac)
         if box is not None:
             boxes.append(box)
             labels.append(li + 1)
