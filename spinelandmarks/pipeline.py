@@ -31,8 +31,12 @@ from .data.intensity import robust_normalize
 from .data.io import Radiograph, read_dicom, read_image
 from .data.masks import rle_from_mask
 from .geometry import (
+    MAX_AXIS_DEPARTURE_DEG,
+    axis_departures,
+    column_axis_angles,
     crop_images,
     crop_matrix,
+    endplate_angles,
     hflip_matrix,
     letterbox,
     transform_points,
@@ -54,10 +58,17 @@ from .qc import (
 )
 from .schema import LandmarkSchema
 
-__all__ = ["TTA_VIEWS", "PipelineInput", "SpineLandmarkPipeline", "SpineResult", "load_module",
-           "save_module"]
+__all__ = ["RECROP_ANGLE_DEG", "RECROP_SHIFT", "TTA_VIEWS", "PipelineInput",
+           "SpineLandmarkPipeline", "SpineResult", "load_module", "save_module"]
 
 PipelineInput = str | os.PathLike[str] | np.ndarray | Tensor | pydicom.Dataset | Radiograph
+
+#: ``recrop``: a level whose refined centre lies further than this many body sizes (its
+#: larger extent) from the centre of the corners its crop was built from is refined again.
+#: Chosen on the cross-style benchmark's validation images (docs/training.md).
+RECROP_SHIFT = 0.25
+#: ``recrop``: the same for its endplate direction, degrees.
+RECROP_ANGLE_DEG = 10.0
 
 #: Step-2 test-time augmentation views, ``(crop side factor, mirrored left-right)``: the
 #: refiner is trained on both patient facings and on jittered crop sizes, so each view is an
@@ -235,6 +246,18 @@ class SpineLandmarkPipeline(nn.Module):
         it) to where the column below continues, refined there (rule 4 of
         :mod:`spinelandmarks.levels`; default). Such levels are listed in
         ``relabelled_levels``.
+    recrop : bool
+        Re-crop the levels whose step-1 crop was wrong (default). A level's crop is oriented
+        across its column (perpendicular to the line through the neighbouring levels'
+        centres, :func:`~spinelandmarks.geometry.column_axis_angles`) where its own corners
+        depart from that direction by more than
+        :data:`~spinelandmarks.geometry.MAX_AXIS_DEPARTURE_DEG` (collapsed step-1 corners
+        otherwise give a crop turned on its side, and the refiner draws the body rotated by
+        90 degrees); and a level so turned, or whose refined corners moved from its crop
+        (centre by more than :data:`RECROP_SHIFT` body sizes, direction by more than
+        :data:`RECROP_ANGLE_DEG`), is refined once more in a crop built from its refined
+        corners. On the images a model was trained on nothing moves that far, so nothing
+        changes there (``docs/training.md`` has the figures).
     tta : bool
         Test-time augmentation of step 2: each vertebra is refined in the crops of
         :data:`TTA_VIEWS` (three scales, each also mirrored) and the points mapped back from
@@ -259,7 +282,7 @@ class SpineLandmarkPipeline(nn.Module):
                  facing_check: bool = True, tta: bool = True,
                  channels_last: bool = False, compile: bool = False,
                  qc_thresholds: QCThresholds | None = None, masks: bool | None = None,
-                 column_repair: bool = True) -> None:
+                 column_repair: bool = True, recrop: bool = True) -> None:
         super().__init__()
         self.landmark_model = landmark_model.eval()
         self.refiner = refiner.eval() if refiner is not None else None
@@ -276,6 +299,7 @@ class SpineLandmarkPipeline(nn.Module):
         self.level_rule = level_rule
         self.facing_check = bool(facing_check)
         self.column_repair = bool(column_repair)
+        self.recrop = bool(recrop)
         self.tta = bool(tta)
         can_mask = refiner is not None and refiner.has_masks
         if masks and not can_mask:
@@ -318,7 +342,7 @@ class SpineLandmarkPipeline(nn.Module):
                   "min_level_score": self.min_level_score,
                   "min_adjacent_score": self.min_adjacent_score,
                   "level_rule": self.level_rule, "facing_check": self.facing_check,
-                  "column_repair": self.column_repair,
+                  "column_repair": self.column_repair, "recrop": self.recrop,
                   "tta": self.tta, "masks": self.masks,
                   "qc_thresholds": dataclasses.asdict(self.qc_thresholds)}
         atomic_write_text(d / "pipeline.json", json.dumps(config, indent=2) + "\n")
@@ -344,6 +368,7 @@ class SpineLandmarkPipeline(nn.Module):
                    level_rule=cfg.get("level_rule", "landmarks"),
                    facing_check=cfg.get("facing_check", True), tta=cfg.get("tta", True),
                    column_repair=cfg.get("column_repair", True),
+                   recrop=cfg.get("recrop", True),
                    qc_thresholds=_thresholds(cfg.get("qc_thresholds")), masks=cfg.get("masks"))
 
     # -- tensor hot path -----------------------------------------------------------------------
@@ -382,7 +407,13 @@ class SpineLandmarkPipeline(nn.Module):
         relabelled = levels["relabelled"]
         if self.refiner is not None:
             for _ in range(max(self.refine_iterations, 1)):
-                points, scores, body = self._refine(images, points, scores)
+                before = points
+                points, scores, body, turned = self._refine(images, points, scores)
+            if self.recrop:
+                again = turned | self._moved(before, points)
+                if again.any():
+                    points, scores, body = self._refine_again(images, points, scores, body,
+                                                              again)
             if self.column_repair:
                 points, scores, body, repaired = self._repair_column(images, points, scores,
                                                                      body)
@@ -426,10 +457,12 @@ class SpineLandmarkPipeline(nn.Module):
             else images
 
     def _refine(self, images: Tensor, points: Tensor, scores: Tensor,
-                levels: Sequence[int] | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+                levels: Sequence[int] | None = None
+                ) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
         """Step 2 on the refined levels (not the femoral heads, whose step-1 points stand)
         or on the level indices ``levels``: crops from ``points``, refined points mapped back;
-        the body masks (if any) as (B, L, ...) with zeros for the levels not refined."""
+        the body masks (if any) as (B, L, ...) with zeros for the levels not refined; (B, L)
+        bool, the levels whose crop was turned to their column's direction (``recrop``)."""
         refiner = self.refiner
         assert refiner is not None
         sel = list(self._refined_index if levels is None else levels)
@@ -441,8 +474,15 @@ class SpineLandmarkPipeline(nn.Module):
         per_level = points[:, idx]  # (B, L, K, 2)
         per_level = torch.where(valid[None, :, :, None], per_level,
                                 torch.full_like(per_level, float("nan")))
-        centers, sizes, angles = vertebra_crop_params(per_level.reshape(b * num_levels, k, 2),
-                                                      scale=self.crop_scale)
+        per_level = per_level.reshape(b * num_levels, k, 2)
+        angles = endplate_angles(per_level)
+        turned = torch.zeros_like(angles, dtype=torch.bool)
+        if self.recrop:
+            axis = self._column_axes(points)[:, sel].reshape(-1).to(angles.dtype)
+            turned = axis_departures(angles, axis).abs() > MAX_AXIS_DEPARTURE_DEG
+            angles = torch.where(turned, axis, angles)
+        centers, sizes, angles = vertebra_crop_params(per_level, scale=self.crop_scale,
+                                                      angles_deg=angles)
         views = TTA_VIEWS if self.tta else ((1.0, False),)
         v = len(views)
         scale = torch.tensor([s for s, _ in views], dtype=torch.float64, device=images.device)
@@ -479,7 +519,59 @@ class SpineLandmarkPipeline(nn.Module):
         flat = table[valid]  # (P',) in level-major order = schema order
         out[:, flat] = refined[:, valid].to(out.dtype)
         out_scores[:, flat] = new_scores[:, valid].to(out_scores.dtype)
-        return out, out_scores, body
+        turned_levels = torch.zeros(b, self.schema.num_levels, dtype=torch.bool,
+                                    device=images.device)
+        turned_levels[:, sel] = turned.reshape(b, num_levels)
+        return out, out_scores, body, turned_levels
+
+    def _refine_again(self, images: Tensor, points: Tensor, scores: Tensor,
+                      body: dict[str, Tensor], levels: Tensor
+                      ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Refine once more the (B, L) bool ``levels``, each in a crop built from its refined
+        corners; the other levels keep theirs."""
+        rows = levels.any(1).nonzero()[:, 0]
+        again, again_scores, again_body, _ = self._refine(images[rows], points[rows],
+                                                          scores[rows])
+        take = levels[rows][:, self._point_level]  # (R, P)
+        points, scores = points.clone(), scores.clone()
+        points[rows] = torch.where(take[..., None], again, points[rows])
+        scores[rows] = torch.where(take, again_scores, scores[rows])
+        body = {key: value.clone() for key, value in body.items()}
+        for key, value in again_body.items():
+            keep = levels[rows].reshape(*levels[rows].shape, *([1] * (value.dim() - 2)))
+            body[key][rows] = torch.where(keep, value.to(body[key].dtype), body[key][rows])
+        return points, scores, body
+
+    def _moved(self, before: Tensor, after: Tensor) -> Tensor:
+        """(B, L) bool: refined levels whose corners step 2 moved off the crop it was given,
+        the centre by more than :data:`RECROP_SHIFT` body sizes or the endplate direction by
+        more than :data:`RECROP_ANGLE_DEG`."""
+        table = self._level_table[self._refined_index]  # (L', K)
+        valid = table >= 0
+
+        def per_level(points: Tensor) -> Tensor:  # (B*L', K, 2), NaN padding
+            x = points[:, table.clamp_min(0)]
+            return torch.where(valid[None, :, :, None], x, torch.full_like(x, float("nan"))
+                               ).flatten(0, 1)
+
+        old, new = per_level(before), per_level(after)
+        _, extent, _ = vertebra_crop_params(new, scale=1.0)
+        shift = torch.linalg.vector_norm(new.nanmean(1) - old.nanmean(1), dim=-1)
+        turn = axis_departures(endplate_angles(new), endplate_angles(old)).abs()
+        moved = (shift > RECROP_SHIFT * extent[:, 0]) | (turn > RECROP_ANGLE_DEG)
+        out = torch.zeros(after.shape[0], self.schema.num_levels, dtype=torch.bool,
+                          device=after.device)
+        out[:, self._refined_index] = moved.reshape(after.shape[0], -1)
+        return out
+
+    def _column_axes(self, points: Tensor) -> Tensor:
+        """(B, L) endplate directions the column of refined levels implies (degrees; NaN for
+        the levels not refined)."""
+        centres = level_centres(points, self.schema)
+        axes = torch.full(centres.shape[:2], float("nan"), dtype=centres.dtype,
+                          device=centres.device)
+        index = torch.tensor(self._refined_index, device=centres.device)
+        return axes.index_copy(1, index, column_axis_angles(centres[:, index]))
 
     def _repair_column(self, images: Tensor, points: Tensor, scores: Tensor,
                        body: dict[str, Tensor]
@@ -508,8 +600,8 @@ class SpineLandmarkPipeline(nn.Module):
             new_pts[:, idx] += shift[:, None].to(new_pts.dtype)
             new_scores = scores[rows]
             for _ in range(2):
-                new_pts, new_scores, new_body = self._refine(images[rows], new_pts, new_scores,
-                                                             [level])
+                new_pts, new_scores, new_body, _ = self._refine(images[rows], new_pts,
+                                                                new_scores, [level])
             centres = level_centres(new_pts, self.schema)  # (R, L, 2)
             gap = torch.linalg.vector_norm(centres - centres[:, level, None], dim=-1)
             gap[:, level] = float("inf")

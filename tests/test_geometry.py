@@ -8,8 +8,11 @@ import pytest
 import torch
 
 from spinelandmarks.geometry import (
+    axis_departures,
+    column_axis_angles,
     crop_images,
     crop_matrix,
+    endplate_angles,
     from_dsntnn_pixels,
     from_kornia_normalized,
     from_kornia_pixels,
@@ -144,6 +147,43 @@ def test_vertebra_crop_params_aligns_with_body() -> None:
     two = corners[:, :2]
     _, _, a2 = vertebra_crop_params(two)
     torch.testing.assert_close(a2, torch.tensor([20.0]))
+
+
+def test_crop_params_in_a_given_frame() -> None:
+    # The 40 x 30 body axis-aligned, cropped at 45 deg: its extent in that frame is the
+    # projection of the rectangle, (40 + 30) / sqrt(2) px on both axes.
+    corners = torch.tensor([[[80.0, 65.0], [120.0, 65.0], [120.0, 95.0], [80.0, 95.0]]])
+    torch.testing.assert_close(endplate_angles(corners), torch.tensor([0.0]))
+    _, size, angle = vertebra_crop_params(corners, scale=1.0, angles_deg=torch.tensor([45.0]))
+    torch.testing.assert_close(angle, torch.tensor([45.0]))
+    torch.testing.assert_close(size, torch.full((1, 2), 70.0 / math.sqrt(2.0)))
+
+
+def test_column_axis_angles_lie_across_the_column() -> None:
+    # Centres on a line going down-right at 45 deg: endplates across it run at -45 deg.
+    centres = torch.tensor([[[0.0, 0.0], [10.0, 10.0], [20.0, 20.0], [30.0, 30.0]]],
+                           dtype=torch.float64)
+    torch.testing.assert_close(column_axis_angles(centres),
+                               torch.full((1, 4), -45.0, dtype=torch.float64))
+    # A missing level gets NaN; its neighbours fall back to one-sided differences. The
+    # last level's only neighbour is then missing too.
+    gap = centres.clone()
+    gap[0, 2] = math.nan
+    out = column_axis_angles(gap)[0]
+    assert math.isnan(out[2]) and math.isnan(out[3])
+    torch.testing.assert_close(out[:2], torch.tensor([-45.0, -45.0], dtype=torch.float64))
+    # A vertical column gives horizontal endplates, whichever way it is walked.
+    vertical = torch.tensor([[[5.0, 0.0], [5.0, 10.0]]])
+    torch.testing.assert_close(column_axis_angles(vertical), torch.zeros(1, 2))
+    torch.testing.assert_close(column_axis_angles(vertical.flip(1)), torch.zeros(1, 2))
+
+
+def test_axis_departures_treat_directions_as_lines() -> None:
+    a = torch.tensor([89.0, 10.0, 0.0, math.nan])
+    b = torch.tensor([-89.0, 40.0, 90.0, 0.0])
+    out = axis_departures(a, b)
+    torch.testing.assert_close(out[:3], torch.tensor([-2.0, -30.0, -90.0]))
+    assert math.isnan(out[3])
 
 
 @pytest.mark.parametrize(("in_size", "out_size"), [((2560, 2048), (512, 384)),

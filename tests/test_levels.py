@@ -190,7 +190,7 @@ def _oracle_refine(truth: torch.Tensor):
                  "mask_matrices": torch.zeros(out.shape[0], S.num_levels, 3, 3)}
         masks["mask_probs"][:, levels] = 7.0  # the contract: (B, L, ...), zeros elsewhere
         masks["mask_matrices"][:, levels] = torch.eye(3)
-        return out, scores, masks
+        return out, scores, masks, torch.zeros(out.shape[0], S.num_levels, dtype=torch.bool)
     return refine
 
 
@@ -284,3 +284,86 @@ def test_off_column_judges_from_both_sides() -> None:
     # L4 is off from L3's side only (L3 is the misplaced one): kept
     expected, _ = column_expectation(pts, S, 3, 2)
     assert float(torch.linalg.vector_norm(level_centres(pts, S)[0, 3] - expected[0])) > 15.0
+
+
+# -- recrop: step-2 crops across the column, and levels that moved refined again ----------------
+def _crop_angles(pipe, points: torch.Tensor, monkeypatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The crop angle of each refined level (plain view) and the levels the pipe turned."""
+    import spinelandmarks.pipeline as pipeline_module
+    seen: list[torch.Tensor] = []
+    real = pipeline_module.crop_matrix
+
+    def recording(centers, sizes, angles, out_size):
+        seen.append(angles.clone())
+        return real(centers, sizes, angles, out_size)
+    monkeypatch.setattr(pipeline_module, "crop_matrix", recording)
+    images = torch.zeros(1, 1, 400, 500)
+    _, _, _, turned = pipe._refine(images, points, torch.ones(points.shape[:2]))
+    views = len(pipeline_module.TTA_VIEWS) if pipe.tta else 1
+    return seen[0].reshape(6, views)[:, 0], turned[0]
+
+
+@pytest.mark.parametrize("recrop", [True, False])
+def test_collapsed_corners_get_a_crop_across_the_column(column_pipe, monkeypatch,
+                                                        recrop: bool) -> None:
+    # Straight column drifting 5 px right per 45 px down: endplates across it at
+    # -atan(5 / 45) = -6.34 deg. L3's step-1 corners collapsed onto a near-vertical line
+    # (their own direction atan(20 / 4) = 78.7 deg) would give a crop turned on its side.
+    pts = _column().clone()
+    l3 = S.level_indices("L3")
+    centre = pts[0, l3].mean(0)
+    pts[0, l3] = centre + torch.tensor([[0.0, -15.0], [2.0, -5.0], [2.0, 15.0], [0.0, 5.0]],
+                                       dtype=pts.dtype)
+    monkeypatch.setattr(column_pipe, "recrop", recrop)
+    angles, turned = _crop_angles(column_pipe, pts, monkeypatch)
+    across = -math.degrees(math.atan2(5.0, 45.0))
+    if recrop:
+        assert turned.tolist() == [name == "L3" for name in S.level_names]
+        assert abs(float(angles[2]) - across) < 1e-4
+    else:
+        assert not turned.any()
+        assert abs(float(angles[2]) - math.degrees(math.atan2(20.0, 4.0))) < 1e-4
+    # the other bodies keep their own (horizontal) endplates
+    torch.testing.assert_close(angles[[0, 1, 3, 4]].double(), torch.zeros(4, dtype=torch.float64),
+                               atol=1e-4, rtol=0)
+
+
+def test_moved_levels_are_those_step_2_moved_off_their_crop(column_pipe) -> None:
+    from spinelandmarks.pipeline import RECROP_ANGLE_DEG, RECROP_SHIFT
+    before = _column().clone()
+    after = before.clone()
+    # body extent 40 px (the larger side): L2 moves 0.3 of it, L3 0.2; L4 turns 12 deg.
+    after[0, S.level_indices("L2"), 0] += (RECROP_SHIFT + 0.05) * 40.0
+    after[0, S.level_indices("L3"), 0] += (RECROP_SHIFT - 0.05) * 40.0
+    l4 = S.level_indices("L4")
+    c = after[0, l4].mean(0)
+    t = math.radians(RECROP_ANGLE_DEG + 2.0)
+    rot = torch.tensor([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]],
+                       dtype=after.dtype)
+    after[0, l4] = (after[0, l4] - c) @ rot.T + c
+    moved = column_pipe._moved(before, after)[0]
+    assert [S.level_names[i] for i in moved.nonzero()[:, 0].tolist()] == ["L2", "L4"]
+
+
+def test_refine_again_replaces_only_the_levels_named(column_pipe, monkeypatch) -> None:
+    pts = _column().clone()
+
+    def shifted(images, points, scores, levels=None):
+        masks = {"mask_probs": torch.full((points.shape[0], S.num_levels, 4, 4), 7.0)}
+        return points + 10.0, scores * 0.5, masks, torch.zeros(points.shape[0], S.num_levels,
+                                                                 dtype=torch.bool)
+    monkeypatch.setattr(column_pipe, "_refine", shifted)
+    two = torch.cat([pts, pts])
+    levels = torch.zeros(2, S.num_levels, dtype=torch.bool)
+    levels[1, S.level_names.index("L2")] = True
+    body = {"mask_probs": torch.zeros(2, S.num_levels, 4, 4)}
+    out, scores, body = column_pipe._refine_again(torch.zeros(2, 1, 8, 8), two,
+                                                  torch.ones(2, S.num_points), body, levels)
+    l2 = S.level_indices("L2")
+    others = [i for i in range(S.num_points) if i not in l2]
+    torch.testing.assert_close(out[1, l2], pts[0, l2] + 10.0)
+    torch.testing.assert_close(out[1, others], pts[0, others])
+    torch.testing.assert_close(out[0], pts[0])
+    assert scores[1, l2].eq(0.5).all() and scores[1, others].eq(1.0).all() and scores[0].eq(1).all()
+    assert body["mask_probs"][1, S.level_names.index("L2")].eq(7.0).all()
+    assert body["mask_probs"].sum() == 7.0 * 16

@@ -516,7 +516,7 @@ def test_femoral_heads_keep_step1_points_and_are_not_cropped(phantom: tuple,
     pipe = SpineLandmarkPipeline(
         LandmarkModel(backbone="resnet_lite", input_size=(128, 96), schema=LP.to_dict()),
         CropRefiner(backbone="resnet_lite", input_size=(48, 48), schema=LP.to_dict()),
-        column_repair=False)
+        column_repair=False, recrop=False)
     seen: list[int] = []
     original = pipe.refiner.predict_points
 
