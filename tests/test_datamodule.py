@@ -438,3 +438,42 @@ def test_detection_boxes_femoral_heads() -> None:
     # Before the margin: x 100-25.5 .. 110+25.5, y 200-25.5 .. 204+25.5 (61 x 55 px);
     # the 0.15 margin adds 9.15 px in x and 8.25 px in y.
     torch.testing.assert_close(boxes[1], torch.tensor([65.35, 166.25, 144.65, 237.75]))
+
+
+def test_random_convolution_keeps_shapes_and_is_seeded() -> None:
+    import random
+
+    from spinelandmarks.data.datasets import RandomConvolution
+    # A bright square on a dark ground: whatever texture and polarity the filter gives, the
+    # strongest change of intensity stays on the square's outline.
+    img = np.zeros((40, 40), dtype=np.float32)
+    img[12:28, 12:28] = 1.0
+    t = RandomConvolution(mix=(1.0, 1.0), p=1.0)
+    outs = []
+    for seed in (3, 3, 4):
+        t.set_random_state(np.random.default_rng(seed), random.Random(seed))
+        outs.append(t(image=img)["image"])
+    assert outs[0].dtype == np.float32 and outs[0].shape == img.shape
+    assert 0.0 <= outs[0].min() and outs[0].max() <= 1.0
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert not np.array_equal(outs[0], outs[2])
+    for out in outs:
+        grad = np.hypot(*np.gradient(out.astype(np.float64)))
+        rows, cols = np.nonzero(grad > 0.5 * grad.max())
+        on_outline = (np.minimum(abs(rows - 12), abs(rows - 27)) <= 3) | (
+            np.minimum(abs(cols - 12), abs(cols - 27)) <= 3)
+        assert on_outline.all()
+
+
+def test_random_convolution_only_on_whole_radiographs() -> None:
+    from spinelandmarks.data.datasets import (
+        AugmentConfig,
+        RandomConvolution,
+        _photometric_pipeline,
+    )
+
+    def conv_p(whole: bool) -> float:
+        steps = _photometric_pipeline(AugmentConfig(), whole_images=whole).transforms
+        return next(t.p for t in steps if isinstance(t, RandomConvolution))
+    assert conv_p(True) == AugmentConfig().random_conv_p > 0
+    assert conv_p(False) == 0.0
