@@ -137,10 +137,6 @@ class AugmentConfig:
         Gaussian noise standard deviation range, intensity units (probability ``noise_p``).
     blur_sigma : (float, float)
         Gaussian blur sigma range, pixels (probability ``blur_p``).
-    random_conv_p : float
-        Probability of a random convolution (:class:`RandomConvolution`) of whole radiographs
-        (step-1 network and detector; not the refiner's crops): local texture and contrast
-        polarity replaced by a random filter's, shapes kept.
     """
 
     geometric: bool = True
@@ -160,7 +156,6 @@ class AugmentConfig:
     noise_p: float = 0.3
     blur_sigma: tuple[float, float] = (0.3, 1.5)
     blur_p: float = 0.25
-    random_conv_p: float = 0.5
 
     @classmethod
     def off(cls) -> AugmentConfig:
@@ -184,50 +179,8 @@ class CLAHEFloat(A.CLAHE):
         return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-class RandomConvolution(A.ImageOnlyTransform):
-    """Random convolution of the image, blended with it (RandConv; Xu et al., ICLR 2021).
-
-    A ``k x k`` kernel with entries drawn from N(0, 1/k^2) (``k`` from ``kernel_sizes``)
-    gives the image a random local texture and contrast polarity while keeping every shape
-    and position; the result is windowed to its 1st-99th percentiles and blended with the
-    input by a weight uniform in ``mix``. A network trained on such images leans on shape
-    rather than on one generator's or scanner's rendering.
-
-    Parameters
-    ----------
-    kernel_sizes : sequence of int
-        Odd kernel sides to draw from, pixels.
-    mix : (float, float)
-        Range of the weight of the filtered image.
-    p : float
-        Probability of applying.
-    """
-
-    def __init__(self, kernel_sizes: Sequence[int] = (3, 5, 7),
-                 mix: tuple[float, float] = (0.0, 1.0), p: float = 0.5) -> None:
-        super().__init__(p=p)
-        self.kernel_sizes = tuple(int(k) for k in kernel_sizes)
-        self.mix = (float(mix[0]), float(mix[1]))
-
-    def get_params(self) -> dict[str, Any]:
-        k = self.py_random.choice(self.kernel_sizes)
-        kernel = self.random_generator.normal(0.0, 1.0 / k, size=(k, k)).astype(np.float32)
-        return {"kernel": kernel, "alpha": self.py_random.uniform(*self.mix)}
-
-    def apply(self, img: np.ndarray, kernel: np.ndarray, alpha: float, **params: Any
-              ) -> np.ndarray:
-        out = cv2.filter2D(img, cv2.CV_32F, kernel, borderType=cv2.BORDER_REFLECT)
-        lo, hi = np.percentile(out, (1.0, 99.0))
-        out = np.clip((out - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0)
-        return (alpha * out + (1.0 - alpha) * img).astype(np.float32)
-
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("kernel_sizes", "mix")
-
-
-def _photometric_pipeline(cfg: AugmentConfig, whole_images: bool) -> A.Compose:
-    """Image-only albumentations pipeline for float32 (H, W) images in [0, 1]; the random
-    convolution only for ``whole_images`` (not the refiner's crops)."""
+def _photometric_pipeline(cfg: AugmentConfig) -> A.Compose:
+    """Image-only albumentations pipeline for float32 (H, W) images in [0, 1]."""
     sig = (float(cfg.blur_sigma[0]), float(cfg.blur_sigma[1]))
     return A.Compose([
         A.RandomBrightnessContrast(brightness_limit=cfg.brightness, contrast_limit=cfg.contrast,
@@ -236,7 +189,6 @@ def _photometric_pipeline(cfg: AugmentConfig, whole_images: bool) -> A.Compose:
         CLAHEFloat(clip_limit=(1.0, 3.0), tile_grid_size=(8, 8), p=cfg.clahe_p),
         A.UnsharpMask(blur_limit=(3, 9), alpha=(0.2, 0.6), threshold=0, p=cfg.sharpen_p),
         A.GaussianBlur(blur_limit=0, sigma_limit=sig, p=cfg.blur_p),
-        RandomConvolution(p=cfg.random_conv_p if whole_images else 0.0),
         A.GaussNoise(std_range=cfg.noise_std, p=cfg.noise_p),
     ])
 
@@ -455,8 +407,7 @@ class LandmarkDataset(Dataset[dict[str, Any]]):
         self.cache = ImageCache(cache, cache_dir, max_cache_items)
         self.seed = int(seed)
         self.epoch = 0
-        self._photo = (_photometric_pipeline(self.augment, whole_images=True)
-                       if self.augment.photometric else None)
+        self._photo = _photometric_pipeline(self.augment) if self.augment.photometric else None
         for r in self.records:
             if r.points.shape != (schema.num_points, 2):
                 raise ValueError(f"{r.file_name}: points {r.points.shape} do not match the "
@@ -782,8 +733,7 @@ class CropDataset(Dataset[dict[str, Any]]):
         self.cache = ImageCache(cache, cache_dir, max_cache_items)
         self.seed = int(seed)
         self.epoch = 0
-        self._photo = (_photometric_pipeline(self.augment, whole_images=False)
-                       if self.augment.photometric else None)
+        self._photo = _photometric_pipeline(self.augment) if self.augment.photometric else None
         self.samples: list[tuple[int, int]] = []
         for ri, rec in enumerate(self.records):
             ok = (rec.visibility > 0) & np.isfinite(rec.points).all(-1)
