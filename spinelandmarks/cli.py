@@ -162,7 +162,7 @@ def _verb_train(sub: Any) -> None:
     p.add_argument("--deformity-weight", type=float, default=None,
                    help="the refiner sees crops of deformed bodies (reference height loss "
                         ">= 15 %%: fractures) this many times as often; 1 disables "
-                        "(default: TrainConfig.deformity_weight, 4)")
+                        "(default: TrainConfig.deformity_weight, 24)")
     p.add_argument("--stages", default="detector,landmark,refiner",
                    help="comma-separated subset of detector,landmark,refiner")
 

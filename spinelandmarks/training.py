@@ -119,8 +119,10 @@ class TrainConfig:
     masks: bool = False
     #: Refiner training draws the crops of deformed bodies (reference height loss >= 15 %)
     #: this many times as often (:class:`~spinelandmarks.data.datamodule.SpineDataModule`);
-    #: 1 disables it.
-    deformity_weight: float = 4.0
+    #: 1 disables it. 24 makes about half the crops deformed bodies when 4 % of the bodies
+    #: are (the phantoms' rate); lower it for archives with more fractures
+    #: (``docs/training.md``).
+    deformity_weight: float = 24.0
 
 
 class StageProgressBar(TQDMProgressBar):
