@@ -470,11 +470,7 @@ class SpineLandmarkPipeline(nn.Module):
         b, num_levels = images.shape[0], table.shape[0]
         k = table.shape[1]
         valid = table >= 0
-        idx = table.clamp_min(0)
-        per_level = points[:, idx]  # (B, L, K, 2)
-        per_level = torch.where(valid[None, :, :, None], per_level,
-                                torch.full_like(per_level, float("nan")))
-        per_level = per_level.reshape(b * num_levels, k, 2)
+        per_level = self._per_level(points, sel).flatten(0, 1)  # (B*L', K, 2)
         angles = endplate_angles(per_level)
         turned = torch.zeros_like(angles, dtype=torch.bool)
         if self.recrop:
@@ -530,8 +526,9 @@ class SpineLandmarkPipeline(nn.Module):
         """Refine once more the (B, L) bool ``levels``, each in a crop built from its refined
         corners; the other levels keep theirs."""
         rows = levels.any(1).nonzero()[:, 0]
+        named = levels.any(0).nonzero()[:, 0].tolist()  # only levels some row names
         again, again_scores, again_body, _ = self._refine(images[rows], points[rows],
-                                                          scores[rows])
+                                                          scores[rows], named)
         take = levels[rows][:, self._point_level]  # (R, P)
         points, scores = points.clone(), scores.clone()
         points[rows] = torch.where(take[..., None], again, points[rows])
@@ -542,26 +539,30 @@ class SpineLandmarkPipeline(nn.Module):
             body[key][rows] = torch.where(keep, value.to(body[key].dtype), body[key][rows])
         return points, scores, body
 
+    def _per_level(self, points: Tensor, levels: Sequence[int]) -> Tensor:
+        """(B, P, 2) points -> (B, L', K, 2) those of the level indices ``levels``, NaN where
+        a level has fewer than K points."""
+        table = self._level_table[list(levels)]  # (L', K) flat indices, -1 padding
+        x = points[:, table.clamp_min(0)]
+        return torch.where((table >= 0)[None, :, :, None], x, torch.full_like(x, float("nan")))
+
     def _moved(self, before: Tensor, after: Tensor) -> Tensor:
         """(B, L) bool: refined levels whose corners step 2 moved off the crop it was given,
         the centre by more than :data:`RECROP_SHIFT` body sizes or the endplate direction by
         more than :data:`RECROP_ANGLE_DEG`."""
-        table = self._level_table[self._refined_index]  # (L', K)
-        valid = table >= 0
-
-        def per_level(points: Tensor) -> Tensor:  # (B*L', K, 2), NaN padding
-            x = points[:, table.clamp_min(0)]
-            return torch.where(valid[None, :, :, None], x, torch.full_like(x, float("nan"))
-                               ).flatten(0, 1)
-
-        old, new = per_level(before), per_level(after)
-        _, extent, _ = vertebra_crop_params(new, scale=1.0)
-        shift = torch.linalg.vector_norm(new.nanmean(1) - old.nanmean(1), dim=-1)
-        turn = axis_departures(endplate_angles(new), endplate_angles(old)).abs()
-        moved = (shift > RECROP_SHIFT * extent[:, 0]) | (turn > RECROP_ANGLE_DEG)
+        index = self._refined_index
+        old = self._per_level(before, index).flatten(0, 1)  # (B*L', K, 2)
+        new = self._per_level(after, index).flatten(0, 1)
+        new_angles = endplate_angles(new)
+        _, extent, _ = vertebra_crop_params(new, scale=1.0, angles_deg=new_angles)
+        shift = torch.linalg.vector_norm(level_centres(after, self.schema)[:, index]
+                                         - level_centres(before, self.schema)[:, index], dim=-1)
+        turn = axis_departures(new_angles, endplate_angles(old)).abs()
+        moved = ((shift.flatten() > RECROP_SHIFT * extent[:, 0])
+                 | (turn > RECROP_ANGLE_DEG))
         out = torch.zeros(after.shape[0], self.schema.num_levels, dtype=torch.bool,
                           device=after.device)
-        out[:, self._refined_index] = moved.reshape(after.shape[0], -1)
+        out[:, index] = moved.reshape(after.shape[0], -1)
         return out
 
     def _column_axes(self, points: Tensor) -> Tensor:
