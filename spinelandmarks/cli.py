@@ -163,6 +163,10 @@ def _verb_train(sub: Any) -> None:
                    help="the refiner sees crops of deformed bodies (reference height loss "
                         ">= 15 %%: fractures) this many times as often; 1 disables "
                         "(default: TrainConfig.deformity_weight, 24)")
+    p.add_argument("--height-weight", type=float, default=None,
+                   help="weight of the refiner's body-height loss term (relative error of the "
+                        "anterior, middle and posterior heights); 0 disables "
+                        "(default: TrainConfig.height_weight, 0)")
     p.add_argument("--stages", default="detector,landmark,refiner",
                    help="comma-separated subset of detector,landmark,refiner")
 
@@ -325,7 +329,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         weights_path=args.weights, lr=args.lr, num_workers=args.workers, seed=args.seed,
         stages=stages, val_dir=args.val, time_budget_s=budget or {}, schema=args.schema,
         detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {}, masks=args.masks,
-        **({} if args.deformity_weight is None else {"deformity_weight": args.deformity_weight}))
+        **({} if args.deformity_weight is None else {"deformity_weight": args.deformity_weight}),
+        **({} if args.height_weight is None else {"height_weight": args.height_weight}))
     out = train_pipeline(args.data, args.out, cfg, overwrite=args.overwrite)
     print(f"pipeline saved to {out}")
     return 0

@@ -123,6 +123,9 @@ class TrainConfig:
     #: are (the phantoms' rate); lower it for archives with more fractures
     #: (``docs/training.md``).
     deformity_weight: float = 24.0
+    #: Weight of the refiner's body-height term (:class:`~spinelandmarks.models.CropRefiner`,
+    #: ``docs/training.md``, "Height term"); 0 trains on the point loss alone.
+    height_weight: float = 0.0
 
 
 class StageProgressBar(TQDMProgressBar):
@@ -184,7 +187,7 @@ def _datamodule(data_dir: str, cfg: TrainConfig, task: str) -> SpineDataModule:
         num_workers=cfg.num_workers, split=(0.9, 0.1, 0.0), val_dir=cfg.val_dir,
         seed=cfg.seed, persistent_workers=cfg.num_workers > 0, crop_scale=cfg.crop_scale,
         schema=cfg.schema, masks=cfg.masks and task == "crops",
-        deformity_weight=cfg.deformity_weight if task == "crops" else 1.0,
+        deformity_weight=cfg.deformity_weight if task in ("crops", "detection") else 1.0,
     )
 
 
@@ -196,7 +199,8 @@ def _module(stage: str, cfg: TrainConfig, schema: dict[str, Any]) -> LandmarkTas
         return LandmarkModel(schema=schema, backbone=cfg.backbone, weights_path=cfg.weights_path,
                              input_size=cfg.image_size, lr=cfg.lr)
     return CropRefiner(schema=schema, backbone=cfg.backbone, weights_path=cfg.weights_path,
-                       input_size=cfg.crop_size, lr=cfg.lr, masks=cfg.masks)
+                       input_size=cfg.crop_size, lr=cfg.lr, masks=cfg.masks,
+                       height_weight=cfg.height_weight)
 
 
 def _epochs(stage: str, cfg: TrainConfig) -> int:

@@ -564,9 +564,10 @@ def test_other_schema_and_masks_train_and_predict_through_the_cli(tmp_path: Path
     assert main(["synth", str(data), "--num-images", "6", "--seed", "3", "--size", "256",
                  "--schema", "lumbopelvic_sagittal"]) == 0
     run = tmp_path / "run"
-    assert main(["train", str(data), "--out", str(run), "--masks", *TINY_TRAIN]) == 0
+    assert main(["train", str(data), "--out", str(run), "--masks", "--height-weight", "0.5",
+                 *TINY_TRAIN]) == 0
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["identity"]["masks"] is True
+    assert cfg["identity"]["masks"] is True and cfg["height_weight"] == 0.5
     assert json.loads((run / "pipeline" / "pipeline.json").read_text())["masks"] is True
     out = tmp_path / "pred"
     assert main(["predict", str(run), str(data / "images"), "--out", str(out),
@@ -576,6 +577,7 @@ def test_other_schema_and_masks_train_and_predict_through_the_cli(tmp_path: Path
     from spinelandmarks.pipeline import SpineLandmarkPipeline
     pipe = SpineLandmarkPipeline.load(run / "pipeline")
     assert pipe.masks and pipe.refiner is not None and pipe.refiner.has_masks
+    assert pipe.refiner.hparams["height_weight"] == 0.5
     # one epoch segments little; whatever it found decodes at the image size
     for r in recs:
         for seg in r.masks.values():

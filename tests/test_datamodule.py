@@ -19,6 +19,7 @@ from spinelandmarks.data.datasets import (
     EpochSampler,
     LandmarkDataset,
     detection_boxes,
+    reference_height_loss,
 )
 from spinelandmarks.data.intensity import NORMALIZE_PERCENTILES
 from spinelandmarks.data.io import write_png16
@@ -275,6 +276,15 @@ def test_datamodule_loaders(synth: Path, task: str) -> None:
             assert batch.levels is None
         assert batch.matrices.shape == (len(batch), 3, 3)
         assert (len(batch.boxes) == len(batch)) == (task == "detection")
+    # training draws with the dataset's deformity weights; evaluation draws every sample once
+    weighted = _dm(synth, task=task, deformity_weight=4.0)
+    weighted.setup("fit")
+    ds = weighted.dataset("train")
+    assert isinstance(ds, CropDataset | LandmarkDataset)
+    w = ds.deformity_weights(4.0)
+    p = weighted.train_dataloader().sampler.p  # type: ignore[attr-defined]
+    np.testing.assert_allclose(p, w / w.sum())
+    assert weighted.val_dataloader().sampler.p is None  # type: ignore[attr-defined]
 
 
 def test_split_is_patient_disjoint(tmp_path: Path, records: list[ImageRecord],
@@ -421,6 +431,14 @@ def test_deformity_weights(records: list[ImageRecord], synth: Path) -> None:
     assert by_sample[(1, l3 + 3)] == 1.0  # S1: no body, never weighted
     assert set(w.tolist()) <= {1.0, 4.0}
     assert (ds.deformity_weights(1.0) == 1.0).all()
+    # whole radiographs: the mean of their five bodies' weights, so one more deformed body
+    # of five adds (4 - 1) / 5 = 0.6
+    images = LandmarkDataset([rec, wedged], synth, S, (64, 48))
+    w_img = images.deformity_weights(4.0)
+    assert w_img[1] - w_img[0] == pytest.approx(0.6) and w_img[0] >= 1.0
+    assert (images.deformity_weights(1.0) == 1.0).all()
+    loss = reference_height_loss([rec, wedged], S)
+    assert loss.shape == (2, 5) and loss[1, 2] == pytest.approx(0.3)
 
 
 def test_detection_boxes_femoral_heads() -> None:

@@ -15,7 +15,8 @@ from spinelandmarks.data.datamodule import SpineDataModule
 from spinelandmarks.data.datasets import CropDataset, LandmarkDataset
 from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.models import BACKBONES, Backbone, CropRefiner, LandmarkModel
-from spinelandmarks.schema import LUMBAR_SAGITTAL
+from spinelandmarks.models.landmark import height_loss, height_pairs
+from spinelandmarks.schema import CORNERS, LUMBAR_MORPHOMETRY, LUMBAR_SAGITTAL
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,55 @@ def test_fast_dev_run(dataset: Path, cls: type[LandmarkModel], task: str,
                          batch_size=4, num_workers=0, split=(0.5, 0.5, 0.0))
     model = cls(backbone="resnet_lite", input_size=size)
     trainer(fast_dev_run=True, precision=precision).fit(model, datamodule=dm)
+
+
+def test_height_pairs_follow_the_point_names() -> None:
+    assert height_pairs(CORNERS) == [(0, 3), (1, 2)]
+    refiner = CropRefiner(schema=LUMBAR_MORPHOMETRY, backbone="resnet_lite", input_size=(48, 48))
+    names = refiner.crop_point_names
+    assert height_pairs(names) == [(names.index("anterior_superior"),
+                                    names.index("anterior_inferior")),
+                                   (names.index("posterior_superior"),
+                                    names.index("posterior_inferior")),
+                                   (names.index("middle_superior"),
+                                    names.index("middle_inferior"))]
+    assert height_pairs(("anterior_superior", "posterior_superior")) == []
+
+
+def test_height_loss_is_the_mean_relative_height_error() -> None:
+    # A 10 x 10 body; prediction: anterior height 12 (+20 %), posterior 10, middle 8 (-20 %).
+    ref = torch.tensor([[[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0],
+                         [5.0, 0.0], [5.0, 10.0]]])
+    pred = ref.clone()
+    pred[0, 3, 1], pred[0, 5, 1] = 12.0, 8.0
+    pairs = [(0, 3), (1, 2), (4, 5)]
+    every = torch.ones(1, 6, dtype=torch.bool)
+    assert height_loss(pred, ref, every, pairs).item() == pytest.approx(0.4 / 3)
+    # An absent end (NaN reference, masked) drops its height from the mean, and no NaN leaks.
+    ref[0, 5] = float("nan")
+    mask = every.clone()
+    mask[0, 5] = False
+    pred.requires_grad_(True)
+    loss = height_loss(pred, ref, mask, pairs)
+    assert loss.item() == pytest.approx(0.2 / 2)
+    loss.backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all()
+    assert height_loss(pred, ref, torch.zeros_like(mask), pairs).item() == 0.0
+
+
+def test_refiner_adds_the_height_term_to_its_loss(dataset: Path) -> None:
+    ds = CropDataset(read_coco(dataset / "annotations.json"), dataset, LUMBAR_SAGITTAL,
+                     crop_size=(48, 48))
+    batch = collate([ds[i] for i in range(4)])
+    torch.manual_seed(0)
+    plain = CropRefiner(backbone="resnet_lite", input_size=(48, 48))
+    weighted = CropRefiner(backbone="resnet_lite", input_size=(48, 48), height_weight=2.0)
+    weighted.load_state_dict(plain.state_dict())
+    loss0, parts0, _ = plain.eval().compute_loss(batch)
+    loss2, parts2, _ = weighted.eval().compute_loss(batch)
+    assert "height" not in parts0 and parts2["height"] > 0
+    torch.testing.assert_close(loss2, loss0 + 2.0 * parts2["height"])
+    assert CropRefiner(**weighted.hparams).hparams["height_weight"] == 2.0
 
 
 def test_hparams_rebuild_module() -> None:

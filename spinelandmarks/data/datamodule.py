@@ -103,9 +103,11 @@ class SpineDataModule(L.LightningDataModule):
         ``task="crops"``: batches also carry each level's body mask in the crop
         (``body_masks``, ``has_masks``) from the records' ``masks``.
     deformity_weight : float
-        ``task="crops"``: training crops of deformed bodies (reference height loss of 15 %
-        or more, :meth:`~spinelandmarks.data.datasets.CropDataset.deformity_weights`) are
-        drawn this many times as often as the others; 1 draws every crop once per epoch.
+        Training crops of deformed bodies (reference height loss of 15 % or more,
+        :meth:`~spinelandmarks.data.datasets.CropDataset.deformity_weights`) are drawn this
+        many times as often as the others; a whole radiograph is drawn with the mean weight
+        of its bodies (:meth:`~spinelandmarks.data.datasets.LandmarkDataset.deformity_weights`).
+        1 draws every sample once per epoch.
 
     Attributes
     ----------
@@ -246,7 +248,8 @@ class SpineDataModule(L.LightningDataModule):
         ds = self.dataset(which)
         train = which == "train"
         weights = (ds.deformity_weights(self.deformity_weight)
-                   if train and isinstance(ds, CropDataset) else None)
+                   if train and isinstance(ds, CropDataset | LandmarkDataset)
+                   and self.deformity_weight != 1.0 else None)
         sampler = EpochSampler(len(ds), shuffle=train, seed=self.seed,  # type: ignore[arg-type]
                                weights=weights)
         workers = self.num_workers

@@ -87,6 +87,7 @@ __all__ = [
     "LandmarkDataset",
     "detection_boxes",
     "opencv_affine",
+    "reference_height_loss",
 ]
 
 StrPath = str | PathLike[str]
@@ -360,6 +361,23 @@ class ImageCache:
 # ---------------------------------------------------------------------------------------------
 # whole images
 # ---------------------------------------------------------------------------------------------
+def reference_height_loss(records: Sequence[ImageRecord], schema: LandmarkSchema
+                          ) -> np.ndarray:
+    """Height loss of every body from the records' reference points
+    (:func:`~spinelandmarks.measurements.genant_grades`: wedge, biconcave -- with endplate
+    middles in the schema -- or crush).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, V) float64 for the V = ``schema.body_levels``; NaN where not measurable.
+    """
+    if not records or not schema.body_levels:
+        return np.full((len(records), len(schema.body_levels)), np.nan)
+    pts = np.stack([np.where((r.visibility > 0)[:, None], r.points, np.nan) for r in records])
+    return genant_grades(morphometry(torch.from_numpy(pts), schema))["height_loss"].numpy()
+
+
 class LandmarkDataset(Dataset[dict[str, Any]]):
     """Whole radiographs letterboxed to the model input, with their landmarks.
 
@@ -415,6 +433,28 @@ class LandmarkDataset(Dataset[dict[str, Any]]):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def deformity_weights(self, weight: float, min_loss: float = DEFORMITY_MIN_LOSS
+                          ) -> np.ndarray:
+        """Sampling weight of every radiograph: the mean of its bodies' crop weights
+        (:meth:`CropDataset.deformity_weights`), so an image with one deformed body among
+        five weighs ``1 + (weight - 1) / 5``.
+
+        The detector scores a fractured body lower than a normal one when it sees few of
+        them, and a level scored too low is declared missing: the fracture is lost with it.
+
+        Returns
+        -------
+        numpy.ndarray
+            (len(self),) float64 weights, for :class:`EpochSampler` (``weights=``); 1 for a
+            record without measurable bodies.
+        """
+        if weight == 1.0:
+            return np.ones(len(self.records))
+        loss = reference_height_loss(self.records, self.schema)
+        deformed = (np.nan_to_num(loss, nan=-1.0) >= min_loss).sum(1)
+        measurable = np.isfinite(loss).sum(1)
+        return 1.0 + (float(weight) - 1.0) * deformed / np.maximum(measurable, 1)
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch entering the augmentation seed of plain integer keys."""
@@ -754,12 +794,12 @@ class CropDataset(Dataset[dict[str, Any]]):
         """Sampling weight of every crop: ``weight`` for a deformed body, 1 otherwise.
 
         A body is deformed when the height loss of its reference points
-        (:func:`~spinelandmarks.measurements.genant_grades`: wedge, biconcave -- with endplate
-        middles in the schema -- or crush) is at least ``min_loss``; the default sits just
-        below Genant grade 1 (20 %) so that bodies on either side of the threshold are seen
-        often. Fractured bodies are a few percent of a typical training set, and a refiner
-        trained on them at their natural rate regresses towards the typical shape: it
-        under-estimates their height loss, which is what fracture grading reads.
+        (:func:`reference_height_loss`) is at least ``min_loss``; the default sits just below
+        Genant grade 1 (20 %) so that bodies on either side of the threshold are seen often.
+        Fractured bodies are a few percent of a
+        typical training set, and a refiner trained on them at their natural rate regresses
+        towards the typical shape: it under-estimates their height loss, which is what
+        fracture grading reads.
 
         Returns
         -------
@@ -768,15 +808,14 @@ class CropDataset(Dataset[dict[str, Any]]):
             :class:`EpochSampler` (``weights=``).
         """
         out = np.ones(len(self.samples))
-        if weight == 1.0 or not self.samples or not self.schema.body_levels:
+        if weight == 1.0 or not self.samples:
             return out
-        pts = np.stack([np.where((r.visibility > 0)[:, None], r.points, np.nan)
-                        for r in self.records])
-        loss = genant_grades(morphometry(torch.from_numpy(pts), self.schema))["height_loss"]
+        deformed = np.nan_to_num(reference_height_loss(self.records, self.schema),
+                                 nan=-1.0) >= min_loss
         body = {lv: j for j, lv in enumerate(self.schema.body_levels)}
         for n, (ri, li) in enumerate(self.samples):
             j = body.get(self.schema.levels[li].name)
-            if j is not None and float(loss[ri, j]) >= min_loss:  # NaN compares False
+            if j is not None and deformed[ri, j]:
                 out[n] = float(weight)
         return out
 

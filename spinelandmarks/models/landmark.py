@@ -24,7 +24,47 @@ from ..schema import CORNERS, LandmarkSchema, Level
 from .backbones import Backbone, FPNDecoder
 from .base import LandmarkTask
 
-__all__ = ["CropRefiner", "LandmarkModel", "LandmarkNetwork"]
+__all__ = ["CropRefiner", "LandmarkModel", "LandmarkNetwork", "height_loss", "height_pairs"]
+
+
+def height_pairs(names: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Index pairs (superior, inferior) of the body heights a point list allows: anterior,
+    posterior and middle, for each ``<side>_superior`` / ``<side>_inferior`` both present."""
+    pairs = []
+    for side in ("anterior", "posterior", "middle"):
+        sup, inf = f"{side}_superior", f"{side}_inferior"
+        if sup in names and inf in names:
+            pairs.append((names.index(sup), names.index(inf)))
+    return pairs
+
+
+def height_loss(pred: Tensor, target: Tensor, mask: Tensor,
+                pairs: list[tuple[int, int]]) -> Tensor:
+    """Mean relative error of the body heights, ``|H_pred / H_ref - 1|``.
+
+    Parameters
+    ----------
+    pred, target : Tensor
+        (B, P, 2) points in pixels (target NaN where absent).
+    mask : Tensor
+        (B, P) bool, the target points present.
+    pairs : list of (int, int)
+        Point indices of each height (:func:`height_pairs`).
+
+    Returns
+    -------
+    Tensor
+        Scalar; heights with an absent end (or a degenerate reference) are left out, 0 if
+        none remains.
+    """
+    index = torch.tensor(pairs, device=pred.device)  # (H, 2): superior, inferior
+    sup, inf = index[:, 0], index[:, 1]
+    h_pred = (pred[:, sup] - pred[:, inf]).norm(dim=-1)
+    target = torch.nan_to_num(target)
+    h_ref = (target[:, sup] - target[:, inf]).norm(dim=-1)
+    keep = mask[:, sup] & mask[:, inf] & (h_ref > 1e-3)
+    rel = (h_pred / h_ref.clamp_min(1e-3) - 1.0).abs()
+    return masked_mean(rel, keep)
 
 
 class LandmarkNetwork(nn.Module):
@@ -221,6 +261,11 @@ class CropRefiner(LandmarkModel):
         Add the body-mask head.
     mask_weight : float
         Weight of the mask loss against the landmark loss.
+    height_weight : float
+        Weight of the body-height term: the mean relative error of the anterior, posterior
+        and (with endplate mid-points) middle heights, ``|H_pred / H_ref - 1|``. The point
+        loss alone lets the refiner shrink a deformed body's heights towards the common
+        shapes' (``docs/training.md``, "Height term"); 0 disables it.
     """
 
     def __init__(self, schema: LandmarkSchema | dict[str, Any] | str | None = None,
@@ -228,11 +273,14 @@ class CropRefiner(LandmarkModel):
                  decoder_channels: int = 64, head_stride: int = 2, sigma_px: float = 1.0,
                  js_weight: float = 1.0, input_size: tuple[int, int] = (128, 128),
                  lr: float = 1e-3, weight_decay: float = 1e-4, scheduler: str = "cosine",
-                 warmup_epochs: int = 0, masks: bool = False, mask_weight: float = 1.0) -> None:
+                 warmup_epochs: int = 0, masks: bool = False, mask_weight: float = 1.0,
+                 height_weight: float = 0.0) -> None:
         self._masks = bool(masks)  # read by configure_models, which the base __init__ calls
         super().__init__(schema, backbone, weights_path, decoder_channels, head_stride, sigma_px,
                          js_weight, input_size, lr, weight_decay, scheduler, warmup_epochs)
         self.hparams["masks"], self.hparams["mask_weight"] = bool(masks), float(mask_weight)
+        self.hparams["height_weight"] = float(height_weight)
+        self._height_pairs = height_pairs(self.crop_point_names)
 
     @property
     def has_masks(self) -> bool:
@@ -276,6 +324,18 @@ class CropRefiner(LandmarkModel):
         parts["mask"] = mask_loss
         return loss + self.hparams["mask_weight"] * mask_loss, parts, coords
 
+    def _landmark_loss(self, coords: Tensor, heatmaps: Tensor, batch: LandmarkBatch
+                       ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The point loss of :class:`LandmarkModel` plus ``height_weight`` times the
+        relative body-height error (:func:`height_loss`)."""
+        loss, parts = super()._landmark_loss(coords, heatmaps, batch)
+        weight = self.hparams.get("height_weight", 0.0)
+        if weight > 0 and self._height_pairs:
+            pred = normalized_to_pixel(coords, batch.images.shape[-2:])
+            parts["height"] = height_loss(pred, batch.points, batch.mask, self._height_pairs)
+            loss = loss + weight * parts["height"]
+        return loss, parts
+
     @torch.no_grad()
     def predict_points_and_masks(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """:meth:`predict_points` and the body-mask probability (B, 1, H, W) in [0, 1]."""
@@ -288,10 +348,17 @@ class CropRefiner(LandmarkModel):
     def num_outputs(self) -> int:
         return self.schema.max_points_per_level
 
+    @property
+    def crop_point_names(self) -> tuple[str, ...]:
+        """Names of the head's outputs, in order (the first level's points; a level with
+        fewer points fills the first outputs)."""
+        if self.schema.max_points_per_level == 4:
+            return CORNERS
+        return tuple(self.schema.levels[0].points)
+
     def configure_metrics(self) -> None:
         # Errors are normalized by the crop's own vertebra: a one-level schema of its points.
-        names = self.schema.levels[0].points if self.schema.max_points_per_level != 4 else CORNERS
-        crop_schema = LandmarkSchema("crop", (Level("V", tuple(names)),))
+        crop_schema = LandmarkSchema("crop", (Level("V", self.crop_point_names),))
 
         def make(prefix: str) -> MetricCollection:
             return MetricCollection({"nle": NormalizedLocalizationError(crop_schema),
