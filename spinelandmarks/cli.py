@@ -161,7 +161,8 @@ def _verb_train(sub: Any) -> None:
                         "COCO segmentation in the annotations; predict then writes them)")
     p.add_argument("--deformity-weight", type=float, default=None,
                    help="the refiner sees crops of deformed bodies (reference height loss "
-                        ">= 15 %%: fractures) this many times as often; 1 disables "
+                        ">= 15 %%: fractures) this many times as often, the detector "
+                        "radiographs with the mean weight of their bodies; 1 disables "
                         "(default: TrainConfig.deformity_weight, 24)")
     p.add_argument("--height-weight", type=float, default=None,
                    help="weight of the refiner's body-height loss term (relative error of the "

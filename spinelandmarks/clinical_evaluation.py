@@ -62,7 +62,8 @@ def _lengths(cols: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def evaluate_clinical(pred: Tensor, gt: Tensor, spacing: Tensor, schema: LandmarkSchema, *,
-                      n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+                      suspected: np.ndarray | None = None, n_resamples: int = 1000,
+                      seed: int = 0) -> dict[str, Any]:
     """Clinical agreement of predicted with reference points.
 
     Parameters
@@ -72,6 +73,9 @@ def evaluate_clinical(pred: Tensor, gt: Tensor, spacing: Tensor, schema: Landmar
     spacing : Tensor
         (B, 2) ``(row_mm, col_mm)``, NaN where unknown (those lengths stay in pixels).
     schema : LandmarkSchema
+    suspected : np.ndarray, optional
+        (B, V) bool, the body levels (``schema.body_levels``) the pipeline listed as
+        suspected fractures (``SpineResult.suspected_fractures``).
     n_resamples, seed
         Bootstrap settings of the fracture confidence intervals.
 
@@ -82,7 +86,10 @@ def evaluate_clinical(pred: Tensor, gt: Tensor, spacing: Tensor, schema: Landmar
         ``lengths``: the same for ``ha``, ``hm``, ``hp``, ``disc_anterior``,
         ``disc_posterior`` (pooled over levels; mm or pixels) and ``slip_pct`` (pooled over
         segments); ``fractures`` and ``fractures_grade2``:
-        :func:`~spinelandmarks.agreement.fracture_agreement`; ``length_unit``.
+        :func:`~spinelandmarks.agreement.fracture_agreement`; with ``suspected``,
+        ``fracture_screen``: the same figures for the suspected fractures against reference
+        grade >= 2 (bodies the prediction cannot measure left out, as for the grades);
+        ``length_unit``.
     """
     pc, gc = clinical_columns(pred, schema, spacing), clinical_columns(gt, schema, spacing)
     pa, ga = _angles(pred, pc, schema), _angles(gt, gc, schema)
@@ -102,8 +109,13 @@ def evaluate_clinical(pred: Tensor, gt: Tensor, spacing: Tensor, schema: Landmar
         return torch.where(torch.isfinite(g["height_loss"]), g["grade"].to(torch.float64),
                            torch.full_like(g["height_loss"], math.nan)).numpy()
 
+    loss_p = grades_p["height_loss"].numpy()
     for key, min_grade in (("fractures", 1), ("fractures_grade2", 2)):
-        out[key] = fracture_agreement(graded(grades_p), graded(grades_g),
-                                      grades_p["height_loss"].numpy(), levels,
+        out[key] = fracture_agreement(graded(grades_p), graded(grades_g), loss_p, levels,
                                       min_grade=min_grade, n_resamples=n_resamples, seed=seed)
+    if suspected is not None:
+        flagged = np.where(np.isfinite(loss_p), np.where(suspected, 2.0, 0.0), np.nan)
+        out["fracture_screen"] = fracture_agreement(flagged, graded(grades_g), loss_p, levels,
+                                                    min_grade=2, n_resamples=n_resamples,
+                                                    seed=seed)
     return out

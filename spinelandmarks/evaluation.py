@@ -203,8 +203,10 @@ def measure_records(records: Sequence[ImageRecord],
         the anterior side is to the right of the image, -1 to the left, NaN when no endplate
         is complete); ``missing_levels`` (space-separated levels without any point); for
         predictions of the pipeline (records with ``meta["needs_review"]``) also
-        ``needs_review`` (1 / 0) and ``qc`` (the raised quality-control flags, e.g.
-        ``overlap: L5 S1; angle_range: l1_l5_lordosis``, see :mod:`spinelandmarks.qc`); then
+        ``needs_review`` (1 / 0), ``qc`` (the raised quality-control flags, e.g.
+        ``overlap: L5 S1; angle_range: l1_l5_lordosis``, see :mod:`spinelandmarks.qc`) and
+        ``suspected_fractures`` (space-separated levels,
+        ``SpineResult.suspected_fractures``); then
         the clinical measurements of
         :func:`~spinelandmarks.measurements.clinical_columns` (pelvic parameters, body
         heights and Genant grades, disc heights, slips; lengths in mm where the pixel spacing
@@ -243,6 +245,7 @@ def measure_records(records: Sequence[ImageRecord],
             row["needs_review"] = int(bool(rec.meta.get("needs_review", False)))
             row["qc"] = "; ".join(f"{k}: {' '.join(v)}"
                                   for k, v in rec.meta.get("qc", {}).items())
+            row["suspected_fractures"] = " ".join(rec.meta.get("suspected_fractures", ()))
         rows.append(row)
     return rows
 
@@ -280,7 +283,7 @@ def write_measurements_csv(records: Iterable[ImageRecord], schema: LandmarkSchem
         sacral_slope_deg``, then the segmental angles, ``facing``, ``missing_levels``, the
         clinical measurements (:func:`~spinelandmarks.measurements.clinical_columns`) and,
         for pipeline predictions (the first record has ``meta["needs_review"]``),
-        ``needs_review`` and ``qc``; values with 4 decimals.
+        ``needs_review``, ``qc`` and ``suspected_fractures``; values with 4 decimals.
     """
     columns = ["file_name", *ANGLE_COLUMNS.values(),
                *[f"{n}_deg" for n in segmental_angle_names(schema)], "facing", "missing_levels",
@@ -288,7 +291,7 @@ def write_measurements_csv(records: Iterable[ImageRecord], schema: LandmarkSchem
     it = iter(records)
     first = next(it, None)
     if first is not None and "needs_review" in first.meta:
-        columns += ["needs_review", "qc"]
+        columns += ["needs_review", "qc", "suspected_fractures"]
     rest = it if first is None else itertools.chain([first], it)
 
     def write(tmp: str) -> None:
@@ -408,6 +411,18 @@ def pair_records(pred_records: Sequence[ImageRecord], gt_records: Sequence[Image
     return _Paired([r.file_name for r in gts], gt, vis, _points(preds, schema), spacing,
                    [r.file_name for r, p in zip(gts, preds, strict=True) if p is None],
                    unmatched, duplicates, preds)
+
+
+def _suspected(preds: Sequence[ImageRecord | None], schema: LandmarkSchema
+               ) -> np.ndarray | None:
+    """(B, V) bool: the body levels each prediction lists in ``meta["suspected_fractures"]``;
+    None when no prediction carries the list (not the pipeline's output)."""
+    if not any(p is not None and "suspected_fractures" in p.meta for p in preds):
+        return None
+    listed = [set(p.meta.get("suspected_fractures", ())) if p is not None else set()
+              for p in preds]
+    return np.array([[lv in s for lv in schema.body_levels] for s in listed],
+                    dtype=bool).reshape(len(preds), len(schema.body_levels))
 
 
 def _floats(d: Mapping[str, Tensor]) -> dict[str, float]:
@@ -618,7 +633,8 @@ def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageReco
         "reference": {**REFERENCE, "n_images_evaluated": len(gts)},
     }
     result["tails"] = tail_figures(result)
-    result["clinical"] = evaluate_clinical(p2.pred, p2.gt, p2.spacing, schema)
+    result["clinical"] = evaluate_clinical(p2.pred, p2.gt, p2.spacing, schema,
+                                           suspected=_suspected(p2.matched, schema))
     if any(r.masks for r in gts):
         result["masks"] = evaluate_masks(p2.matched, gts, schema)
     return result

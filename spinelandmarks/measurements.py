@@ -16,6 +16,7 @@ import itertools
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -32,8 +33,10 @@ from .schema import (
 __all__ = [
     "GENANT_LOSS",
     "MEYERDING_MIN_SLIP_PCT",
+    "SCREEN_SPECIFICITY",
     "clinical_columns",
     "disc_heights",
+    "fit_fracture_screen",
     "genant_grades",
     "listhesis",
     "morphometry",
@@ -43,6 +46,9 @@ __all__ = [
 
 #: Genant semi-quantitative grades by height loss: grade g when loss >= GENANT_LOSS[g - 1].
 GENANT_LOSS: tuple[float, float, float] = (0.20, 0.25, 0.40)
+
+#: Specificity per vertebra (against Genant grade >= 2) :func:`fit_fracture_screen` aims at.
+SCREEN_SPECIFICITY = 0.98
 
 #: A slip below this percentage of the lower endplate is Meyerding grade 0 (no listhesis).
 MEYERDING_MIN_SLIP_PCT = 5.0
@@ -178,6 +184,42 @@ def genant_grades(morph: dict[str, Tensor]) -> dict[str, Tensor]:
     grade = (torch.nan_to_num(height_loss, nan=-1.0)[..., None] >= thresholds).sum(-1)
     return {"height_loss": height_loss, "grade": grade, "shape": shape,
             "fractured": grade >= 1}
+
+
+def fit_fracture_screen(pred_loss: np.ndarray, true_loss: np.ndarray,
+                        specificity: float = SCREEN_SPECIFICITY) -> float:
+    """Height-loss threshold of the fracture screen, fitted on annotated images.
+
+    The Genant grade reads the predicted height loss at the 25 % line, so a model that
+    under-estimates fractured bodies' loss by a little misses the fractures just past it.
+    The screen flags a body as a suspected fracture (grade >= 2) from a lower loss: the
+    ``specificity`` quantile of the predicted loss of the bodies whose reference loss is under
+    25 % (so about ``1 - specificity`` of them are flagged on these images), kept between the
+    grade-1 and grade-2 lines (20-25 %): a suspected fracture is at least a measured grade-1
+    deformity. Fit it on images the models were not trained on.
+
+    Parameters
+    ----------
+    pred_loss, true_loss : np.ndarray
+        Predicted and reference height loss (fraction) of the same bodies, any shape; NaN
+        where not measurable (left out).
+    specificity : float
+        In (0, 1).
+
+    Returns
+    -------
+    float
+        The threshold (fraction) in [0.20, 0.25]; 0.25 when no body under the 25 % line was
+        measurable.
+    """
+    if not 0.0 < specificity < 1.0:
+        raise ValueError(f"specificity must be in (0, 1), got {specificity}")
+    pred, true = np.asarray(pred_loss, np.float64), np.asarray(true_loss, np.float64)
+    negatives = pred[np.isfinite(pred) & np.isfinite(true) & (true < GENANT_LOSS[1])]
+    if negatives.size == 0:
+        return GENANT_LOSS[1]
+    quantile = float(np.quantile(negatives, specificity, method="higher"))
+    return min(GENANT_LOSS[1], max(GENANT_LOSS[0], quantile))
 
 
 def patient_fracture_status(grades: dict[str, Tensor], level_names: Sequence[str],

@@ -44,6 +44,7 @@ from .geometry import (
     vertebra_crop_params,
 )
 from .levels import anchor_to_sacrum, consistent_facing, off_column, reconcile_chain
+from .measurements import GENANT_LOSS, fit_fracture_screen, genant_grades, morphometry
 from .metrics import level_centres, level_identification, lumbar_parameters
 from .models.detector import confirm_levels
 from .models.landmark import CropRefiner, LandmarkModel
@@ -116,6 +117,10 @@ class SpineResult:
         Levels moved onto another body: step-1 points moved into the detector's box of their
         name (``level_rule="detector"``), or step-2 points moved to where the column
         continues (``column_repair``); see :mod:`spinelandmarks.levels`.
+    suspected_fractures : list of str
+        Body levels whose predicted height loss reaches the pipeline's
+        ``fracture_screen_loss``: suspected fractures of Genant grade 2 or worse, for a
+        reader to confirm (the grade itself is in the measurements).
     level_boxes : np.ndarray
         (num_levels, 4) detector boxes ``(x1, y1, x2, y2)`` in image pixels; NaN without a
         detector or where it found no box.
@@ -139,6 +144,7 @@ class SpineResult:
     qc: dict[str, list[str]] = field(default_factory=dict)
     needs_review: bool = False
     relabelled_levels: list[str] = field(default_factory=list)
+    suspected_fractures: list[str] = field(default_factory=list)
     level_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
     masks: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str | None = None
@@ -167,6 +173,7 @@ class SpineResult:
                                (self.parameters if step == 2 else self.parameters_step1).items()},
                                "needs_review": bool(self.needs_review),
                                "relabelled_levels": list(self.relabelled_levels),
+                               "suspected_fractures": list(self.suspected_fractures),
                                "qc": {k: list(v) for k, v in self.qc.items()}},
                            masks=dict(self.masks) if step == 2 else {})
 
@@ -258,6 +265,12 @@ class SpineLandmarkPipeline(nn.Module):
         :data:`RECROP_ANGLE_DEG`), is refined once more in a crop built from its refined
         corners. On the images a model was trained on nothing moves that far, so nothing
         changes there (``docs/training.md`` has the figures).
+    fracture_screen_loss : float
+        Predicted height loss from which a body is listed in ``suspected_fractures``
+        (default 0.25, Genant grade 2). :meth:`calibrate_qc` fits it to the pipeline on
+        annotated images (:func:`~spinelandmarks.measurements.fit_fracture_screen`): a
+        lower line that catches the fractures the refiner measures just short of grade 2, at
+        a specificity of :data:`~spinelandmarks.measurements.SCREEN_SPECIFICITY`.
     tta : bool
         Test-time augmentation of step 2: each vertebra is refined in the crops of
         :data:`TTA_VIEWS` (three scales, each also mirrored) and the points mapped back from
@@ -282,7 +295,8 @@ class SpineLandmarkPipeline(nn.Module):
                  facing_check: bool = True, tta: bool = True,
                  channels_last: bool = False, compile: bool = False,
                  qc_thresholds: QCThresholds | None = None, masks: bool | None = None,
-                 column_repair: bool = True, recrop: bool = True) -> None:
+                 column_repair: bool = True, recrop: bool = True,
+                 fracture_screen_loss: float = GENANT_LOSS[1]) -> None:
         super().__init__()
         self.landmark_model = landmark_model.eval()
         self.refiner = refiner.eval() if refiner is not None else None
@@ -300,6 +314,7 @@ class SpineLandmarkPipeline(nn.Module):
         self.facing_check = bool(facing_check)
         self.column_repair = bool(column_repair)
         self.recrop = bool(recrop)
+        self.fracture_screen_loss = float(fracture_screen_loss)
         self.tta = bool(tta)
         can_mask = refiner is not None and refiner.has_masks
         if masks and not can_mask:
@@ -344,6 +359,7 @@ class SpineLandmarkPipeline(nn.Module):
                   "level_rule": self.level_rule, "facing_check": self.facing_check,
                   "column_repair": self.column_repair, "recrop": self.recrop,
                   "tta": self.tta, "masks": self.masks,
+                  "fracture_screen_loss": self.fracture_screen_loss,
                   "qc_thresholds": dataclasses.asdict(self.qc_thresholds)}
         atomic_write_text(d / "pipeline.json", json.dumps(config, indent=2) + "\n")
         return d
@@ -369,6 +385,7 @@ class SpineLandmarkPipeline(nn.Module):
                    facing_check=cfg.get("facing_check", True), tta=cfg.get("tta", True),
                    column_repair=cfg.get("column_repair", True),
                    recrop=cfg.get("recrop", True),
+                   fracture_screen_loss=cfg.get("fracture_screen_loss", GENANT_LOSS[1]),
                    qc_thresholds=_thresholds(cfg.get("qc_thresholds")), masks=cfg.get("masks"))
 
     # -- tensor hot path -----------------------------------------------------------------------
@@ -707,11 +724,14 @@ class SpineLandmarkPipeline(nn.Module):
     def calibrate_qc(self, inputs: Iterable[PipelineInput], truths: Sequence[np.ndarray], *,
                      quantile: float = 0.99, margin: float = 1.25, batch_size: int = 8
                      ) -> QCThresholds:
-        """Fit the model-dependent QC thresholds to this pipeline on annotated images.
+        """Fit the model-dependent QC thresholds and the fracture screen to this pipeline on
+        annotated images.
 
         Predicts ``inputs``, keeps the levels it identified correctly (centre within half the
         true body height of the true centre) and sets :attr:`qc_thresholds` by
-        :func:`~spinelandmarks.qc.calibrate_thresholds` (saved with the pipeline). Use images
+        :func:`~spinelandmarks.qc.calibrate_thresholds`, and :attr:`fracture_screen_loss` by
+        :func:`~spinelandmarks.measurements.fit_fracture_screen` from every measurable body
+        (both saved with the pipeline). Use images
         the networks were not trained on (the validation set): ``train`` does this itself.
 
         Parameters
@@ -746,6 +766,10 @@ class SpineLandmarkPipeline(nn.Module):
         good = level_identification(stack("points"), truth, self.schema) == 1.0
         self.qc_thresholds = calibrate_thresholds(stats, good, quantile=quantile,
                                                   margin=margin, base=self.qc_thresholds)
+        if self.schema.body_levels:
+            self.fracture_screen_loss = fit_fracture_screen(
+                genant_grades(morphometry(stack("points"), self.schema))["height_loss"].numpy(),
+                genant_grades(morphometry(truth, self.schema))["height_loss"].numpy())
         return self.qc_thresholds
 
     def _qc(self, out: dict[str, Tensor], params: dict[str, Tensor],
@@ -773,6 +797,7 @@ class SpineLandmarkPipeline(nn.Module):
         params2 = lumbar_parameters(out["points"].double(), self.schema)
         params1 = lumbar_parameters(out["points_step1"].double(), self.schema)
         qc, review = self._qc(out, params2, params1)
+        suspected = self._suspected_fractures(out["points"])
         res = []
         for i, r in enumerate(group):
             missing = [lv for lv, ok in zip(self.schema.level_names, out["present"][i].tolist(),
@@ -789,9 +814,17 @@ class SpineLandmarkPipeline(nn.Module):
                 relabelled_levels=[lv for lv, on in zip(self.schema.level_names,
                                                         out["relabelled"][i].tolist(),
                                                         strict=True) if on],
+                suspected_fractures=suspected[i],
                 level_boxes=out["boxes"][i].double().numpy(),
                 masks=self._masks_of(out, i, r.pixels.shape[-2:], missing)))
         return res
+
+    def _suspected_fractures(self, points: Tensor) -> list[list[str]]:
+        """Per image, the body levels whose height loss reaches ``fracture_screen_loss``."""
+        loss = genant_grades(morphometry(points.double(), self.schema))["height_loss"]
+        hit = torch.nan_to_num(loss, nan=-1.0) >= self.fracture_screen_loss
+        body = self.schema.body_levels
+        return [[lv for lv, on in zip(body, row, strict=True) if on] for row in hit.tolist()]
 
     def _masks_of(self, out: dict[str, Tensor], i: int, size: Sequence[int],
                   missing: Sequence[str]) -> dict[str, dict[str, Any]]:

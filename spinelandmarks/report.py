@@ -316,6 +316,16 @@ def clinical_markdown(clinical: Mapping[str, Any]) -> list[str]:
         right = clinical[key]["right_levels"]
         lines.append(f"| {label} | right levels among patients found | "
                      f"{_fmt(right['share'], 3)} (n {right['n']}) | | | | |")
+    if "fracture_screen" in clinical:
+        screen = clinical["fracture_screen"]
+        for unit_, name in (("per_vertebra", "vertebra"), ("per_patient", "patient")):
+            b = screen[unit_]
+            lines.append(f"| grade >= 2, suspected (screen) | {name} (n {b['n']}, "
+                         f"{b['positives']} fractured) | {_ci(b, 'accuracy')} | "
+                         f"{_ci(b, 'sensitivity')} | {_ci(b, 'specificity')} | | |")
+        lines.append("\nSuspected fractures: bodies whose predicted height loss reaches the "
+                     "pipeline's `fracture_screen_loss`, fitted on validation images for a "
+                     "per-vertebra specificity of 0.98 (docs/conventions.md).")
     return lines
 
 

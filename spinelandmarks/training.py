@@ -118,8 +118,8 @@ class TrainConfig:
     #: Train the refiner's body-mask head on the annotations' masks (COCO segmentation).
     masks: bool = False
     #: Refiner training draws the crops of deformed bodies (reference height loss >= 15 %)
-    #: this many times as often (:class:`~spinelandmarks.data.datamodule.SpineDataModule`);
-    #: 1 disables it. 24 makes about half the crops deformed bodies when 4 % of the bodies
+    #: this many times as often, detector training each radiograph with the mean weight of
+    #: its bodies (:class:`~spinelandmarks.data.datamodule.SpineDataModule`); 1 disables it. 24 makes about half the crops deformed bodies when 4 % of the bodies
     #: are (the phantoms' rate); lower it for archives with more fractures
     #: (``docs/training.md``).
     deformity_weight: float = 24.0

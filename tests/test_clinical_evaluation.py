@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.evaluation import evaluate
@@ -58,3 +59,33 @@ def test_spinopelvic_errors_follow_a_moved_hip_axis() -> None:
     assert a["pelvic_incidence"]["mae"] == pytest.approx(a["pelvic_tilt"]["mae"])
     assert a["pelvic_tilt"]["bias"] == pytest.approx(a["pelvic_tilt"]["mae"])  # all anterior
     assert np.isfinite(a["pelvic_tilt"]["pearson_r"])
+
+
+def test_suspected_fractures_are_scored_against_grade_2(tmp_path: Path) -> None:
+    from spinelandmarks.evaluation import write_measurements_csv
+    from spinelandmarks.measurements import genant_grades, morphometry
+
+    gt = _records(LUMBAR_MORPHOMETRY)
+    pts = np.stack([np.where((r.visibility > 0)[:, None], r.points, np.nan) for r in gt])
+    grade = genant_grades(morphometry(torch.from_numpy(pts), LUMBAR_MORPHOMETRY))["grade"]
+    body = LUMBAR_MORPHOMETRY.body_levels
+    truth = [[lv for lv, g in zip(body, row, strict=True) if g >= 2] for row in grade.tolist()]
+    assert sum(map(len, truth)) >= 2
+    # the screen lists every grade-2 body plus L1 of every image: 8 false positives
+    listed = [sorted(set(t) | {"L1"}, key=body.index) for t in truth]
+    pred = [dataclasses.replace(r, meta={"needs_review": False, "suspected_fractures": s})
+            for r, s in zip(gt, listed, strict=True)]
+    clinical = evaluate(pred, gt, LUMBAR_MORPHOMETRY)["clinical"]
+    screen = clinical["fracture_screen"]["per_vertebra"]
+    n_fx = sum(map(len, truth))
+    n_l1_normal = sum("L1" not in t for t in truth)
+    assert screen["n"] == 40 and screen["positives"] == n_fx
+    assert screen["sensitivity"] == 1.0
+    assert screen["specificity"] == pytest.approx((40 - n_fx - n_l1_normal) / (40 - n_fx))
+    assert "fracture_screen" not in evaluate(gt, gt, LUMBAR_MORPHOMETRY)["clinical"]
+    csv_text = write_measurements_csv(pred, LUMBAR_MORPHOMETRY, tmp_path / "m.csv").read_text()
+    header, first = (line.split(",") for line in csv_text.splitlines()[:2])
+    assert first[header.index("suspected_fractures")] == " ".join(listed[0])
+    report = write_report(evaluate(pred, gt, LUMBAR_MORPHOMETRY), tmp_path / "r",
+                          pred_records=pred, gt_records=gt, schema=LUMBAR_MORPHOMETRY)
+    assert "suspected (screen)" in report.read_text()

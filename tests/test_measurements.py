@@ -13,6 +13,7 @@ from spines import IMG_W, spine_points
 
 from spinelandmarks.measurements import (
     disc_heights,
+    fit_fracture_screen,
     genant_grades,
     listhesis,
     morphometry,
@@ -141,3 +142,18 @@ def test_new_schemas_round_trip_and_resolve_by_name() -> None:
         assert LandmarkSchema.from_dict(json.loads(json.dumps(schema.to_dict()))) == schema
         assert resolve_schema(schema.name) == schema
     assert LUMBOPELVIC_SAGITTAL.num_points == 24 and LUMBAR_MORPHOMETRY.num_points == 32
+
+
+def test_fracture_screen_is_the_negatives_quantile_between_grades_1_and_2() -> None:
+    # 100 bodies under the 25 % line predicted at 0.00, 0.01, ..., 0.99 x 0.24; two fractures.
+    negatives = np.arange(100) / 100 * 0.24
+    pred = np.concatenate([negatives, [0.22, 0.30], [np.nan]])
+    true = np.concatenate([np.full(100, 0.1), [0.27, 0.35], [0.1]])
+    # 98th percentile of the 100 negatives, as the next observed value: 0.98 * 0.24
+    assert fit_fracture_screen(pred, true) == pytest.approx(0.2352)
+    # kept between the grade-1 and grade-2 lines; the grade-2 line with nothing to fit on
+    assert fit_fracture_screen(pred, true, specificity=0.5) == 0.20
+    assert fit_fracture_screen(np.full(10, 0.6), np.full(10, 0.1)) == 0.25
+    assert fit_fracture_screen(np.array([0.3]), np.array([0.3])) == 0.25
+    with pytest.raises(ValueError, match="specificity"):
+        fit_fracture_screen(pred, true, specificity=1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -107,6 +108,25 @@ class FixedSpine(LandmarkModel):
         rot = torch.tensor([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
         pts = (pts - 50) @ rot.T + 50
         return pts.expand(images.shape[0], -1, -1).clone(), torch.ones(images.shape[0], 22)
+
+
+def test_suspected_fractures_follow_the_screen_and_are_saved(phantom: tuple,
+                                                          tmp_path: Path) -> None:
+    image, _ = phantom
+    lm = FixedSpine(backbone="resnet_lite", input_size=(128, 96))  # rectangles: no height loss
+    p = SpineLandmarkPipeline(lm)
+    res = p.predict(image)[0]
+    assert p.fracture_screen_loss == 0.25 and res.suspected_fractures == []
+    # a screen line below any loss lists every body level, in the result and its record
+    p.fracture_screen_loss = -1.0
+    res = p.predict(image)[0]
+    assert res.suspected_fractures == ["L1", "L2", "L3", "L4", "L5"]
+    assert res.to_record(p.schema).meta["suspected_fractures"] == res.suspected_fractures
+    saved = json.loads((p.save(tmp_path / "p") / "pipeline.json").read_text())
+    assert saved["fracture_screen_loss"] == -1.0
+    # fitted on images whose bodies are all normal and measured so: the grade-1 line
+    p.calibrate_qc([image] * 2, [res.points] * 2)
+    assert p.fracture_screen_loss == 0.20 and p.predict(image)[0].suspected_fractures == []
 
 
 def test_tta_views_average_back_in_the_image(phantom: tuple) -> None:
