@@ -363,7 +363,8 @@ def _check_run(run: Path, identity: dict[str, Any], overwrite: bool) -> None:
 
 
 def _calibrate_qc(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) -> None:
-    """Fit the pipeline's model-dependent QC thresholds on the validation images."""
+    """Fit the pipeline's model-dependent QC thresholds and fracture screen on the validation
+    images."""
     dm = _datamodule(data_dir, cfg, "landmarks")
     dm.setup("fit")
     if not dm.val_records:
@@ -374,5 +375,6 @@ def _calibrate_qc(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) 
     th = pipe.calibrate_qc(dm.image_paths("val"), truths, batch_size=cfg.batch_size)
     pipe.to("cpu")
     _log.info("QC thresholds fitted on %d validation images: spread %.2f, detector distance "
-              "%.2f, refinement jump %.2f body heights", len(truths), th.max_spread_frac,
-              th.detector_distance_frac, th.refinement_jump_frac)
+              "%.2f, refinement jump %.2f body heights; fracture screen at %.3f height loss",
+              len(truths), th.max_spread_frac, th.detector_distance_frac,
+              th.refinement_jump_frac, pipe.fracture_screen_loss)
