@@ -98,7 +98,7 @@ def test_predict_measure_evaluate(trained: tuple[Path, Path, Path], tmp_path: Pa
     # the tiny model is far from converged: its spines are implausible and must be flagged
     review = [im["needs_review"] for im in pred["images"]]
     assert all(isinstance(v, bool) for v in review)
-    assert [r[-2] for r in rows[1:]] == [str(int(v)) for v in review]
+    assert [r[-3] for r in rows[1:]] == [str(int(v)) for v in review]
     assert f"{sum(review)} of {len(images)} image(s) need review" in caplog.text
 
     csv_path = tmp_path / "gt.csv"
