@@ -796,10 +796,9 @@ class CropDataset(Dataset[dict[str, Any]]):
         A body is deformed when the height loss of its reference points
         (:func:`reference_height_loss`) is at least ``min_loss``; the default sits just below
         Genant grade 1 (20 %) so that bodies on either side of the threshold are seen often.
-        Fractured bodies are a few percent of a
-        typical training set, and a refiner trained on them at their natural rate regresses
-        towards the typical shape: it under-estimates their height loss, which is what
-        fracture grading reads.
+        Fractured bodies are a few percent of a typical training set, and a refiner trained
+        on them at their natural rate regresses towards the typical shape: it under-estimates
+        their height loss, which is what fracture grading reads.
 
         Returns
         -------
