@@ -24,8 +24,8 @@ def draw_overlay(radiograph: Radiograph, result: SpineResult,
                  pipeline: SpineLandmarkPipeline) -> np.ndarray:
     """RGB overlay: step-2 points, endplate lines, level names, body outlines (cyan, when the
     pipeline segments), the measured angles (and PI, PT, SS, LL with femoral heads in the
-    schema), graded fractures (orange box and Genant grade) and the QC flags (flagged levels
-    circled in red).
+    schema), graded fractures (orange box and Genant grade), the suspected fractures of the
+    pipeline's screen (listed) and the QC flags (flagged levels circled in red).
 
     The radiograph is windowed by its own percentiles
     (:func:`~spinelandmarks.data.intensity.robust_normalize`), so 12-bit data stored in 16-bit
@@ -41,18 +41,8 @@ def draw_overlay(radiograph: Radiograph, result: SpineResult,
     draw = ImageDraw.Draw(img)
     _circle_flagged(draw, result, pipeline, scale)
     fractures = _mark_fractures(draw, result.points, pipeline.schema, scale)
-    lines = [f"{ANGLE_LABELS.get(k, k)}: {v:.1f} deg" if np.isfinite(v) else
-             f"{ANGLE_LABELS.get(k, k)}: n/a" for k, v in result.parameters.items()]
-    lines += _spinopelvic_lines(result.points, pipeline.schema)
-    if fractures:
-        lines.append("fracture (Genant): " + ", ".join(fractures))
-    if result.missing_levels:
-        lines.append("missing: " + ", ".join(result.missing_levels))
-    if result.needs_review:
-        lines.append("NEEDS REVIEW: " + "; ".join(f"{k} {' '.join(v)}"
-                                                  for k, v in result.qc.items()))
     y = 4
-    for line in lines:
+    for line in _text_lines(result, pipeline.schema, fractures):
         color = (255, 64, 64) if line.startswith("NEEDS REVIEW") else (255, 255, 0)
         draw.text((6, y), line, fill=color, font_size=10 * scale)
         y += 12 * scale
@@ -95,6 +85,25 @@ def _spinopelvic_lines(points: np.ndarray, schema: LandmarkSchema) -> list[str]:
                          ("pelvic_incidence", "PI"), ("pelvic_tilt", "PT"),
                          ("sacral_slope", "SS"), ("lumbar_lordosis", "LL")))
     return [text + " deg"]
+
+
+def _text_lines(result: SpineResult, schema: LandmarkSchema, fractures: list[str]
+                ) -> list[str]:
+    """The overlay's text, top to bottom: angles, spinopelvic angles, graded and suspected
+    fractures, missing levels, the QC flags."""
+    lines = [f"{ANGLE_LABELS.get(k, k)}: {v:.1f} deg" if np.isfinite(v) else
+             f"{ANGLE_LABELS.get(k, k)}: n/a" for k, v in result.parameters.items()]
+    lines += _spinopelvic_lines(result.points, schema)
+    if fractures:
+        lines.append("fracture (Genant): " + ", ".join(fractures))
+    if result.suspected_fractures:
+        lines.append("suspected fracture (screen): " + ", ".join(result.suspected_fractures))
+    if result.missing_levels:
+        lines.append("missing: " + ", ".join(result.missing_levels))
+    if result.needs_review:
+        lines.append("NEEDS REVIEW: " + "; ".join(f"{k} {' '.join(v)}"
+                                                  for k, v in result.qc.items()))
+    return lines
 
 
 def _mark_fractures(draw: ImageDraw.ImageDraw, points: np.ndarray, schema: LandmarkSchema,

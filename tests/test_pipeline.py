@@ -450,6 +450,11 @@ def test_overlay_marks_graded_fractures_and_spinopelvic_angles(
     res = dataclasses.replace(pipe.predict(image)[0], points=rec.points[:22].astype(np.float64))
     rgb = draw_overlay(Radiograph(pixels=image, pixel_spacing=None, source="p"), res, pipe)
     assert (rgb == [255, 160, 0]).all(-1).sum() > 20  # the lumbar schema marks fractures too
+    from spinelandmarks.overlay import _text_lines
+    listed = dataclasses.replace(res, suspected_fractures=["L5"])
+    assert "suspected fracture (screen): L5" in _text_lines(listed, pipe.schema, [])
+    none = dataclasses.replace(res, suspected_fractures=[])
+    assert not any("suspected" in t for t in _text_lines(none, pipe.schema, []))
 
 
 class CentreMaskRefiner(CropRefiner):
