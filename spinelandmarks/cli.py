@@ -145,6 +145,10 @@ def _verb_train(sub: Any) -> None:
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--detector-backbone", default="resnet18")
     p.add_argument("--weights", default=None, help="local backbone weights file")
+    p.add_argument("--init-from", default=None, metavar="PIPELINE",
+                   help="start every stage from the networks of a saved pipeline (RUN/pipeline)"
+                        " instead of random weights: fine-tune on a few annotated images of a "
+                        "new source (same schema and sizes)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -327,7 +331,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         detector_epochs=args.detector_epochs, refiner_epochs=args.refiner_epochs,
         image_size=args.image_size, crop_size=args.crop_size, batch_size=args.batch_size,
         backbone=args.backbone, detector_backbone=args.detector_backbone,
-        weights_path=args.weights, lr=args.lr, num_workers=args.workers, seed=args.seed,
+        weights_path=args.weights, init_from=args.init_from, lr=args.lr, num_workers=args.workers, seed=args.seed,
         stages=stages, val_dir=args.val, time_budget_s=budget or {}, schema=args.schema,
         detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {}, masks=args.masks,
         **({} if args.deformity_weight is None else {"deformity_weight": args.deformity_weight}),

@@ -126,6 +126,10 @@ class TrainConfig:
     #: Weight of the refiner's body-height term (:class:`~spinelandmarks.models.CropRefiner`,
     #: ``docs/training.md``, "Height term"); 0 trains on the point loss alone.
     height_weight: float = 0.0
+    #: A saved pipeline directory (``RUN/pipeline``, or ``RUN``) whose networks start each stage
+    #: instead of random weights: fine-tuning on a few annotated images of a new source
+    #: (``docs/training.md``, "Fine-tuning on a new source"). Same schema and sizes needed.
+    init_from: str | None = None
 
 
 class StageProgressBar(TQDMProgressBar):
@@ -225,6 +229,12 @@ def train_stage(stage: str, data_dir: str, run_dir: Path, cfg: TrainConfig) -> P
     dm = _datamodule(data_dir, cfg, task)
     dm.setup("fit")
     model = _module(stage, cfg, dm.schema.to_dict())
+    last = stage_dir / "last.ckpt"
+    if cfg.init_from and not last.is_file():  # a resumed stage has its own weights
+        source = Path(cfg.init_from)
+        if not (source / "pipeline.json").is_file() and (source / "pipeline").is_dir():
+            source = source / "pipeline"  # a run directory
+        _initialize(model, source / f"{stage}.pt")
     budget = cfg.time_budget_s.get(stage)
     if budget is not None:
         model.hparams["scheduler"] = "constant"  # the TimeBudget callback drives the rate
@@ -249,7 +259,6 @@ def train_stage(stage: str, data_dir: str, run_dir: Path, cfg: TrainConfig) -> P
         limit_val_batches=1.0 if has_val else 0, num_sanity_val_steps=0,
         deterministic=False, log_every_n_steps=5,
     )
-    last = stage_dir / "last.ckpt"
     trainer.fit(model, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
     best = ckpt.best_model_path or ckpt.last_model_path
     if trainer.global_rank == 0:
@@ -257,6 +266,21 @@ def train_stage(stage: str, data_dir: str, run_dir: Path, cfg: TrainConfig) -> P
             model = load_module(best)  # type: ignore[assignment]
         save_module(model, final)
     return final
+
+
+def _initialize(model: LandmarkTask, path: Path) -> None:
+    """Copy the weights of a saved network of the same kind and shape into ``model``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: --init-from needs a saved pipeline "
+                                "directory (RUN/pipeline) with this stage's network")
+    source = load_module(path)
+    if type(source) is not type(model):
+        raise ValueError(f"{path}: a {type(source).__name__}, not a {type(model).__name__}")
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: its network does not fit this run's settings (schema, "
+                         f"backbone, sizes): {str(exc).splitlines()[0]}") from exc
 
 
 def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
@@ -319,7 +343,7 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
 #: Settings that change what the weights of a run are: a run trained with other values (or on
 #: other data) is not resumed into.
 IDENTITY_FIELDS = ("schema", "image_size", "crop_size", "crop_scale", "backbone",
-                   "detector_backbone", "weights_path", "detector_kwargs", "masks")
+                   "detector_backbone", "weights_path", "detector_kwargs", "masks", "init_from")
 
 
 def _sha256(path: Path) -> str | None:

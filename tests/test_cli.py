@@ -584,3 +584,29 @@ def test_other_schema_and_masks_train_and_predict_through_the_cli(tmp_path: Path
             assert mask_from_segmentation(seg, r.height, r.width).shape == (r.height, r.width)
     header = (out / "measurements.csv").read_text().splitlines()[0]
     assert "pelvic_incidence_deg" in header and "pelvic_tilt_deg" in header
+
+
+def test_train_init_from_starts_each_stage_from_a_saved_pipeline(
+        trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    from spinelandmarks.models import CropRefiner, LandmarkModel
+    from spinelandmarks.pipeline import load_module
+    from spinelandmarks.training import _initialize
+
+    data, _, run = trained
+    source = load_module(run / "pipeline" / "landmark.pt")
+    # no epoch: the stage's weights are the source's; a run directory works as well
+    tuned = tmp_path / "tuned"
+    assert main(["train", str(data), "--out", str(tuned), "--init-from", str(run),
+                 "--stages", "landmark", *TINY_TRAIN, "--max-epochs", "0"]) == 0
+    start = load_module(tuned / "landmark" / "best.pt")
+    for a, b in zip(start.state_dict().values(), source.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    cfg = json.loads((tuned / "config.json").read_text())
+    assert cfg["identity"]["init_from"] == str(run)
+    path = run / "pipeline" / "landmark.pt"
+    with pytest.raises(ValueError, match="landmark.pt: its network does not fit"):
+        _initialize(LandmarkModel(backbone="resnet_lite", decoder_channels=32), path)
+    with pytest.raises(ValueError, match="a LandmarkModel, not a CropRefiner"):
+        _initialize(CropRefiner(backbone="resnet_lite"), path)
+    with pytest.raises(FileNotFoundError, match="--init-from needs a saved pipeline"):
+        _initialize(LandmarkModel(backbone="resnet_lite"), tmp_path / "nothing.pt")
