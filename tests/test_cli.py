@@ -604,7 +604,7 @@ def test_train_init_from_starts_each_stage_from_a_saved_pipeline(
     cfg = json.loads((tuned / "config.json").read_text())
     assert cfg["identity"]["init_from"] == str(run)
     path = run / "pipeline" / "landmark.pt"
-    with pytest.raises(ValueError, match="landmark.pt: its network does not fit"):
+    with pytest.raises(ValueError, match=r"landmark\.pt: its network does not fit"):
         _initialize(LandmarkModel(backbone="resnet_lite", decoder_channels=32), path)
     with pytest.raises(ValueError, match="a LandmarkModel, not a CropRefiner"):
         _initialize(CropRefiner(backbone="resnet_lite"), path)
