@@ -18,6 +18,7 @@ from ._atomic import atomic_write, atomic_write_text
 from .clinical_evaluation import CLINICAL_REFERENCE
 from .data.annotations import ImageRecord
 from .evaluation import ANGLE_LABELS, metrics_to_json, pair_records
+from .measurements import SCREEN_SPECIFICITY
 from .metrics import LUMBAR_PARAMETERS, lumbar_parameters_or_nan, normalized_errors
 from .schema import LandmarkSchema
 
@@ -325,7 +326,7 @@ def clinical_markdown(clinical: Mapping[str, Any]) -> list[str]:
                          f"{_ci(b, 'sensitivity')} | {_ci(b, 'specificity')} | | |")
         lines.append("\nSuspected fractures: bodies whose predicted height loss reaches the "
                      "pipeline's `fracture_screen_loss`, fitted on validation images for a "
-                     "per-vertebra specificity of 0.98 (docs/conventions.md).")
+                     f"per-vertebra specificity of {SCREEN_SPECIFICITY} (docs/conventions.md).")
     return lines
 
 

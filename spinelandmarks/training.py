@@ -119,9 +119,9 @@ class TrainConfig:
     masks: bool = False
     #: Refiner training draws the crops of deformed bodies (reference height loss >= 15 %)
     #: this many times as often, detector training each radiograph with the mean weight of
-    #: its bodies (:class:`~spinelandmarks.data.datamodule.SpineDataModule`); 1 disables it. 24 makes about half the crops deformed bodies when 4 % of the bodies
-    #: are (the phantoms' rate); lower it for archives with more fractures
-    #: (``docs/training.md``).
+    #: its bodies (:class:`~spinelandmarks.data.datamodule.SpineDataModule`); 1 disables it.
+    #: 24 makes about half the crops deformed bodies when 4 % of the bodies are (the
+    #: phantoms' rate); lower it for archives with more fractures (``docs/training.md``).
     deformity_weight: float = 24.0
     #: Weight of the refiner's body-height term (:class:`~spinelandmarks.models.CropRefiner`,
     #: ``docs/training.md``, "Height term"); 0 trains on the point loss alone.
@@ -231,10 +231,7 @@ def train_stage(stage: str, data_dir: str, run_dir: Path, cfg: TrainConfig) -> P
     model = _module(stage, cfg, dm.schema.to_dict())
     last = stage_dir / "last.ckpt"
     if cfg.init_from and not last.is_file():  # a resumed stage has its own weights
-        source = Path(cfg.init_from)
-        if not (source / "pipeline.json").is_file() and (source / "pipeline").is_dir():
-            source = source / "pipeline"  # a run directory
-        _initialize(model, source / f"{stage}.pt")
+        _initialize(model, Path(cfg.init_from), stage)
     budget = cfg.time_budget_s.get(stage)
     if budget is not None:
         model.hparams["scheduler"] = "constant"  # the TimeBudget callback drives the rate
@@ -268,16 +265,20 @@ def train_stage(stage: str, data_dir: str, run_dir: Path, cfg: TrainConfig) -> P
     return final
 
 
-def _initialize(model: LandmarkTask, path: Path) -> None:
-    """Copy the weights of a saved network of the same kind and shape into ``model``."""
+def _initialize(model: LandmarkTask, source: Path, stage: str) -> None:
+    """Copy the weights of ``stage``'s network in the saved pipeline (or run) ``source`` into
+    ``model``, which must be of the same kind and shape."""
+    if not (source / "pipeline.json").is_file() and (source / "pipeline").is_dir():
+        source = source / "pipeline"  # a run directory
+    path = source / f"{stage}.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --init-from needs a saved pipeline "
                                 "directory (RUN/pipeline) with this stage's network")
-    source = load_module(path)
-    if type(source) is not type(model):
-        raise ValueError(f"{path}: a {type(source).__name__}, not a {type(model).__name__}")
+    saved = load_module(path)
+    if type(saved) is not type(model):
+        raise ValueError(f"{path}: a {type(saved).__name__}, not a {type(model).__name__}")
     try:
-        model.load_state_dict(source.state_dict())
+        model.load_state_dict(saved.state_dict())
     except RuntimeError as exc:
         raise ValueError(f"{path}: its network does not fit this run's settings (schema, "
                          f"backbone, sizes): {str(exc).splitlines()[0]}") from exc

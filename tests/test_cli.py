@@ -603,10 +603,11 @@ def test_train_init_from_starts_each_stage_from_a_saved_pipeline(
         torch.testing.assert_close(a, b)
     cfg = json.loads((tuned / "config.json").read_text())
     assert cfg["identity"]["init_from"] == str(run)
-    path = run / "pipeline" / "landmark.pt"
+    pipeline = run / "pipeline"
     with pytest.raises(ValueError, match=r"landmark\.pt: its network does not fit"):
-        _initialize(LandmarkModel(backbone="resnet_lite", decoder_channels=32), path)
+        _initialize(LandmarkModel(backbone="resnet_lite", decoder_channels=32), pipeline,
+                    "landmark")
     with pytest.raises(ValueError, match="a LandmarkModel, not a CropRefiner"):
-        _initialize(CropRefiner(backbone="resnet_lite"), path)
+        _initialize(CropRefiner(backbone="resnet_lite"), pipeline, "landmark")
     with pytest.raises(FileNotFoundError, match="--init-from needs a saved pipeline"):
-        _initialize(LandmarkModel(backbone="resnet_lite"), tmp_path / "nothing.pt")
+        _initialize(LandmarkModel(backbone="resnet_lite"), tmp_path / "nothing", "landmark")

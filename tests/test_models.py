@@ -15,7 +15,7 @@ from spinelandmarks.data.datamodule import SpineDataModule
 from spinelandmarks.data.datasets import CropDataset, LandmarkDataset
 from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.models import BACKBONES, Backbone, CropRefiner, LandmarkModel
-from spinelandmarks.models.landmark import height_loss, height_pairs
+from spinelandmarks.models.landmark import height_pairs, relative_height_error
 from spinelandmarks.schema import CORNERS, LUMBAR_MORPHOMETRY, LUMBAR_SAGITTAL
 
 
@@ -57,7 +57,7 @@ def test_height_pairs_follow_the_point_names() -> None:
     assert height_pairs(("anterior_superior", "posterior_superior")) == []
 
 
-def test_height_loss_is_the_mean_relative_height_error() -> None:
+def test_relative_height_error_is_the_mean_over_heights() -> None:
     # A 10 x 10 body; prediction: anterior height 12 (+20 %), posterior 10, middle 8 (-20 %).
     ref = torch.tensor([[[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0],
                          [5.0, 0.0], [5.0, 10.0]]])
@@ -65,17 +65,17 @@ def test_height_loss_is_the_mean_relative_height_error() -> None:
     pred[0, 3, 1], pred[0, 5, 1] = 12.0, 8.0
     pairs = [(0, 3), (1, 2), (4, 5)]
     every = torch.ones(1, 6, dtype=torch.bool)
-    assert height_loss(pred, ref, every, pairs).item() == pytest.approx(0.4 / 3)
+    assert relative_height_error(pred, ref, every, pairs).item() == pytest.approx(0.4 / 3)
     # An absent end (NaN reference, masked) drops its height from the mean, and no NaN leaks.
     ref[0, 5] = float("nan")
     mask = every.clone()
     mask[0, 5] = False
     pred.requires_grad_(True)
-    loss = height_loss(pred, ref, mask, pairs)
+    loss = relative_height_error(pred, ref, mask, pairs)
     assert loss.item() == pytest.approx(0.2 / 2)
     loss.backward()
     assert pred.grad is not None and torch.isfinite(pred.grad).all()
-    assert height_loss(pred, ref, torch.zeros_like(mask), pairs).item() == 0.0
+    assert relative_height_error(pred, ref, torch.zeros_like(mask), pairs).item() == 0.0
 
 
 def test_refiner_adds_the_height_term_to_its_loss(dataset: Path) -> None:

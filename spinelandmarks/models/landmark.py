@@ -24,7 +24,8 @@ from ..schema import CORNERS, LandmarkSchema, Level
 from .backbones import Backbone, FPNDecoder
 from .base import LandmarkTask
 
-__all__ = ["CropRefiner", "LandmarkModel", "LandmarkNetwork", "height_loss", "height_pairs"]
+__all__ = ["CropRefiner", "LandmarkModel", "LandmarkNetwork", "height_pairs",
+           "relative_height_error"]
 
 
 def height_pairs(names: tuple[str, ...]) -> list[tuple[int, int]]:
@@ -38,8 +39,8 @@ def height_pairs(names: tuple[str, ...]) -> list[tuple[int, int]]:
     return pairs
 
 
-def height_loss(pred: Tensor, target: Tensor, mask: Tensor,
-                pairs: list[tuple[int, int]]) -> Tensor:
+def relative_height_error(pred: Tensor, target: Tensor, mask: Tensor,
+                          pairs: list[tuple[int, int]]) -> Tensor:
     """Mean relative error of the body heights, ``|H_pred / H_ref - 1|``.
 
     Parameters
@@ -327,12 +328,13 @@ class CropRefiner(LandmarkModel):
     def _landmark_loss(self, coords: Tensor, heatmaps: Tensor, batch: LandmarkBatch
                        ) -> tuple[Tensor, dict[str, Tensor]]:
         """The point loss of :class:`LandmarkModel` plus ``height_weight`` times the
-        relative body-height error (:func:`height_loss`)."""
+        relative body-height error (:func:`relative_height_error`)."""
         loss, parts = super()._landmark_loss(coords, heatmaps, batch)
-        weight = self.hparams.get("height_weight", 0.0)
+        weight = self.hparams["height_weight"]
         if weight > 0 and self._height_pairs:
             pred = normalized_to_pixel(coords, batch.images.shape[-2:])
-            parts["height"] = height_loss(pred, batch.points, batch.mask, self._height_pairs)
+            parts["height"] = relative_height_error(pred, batch.points, batch.mask,
+                                                    self._height_pairs)
             loss = loss + weight * parts["height"]
         return loss, parts
 
