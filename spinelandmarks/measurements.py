@@ -38,6 +38,7 @@ __all__ = [
     "disc_heights",
     "fit_fracture_screen",
     "genant_grades",
+    "height_loss",
     "listhesis",
     "morphometry",
     "patient_fracture_status",
@@ -184,6 +185,25 @@ def genant_grades(morph: dict[str, Tensor]) -> dict[str, Tensor]:
     grade = (torch.nan_to_num(height_loss, nan=-1.0)[..., None] >= thresholds).sum(-1)
     return {"height_loss": height_loss, "grade": grade, "shape": shape,
             "fractured": grade >= 1}
+
+
+def height_loss(points: Tensor, schema: LandmarkSchema = LUMBAR_MORPHOMETRY) -> Tensor:
+    """Genant height loss of every body, straight from the points.
+
+    ``genant_grades(morphometry(points, schema))["height_loss"]``: the largest of the wedge,
+    biconcave (with endplate middles in the schema) and crush losses.
+
+    Parameters
+    ----------
+    points : Tensor
+        (B, P, 2) image pixels, NaN where absent.
+
+    Returns
+    -------
+    Tensor
+        (B, V) float64 fraction for the V = ``schema.body_levels``; NaN where not measurable.
+    """
+    return genant_grades(morphometry(points, schema))["height_loss"]
 
 
 def fit_fracture_screen(pred_loss: np.ndarray, true_loss: np.ndarray,

@@ -44,7 +44,7 @@ from .geometry import (
     vertebra_crop_params,
 )
 from .levels import anchor_to_sacrum, consistent_facing, off_column, reconcile_chain
-from .measurements import GENANT_LOSS, fit_fracture_screen, genant_grades, morphometry
+from .measurements import GENANT_LOSS, fit_fracture_screen, height_loss
 from .metrics import level_centres, level_identification, lumbar_parameters
 from .models.detector import confirm_levels
 from .models.landmark import CropRefiner, LandmarkModel
@@ -768,8 +768,8 @@ class SpineLandmarkPipeline(nn.Module):
                                                   margin=margin, base=self.qc_thresholds)
         if self.schema.body_levels:
             self.fracture_screen_loss = fit_fracture_screen(
-                genant_grades(morphometry(stack("points"), self.schema))["height_loss"].numpy(),
-                genant_grades(morphometry(truth, self.schema))["height_loss"].numpy())
+                height_loss(stack("points"), self.schema).numpy(),
+                height_loss(truth, self.schema).numpy())
         return self.qc_thresholds
 
     def _qc(self, out: dict[str, Tensor], params: dict[str, Tensor],
@@ -821,7 +821,7 @@ class SpineLandmarkPipeline(nn.Module):
 
     def _suspected_fractures(self, points: Tensor) -> list[list[str]]:
         """Per image, the body levels whose height loss reaches ``fracture_screen_loss``."""
-        loss = genant_grades(morphometry(points.double(), self.schema))["height_loss"]
+        loss = height_loss(points.double(), self.schema)
         hit = torch.nan_to_num(loss, nan=-1.0) >= self.fracture_screen_loss
         body = self.schema.body_levels
         return [[lv for lv, on in zip(body, row, strict=True) if on] for row in hit.tolist()]

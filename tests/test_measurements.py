@@ -15,6 +15,7 @@ from spinelandmarks.measurements import (
     disc_heights,
     fit_fracture_screen,
     genant_grades,
+    height_loss,
     listhesis,
     morphometry,
     patient_fracture_status,
@@ -108,6 +109,8 @@ def test_biconcave_fracture_needs_the_endplate_middles() -> None:
     g = genant_grades(morphometry(torch.tensor(morph, dtype=DT)[None], LUMBAR_MORPHOMETRY))
     assert g["grade"][0].tolist() == [0, 0, 1, 0, 0] and int(g["shape"][0, 2]) == 1
     assert float(g["height_loss"][0, 2]) == pytest.approx(0.22)
+    loss = height_loss(torch.tensor(morph, dtype=DT)[None], LUMBAR_MORPHOMETRY)
+    assert loss[0].tolist() == pytest.approx([0.0, 0.0, 0.22, 0.0, 0.0], abs=1e-12)
 
 
 @pytest.mark.parametrize("face", [1, -1])

@@ -70,7 +70,7 @@ from ..geometry import (
     transform_points,
     vertebra_crop_params,
 )
-from ..measurements import genant_grades, morphometry
+from ..measurements import height_loss
 from ..schema import NON_VERTEBRAL_LEVEL, LandmarkSchema
 from .annotations import ImageRecord
 from .intensity import robust_normalize
@@ -364,7 +364,7 @@ class ImageCache:
 def reference_height_loss(records: Sequence[ImageRecord], schema: LandmarkSchema
                           ) -> np.ndarray:
     """Height loss of every body from the records' reference points
-    (:func:`~spinelandmarks.measurements.genant_grades`: wedge, biconcave -- with endplate
+    (:func:`~spinelandmarks.measurements.height_loss`: wedge, biconcave -- with endplate
     middles in the schema -- or crush).
 
     Returns
@@ -375,7 +375,7 @@ def reference_height_loss(records: Sequence[ImageRecord], schema: LandmarkSchema
     if not records or not schema.body_levels:
         return np.full((len(records), len(schema.body_levels)), np.nan)
     pts = np.stack([np.where((r.visibility > 0)[:, None], r.points, np.nan) for r in records])
-    return genant_grades(morphometry(torch.from_numpy(pts), schema))["height_loss"].numpy()
+    return height_loss(torch.from_numpy(pts), schema).numpy()
 
 
 class LandmarkDataset(Dataset[dict[str, Any]]):
