@@ -28,7 +28,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-__all__ = ["binary_agreement", "continuous_agreement", "fracture_agreement", "icc"]
+__all__ = ["binary_agreement", "continuous_agreement", "fracture_agreement",
+           "fracture_operating_points", "icc"]
 
 _ICC_HINT = 'ICC needs pingouin: pip install "spinelandmarks[stats]"'
 
@@ -225,3 +226,52 @@ def fracture_agreement(pred_grade: ArrayLike, truth_grade: ArrayLike, pred_loss:
             "right_levels": {"n": int(found.sum()),
                              "share": float(exact.sum() / found.sum()) if found.any()
                              else math.nan}}
+
+
+def fracture_operating_points(pred_loss: ArrayLike, truth_grade: ArrayLike,
+                              thresholds: Sequence[float], *, min_grade: int = 2
+                              ) -> list[dict[str, float]]:
+    """How a height-loss line would read the fractures, for each of several lines.
+
+    A body counts as fractured when its predicted loss reaches the line; the figures are
+    those of :func:`fracture_agreement` (same rules for unmeasurable bodies), without the
+    confidence intervals, so a study can choose its operating point on its own validation
+    images (the sensitivity per vertebra and the accuracy per patient pull the line in
+    opposite directions when the loss is measured with some error).
+
+    Parameters
+    ----------
+    pred_loss : np.ndarray
+        (B, V) predicted height loss (fraction), NaN where not measurable.
+    truth_grade : np.ndarray
+        (B, V) reference Genant grades 0-3, NaN where not measurable.
+    thresholds : sequence of float
+        The lines (fraction of height lost).
+    min_grade : int
+        Reference fracture from this grade on.
+
+    Returns
+    -------
+    list of dict
+        One per line: ``threshold``; per vertebra ``sensitivity``, ``specificity``; per
+        patient ``patient_accuracy``, ``patient_sensitivity``, ``patient_specificity``;
+        ``right_levels`` (share of the patients found whose flagged levels are exactly the
+        reference ones).
+    """
+    loss, tg = np.asarray(pred_loss, np.float64), np.asarray(truth_grade, np.float64)
+    both = np.isfinite(loss) & np.isfinite(tg)
+    t_frac = np.nan_to_num(tg) >= min_grade
+    t_pat = t_frac.any(axis=1)
+    rows = []
+    for line in thresholds:  # a handful of lines; each one vectorized over the bodies
+        p_frac = np.nan_to_num(loss, nan=-np.inf) >= line
+        vert, pat = _rates(p_frac[both], t_frac[both]), _rates(p_frac.any(axis=1), t_pat)
+        found = p_frac.any(axis=1) & t_pat
+        exact = (p_frac == t_frac).all(axis=1) & found
+        rows.append({"threshold": float(line), "sensitivity": vert["sensitivity"],
+                     "specificity": vert["specificity"], "patient_accuracy": pat["accuracy"],
+                     "patient_sensitivity": pat["sensitivity"],
+                     "patient_specificity": pat["specificity"],
+                     "right_levels": float(exact.sum() / found.sum()) if found.any()
+                     else math.nan})
+    return rows

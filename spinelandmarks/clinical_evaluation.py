@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .agreement import continuous_agreement, fracture_agreement
-from .measurements import clinical_columns, genant_grades, morphometry
+from .agreement import continuous_agreement, fracture_agreement, fracture_operating_points
+from .measurements import GENANT_LOSS, clinical_columns, genant_grades, morphometry
 from .metrics import lumbar_parameters_or_nan
 from .schema import FEMORAL_HEADS, LandmarkSchema
 
-__all__ = ["CLINICAL_REFERENCE", "evaluate_clinical"]
+__all__ = ["CLINICAL_REFERENCE", "FRACTURE_LINES", "evaluate_clinical"]
 
 #: Published figures on real radiographs, for the report.
 CLINICAL_REFERENCE: dict[str, Any] = {
@@ -35,6 +35,12 @@ CLINICAL_REFERENCE: dict[str, Any] = {
         "per_patient": {"accuracy": 0.929, "sensitivity": 0.944, "specificity": 0.917},
         "per_vertebra": {"accuracy": 0.947, "sensitivity": 0.628, "specificity": 0.977}},
 }
+
+#: Height-loss lines the evaluation reads the grade >= 2 fractures at, from the grade-1 to
+#: the grade-2 line in steps of 1 % (``fracture_lines``; the screen lies in this range).
+FRACTURE_LINES: tuple[float, ...] = tuple(
+    round(GENANT_LOSS[0] + 0.01 * i, 2)
+    for i in range(round(100 * (GENANT_LOSS[1] - GENANT_LOSS[0])) + 1))
 
 _ANGLES = ("pelvic_incidence", "pelvic_tilt", "sacral_slope", "lumbar_lordosis",
            "pi_ll_mismatch")
@@ -89,7 +95,8 @@ def evaluate_clinical(pred: Tensor, gt: Tensor, spacing: Tensor, schema: Landmar
         :func:`~spinelandmarks.agreement.fracture_agreement`; with ``suspected``,
         ``fracture_screen``: the same figures for the suspected fractures against reference
         grade >= 2 (bodies the prediction cannot measure left out, as for the grades);
-        ``length_unit``.
+        ``fracture_lines``: :func:`~spinelandmarks.agreement.fracture_operating_points`
+        against grade >= 2 at each of :data:`FRACTURE_LINES`; ``length_unit``.
     """
     pc, gc = clinical_columns(pred, schema, spacing), clinical_columns(gt, schema, spacing)
     pa, ga = _angles(pred, pc, schema), _angles(gt, gc, schema)
@@ -113,6 +120,8 @@ def evaluate_clinical(pred: Tensor, gt: Tensor, spacing: Tensor, schema: Landmar
     for key, min_grade in (("fractures", 1), ("fractures_grade2", 2)):
         out[key] = fracture_agreement(graded(grades_p), graded(grades_g), loss_p, levels,
                                       min_grade=min_grade, n_resamples=n_resamples, seed=seed)
+    out["fracture_lines"] = fracture_operating_points(loss_p, graded(grades_g), FRACTURE_LINES,
+                                                      min_grade=2)
     if suspected is not None:
         flagged = np.where(np.isfinite(loss_p), np.where(suspected, 2.0, 0.0), np.nan)
         out["fracture_screen"] = fracture_agreement(flagged, graded(grades_g), loss_p, levels,

@@ -327,6 +327,23 @@ def clinical_markdown(clinical: Mapping[str, Any]) -> list[str]:
         lines.append("\nSuspected fractures: bodies whose predicted height loss reaches the "
                      "pipeline's `fracture_screen_loss`, fitted on validation images for a "
                      f"per-vertebra specificity of {SCREEN_SPECIFICITY} (docs/conventions.md).")
+    return lines + _fracture_lines(clinical.get("fracture_lines", []))
+
+
+def _fracture_lines(rows: Sequence[Mapping[str, float]]) -> list[str]:
+    """Grade >= 2 fractures read at each height-loss line (choose an operating point)."""
+    if not rows:
+        return []
+    lines = ["", "Grade >= 2 fractures read at other height-loss lines (a body is flagged when "
+             "its predicted loss reaches the line):", "",
+             "| line | vertebra sensitivity | vertebra specificity | patient accuracy | "
+             "patient sensitivity | patient specificity | right levels |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {_fmt(r['threshold'])} | {_fmt(r['sensitivity'], 3)} | "
+                     f"{_fmt(r['specificity'], 3)} | {_fmt(r['patient_accuracy'], 3)} | "
+                     f"{_fmt(r['patient_sensitivity'], 3)} | "
+                     f"{_fmt(r['patient_specificity'], 3)} | {_fmt(r['right_levels'], 3)} |")
     return lines
 
 

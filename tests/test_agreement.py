@@ -12,6 +12,7 @@ from spinelandmarks.agreement import (
     binary_agreement,
     continuous_agreement,
     fracture_agreement,
+    fracture_operating_points,
     icc,
 )
 
@@ -83,3 +84,22 @@ def test_fracture_agreement_per_vertebra_patient_and_level() -> None:
     assert f["right_levels"] == {"n": 2, "share": 0.5}
     grade2 = fracture_agreement(pred, truth, loss, levels, min_grade=2, n_resamples=100)
     assert grade2["per_vertebra"]["positives"] == 1
+
+
+def test_fracture_operating_points_read_the_loss_at_each_line() -> None:
+    truth = np.array([[0, 2, 0], [0, 0, 0], [1, 0, 0], [0, 0, 3]], float)
+    loss = np.array([[0.05, 0.3, 0.1], [0.0, 0.05, 0.21], [0.1, 0.22, 0.0], [0.0, 0.1, np.nan]])
+    low, high = fracture_operating_points(loss, truth, [0.2, 0.25])
+    # measurable bodies: 11 (P4 L3 has no loss); grade >= 2 among them: P1 L2 only
+    # line 0.20: flagged P1 L2 (TP), P2 L3 and P3 L2 (FP) -> sensitivity 1, specificity 8/10
+    assert low["sensitivity"] == 1.0 and low["specificity"] == pytest.approx(0.8)
+    # patients: truth P1, P4 (P4's grade 3 has no predicted loss); flagged P1, P2, P3
+    assert low["patient_sensitivity"] == 0.5 and low["patient_specificity"] == 0.0
+    assert low["patient_accuracy"] == 0.25 and low["right_levels"] == 1.0
+    # line 0.25: only P1 L2 -> every measurable body right; P4 missed per patient
+    assert high["specificity"] == 1.0 and high["patient_accuracy"] == 0.75
+    # the same reading as fracture_agreement on the thresholded grades
+    graded = np.where(np.isfinite(loss), np.where(loss >= 0.2, 2.0, 0.0), np.nan)
+    f = fracture_agreement(graded, truth, loss, ["L1", "L2", "L3"], min_grade=2, n_resamples=10)
+    assert f["per_patient"]["accuracy"] == low["patient_accuracy"]
+    assert f["right_levels"]["share"] == low["right_levels"]

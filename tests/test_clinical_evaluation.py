@@ -35,10 +35,16 @@ def test_ground_truth_against_itself_agrees_perfectly(tmp_path: Path) -> None:
     for unit in ("per_vertebra", "per_patient"):
         assert frac[unit]["sensitivity"] == 1.0 and frac[unit]["specificity"] == 1.0
     assert frac["right_levels"]["share"] == 1.0
+    lines = m["fracture_lines"]  # the reference read at 20-25 % against its own grade >= 2
+    assert [r["threshold"] for r in lines] == [0.2, 0.21, 0.22, 0.23, 0.24, 0.25]
+    assert all(r["sensitivity"] == 1.0 for r in lines)
+    assert lines[-1]["specificity"] == 1.0 and lines[-1]["patient_accuracy"] == 1.0
+    assert [r["specificity"] for r in lines] == sorted(r["specificity"] for r in lines)
     report = write_report(evaluate(gt, gt, LUMBAR_MORPHOMETRY), tmp_path, pred_records=gt,
                           gt_records=gt, schema=LUMBAR_MORPHOMETRY)
     text = report.read_text()
     assert "## Clinical measurements" in text and "grade >= 2" in text
+    assert "other height-loss lines" in text and "| 0.22 | 1.000 |" in text
     json.loads((tmp_path / "metrics.json").read_text())  # strict JSON
 
 
