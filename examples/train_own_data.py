@@ -1,9 +1,12 @@
 """Train the two-step pipeline on your own COCO-keypoint data set, from Python.
 
 The same as ``spinelandmarks train DATA --out RUN``; shown here to change any setting in code.
-Without DATA, a small synthetic data set is made first.
+Without DATA, a small synthetic data set is made first. With ``--init-from PIPELINE`` every
+stage starts from a trained pipeline's networks: fine-tuning on a few annotated images of a
+new source (scanner, site), which needs the sizes and backbones that pipeline was trained with.
 
 Run: python examples/train_own_data.py [DATA] --out RUN [--epochs 30] [--tiny]
+     [--init-from RUN_BEFORE/pipeline]
 """
 
 from __future__ import annotations
@@ -22,16 +25,18 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--out", default="run_own_data")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--tiny", action="store_true", help="tiny CPU settings (smoke test)")
+    ap.add_argument("--init-from", default=None, help="pipeline (or run) to fine-tune")
     args = ap.parse_args(argv)
 
     data = args.data or generate_dataset(Path(args.out) / "synthetic", 12, seed=0,
                                          config=PhantomConfig(long_side=256))
-    cfg = TrainConfig(max_epochs=args.epochs, image_size=(512, 384), crop_size=(128, 128))
+    cfg = TrainConfig(max_epochs=args.epochs, image_size=(512, 384), crop_size=(128, 128),
+                      init_from=args.init_from)
     if args.tiny:
         cfg = TrainConfig(max_epochs=args.epochs, image_size=(128, 96), crop_size=(48, 48),
                           backbone="resnet_lite", detector_backbone="resnet_lite",
                           batch_size=4, num_workers=0, accelerator="cpu", progress=False,
-                          detector_kwargs=dict(CPU_DETECTOR))
+                          detector_kwargs=dict(CPU_DETECTOR), init_from=args.init_from)
     pipeline_dir = train_pipeline(data, args.out, cfg)
     print(f"pipeline: {pipeline_dir}")
     return pipeline_dir

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -37,6 +38,11 @@ def test_train_then_notebook_workflow(tmp_path: Path) -> None:
     train = load("train_own_data")
     pipeline_dir = train.main(["--out", str(tmp_path / "run"), "--epochs", "1", "--tiny"])
     assert (pipeline_dir / "pipeline.json").is_file()
+    # fine-tuning from it on the same images: every stage starts from its networks
+    tuned = train.main([str(tmp_path / "run" / "synthetic"), "--out", str(tmp_path / "tuned"),
+                        "--epochs", "1", "--tiny", "--init-from", str(pipeline_dir)])
+    config = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert (tuned / "pipeline.json").is_file() and config["init_from"] == str(pipeline_dir)
     nb = load("notebook_workflow")
     image = sorted((tmp_path / "run" / "synthetic" / "images").iterdir())[0]
     params = nb.main([str(tmp_path / "run"), str(image), "--out", str(tmp_path / "o.png")])
