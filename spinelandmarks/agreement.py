@@ -261,12 +261,13 @@ def fracture_operating_points(pred_loss: ArrayLike, truth_grade: ArrayLike,
     loss, tg = np.asarray(pred_loss, np.float64), np.asarray(truth_grade, np.float64)
     both = np.isfinite(loss) & np.isfinite(tg)
     t_frac = np.nan_to_num(tg) >= min_grade
-    t_pat = t_frac.any(axis=1)
+    t_pat = np.any(t_frac, axis=1)
     rows = []
     for line in thresholds:  # a handful of lines; each one vectorized over the bodies
         p_frac = np.nan_to_num(loss, nan=-np.inf) >= line
-        vert, pat = _rates(p_frac[both], t_frac[both]), _rates(p_frac.any(axis=1), t_pat)
-        found = p_frac.any(axis=1) & t_pat
+        p_pat = np.any(p_frac, axis=1)
+        vert, pat = _rates(p_frac[both], t_frac[both]), _rates(p_pat, t_pat)
+        found = p_pat & t_pat
         exact = (p_frac == t_frac).all(axis=1) & found
         rows.append({"threshold": float(line), "sensitivity": vert["sensitivity"],
                      "specificity": vert["specificity"], "patient_accuracy": pat["accuracy"],
