@@ -219,13 +219,17 @@ def fracture_agreement(pred_grade: ArrayLike, truth_grade: ArrayLike, pred_loss:
     per_patient = binary_agreement(p_pat, t_pat, np.nanmax(np.where(np.isfinite(loss), loss,
                                                                     -np.inf), axis=1),
                                    n_resamples=n_resamples, seed=seed)
-    found = p_pat & t_pat
-    exact = (p_frac == t_frac).all(axis=1) & found
     return {"min_grade": min_grade, "levels": list(level_names), "per_vertebra": per_vertebra,
-            "per_patient": per_patient,
-            "right_levels": {"n": int(found.sum()),
-                             "share": float(exact.sum() / found.sum()) if found.any()
-                             else math.nan}}
+            "per_patient": per_patient, "right_levels": _right_levels(p_frac, t_frac)}
+
+
+def _right_levels(p_frac: np.ndarray, t_frac: np.ndarray) -> dict[str, Any]:
+    """Among patients fractured in both (B, V) readings, ``n`` and the ``share`` whose
+    fractured levels are exactly the reference ones (NaN when there is none)."""
+    found = np.any(p_frac, axis=1) & np.any(t_frac, axis=1)
+    exact = (p_frac == t_frac).all(axis=1) & found
+    return {"n": int(found.sum()),
+            "share": float(exact.sum() / found.sum()) if found.any() else math.nan}
 
 
 def fracture_operating_points(pred_loss: ArrayLike, truth_grade: ArrayLike,
@@ -265,14 +269,10 @@ def fracture_operating_points(pred_loss: ArrayLike, truth_grade: ArrayLike,
     rows = []
     for line in thresholds:  # a handful of lines; each one vectorized over the bodies
         p_frac = np.nan_to_num(loss, nan=-np.inf) >= line
-        p_pat = np.any(p_frac, axis=1)
-        vert, pat = _rates(p_frac[both], t_frac[both]), _rates(p_pat, t_pat)
-        found = p_pat & t_pat
-        exact = (p_frac == t_frac).all(axis=1) & found
+        vert, pat = _rates(p_frac[both], t_frac[both]), _rates(np.any(p_frac, axis=1), t_pat)
         rows.append({"threshold": float(line), "sensitivity": vert["sensitivity"],
                      "specificity": vert["specificity"], "patient_accuracy": pat["accuracy"],
                      "patient_sensitivity": pat["sensitivity"],
                      "patient_specificity": pat["specificity"],
-                     "right_levels": float(exact.sum() / found.sum()) if found.any()
-                     else math.nan})
+                     "right_levels": _right_levels(p_frac, t_frac)["share"]})
     return rows

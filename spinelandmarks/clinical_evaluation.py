@@ -117,14 +117,15 @@ def evaluate_clinical(pred: Tensor, gt: Tensor, spacing: Tensor, schema: Landmar
                            torch.full_like(g["height_loss"], math.nan)).numpy()
 
     loss_p = grades_p["height_loss"].numpy()
+    pred_grade, truth_grade = graded(grades_p), graded(grades_g)
     for key, min_grade in (("fractures", 1), ("fractures_grade2", 2)):
-        out[key] = fracture_agreement(graded(grades_p), graded(grades_g), loss_p, levels,
+        out[key] = fracture_agreement(pred_grade, truth_grade, loss_p, levels,
                                       min_grade=min_grade, n_resamples=n_resamples, seed=seed)
-    out["fracture_lines"] = fracture_operating_points(loss_p, graded(grades_g), FRACTURE_LINES,
+    out["fracture_lines"] = fracture_operating_points(loss_p, truth_grade, FRACTURE_LINES,
                                                       min_grade=2)
     if suspected is not None:
         flagged = np.where(np.isfinite(loss_p), np.where(suspected, 2.0, 0.0), np.nan)
-        out["fracture_screen"] = fracture_agreement(flagged, graded(grades_g), loss_p, levels,
+        out["fracture_screen"] = fracture_agreement(flagged, truth_grade, loss_p, levels,
                                                     min_grade=2, n_resamples=n_resamples,
                                                     seed=seed)
     return out
