@@ -1,10 +1,13 @@
-"""Cross-style robustness benchmark: train on one phantom style, test on the other.
+"""Cross-style robustness benchmark: train on one phantom style, test on the others.
 
 Style A is :mod:`spinelandmarks.data.synthetic` (512 px), style B
 :mod:`spinelandmarks.data.projection` (960 x 768 px, 12-bit PNG and MONOCHROME1/2 DICOM, cone
-beam, thoracic and pelvic anatomy); they share no rendering code. Three training sets with the
+beam, thoracic and pelvic anatomy), style C :mod:`spinelandmarks.data.outline` (1024 x 832 px,
+8-bit PNG and JPEG, display-domain outlines, fused sacrum, hardware); no two share rendering
+code. Style C is never trained on: it is the held-out source for every model, the mix included.
+Three training sets with the
 ``--mode cpu`` recipe and budget: ``A`` (400 images), ``B`` (400), ``mix`` (200 + 200). Each
-trained pipeline predicts the test sets of both styles (``--test-images`` each, seed 10000),
+trained pipeline predicts the test sets of all three styles (``--test-images`` each, seed 10000),
 and every (training set, test style) pair is evaluated with the tails, level identification
 and how well the QC flags catch the failures, with the default thresholds and with thresholds
 fitted to the run's pipeline on its validation images (``runs/<name>/run/pipeline_fitted_qc``;
@@ -13,7 +16,7 @@ pipelines trained by the current ``train`` are already fitted).
 Layout of ``OUT`` (every step is skipped when its output exists, so a run can be resumed and
 the "before" figures can be evaluated from predictions made by an older commit)::
 
-    data/{A,B}/{train,val,test}/   data/mix/{train,val}/ (annotations + links to A and B)
+    data/{A,B}/{train,val,test}/   data/C/test/   data/mix/{train,val}/ (links to A and B)
     runs/<name>/run/pipeline/      runs/<name>/test_<style>/predictions/
 
 Results: ``OUT/cross_results.json`` and ``OUT/cross_results.md``.
@@ -31,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from spinelandmarks.data.annotations import ImageRecord, read_coco, write_coco
+from spinelandmarks.data.outline import OutlineConfig, generate_outline_dataset
 from spinelandmarks.data.projection import ProjectionConfig, generate_projection_dataset
 from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.evaluation import evaluate
@@ -41,6 +45,8 @@ from spinelandmarks.training import TrainConfig, train_pipeline
 
 SEEDS = {"train": 0, "val": 5000, "test": 10000}
 SIZES = {"train": 400, "val": 40}
+#: Styles every run is tested on; C only ever as a test set.
+TEST_STYLES = ("A", "B", "C")
 #: A per-image angle error above this (deg) makes the image a failure for the QC analysis.
 FAIL_ANGLE_DEG = 5.0
 TARGETS = {"levels_identified_images": 99.0, "mean_abs_deg": 1.5, "pearson_r": 0.95,
@@ -52,6 +58,9 @@ def _style_data(root: Path, style: str, split: str, n: int, smoke: bool = False)
     if (out / "annotations.json").is_file():
         return out
     seed = SEEDS[split]
+    if style == "C":
+        cfg_c = OutlineConfig(height=256, width=208) if smoke else OutlineConfig()
+        return generate_outline_dataset(out, n, seed=seed, config=cfg_c, workers=2)
     if style == "A":
         return generate_dataset(out, n, seed=seed, workers=2,
                                 config=PhantomConfig(long_side=256 if smoke else 512))
@@ -224,8 +233,10 @@ def run_cross_style(out: Path, runs: list[str], test_images: int, accelerator: s
     t0 = time.perf_counter()
     sizes = {"train": 8, "val": 2} if smoke else SIZES
     for style in ("A", "B"):
-        for split, n in (*sizes.items(), ("test", test_images)):
+        for split, n in sizes.items():
             _style_data(out, style, split, n, smoke)
+    for style in TEST_STYLES:
+        _style_data(out, style, "test", test_images, smoke)
     if "mix" in runs:
         for split in ("train", "val"):
             _mix(out, split)
@@ -234,7 +245,7 @@ def run_cross_style(out: Path, runs: list[str], test_images: int, accelerator: s
     rows: dict[str, Any] = {}
     for name in runs:
         _train(out, name, cfg)
-        for style in ("A", "B"):
+        for style in TEST_STYLES:
             pred_dir = _predict(out, name, style, accelerator)
             gt = _gt(out, style)
             pred = read_coco(pred_dir / "predictions.json", S)
