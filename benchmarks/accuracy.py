@@ -193,7 +193,7 @@ def main() -> None:
     ap.add_argument("--mode", choices=[*sorted(MODES), "cross", "cross-smoke"], default="cpu")
     ap.add_argument("--accelerator", default=None)
     ap.add_argument("--runs", default="A,B,mix",
-                    help="cross mode: training sets to run (A, B, mix), comma-separated")
+                    help="cross mode: training sets to run (A, B, mix, AC, BC), comma-separated")
     ap.add_argument("--test-images", type=int, default=100,
                     help="cross mode: test images per style")
     ap.add_argument("--fov-mm", default=None,

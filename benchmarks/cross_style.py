@@ -4,10 +4,12 @@ Style A is :mod:`spinelandmarks.data.synthetic` (512 px), style B
 :mod:`spinelandmarks.data.projection` (960 x 768 px, 12-bit PNG and MONOCHROME1/2 DICOM, cone
 beam, thoracic and pelvic anatomy), style C :mod:`spinelandmarks.data.outline` (1024 x 832 px,
 8-bit PNG and JPEG, display-domain outlines, fused sacrum, hardware); no two share rendering
-code. Style C is never trained on: it is the held-out source for every model, the mix included.
-Three training sets with the
-``--mode cpu`` recipe and budget: ``A`` (400 images), ``B`` (400), ``mix`` (200 + 200). Each
-trained pipeline predicts the test sets of all three styles (``--test-images`` each, seed 10000),
+code. Training sets, all with the ``--mode cpu`` recipe and budget: ``A`` (400 images), ``B``
+(400), ``mix`` (200 A + 200 B), and, to measure whether the library's own phantoms of another
+style help a model trained on one source, ``AC`` (200 A + 200 C) and ``BC`` (200 B + 200 C).
+The default runs never train on C, so it is the held-out source for them (the mix included).
+Each trained pipeline predicts the test sets of all three styles (``--test-images`` each, seed
+10000),
 and every (training set, test style) pair is evaluated with the tails, level identification
 and how well the QC flags catch the failures, with the default thresholds and with thresholds
 fitted to the run's pipeline on its validation images (``runs/<name>/run/pipeline_fitted_qc``;
@@ -16,7 +18,7 @@ pipelines trained by the current ``train`` are already fitted).
 Layout of ``OUT`` (every step is skipped when its output exists, so a run can be resumed and
 the "before" figures can be evaluated from predictions made by an older commit)::
 
-    data/{A,B}/{train,val,test}/   data/C/test/   data/mix/{train,val}/ (links to A and B)
+    data/{A,B,C}/{train,val,test}/   data/{mix,AC,BC}/{train,val}/ (links to the styles)
     runs/<name>/run/pipeline/      runs/<name>/test_<style>/predictions/
 
 Results: ``OUT/cross_results.json`` and ``OUT/cross_results.md``.
@@ -47,6 +49,8 @@ SEEDS = {"train": 0, "val": 5000, "test": 10000}
 SIZES = {"train": 400, "val": 40}
 #: Styles every run is tested on; C only ever as a test set.
 TEST_STYLES = ("A", "B", "C")
+#: Mixed training sets: half of each style's images.
+MIXES = {"mix": ("A", "B"), "AC": ("A", "C"), "BC": ("B", "C")}
 #: A per-image angle error above this (deg) makes the image a failure for the QC analysis.
 FAIL_ANGLE_DEG = 5.0
 TARGETS = {"levels_identified_images": 99.0, "mean_abs_deg": 1.5, "pearson_r": 0.95,
@@ -68,14 +72,14 @@ def _style_data(root: Path, style: str, split: str, n: int, smoke: bool = False)
     return generate_projection_dataset(out, n, seed=seed, config=cfg, workers=2)
 
 
-def _mix(root: Path, split: str) -> Path:
-    """Half of A's and half of B's images of a split, through links (no copies)."""
-    out = root / "data" / "mix" / split
+def _mix(root: Path, name: str, split: str) -> Path:
+    """Half of each of ``MIXES[name]``'s images of a split, through links (no copies)."""
+    out = root / "data" / name / split
     if (out / "annotations.json").is_file():
         return out
     out.mkdir(parents=True, exist_ok=True)
     records: list[ImageRecord] = []
-    for style in ("A", "B"):
+    for style in MIXES[name]:
         src = root / "data" / style / split
         link = out / style
         if not link.exists():
@@ -232,14 +236,15 @@ def run_cross_style(out: Path, runs: list[str], test_images: int, accelerator: s
 
     t0 = time.perf_counter()
     sizes = {"train": 8, "val": 2} if smoke else SIZES
-    for style in ("A", "B"):
+    trained = {s for name in runs for s in MIXES.get(name, (name,))}
+    for style in sorted(trained):
         for split, n in sizes.items():
             _style_data(out, style, split, n, smoke)
     for style in TEST_STYLES:
         _style_data(out, style, "test", test_images, smoke)
-    if "mix" in runs:
-        for split in ("train", "val"):
-            _mix(out, split)
+    for name in runs:
+        for split in sizes if name in MIXES else ():
+            _mix(out, name, split)
     cfg = dict(MODES["smoke" if smoke else "cpu"]["cfg"])
     cfg["accelerator"] = accelerator
     rows: dict[str, Any] = {}
