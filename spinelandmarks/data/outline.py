@@ -82,7 +82,7 @@ class OutlineConfig:
     gas_blobs : float
         Mean number of bowel gas blobs.
     noise : bool
-        Noise and JPEG-free rendering switch for tests (False: noiseless).
+        False: no noise and PNG files only (for tests).
     """
 
     height: int = 1024
@@ -367,7 +367,7 @@ def _render_ribs(canvas: Array, an: _Anatomy, fr: _Frame, rng: np.random.Generat
 
 def _render_hardware(canvas: Array, an: _Anatomy, fr: _Frame, rng: np.random.Generator) -> None:
     """Pedicle screws at 2-3 adjacent lumbar levels and the rod joining their heads."""
-    first = int(rng.integers(3, 3 + 5 - 2))  # index into T10..L5 (3 = L1)
+    first = int(rng.integers(3, 6))  # index into T10..L5: the first screwed level is L1-L3
     heads = []
     for lv in an.levels[first:first + int(rng.integers(2, 4))]:
         c = lv.corners
