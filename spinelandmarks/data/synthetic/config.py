@@ -63,6 +63,10 @@ class PhantomConfig:
         Range of the scatter-haze fraction.
     gamma : (float, float)
         Range of the display gamma.
+    ilium_shift_mm : (float, float)
+        Range of the iliac crest's cranial shift from its drawn height (near the L4-L5 disc),
+        mm, scaled with the patient; the wing stretches to the femoral heads, which stay where
+        the pelvic incidence puts them. (0, 0), the default, draws no random number for it.
     """
 
     long_side: int = 1024
@@ -88,6 +92,7 @@ class PhantomConfig:
     blur_mm: tuple[float, float] = (0.15, 0.45)
     scatter: tuple[float, float] = (0.0, 0.25)
     gamma: tuple[float, float] = (0.75, 1.35)
+    ilium_shift_mm: tuple[float, float] = (0.0, 0.0)
 
     @property
     def shape(self) -> tuple[int, int]:

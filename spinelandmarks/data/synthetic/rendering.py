@@ -58,7 +58,7 @@ def render(rng: np.random.Generator, cfg: PhantomConfig, anat: Anatomy) -> Rende
     out = Rendering(_new_canvas(rng, cfg, to_img, anat.spacing), to_img, rot, cropped)
     cv = out.canvas
     out.osteophytes = _render_spine(rng, cfg, cv, anat, out)
-    out.femoral_heads = _render_pelvis(rng, cv, anat)
+    out.femoral_heads = _render_pelvis(rng, cv, anat, cfg.ilium_shift_mm)
     _render_ribs(rng, cv, anat)
     out.aortic = _render_aorta(rng, cfg, cv, anat)
     out.implants = bool(rng.random() < cfg.p_implants)
@@ -175,22 +175,27 @@ _CREST_REF = np.array([[-48, 26], [-53, -6], [-38, -34], [-12, -50], [22, -44], 
 _IPL_REF = np.array([[22, 2], [30, 25], [0, 0]], float)
 
 
-def _render_pelvis(rng: np.random.Generator, cv: _Canvas, anat: Anatomy) -> list[Array]:
-    """Both ilia (slightly offset and magnified), femoral heads and necks, acetabular roofs;
-    returns the two femoral head centres (patient mm)."""
+def _render_pelvis(rng: np.random.Generator, cv: _Canvas, anat: Anatomy,
+                   ilium_shift_mm: tuple[float, float] = (0.0, 0.0)) -> list[Array]:
+    """Both ilia (slightly offset and magnified, the crest shifted cranially by a draw from
+    ``ilium_shift_mm``), femoral heads and necks, acetabular roofs; returns the two femoral
+    head centres (patient mm)."""
     heads: list[Array] = []
     sc = anat.sc
     ref_rot = math.radians(40.0)
     rr = np.array([[math.cos(ref_rot), math.sin(ref_rot)],
                    [-math.sin(ref_rot), math.cos(ref_rot)]])
     head_r = 24.0 * sc * float(rng.uniform(0.95, 1.05))
+    # no draw for the default range: datasets made without the shift stay bit-identical
+    shift = float(rng.uniform(*ilium_shift_mm)) * sc if any(ilium_shift_mm) else 0.0
+    lift = rr @ np.array([0.0, -shift])  # cranial in the design frame, in the S1 frame
     for side in range(2):
         off = rng.normal(0.0, 4.0, size=2) * sc
         mag = 1.0 + 0.04 * side
-        pts_local = (_ILIUM_REF * sc * mag) @ rr.T
+        pts_local = (_ILIUM_REF * sc * mag) @ rr.T + lift
         pts_local[8] = anat.hip_local + np.array([0.0, -head_r - 6.0 * sc])
-        crest = (_CREST_REF * sc * mag) @ rr.T
-        ipl = (_IPL_REF * sc * mag) @ rr.T
+        crest = (_CREST_REF * sc * mag) @ rr.T + lift
+        ipl = (_IPL_REF * sc * mag) @ rr.T + lift
         ipl[2] = anat.hip_local + np.array([-0.7, -0.7]) * head_r
         fr = anat.s1_frame.copy()
         fr[:, 2] += off
