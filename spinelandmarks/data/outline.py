@@ -355,7 +355,7 @@ def _render_pelvis(canvas: Array, an: _Anatomy, fr: _Frame, rng: np.random.Gener
 
 
 def _render_ribs(canvas: Array, an: _Anatomy, fr: _Frame, rng: np.random.Generator) -> None:
-    for lv in an.levels[:3]:
+    for lv in an.levels[:3]:  # T10-T12
         start = lv.corners[1] + an.scale * np.array([-15.0, 5.0])
         bow = np.array([-an.scale * rng.uniform(60, 120), an.scale * rng.uniform(30, 70)])
         t = np.linspace(0.0, 1.0, 30)[:, None]
@@ -387,7 +387,7 @@ def _soft_tissue(canvas: Array, an: _Anatomy, fr: _Frame, rng: np.random.Generat
     h, w = canvas.shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     skin_mm = an.scale * rng.uniform(55.0, 95.0)
-    centre = fr.px(an.levels[5].corners[1:3].mean(0, keepdims=True))[0]
+    centre = fr.px(an.levels[5].corners[1:3].mean(0, keepdims=True))[0]  # L3 posterior wall
     back = fr.px(np.array([[-1.0, 0.0]]))[0] - fr.px(np.zeros((1, 2)))[0]
     back /= np.linalg.norm(back)
     behind = (xx - centre[0]) * back[0] + (yy - centre[1]) * back[1]  # px behind the column
