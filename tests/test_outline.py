@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from spinelandmarks.data import outline
 from spinelandmarks.data.annotations import read_coco, validate
 from spinelandmarks.data.io import read_image
 from spinelandmarks.data.outline import (
@@ -44,10 +46,23 @@ def test_angles_from_the_corners_equal_the_drawn_anatomy(seed: int) -> None:
     facing = 1.0 if syn["facing"] == "right" else -1.0
     assert p["sacral_slope"] == pytest.approx(
         syn["sacral_slope_anatomical_deg"] + facing * syn["rotation_deg"], abs=1e-6)
-    # the drawn spine is physiological: lordotic, slope and pelvic incidence consistent
-    assert 10.0 < p["l1_s1_lordosis"] < 90.0
-    assert syn["pelvic_incidence_deg"] == pytest.approx(
-        syn["sacral_slope_anatomical_deg"] + syn["pelvic_tilt_deg"])
+    assert 10.0 < p["l1_s1_lordosis"] < 90.0  # a lordotic, physiological spine
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_femoral_heads_sit_at_the_drawn_pelvic_incidence(seed: int) -> None:
+    """Pelvic incidence: the angle at the sacral plate's middle (the patient-frame origin)
+    between the plate's caudal normal and the line to the hip axis."""
+    rng = np.random.default_rng(seed)
+    an = outline._anatomy(rng, OutlineConfig())
+    hip = outline._hip_axis(an)
+    ant, post = an.plate
+    along = (ant - post) / np.linalg.norm(ant - post)
+    caudal = np.array([-along[1], along[0]])  # the plate's normal pointing down (y grows)
+    assert caudal[1] > 0
+    angle = math.degrees(math.acos(hip @ caudal / np.linalg.norm(hip)))
+    assert angle == pytest.approx(math.degrees(an.incidence), abs=1e-9)
+    assert hip @ along > 0  # the hip axis lies anterior of the plate's normal
 
 
 def test_both_facings_occur_and_keep_names() -> None:
