@@ -36,7 +36,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -45,6 +45,9 @@ from scipy import ndimage
 from .._atomic import atomic_write
 from ..schema import LUMBAR_SAGITTAL
 from .annotations import ImageRecord
+
+if TYPE_CHECKING:
+    from .synthetic.writer import PhantomJob
 
 __all__ = ["OutlineConfig", "generate_outline_dataset", "generate_outline_phantom"]
 
@@ -535,8 +538,8 @@ def generate_outline_phantom(rng_or_seed: int | np.random.Generator | np.random.
 # ------------------------------------------------------------------------------------------
 # datasets
 # ------------------------------------------------------------------------------------------
-def _one(args: tuple[int, np.random.SeedSequence, OutlineConfig, str, int]) -> ImageRecord:
-    index, ss, cfg, out_dir, seed = args
+def _one(job: PhantomJob) -> ImageRecord:
+    index, ss, seed, out_dir, cfg = job
     rng = np.random.default_rng(ss)
     img, rec = generate_outline_phantom(rng, cfg, image_id=index + 1,
                                         patient_id=f"outline-{seed}-{index:06d}")
@@ -577,8 +580,5 @@ def generate_outline_dataset(out_dir: str | os.PathLike[str], num_images: int, s
     """
     from .synthetic.writer import write_phantom_dataset
 
-    cfg = config or OutlineConfig()
-    root = Path(out_dir)
-    children = np.random.SeedSequence(seed).spawn(num_images)
-    jobs = [(i, children[i], cfg, str(root), seed) for i in range(num_images)]
-    return write_phantom_dataset(root, _one, jobs, LUMBAR_SAGITTAL, workers)
+    return write_phantom_dataset(out_dir, _one, num_images, seed, config or OutlineConfig(),
+                                 LUMBAR_SAGITTAL, workers)

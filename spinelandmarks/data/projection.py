@@ -38,13 +38,16 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
 
 from ..schema import LUMBAR_SAGITTAL
 from .annotations import ImageRecord
+
+if TYPE_CHECKING:
+    from .synthetic.writer import PhantomJob
 
 __all__ = ["ProjectionConfig", "generate_projection_dataset", "generate_projection_phantom"]
 
@@ -578,10 +581,10 @@ def generate_projection_phantom(rng_or_seed: int | np.random.Generator | np.rand
 # ------------------------------------------------------------------------------------------
 # datasets
 # ------------------------------------------------------------------------------------------
-def _one(args: tuple[int, np.random.SeedSequence, ProjectionConfig, str, int]) -> ImageRecord:
+def _one(job: PhantomJob) -> ImageRecord:
     from .io import write_dicom, write_png16
 
-    index, ss, cfg, out_dir, seed = args
+    index, ss, seed, out_dir, cfg = job
     rng = np.random.default_rng(ss)
     img, rec = generate_projection_phantom(rng, cfg, image_id=index + 1,
                                            patient_id=f"proj-{seed}-{index:06d}")
@@ -623,8 +626,5 @@ def generate_projection_dataset(out_dir: str | os.PathLike[str], num_images: int
     """
     from .synthetic.writer import write_phantom_dataset
 
-    cfg = config or ProjectionConfig()
-    root = Path(out_dir)
-    children = np.random.SeedSequence(seed).spawn(num_images)
-    jobs = [(i, children[i], cfg, str(root), seed) for i in range(num_images)]
-    return write_phantom_dataset(root, _one, jobs, LUMBAR_SAGITTAL, workers)
+    return write_phantom_dataset(out_dir, _one, num_images, seed, config or ProjectionConfig(),
+                                 LUMBAR_SAGITTAL, workers)

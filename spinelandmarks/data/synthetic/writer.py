@@ -1,14 +1,14 @@
 """Synthetic datasets on disk, in the dataset layout of the conventions.
 
-:func:`write_phantom_dataset` is the writer both phantom styles share (this package and
-:mod:`spinelandmarks.data.projection`): one job per image, in worker processes, then the
-annotation file.
+:func:`write_phantom_dataset` is the writer every phantom style shares (this package,
+:mod:`spinelandmarks.data.projection` and :mod:`spinelandmarks.data.outline`): one job per
+image, its seed spawned from the dataset's, in worker processes, then the annotation file.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -20,17 +20,30 @@ from ..annotations import ImageRecord, write_coco
 from .config import PhantomConfig
 from .phantom import check_schema, generate_phantom
 
-__all__ = ["generate_dataset", "write_phantom_dataset"]
+__all__ = ["PhantomJob", "generate_dataset", "write_phantom_dataset"]
 
 
-def write_phantom_dataset(root: Path, one: Callable[[Any], ImageRecord], jobs: Sequence[Any],
-                          schema: LandmarkSchema, workers: int = 1) -> Path:
-    """Run ``one(job)`` for every job (each writes its image under ``root/images`` and returns
-    its record), in ``workers`` processes, then write ``root/annotations.json`` in job order.
+#: One image's job: its index, its seed sequence (child ``index`` of the dataset seed), the
+#: dataset seed (for patient ids), the dataset root and the generator's settings.
+PhantomJob = tuple[int, np.random.SeedSequence, int, str, Any]
 
-    ``one`` must be a module-level function (it is pickled to the workers).
+
+def write_phantom_dataset(out_dir: str | os.PathLike[str], one: Callable[[PhantomJob], ImageRecord],
+                          num_images: int, seed: int, settings: Any, schema: LandmarkSchema,
+                          workers: int = 1) -> Path:
+    """Write ``num_images`` phantoms and their annotation file.
+
+    Image ``i`` gets the job ``(i, child i of np.random.SeedSequence(seed), seed, root,
+    settings)``, so the dataset is the same for any ``workers``; ``one(job)`` writes the image
+    under ``root/images`` and returns its record. The records are written to
+    ``root/annotations.json`` in image order. ``one`` must be a module-level function (it is
+    pickled to the worker processes).
     """
+    root = Path(out_dir)
     (root / "images").mkdir(parents=True, exist_ok=True)
+    children = np.random.SeedSequence(seed).spawn(num_images)
+    jobs: list[PhantomJob] = [(i, children[i], seed, str(root), settings)
+                              for i in range(num_images)]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as ex:
             records = list(ex.map(one, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
@@ -40,11 +53,10 @@ def write_phantom_dataset(root: Path, one: Callable[[Any], ImageRecord], jobs: S
     return root
 
 
-def _one(args: tuple[int, np.random.SeedSequence, PhantomConfig, str, str, int,
-                     LandmarkSchema]) -> ImageRecord:
+def _one(job: PhantomJob) -> ImageRecord:
     from ..io import write_dicom, write_png16
 
-    index, ss, cfg, out_dir, fmt, seed, schema = args
+    index, ss, seed, out_dir, (cfg, fmt, schema) = job
     ext = "dcm" if fmt == "dicom" else "png"
     name = f"images/{index:05d}.{ext}"
     img, rec = generate_phantom(np.random.default_rng(ss), cfg, file_name=name,
@@ -94,7 +106,4 @@ def generate_dataset(out_dir: str | os.PathLike[str], num_images: int, seed: int
         raise ValueError(f"fmt must be 'png' or 'dicom', got {fmt!r}")
     cfg = config or PhantomConfig()
     sch = check_schema(schema)
-    root = Path(out_dir)
-    children = np.random.SeedSequence(seed).spawn(num_images)
-    jobs = [(i, children[i], cfg, str(root), fmt, seed, sch) for i in range(num_images)]
-    return write_phantom_dataset(root, _one, jobs, sch, workers)
+    return write_phantom_dataset(out_dir, _one, num_images, seed, (cfg, fmt, sch), sch, workers)
