@@ -23,6 +23,7 @@ published figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -137,7 +138,9 @@ def _markdown(res: dict[str, Any]) -> str:
            "l1_l5_lordosis_median_abs_deg": 1.84, "l1_s1_lordosis_median_abs_deg": 2.43,
            "sacral_slope_median_abs_deg": 1.98}
     lines = [f"mode `{res['mode']}`, schema `{res.get('schema')}`, field of view "
-             f"{res.get('fov_mm') or 'default'} mm, commit {res['commit']}, {res['date']}, "
+             f"{res.get('fov_mm') or 'default'} mm, training phantoms with a fracture "
+             f"{res.get('train_fracture_rate', 0.15):.2f}, deformity weight "
+             f"{res.get('deformity_weight', '-')}, commit {res['commit']}, {res['date']}, "
              f"{res['machine']}, {res['minutes']:.1f} min", "",
              "| figure | step 2 | step 2 without TTA | step 1 | target | Cina et al. 2021 |",
              "|---|---|---|---|---|---|"]
@@ -202,6 +205,12 @@ def main() -> None:
                          "260,330)")
     ap.add_argument("--masks", action="store_true",
                     help="train the refiner's body-mask head too and report Dice / HD95")
+    ap.add_argument("--train-fracture-rate", type=float, default=None,
+                    help="share of training phantoms with a compression fracture (default the "
+                         "generator's 0.15; validation and test phantoms keep it)")
+    ap.add_argument("--deformity-weight", type=float, default=None,
+                    help="refiner and detector sampling weight of deformed bodies (default "
+                         "TrainConfig's)")
     ap.add_argument("--schema", default="lumbar_sagittal",
                     help="annotated points of the phantoms and the models (lumbar_sagittal, "
                          "lumbopelvic_sagittal, lumbar_morphometry)")
@@ -219,10 +228,15 @@ def main() -> None:
         "fov_height_mm": tuple(float(v) for v in args.fov_mm.split(","))}
     config = PhantomConfig(long_side=mode["size"], **fov)
     schema = resolve_schema(args.schema)
-    train, val, test = (generate_dataset(out / name, mode[name], seed=seed, config=config,
+    train_config = config if args.train_fracture_rate is None else dataclasses.replace(
+        config, p_fracture=args.train_fracture_rate)
+    train, val, test = (generate_dataset(out / name, mode[name], seed=seed, config=cfg_,
                                          workers=2, schema=schema)
-                        for name, seed in (("train", 0), ("val", 5000), ("test", 10000)))
-    cfg = TrainConfig(val_dir=str(val), schema=args.schema, masks=args.masks, **mode["cfg"])
+                        for name, seed, cfg_ in (("train", 0, train_config), ("val", 5000, config),
+                                                 ("test", 10000, config)))
+    weight = {} if args.deformity_weight is None else {"deformity_weight": args.deformity_weight}
+    cfg = TrainConfig(val_dir=str(val), schema=args.schema, masks=args.masks, **weight,
+                      **mode["cfg"])
     if args.accelerator:
         cfg.accelerator = args.accelerator
     train_pipeline(train, out / "run", cfg)
@@ -234,7 +248,10 @@ def main() -> None:
     pred, step1, gt = result.pred, result.step1, result.gt
     device = (torch.cuda.get_device_name() if torch.cuda.is_available()
               and cfg.accelerator != "cpu" else f"CPU ({torch.get_num_threads()} threads)")
-    res = {"mode": args.mode, "schema": schema.name, "fov_mm": args.fov_mm, "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
+    res = {"mode": args.mode, "schema": schema.name, "fov_mm": args.fov_mm,
+           "train_fracture_rate": train_config.p_fracture,
+           "deformity_weight": cfg.deformity_weight,
+           "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
            "machine": f"{platform.machine()} {device}",
            "minutes": (time.perf_counter() - t0) / 60,
            "headline": _headline(result.metrics),
