@@ -20,9 +20,18 @@ def run(*args: str) -> str:
 
 @pytest.mark.slow
 def test_accuracy_smoke_mode(tmp_path: Path) -> None:
-    run(str(BENCH / "accuracy.py"), "--mode", "smoke", "--out", str(tmp_path))
+    run(str(BENCH / "accuracy.py"), "--mode", "smoke", "--out", str(tmp_path),
+        "--train-fracture-rate", "1.0", "--deformity-weight", "2")
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["mode"] == "smoke" and res["headline"]["n_images"] == 4
+    assert res["train_fracture_rate"] == 1.0 and res["deformity_weight"] == 2.0
+
+    def fractured(split: str) -> list[bool]:
+        images = json.loads((tmp_path / split / "annotations.json").read_text())["images"]
+        return [bool(im["synthetic"]["fractures"]) for im in images]
+
+    assert all(fractured("train"))  # enriched: every training phantom has a fracture
+    assert not all(fractured("test"))  # the test phantoms keep the generator's 15 %
     assert set(res["slices"]) == {"fracture", "listhesis", "implants", "low_dose",
                                   "strong_rotation"}
     assert 0.0 <= res["level_presence_rate"] <= 1.0
