@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -316,12 +317,10 @@ def test_body_outlines_pass_by_the_corners_and_cover_the_bright_body(tmp_path: P
 def test_ilium_shift_moves_only_the_iliac_wing() -> None:
     """Same draws (both ranges non-zero): same anatomy, points and femoral heads; the crest is
     drawn higher, so the image changes only between the heads and the lower lumbar bodies."""
-    from dataclasses import replace as _replace
-
     base = PhantomConfig(long_side=256, noise=(0.0, 0.0))
     kw = {"schema": "lumbopelvic_sagittal"}  # with the femoral head centres
-    low_img, low = generate_phantom(5, _replace(base, ilium_shift_mm=(1e-6, 1e-6)), **kw)
-    high_img, high = generate_phantom(5, _replace(base, ilium_shift_mm=(40.0, 40.0)), **kw)
+    low_img, low = generate_phantom(5, replace(base, ilium_shift_mm=(1e-6, 1e-6)), **kw)
+    high_img, high = generate_phantom(5, replace(base, ilium_shift_mm=(40.0, 40.0)), **kw)
     assert np.array_equal(low.points, high.points, equal_nan=True)
     diff = np.abs(np.asarray(high_img, float) - np.asarray(low_img, float))
     top = int(np.nanmin(low.points[S.level_indices("L1")][:, 1]))
