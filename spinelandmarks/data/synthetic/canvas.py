@@ -47,13 +47,16 @@ def _concavity_for_depression(depth: float) -> float:
 
 
 def _sd_convex(u: Array, v: Array, poly: Array, r: float = 0.0,
-               concave: Sequence[tuple[int, float]] = (), band: float = 1.0) -> Array:
+               concave: Sequence[tuple[int, float, float]] = (), band: float = 1.0) -> Array:
     """Signed distance (mm) to a convex polygon with corners rounded by ``r``.
 
     The distance is exact inside and within ``band`` mm outside the rounded outline; farther
     out a lower bound (larger than ``band``) is returned, which is all rendering needs.
-    ``concave`` lists ``(edge index, depth mm)``: the boundary of that edge (from vertex i to
-    i + 1 of the positively oriented polygon) is pushed inward by ``depth * sin(pi t)``.
+    ``concave`` lists ``(edge index, depth mm, rim)``: the boundary of that edge (from vertex
+    i to i + 1 of the positively oriented polygon, at fraction ``t`` along it) is pushed
+    inward by ``depth * sin(pi t)`` when ``rim`` is 0 (one arc from vertex to vertex), else
+    by ``depth * sin(pi s)**2``, ``s = clip((t - rim) / (1 - 2 rim), 0, 1)``: a bowl that
+    leaves the end ``rim`` fractions of the edge straight and meets them without a kink.
     """
     poly = _orient(np.asarray(poly, dtype=np.float64))
     core = _shrink(poly, r)
@@ -80,15 +83,17 @@ def _sd_convex(u: Array, v: Array, poly: Array, r: float = 0.0,
             np.minimum(best, np.hypot(pu - t * dx, pv - t * dy), out=best)
         sd[near] = best
     sd -= r
-    for i, depth in concave:
+    for i, depth, rim in concave:
         a, b = poly[i], poly[(i + 1) % len(poly)]
         dx, dy = b[0] - a[0], b[1] - a[1]
         ln = math.hypot(dx, dy)
         pu, pv = u - a[0], v - a[1]
         t = np.clip((pu * dx + pv * dy) / (ln * ln), 0.0, 1.0)
+        profile = (np.sin(np.pi * np.clip((t - rim) / (1.0 - 2.0 * rim), 0.0, 1.0)) ** 2
+                   if rim > 0 else np.sin(np.pi * t))
         d_in = (dx * pv - dy * pu) / ln
         reach = max(_CONCAVE_REACH * depth, _CONCAVE_MIN_REACH_MM)
-        sd += depth * np.sin(np.pi * t) * np.clip(1.0 - d_in / reach, 0.0, 1.0)
+        sd += depth * profile * np.clip(1.0 - d_in / reach, 0.0, 1.0)
     return sd.astype(np.float32, copy=False)
 
 
@@ -199,7 +204,7 @@ def _poly_bbox(poly: Array, margin: float) -> tuple[float, float, float, float]:
 
 def _draw_poly(cv: _Canvas, frame: Array, poly: Array, r: float, dens: float, cortex: float,
                rim_mm: float = 1.0, texture: float = 0.0,
-               concave: Sequence[tuple[int, float]] = (),
+               concave: Sequence[tuple[int, float, float]] = (),
                target: Literal["att", "metal"] = "att") -> None:
     poly = np.asarray(poly, dtype=np.float64)
     cv.shape(frame, _poly_bbox(poly, 2.0),
@@ -222,9 +227,11 @@ def _draw_tube(cv: _Canvas, pts: Array, radius: Array | float, dens: float,
     cv.tube(pts, radius, dens, cortex, rim_mm, target)
 
 
-def _body_polygon(vb: _Vertebra, concave_sup: float, concave_inf: float, concave_ant: float
-                  ) -> tuple[Array, list[tuple[int, float]]]:
-    """The body's positively oriented polygon and its concave edges (for :func:`_sd_convex`)."""
+def _body_polygon(vb: _Vertebra, concave_sup: float, concave_inf: float, concave_ant: float,
+                  rim: float = 0.0) -> tuple[Array, list[tuple[int, float, float]]]:
+    """The body's positively oriented polygon and its concave edges (for :func:`_sd_convex`);
+    ``rim`` is the fraction of each endplate, at each end, left straight (the ring
+    apophysis)."""
     # polygon PS, AS, AI, PI (edges: superior, anterior, inferior, posterior)
     poly = np.stack([vb.sup.p, vb.sup.a, vb.inf.a, vb.inf.p])
     oriented = _orient(poly)
@@ -233,24 +240,24 @@ def _body_polygon(vb: _Vertebra, concave_sup: float, concave_inf: float, concave
     edges = {"sup": 0, "ant": 1, "inf": 2, "post": 3}
     if flipped:  # reversed order PI, AI, AS, PS -> edges inf, ant, sup, post
         edges = {"inf": 0, "ant": 1, "sup": 2, "post": 3}
-    return oriented, [(edges["sup"], concave_sup), (edges["inf"], concave_inf),
-                      (edges["ant"], concave_ant), (edges["post"], 0.4)]
+    return oriented, [(edges["sup"], concave_sup, rim), (edges["inf"], concave_inf, rim),
+                      (edges["ant"], concave_ant, 0.0), (edges["post"], 0.4, 0.0)]
 
 
 def _draw_body(cv: _Canvas, vb: _Vertebra, dens: float, cortex: float, r: float,
                concave_sup: float, concave_inf: float, concave_ant: float,
-               texture: float) -> None:
-    oriented, conc = _body_polygon(vb, concave_sup, concave_inf, concave_ant)
+               texture: float, rim: float = 0.0) -> None:
+    oriented, conc = _body_polygon(vb, concave_sup, concave_inf, concave_ant, rim)
     _draw_poly(cv, _IDENTITY, oriented, r, dens, cortex, rim_mm=1.1, texture=texture,
                concave=conc)
 
 
 def _endplate_middle(vb: _Vertebra, side: Literal["sup", "inf"], r: float, concave_sup: float,
-                     concave_inf: float, concave_ant: float) -> Array:
+                     concave_inf: float, concave_ant: float, rim: float = 0.0) -> Array:
     """The middle of an endplate on the drawn outline (patient mm): where the line through the
     nominal endplate's mid-point, normal to it, meets the body's outline (concave endplates
     and biconcave fractures included)."""
-    poly, conc = _body_polygon(vb, concave_sup, concave_inf, concave_ant)
+    poly, conc = _body_polygon(vb, concave_sup, concave_inf, concave_ant, rim)
     plate, other = (vb.sup, vb.inf) if side == "sup" else (vb.inf, vb.sup)
     e = plate.a - plate.p
     n = np.array([-e[1], e[0]]) / np.linalg.norm(e)
@@ -291,12 +298,13 @@ def _draw_posterior(cv: _Canvas, vb: _Vertebra, sc: float, dens: float, spinous_
 
 
 def _body_outline(vb: _Vertebra, r: float, concave_sup: float, concave_inf: float,
-                  concave_ant: float, n_rays: int = 180, step_mm: float = 0.05) -> Array:
+                  concave_ant: float, rim: float = 0.0, n_rays: int = 180,
+                  step_mm: float = 0.05) -> Array:
     """(n_rays, 2) the drawn body's outline (patient mm): along rays from the body's centre,
     where the signed distance of :func:`_draw_body`'s shape turns positive (linear
     interpolation between samples ``step_mm`` apart; the shape is star-shaped from its
     centre, fractured shapes included)."""
-    poly, conc = _body_polygon(vb, concave_sup, concave_inf, concave_ant)
+    poly, conc = _body_polygon(vb, concave_sup, concave_inf, concave_ant, rim)
     centre = poly.mean(axis=0)
     reach = float(np.linalg.norm(poly - centre, axis=1).max()) + 2.0
     s = np.arange(0.0, reach, step_mm)

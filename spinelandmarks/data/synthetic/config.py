@@ -67,6 +67,12 @@ class PhantomConfig:
         Range of the iliac crest's cranial shift from its drawn height (near the L4-L5 disc),
         mm, scaled with the patient; the wing stretches to the femoral heads, which stay where
         the pelvic incidence puts them. (0, 0), the default, draws no random number for it.
+    endplate_rim : float
+        Fraction of each lumbar and S1 endplate, at each end, that stays straight when the
+        endplate is concave or depressed by a biconcave fracture: the ring apophysis, the
+        cortical rim that a codfish vertebra keeps, so the corners stay where the walls meet
+        it. 0 draws every endplate as one arc from corner to corner (the phantoms before
+        2026-11-29), which leaves biconcave fractures knife-edge horns thinner than a pixel.
     """
 
     long_side: int = 1024
@@ -93,6 +99,11 @@ class PhantomConfig:
     scatter: tuple[float, float] = (0.0, 0.25)
     gamma: tuple[float, float] = (0.75, 1.35)
     ilium_shift_mm: tuple[float, float] = (0.0, 0.0)
+    endplate_rim: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.endplate_rim < 0.5:
+            raise ValueError(f"endplate_rim must be in [0, 0.5), got {self.endplate_rim}")
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -140,7 +140,8 @@ def _schema_points(anat: Anatomy, drawn: Rendering, schema: LandmarkSchema) -> A
         vb = anat.vertebrae[level]
         if name.startswith("middle_"):
             return _endplate_middle(vb, "sup" if name == "middle_superior" else "inf",
-                                    drawn.corner_radius, *drawn.body_concavity[level])
+                                    drawn.corner_radius, *drawn.body_concavity[level],
+                                    drawn.endplate_rim)
         return vb.corners[CORNERS.index(name)]
 
     return np.stack([point(lv.name, pt) for lv in schema.levels for pt in lv.points])
@@ -179,7 +180,8 @@ def _body_masks(anat: Anatomy, drawn: Rendering, schema: LandmarkSchema, H: int,
     masks: dict[str, list[list[float]]] = {}
     for lv in (lv for lv in LUMBAR if lv in schema.level_names):
         outline = _apply(drawn.to_img, _body_outline(anat.vertebrae[lv], drawn.corner_radius,
-                                                      *drawn.body_concavity[lv]))
+                                                      *drawn.body_concavity[lv],
+                                                      drawn.endplate_rim))
         inside = ((outline[:, 0] > 0) & (outline[:, 0] < W) & (outline[:, 1] > 0)
                   & (outline[:, 1] < H))
         if inside.any():

@@ -45,9 +45,11 @@ class Rendering:
     implants: bool = False
     implant_info: dict[str, Any] = field(default_factory=dict)
     n_gas: int = 0
-    #: Per drawn level: (superior, inferior, anterior) concavity in mm, and the corner radius.
+    #: Per drawn level: (superior, inferior, anterior) concavity in mm, the corner radius
+    #: and the straight rim of the endplates (:attr:`PhantomConfig.endplate_rim`).
     body_concavity: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     corner_radius: float = 0.0
+    endplate_rim: float = 0.0
     #: The two drawn femoral head centres (patient mm), nearer side first.
     femoral_heads: list[Array] = field(default_factory=list)
 
@@ -104,6 +106,7 @@ def _render_spine(rng: np.random.Generator, cfg: PhantomConfig, cv: _Canvas, ana
     levels with osteophytes. The bodies' shapes go to ``out`` (for the ground truth)."""
     sc, U = anat.sc, rng.uniform
     corner_r = out.corner_radius = 1.0 * sc
+    rim = out.endplate_rim = cfg.endplate_rim
     bd = 0.3 * anat.density  # cancellous level
     cort = 0.45 * (0.6 + 0.4 * anat.density)
     trab = float(U(0.15, 0.35))
@@ -111,11 +114,11 @@ def _render_spine(rng: np.random.Generator, cfg: PhantomConfig, cv: _Canvas, ana
         vb = anat.vertebrae[lv]
         c = anat.concavity[lv]
         out.body_concavity[lv] = (c, c, float(U(0.8, 2.0)) * sc)
-        _draw_body(cv, vb, bd, cort, corner_r, *out.body_concavity[lv], trab)
+        _draw_body(cv, vb, bd, cort, corner_r, *out.body_concavity[lv], trab, rim)
         sp = (40.0 if lv == "L5" else 52.0 if lv in ("L4", "L1", "T12", "T11") else 55.0) * sc
         _draw_posterior(cv, vb, sc, 1.0, sp)
     osteo = _render_osteophytes(rng, cfg, cv, anat)
-    _render_sacrum(cv, anat, bd, cort, corner_r, trab)
+    _render_sacrum(cv, anat, bd, cort, corner_r, trab, rim)
     return osteo
 
 
@@ -143,13 +146,13 @@ def _render_osteophytes(rng: np.random.Generator, cfg: PhantomConfig, cv: _Canva
 
 
 def _render_sacrum(cv: _Canvas, anat: Anatomy, bd: float, cort: float, corner_r: float,
-                   trab: float) -> None:
+                   trab: float, rim: float) -> None:
     """Sacral segment bodies, fused remnant discs, dorsal plate, ala, S1 posterior elements
     and the coccyx."""
     sc, sacrum, s1, d_s1 = anat.sc, anat.sacrum, anat.s1, anat.d_s1
     for k, seg in enumerate(sacrum):
         _draw_body(cv, seg, bd * (1.0 - 0.08 * k), cort * (1.0 if k == 0 else 0.7), corner_r,
-                   0.5 if k else anat.concavity["L5"], 0.4, 0.5, trab)
+                   0.5 if k else anat.concavity["L5"], 0.4, 0.5, trab, rim)
     for k in range(4):  # fused remnant discs: bone bridges between the sacral segments
         a_, b_ = sacrum[k].inf, sacrum[k + 1].sup
         _draw_poly(cv, _IDENTITY, np.stack([a_.p, a_.a, b_.a, b_.p]), 0.0, 0.6 * bd, 0.0)
