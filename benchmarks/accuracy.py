@@ -140,7 +140,8 @@ def _markdown(res: dict[str, Any]) -> str:
     lines = [f"mode `{res['mode']}`, schema `{res.get('schema')}`, field of view "
              f"{res.get('fov_mm') or 'default'} mm, training phantoms with a fracture "
              f"{res.get('train_fracture_rate', 0.15):.2f}, deformity weight "
-             f"{res.get('deformity_weight', '-')}, commit {res['commit']}, {res['date']}, "
+             f"{res.get('deformity_weight', '-')}, training seed {res.get('seed', 0)}, "
+             f"commit {res['commit']}, {res['date']}, "
              f"{res['machine']}, {res['minutes']:.1f} min", "",
              "| figure | step 2 | step 2 without TTA | step 1 | target | Cina et al. 2021 |",
              "|---|---|---|---|---|---|"]
@@ -211,6 +212,9 @@ def main() -> None:
     ap.add_argument("--deformity-weight", type=float, default=None,
                     help="refiner and detector sampling weight of deformed bodies (default "
                          "TrainConfig's)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="training seed (network initialisation, sampling, augmentation); the "
+                         "phantoms are the same for every seed")
     ap.add_argument("--schema", default="lumbar_sagittal",
                     help="annotated points of the phantoms and the models (lumbar_sagittal, "
                          "lumbopelvic_sagittal, lumbar_morphometry)")
@@ -236,7 +240,7 @@ def main() -> None:
                                                  ("test", 10000, config)))
     weight = {} if args.deformity_weight is None else {"deformity_weight": args.deformity_weight}
     cfg = TrainConfig(val_dir=str(val), schema=args.schema, masks=args.masks, **weight,
-                      **mode["cfg"])
+                      seed=args.seed, **mode["cfg"])
     if args.accelerator:
         cfg.accelerator = args.accelerator
     train_pipeline(train, out / "run", cfg)
@@ -250,7 +254,7 @@ def main() -> None:
               and cfg.accelerator != "cpu" else f"CPU ({torch.get_num_threads()} threads)")
     res = {"mode": args.mode, "schema": schema.name, "fov_mm": args.fov_mm,
            "train_fracture_rate": train_config.p_fracture,
-           "deformity_weight": cfg.deformity_weight,
+           "deformity_weight": cfg.deformity_weight, "seed": cfg.seed,
            "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
            "machine": f"{platform.machine()} {device}",
            "minutes": (time.perf_counter() - t0) / 60,

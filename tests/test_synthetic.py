@@ -328,3 +328,41 @@ def test_ilium_shift_moves_only_the_iliac_wing() -> None:
               int(np.nanmax(low.points[S.level_indices("S1")][:, 1])))
     # the display window shifts every pixel a little; the wing itself changes far more
     assert diff[lo:hi].mean() > 5 * diff[:top].mean()
+
+
+def test_endplate_rim_keeps_the_corners_and_the_depression() -> None:
+    """A 40 x 30 mm box, its lower edge (edge 0, y = 0, inside at y > 0) 10 mm concave: the
+    outline's depth at t = 0.5 is c / (1 + c / reach) = 10 / (1 + 10 / 30) = 7.5 mm with or
+    without a rim; at t = 0.05 the arc (rim 0) is already 1.56 / (1 + 1.56 / 30) = 1.49 mm
+    deep, while a 0.1 rim leaves the edge where it was."""
+    from spinelandmarks.data.synthetic.canvas import _sd_convex
+
+    box = np.array([[0.0, 0.0], [40.0, 0.0], [40.0, 30.0], [0.0, 30.0]])
+
+    def sd(x: float, y: float, rim: float) -> float:
+        return float(_sd_convex(np.array([[x]]), np.array([[y]]), box, 0.0,
+                                [(0, 10.0, rim)])[0, 0])
+
+    for rim in (0.0, 0.1):
+        assert sd(20.0, 7.5, rim) == pytest.approx(0.0, abs=1e-4)
+    arc = 1.5643446504 / (1.0 + 1.5643446504 / 30.0)  # 10 sin(0.05 pi) = 1.564
+    assert sd(2.0, arc, 0.0) == pytest.approx(0.0, abs=1e-4)
+    assert sd(2.0, 0.5, 0.1) == pytest.approx(-0.5, abs=1e-4)  # bone: 0.5 mm inside the edge
+    assert sd(2.0, 0.5, 0.0) > 0.9  # the arc has removed it
+
+
+def test_endplate_rim_changes_the_images_not_the_ground_truth() -> None:
+    """A biconcave fracture drawn with and without the rim: same points (endplate middles
+    included), other pixels; the rim must be in [0, 0.5)."""
+    cfg = PhantomConfig(long_side=256, p_fracture=1.0)
+    kw = {"schema": "lumbar_morphometry"}
+    seed = next(s for s in range(40)
+                if "biconcave" in generate_phantom(s, cfg, **kw)[1].meta["synthetic"][
+                    "fracture_types"].values())
+    rim_img, rim = generate_phantom(seed, cfg, **kw)
+    arc_img, arc = generate_phantom(seed, replace(cfg, endplate_rim=0.0), **kw)
+    assert np.array_equal(rim.points, arc.points, equal_nan=True)
+    assert not np.array_equal(np.asarray(rim_img), np.asarray(arc_img))
+    assert rim.masks != arc.masks
+    with pytest.raises(ValueError, match="endplate_rim"):
+        PhantomConfig(endplate_rim=0.5)
