@@ -228,7 +228,7 @@ def _draw_tube(cv: _Canvas, pts: Array, radius: Array | float, dens: float,
 
 
 def _body_polygon(vb: _Vertebra, concave_sup: float, concave_inf: float, concave_ant: float,
-                  rim: float = 0.0) -> tuple[Array, list[tuple[int, float, float]]]:
+                  rim: float) -> tuple[Array, list[tuple[int, float, float]]]:
     """The body's positively oriented polygon and its concave edges (for :func:`_sd_convex`);
     ``rim`` is the fraction of each endplate, at each end, left straight (the ring
     apophysis)."""
@@ -246,14 +246,14 @@ def _body_polygon(vb: _Vertebra, concave_sup: float, concave_inf: float, concave
 
 def _draw_body(cv: _Canvas, vb: _Vertebra, dens: float, cortex: float, r: float,
                concave_sup: float, concave_inf: float, concave_ant: float,
-               texture: float, rim: float = 0.0) -> None:
+               texture: float, rim: float) -> None:
     oriented, conc = _body_polygon(vb, concave_sup, concave_inf, concave_ant, rim)
     _draw_poly(cv, _IDENTITY, oriented, r, dens, cortex, rim_mm=1.1, texture=texture,
                concave=conc)
 
 
 def _endplate_middle(vb: _Vertebra, side: Literal["sup", "inf"], r: float, concave_sup: float,
-                     concave_inf: float, concave_ant: float, rim: float = 0.0) -> Array:
+                     concave_inf: float, concave_ant: float, rim: float) -> Array:
     """The middle of an endplate on the drawn outline (patient mm): where the line through the
     nominal endplate's mid-point, normal to it, meets the body's outline (concave endplates
     and biconcave fractures included)."""
@@ -298,7 +298,7 @@ def _draw_posterior(cv: _Canvas, vb: _Vertebra, sc: float, dens: float, spinous_
 
 
 def _body_outline(vb: _Vertebra, r: float, concave_sup: float, concave_inf: float,
-                  concave_ant: float, rim: float = 0.0, n_rays: int = 180,
+                  concave_ant: float, rim: float, n_rays: int = 180,
                   step_mm: float = 0.05) -> Array:
     """(n_rays, 2) the drawn body's outline (patient mm): along rays from the body's centre,
     where the signed distance of :func:`_draw_body`'s shape turns positive (linear
