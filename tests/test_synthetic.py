@@ -356,10 +356,9 @@ def test_endplate_rim_changes_the_images_not_the_ground_truth() -> None:
     included), other pixels; the rim must be in [0, 0.5)."""
     cfg = PhantomConfig(long_side=256, p_fracture=1.0)
     kw = {"schema": "lumbar_morphometry"}
-    seed = next(s for s in range(40)
-                if "biconcave" in generate_phantom(s, cfg, **kw)[1].meta["synthetic"][
-                    "fracture_types"].values())
-    rim_img, rim = generate_phantom(seed, cfg, **kw)
+    seed, (rim_img, rim) = next(
+        (s, drawn) for s, drawn in ((s, generate_phantom(s, cfg, **kw)) for s in range(40))
+        if "biconcave" in drawn[1].meta["synthetic"]["fracture_types"].values())
     arc_img, arc = generate_phantom(seed, replace(cfg, endplate_rim=0.0), **kw)
     assert np.array_equal(rim.points, arc.points, equal_nan=True)
     assert not np.array_equal(np.asarray(rim_img), np.asarray(arc_img))
