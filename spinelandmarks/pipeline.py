@@ -271,6 +271,13 @@ class SpineLandmarkPipeline(nn.Module):
         annotated images (:func:`~spinelandmarks.measurements.fit_fracture_screen`): a
         lower line that catches the fractures the refiner measures just short of grade 2, at
         a specificity of :data:`~spinelandmarks.measurements.SCREEN_SPECIFICITY`.
+    middle_peak_radius : float, optional
+        Read the refiner's endplate mid-points (``middle_superior``, ``middle_inferior``, in
+        schemas that have them) by a local soft-argmax: the expectation of the heatmap
+        within this many heatmap cells of its peak (:func:`~spinelandmarks.dsnt.local_dsnt`).
+        The map of a concave endplate's middle spreads along the bowl, whose ends rise, and
+        its plain expectation reads the middle shallow. ``None`` (default): the whole map's
+        expectation, as for every other point.
     tta : bool
         Test-time augmentation of step 2: each vertebra is refined in the crops of
         :data:`TTA_VIEWS` (three scales, each also mirrored) and the points mapped back from
@@ -296,7 +303,8 @@ class SpineLandmarkPipeline(nn.Module):
                  channels_last: bool = False, compile: bool = False,
                  qc_thresholds: QCThresholds | None = None, masks: bool | None = None,
                  column_repair: bool = True, recrop: bool = True,
-                 fracture_screen_loss: float = GENANT_LOSS[1]) -> None:
+                 fracture_screen_loss: float = GENANT_LOSS[1],
+                 middle_peak_radius: float | None = None) -> None:
         super().__init__()
         self.landmark_model = landmark_model.eval()
         self.refiner = refiner.eval() if refiner is not None else None
@@ -315,6 +323,14 @@ class SpineLandmarkPipeline(nn.Module):
         self.column_repair = bool(column_repair)
         self.recrop = bool(recrop)
         self.fracture_screen_loss = float(fracture_screen_loss)
+        if middle_peak_radius is not None and not middle_peak_radius > 0:
+            raise ValueError(f"middle_peak_radius must be > 0 heatmap cells or None, "
+                             f"got {middle_peak_radius}")
+        self.middle_peak_radius = middle_peak_radius
+        names = refiner.crop_point_names if refiner is not None else ()
+        #: Refiner outputs that ``middle_peak_radius`` decodes near their peak.
+        self._middle_outputs = [names.index(n) for n in ("middle_superior", "middle_inferior")
+                                if n in names]
         self.tta = bool(tta)
         can_mask = refiner is not None and refiner.has_masks
         if masks and not can_mask:
@@ -360,6 +376,7 @@ class SpineLandmarkPipeline(nn.Module):
                   "column_repair": self.column_repair, "recrop": self.recrop,
                   "tta": self.tta, "masks": self.masks,
                   "fracture_screen_loss": self.fracture_screen_loss,
+                  "middle_peak_radius": self.middle_peak_radius,
                   "qc_thresholds": dataclasses.asdict(self.qc_thresholds)}
         atomic_write_text(d / "pipeline.json", json.dumps(config, indent=2) + "\n")
         return d
@@ -386,6 +403,7 @@ class SpineLandmarkPipeline(nn.Module):
                    column_repair=cfg.get("column_repair", True),
                    recrop=cfg.get("recrop", True),
                    fracture_screen_loss=cfg.get("fracture_screen_loss", GENANT_LOSS[1]),
+                   middle_peak_radius=cfg.get("middle_peak_radius"),
                    qc_thresholds=_thresholds(cfg.get("qc_thresholds")), masks=cfg.get("masks"))
 
     # -- tensor hot path -----------------------------------------------------------------------
@@ -509,16 +527,20 @@ class SpineLandmarkPipeline(nn.Module):
             b, num_levels * v, 3, 3)
         crops = crop_images(images, mats, self.crop_size)  # (B, L*V, 1, h, w)
         body: dict[str, Tensor] = {}
+        # only when asked, so that refiners overriding predict_points(images) keep working
+        peak = ((self._middle_outputs, self.middle_peak_radius)
+                if self.middle_peak_radius and self._middle_outputs else ())
         if self.masks:
             crop_pts, spread, probs = refiner.predict_points_and_masks(
-                self._memory_format(crops.flatten(0, 1)))
+                self._memory_format(crops.flatten(0, 1)), *peak)
             # the plain view (side 1.0, not mirrored: TTA_VIEWS[0]) carries the mask
             body = {"mask_probs": probs.reshape(b, num_levels, v, *probs.shape[1:])[:, :, 0],
                     "mask_matrices": mats.reshape(b, num_levels, v, 3, 3)[:, :, 0]}
             body = {key: x.new_zeros(b, self.schema.num_levels, *x.shape[2:]).index_copy_(
                 1, torch.tensor(sel, device=x.device), x) for key, x in body.items()}
         else:
-            crop_pts, spread = refiner.predict_points(self._memory_format(crops.flatten(0, 1)))
+            crop_pts, spread = refiner.predict_points(self._memory_format(crops.flatten(0, 1)),
+                                                      *peak)
         crop_pts = crop_pts.reshape(b, num_levels * v, -1, 2)[:, :, :k]
         spread = spread.reshape(b, num_levels, v, -1)[..., :k]
         # back to the image, then the mean over the views

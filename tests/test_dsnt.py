@@ -17,6 +17,7 @@ from spinelandmarks.dsnt import (
     heatmap_spread,
     heatmap_variance,
     js_reg_loss,
+    local_dsnt,
     masked_mean,
     normalized_linspace,
 )
@@ -144,3 +145,27 @@ def test_head_learns_a_point() -> None:
         loss.backward()
         opt.step()
     assert (head(feats)[0] - target).abs().max() < 0.01
+
+
+def test_local_dsnt_keeps_the_peak_side_of_the_map() -> None:
+    # mass 0.5 at (row 2, col 3), 0.25 at (2, 4) and 0.25 at a far mode (6, 7) of an 8x8 map
+    hm = torch.zeros(1, 1, 8, 8)
+    hm[0, 0, 2, 3], hm[0, 0, 2, 4], hm[0, 0, 6, 7] = 0.5, 0.25, 0.25
+    # within 2 cells of the peak: cols 3 and 4 weighted 2/3 and 1/3 -> col 10/3, row 2;
+    # a cell centre i is at (2 i + 1) / 8 - 1
+    torch.testing.assert_close(local_dsnt(hm, 2.0), torch.tensor([[[-1 / 24, -3 / 8]]]))
+    # the whole map: col 0.5*3 + 0.25*4 + 0.25*7 = 4.25, row 0.75*2 + 0.25*6 = 3
+    torch.testing.assert_close(dsnt(hm), torch.tensor([[[0.1875, -0.125]]]))
+    torch.testing.assert_close(local_dsnt(hm, 100.0), dsnt(hm))
+    # a radius under one cell keeps the peak cell alone
+    torch.testing.assert_close(local_dsnt(hm, 0.5), torch.tensor([[[-1 / 8, -3 / 8]]]))
+    with pytest.raises(ValueError, match="radius must be > 0"):
+        local_dsnt(hm, 0.0)
+
+
+def test_local_dsnt_is_float32_under_autocast() -> None:
+    hm = flat_softmax(torch.randn(2, 3, 16, 12, generator=torch.Generator().manual_seed(1)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = local_dsnt(hm.bfloat16(), 3.0)
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 2)
+    torch.testing.assert_close(out, local_dsnt(hm, 3.0), atol=2e-2, rtol=0)

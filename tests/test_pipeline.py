@@ -554,3 +554,37 @@ def test_femoral_heads_keep_step1_points_and_are_not_cropped(phantom: tuple,
     fh = LP.level_indices("FH")
     np.testing.assert_array_equal(res.points[fh], res.points_step1[fh])
     assert seen == [(LP.num_levels - 1) * len(TTA_VIEWS)]  # every level but FH, each view
+
+
+def test_middle_peak_radius_reads_only_the_endplate_middles_near_their_peak(
+        phantom: tuple, tmp_path: Path) -> None:
+    from spinelandmarks.dsnt import local_dsnt
+    from spinelandmarks.geometry import normalized_to_pixel
+    from spinelandmarks.schema import LUMBAR_MORPHOMETRY as LM
+    torch.manual_seed(0)
+    ref = CropRefiner(backbone="resnet_lite", input_size=(48, 48), schema=LM.to_dict()).eval()
+    # the refiner: outputs 4 and 5 (the middles) re-read within 2 cells of their peak
+    crops = torch.rand(3, 1, 48, 48, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        _, heatmaps = ref(crops)
+    plain, spread = ref.predict_points(crops)
+    local, local_spread = ref.predict_points(crops, [4, 5], 2.0)
+    torch.testing.assert_close(local[:, :4], plain[:, :4])
+    torch.testing.assert_close(local_spread, spread)
+    torch.testing.assert_close(local[:, 4:], normalized_to_pixel(
+        local_dsnt(heatmaps[:, 4:], 2.0), (48, 48)))
+    assert (local[:, 4:] - plain[:, 4:]).abs().max() > 0.01
+    # the pipeline: the corners do not move, the middles do; the option is saved
+    lm = LandmarkModel(backbone="resnet_lite", input_size=(128, 96), schema=LM.to_dict())
+    image, _ = phantom
+    base = SpineLandmarkPipeline(lm, ref, column_repair=False, recrop=False)
+    peak = SpineLandmarkPipeline(lm, ref, column_repair=False, recrop=False,
+                                 middle_peak_radius=2.0)
+    a, b = base.predict(image)[0].points, peak.predict(image)[0].points
+    middle = np.array([n.split("_", 1)[1].startswith("middle") for n in LM.point_names])
+    np.testing.assert_array_equal(a[~middle], b[~middle])
+    assert np.abs(a[middle] - b[middle]).max() > 0.01
+    assert SpineLandmarkPipeline.load(peak.save(tmp_path / "p")).middle_peak_radius == 2.0
+    assert SpineLandmarkPipeline.load(base.save(tmp_path / "b")).middle_peak_radius is None
+    with pytest.raises(ValueError, match="middle_peak_radius must be > 0"):
+        SpineLandmarkPipeline(lm, ref, middle_peak_radius=0.0)
