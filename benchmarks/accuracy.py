@@ -141,6 +141,7 @@ def _markdown(res: dict[str, Any]) -> str:
              f"{res.get('fov_mm') or 'default'} mm, training phantoms with a fracture "
              f"{res.get('train_fracture_rate', 0.15):.2f}, deformity weight "
              f"{res.get('deformity_weight', '-')}, training seed {res.get('seed', 0)}, "
+             f"training seconds {_budget_text(res.get('time_budget_s'))}, "
              f"commit {res['commit']}, {res['date']}, "
              f"{res['machine']}, {res['minutes']:.1f} min", "",
              "| figure | step 2 | step 2 without TTA | step 1 | target | Cina et al. 2021 |",
@@ -191,6 +192,22 @@ def mask_timing(pipeline_dir: Path, test: Path, images: int = 20) -> dict[str, f
     return out
 
 
+def _budget_text(budget: dict[str, float] | None) -> str:
+    return "/".join(f"{v:g}" for v in budget.values()) if budget else "epochs only"
+
+
+def _time_budget(text: str) -> dict[str, float]:
+    """``"240,480,540"`` -> seconds per training stage (detector, landmark, refiner)."""
+    parts = text.split(",")
+    try:
+        seconds = [float(v) for v in parts]
+    except ValueError:
+        seconds = []
+    if len(seconds) != 3 or not all(v > 0 for v in seconds):
+        raise SystemExit(f"--time-budget takes three positive seconds D,L,R, got {text!r}")
+    return dict(zip(("detector", "landmark", "refiner"), seconds, strict=True))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench_accuracy")
@@ -215,6 +232,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0,
                     help="training seed (network initialisation, sampling, augmentation); the "
                          "phantoms are the same for every seed")
+    ap.add_argument("--time-budget", default=None, metavar="D,L,R",
+                    help="training seconds of the detector, landmark model and refiner "
+                         "(default the mode's: 240,660,360 for cpu)")
     ap.add_argument("--schema", default="lumbar_sagittal",
                     help="annotated points of the phantoms and the models (lumbar_sagittal, "
                          "lumbopelvic_sagittal, lumbar_morphometry)")
@@ -241,6 +261,8 @@ def main() -> None:
     weight = {} if args.deformity_weight is None else {"deformity_weight": args.deformity_weight}
     cfg = TrainConfig(val_dir=str(val), schema=args.schema, masks=args.masks, **weight,
                       seed=args.seed, **mode["cfg"])
+    if args.time_budget:
+        cfg.time_budget_s = _time_budget(args.time_budget)
     if args.accelerator:
         cfg.accelerator = args.accelerator
     train_pipeline(train, out / "run", cfg)
@@ -255,6 +277,7 @@ def main() -> None:
     res = {"mode": args.mode, "schema": schema.name, "fov_mm": args.fov_mm,
            "train_fracture_rate": train_config.p_fracture,
            "deformity_weight": cfg.deformity_weight, "seed": cfg.seed,
+           "time_budget_s": cfg.time_budget_s,
            "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
            "machine": f"{platform.machine()} {device}",
            "minutes": (time.perf_counter() - t0) / 60,

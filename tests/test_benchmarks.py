@@ -21,10 +21,12 @@ def run(*args: str) -> str:
 @pytest.mark.slow
 def test_accuracy_smoke_mode(tmp_path: Path) -> None:
     run(str(BENCH / "accuracy.py"), "--mode", "smoke", "--out", str(tmp_path),
-        "--train-fracture-rate", "1.0", "--deformity-weight", "2")
+        "--train-fracture-rate", "1.0", "--deformity-weight", "2", "--time-budget", "60,60,60")
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["mode"] == "smoke" and res["headline"]["n_images"] == 4
     assert res["train_fracture_rate"] == 1.0 and res["deformity_weight"] == 2.0
+    assert res["time_budget_s"] == {"detector": 60.0, "landmark": 60.0, "refiner": 60.0}
+    assert "training seconds 60/60/60" in (tmp_path / "results.md").read_text()
 
     def fractured(split: str) -> list[bool]:
         images = json.loads((tmp_path / split / "annotations.json").read_text())["images"]
