@@ -277,7 +277,9 @@ class SpineLandmarkPipeline(nn.Module):
         within this many heatmap cells of its peak (:func:`~spinelandmarks.dsnt.local_dsnt`).
         The map of a concave endplate's middle spreads along the bowl, whose ends rise, and
         its plain expectation reads the middle shallow. ``None`` (default): the whole map's
-        expectation, as for every other point.
+        expectation, as for every other point. The corners are decoded as before, but a
+        level's centre averages all its points, so ``recrop`` and ``column_repair`` may crop
+        a level a little differently. Needs a refiner with endplate middles.
     tta : bool
         Test-time augmentation of step 2: each vertebra is refined in the crops of
         :data:`TTA_VIEWS` (three scales, each also mirrored) and the points mapped back from
@@ -323,14 +325,11 @@ class SpineLandmarkPipeline(nn.Module):
         self.column_repair = bool(column_repair)
         self.recrop = bool(recrop)
         self.fracture_screen_loss = float(fracture_screen_loss)
-        if middle_peak_radius is not None and not middle_peak_radius > 0:
-            raise ValueError(f"middle_peak_radius must be > 0 heatmap cells or None, "
-                             f"got {middle_peak_radius}")
-        self.middle_peak_radius = middle_peak_radius
         names = refiner.crop_point_names if refiner is not None else ()
         #: Refiner outputs that ``middle_peak_radius`` decodes near their peak.
         self._middle_outputs = [names.index(n) for n in ("middle_superior", "middle_inferior")
                                 if n in names]
+        self.middle_peak_radius = middle_peak_radius
         self.tta = bool(tta)
         can_mask = refiner is not None and refiner.has_masks
         if masks and not can_mask:
@@ -356,6 +355,24 @@ class SpineLandmarkPipeline(nn.Module):
         #: Indices of the levels step 2 refines (not the femoral heads).
         self._refined_index = [i for i, lv in enumerate(self.schema.level_names)
                                if lv in self.schema.refined_levels]
+
+    @property
+    def middle_peak_radius(self) -> float | None:
+        """Radius (refiner heatmap cells) of the local soft-argmax of the endplate mid-points,
+        or ``None`` for the whole map's expectation; checked when set."""
+        return self._middle_peak_radius
+
+    @middle_peak_radius.setter
+    def middle_peak_radius(self, radius: float | None) -> None:
+        if radius is not None:
+            if not radius > 0:
+                raise ValueError(f"middle_peak_radius must be > 0 heatmap cells or None, "
+                                 f"got {radius}")
+            if not self._middle_outputs:
+                raise ValueError("middle_peak_radius needs a refiner whose points include "
+                                 "middle_superior / middle_inferior (e.g. schema "
+                                 "lumbar_morphometry); this pipeline's have none")
+        self._middle_peak_radius = None if radius is None else float(radius)
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -529,7 +546,7 @@ class SpineLandmarkPipeline(nn.Module):
         body: dict[str, Tensor] = {}
         # only when asked, so that refiners overriding predict_points(images) keep working
         peak = ((self._middle_outputs, self.middle_peak_radius)
-                if self.middle_peak_radius and self._middle_outputs else ())
+                if self.middle_peak_radius is not None else ())
         if self.masks:
             crop_pts, spread, probs = refiner.predict_points_and_masks(
                 self._memory_format(crops.flatten(0, 1)), *peak)

@@ -588,3 +588,12 @@ def test_middle_peak_radius_reads_only_the_endplate_middles_near_their_peak(
     assert SpineLandmarkPipeline.load(base.save(tmp_path / "b")).middle_peak_radius is None
     with pytest.raises(ValueError, match="middle_peak_radius must be > 0"):
         SpineLandmarkPipeline(lm, ref, middle_peak_radius=0.0)
+    with pytest.raises(ValueError, match="middle_peak_radius must be > 0"):
+        base.middle_peak_radius = -1.0  # checked when set as an attribute too
+    base.middle_peak_radius = np.float32(2.0)
+    assert type(base.middle_peak_radius) is float  # saved as JSON
+    # corner-only refiners have no middles to read
+    with pytest.raises(ValueError, match="middle_superior / middle_inferior"):
+        SpineLandmarkPipeline(LandmarkModel(backbone="resnet_lite", input_size=(128, 96)),
+                              CropRefiner(backbone="resnet_lite", input_size=(48, 48)),
+                              middle_peak_radius=2.0)

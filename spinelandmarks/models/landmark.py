@@ -261,7 +261,8 @@ class LandmarkModel(LandmarkTask):
         peak) and the maps' spread in input pixels."""
         if len(peak_outputs):
             index = torch.as_tensor(list(peak_outputs), device=coords.device)
-            coords = coords.index_copy(1, index, local_dsnt(heatmaps[:, index], peak_radius))
+            local = local_dsnt(heatmaps[:, index], peak_radius).to(coords.dtype)
+            coords = coords.index_copy(1, index, local)
         stride = images.shape[-1] / heatmaps.shape[-1]
         return normalized_to_pixel(coords, images.shape[-2:]), heatmap_spread(heatmaps) * stride
 
