@@ -53,7 +53,7 @@ MODES: dict[str, dict[str, Any]] = {
         "detector_backbone": "resnet_lite", "lr": 2e-3, "crop_batch_size": 32,
         "detector_kwargs": CPU_DETECTOR, "accelerator": "cpu",
         # refiner 540 s instead of 360 s, taken from step 1 (was 660 s): chosen by a
-        # pre-registered comparison on fresh phantoms (BENCHMARKS.md, "Training time split")
+        # pre-registered comparison on fresh phantoms (benchmarks/notes/2026-11-log.md, "Training time split")
         "time_budget_s": {"detector": 240.0, "landmark": 480.0, "refiner": 540.0}}},
     "smoke": {"train": 8, "val": 2, "test": 4, "size": 256, "cfg": {
         "image_size": (128, 96), "crop_size": (48, 48), "backbone": "resnet_lite",

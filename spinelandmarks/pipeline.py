@@ -238,9 +238,9 @@ class SpineLandmarkPipeline(nn.Module):
         Who names the levels when the detector and the step-1 chain disagree.
         ``"landmarks"`` (default): the step-1 chain; the detector confirms presence, and a
         level more than half a box height from the detector's box of its name is reported
-        (QC flag ``detector_disagrees``). Chosen by measurement: where the two disagreed on
-        the validation images of the cross-style benchmark, the chain was right 26 times and
-        the detector 10 times (``docs/training.md``). ``"detector"``: the detector's boxes,
+        (QC flag ``detector_disagrees``). Chosen by measurement on the cross-style
+        benchmark's validation images (figures in ``docs/training.md``; BENCHMARKS.md).
+        ``"detector"``: the detector's boxes,
         renamed by counting bodies up from the sacrum
         (:func:`~spinelandmarks.levels.anchor_to_sacrum`), with every step-1 level moved into
         its box (:func:`~spinelandmarks.levels.reconcile_chain`) before step 2.
@@ -283,8 +283,8 @@ class SpineLandmarkPipeline(nn.Module):
     tta : bool
         Test-time augmentation of step 2: each vertebra is refined in the crops of
         :data:`TTA_VIEWS` (three scales, each also mirrored) and the points mapped back from
-        all of them are averaged (default). Six times the refiner's work (+0.4 s per
-        radiograph on a 2-core CPU at the default sizes) for about 20 % lower median errors.
+        all of them are averaged (default). Six times the refiner's work, for lower median
+        errors (cost and gain measured in BENCHMARKS.md).
     channels_last : bool
         NHWC memory format for the landmark networks (faster convolutions on recent GPUs).
     compile : bool

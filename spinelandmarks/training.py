@@ -120,8 +120,8 @@ class TrainConfig:
     #: Refiner training draws the crops of deformed bodies (reference height loss >= 15 %)
     #: this many times as often, detector training each radiograph with the mean weight of
     #: its bodies (:class:`~spinelandmarks.data.datamodule.SpineDataModule`); 1 disables it.
-    #: 24 makes about half the crops deformed bodies when 4 % of the bodies are (the
-    #: phantoms' rate); lower it for archives with more fractures (``docs/training.md``).
+    #: The default was chosen on the morphometry benchmark (BENCHMARKS.md); lower it for
+    #: archives with more fractures (``docs/training.md``).
     deformity_weight: float = 24.0
     #: Weight of the refiner's body-height term (:class:`~spinelandmarks.models.CropRefiner`,
     #: ``docs/training.md``, "Height term"); 0 trains on the point loss alone.
