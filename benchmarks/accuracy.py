@@ -39,7 +39,8 @@ import torch
 from spinelandmarks.data.annotations import ImageRecord
 from spinelandmarks.data.io import read_image
 from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
-from spinelandmarks.demo import CPU_DETECTOR, predict_and_evaluate
+from spinelandmarks.defaults import CPU_DETECTOR
+from spinelandmarks.demo import predict_and_evaluate
 from spinelandmarks.evaluation import evaluate
 from spinelandmarks.pipeline import SpineLandmarkPipeline
 from spinelandmarks.report import clinical_markdown, mask_markdown

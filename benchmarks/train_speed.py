@@ -17,6 +17,7 @@ import time
 import torch
 
 from spinelandmarks.data.batch import LandmarkBatch
+from spinelandmarks.defaults import CROP_SIZE, INPUT_SIZE
 from spinelandmarks.models import CropRefiner, LandmarkModel, VertebraDetector
 from spinelandmarks.models.base import LandmarkTask
 
@@ -45,9 +46,9 @@ def main() -> None:
     print(f"device={args.device} precision={args.precision} backbone={args.backbone} "
           f"threads={torch.get_num_threads()} torch={torch.__version__}")
     cases: list[tuple[str, LandmarkTask, tuple[int, int], int]] = [
-        ("detector", VertebraDetector(backbone=args.backbone), (512, 384), 8),
-        ("landmark", LandmarkModel(backbone=args.backbone), (512, 384), 8),
-        ("refiner", CropRefiner(backbone=args.backbone), (128, 128), 32),
+        ("detector", VertebraDetector(backbone=args.backbone), INPUT_SIZE, 8),
+        ("landmark", LandmarkModel(backbone=args.backbone), INPUT_SIZE, 8),
+        ("refiner", CropRefiner(backbone=args.backbone), CROP_SIZE, 32),
     ]
     for name, model, size, n in cases:
         model.to(args.device).train()

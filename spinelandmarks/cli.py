@@ -23,6 +23,7 @@ from typing import Any
 
 from ._output import configure_output
 from ._version import __version__
+from .defaults import BUDGET_SHARES, CROP_SIZE, INPUT_SIZE
 
 #: Exit statuses: success; some inputs failed (the others were done); usage or input error;
 #: interrupted (Ctrl-C).
@@ -75,6 +76,11 @@ def _time_budget(text: str) -> float | dict[str, float]:
                 f"unknown stage {stage.strip()!r} in --time-budget (detector, landmark, refiner)")
         budget[stage.strip()] = _duration_s(value)
     return budget
+
+
+def _shares_help() -> str:
+    """``detector 23 %%, landmark 49 %%, refiner 28 %%`` from :data:`defaults.BUDGET_SHARES`."""
+    return ", ".join(f"{stage} {round(100 * share)} %%" for stage, share in BUDGET_SHARES.items())
 
 
 def _add_schema_option(p: argparse.ArgumentParser) -> None:
@@ -137,19 +143,24 @@ def _verb_train(sub: Any) -> None:
     p.add_argument("--refiner-epochs", type=int, default=None)
     p.add_argument("--time-budget", type=_time_budget, default=None,
                    help="wall-clock limit instead of epochs: a total (20m, 1.5h, 900s; shared "
-                        "detector 23 %%, landmark 49 %%, refiner 28 %%) or per stage "
+                        f"{_shares_help()}) or per stage "
                         "(detector=2m,landmark=10m,refiner=4m); the learning rate anneals over "
                         "the budget. A stage without a budget trains for its epochs")
-    p.add_argument("--image-size", type=_size, default=(512, 384), help="model input HxW")
-    p.add_argument("--crop-size", type=_size, default=(128, 128), help="refiner crop HxW")
+    p.add_argument("--image-size", type=_size, default=INPUT_SIZE, help="model input HxW")
+    p.add_argument("--crop-size", type=_size, default=CROP_SIZE, help="refiner crop HxW")
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--detector-backbone", default="resnet18")
-    p.add_argument("--weights", default=None, help="local backbone weights file")
+    p.add_argument("--weights", default=None,
+                   help="local weights file for the --backbone of the landmark model and the "
+                        "refiner (the detector's --detector-backbone starts from random "
+                        "weights, or from --init-from)")
     p.add_argument("--init-from", default=None, metavar="PIPELINE",
                    help="start every stage from the networks of a saved pipeline (RUN/pipeline)"
                         " instead of random weights: fine-tune on a few annotated images of a "
                         "new source (same schema and sizes)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="peak learning rate of the landmark model and the refiner (default: "
+                        "1e-3); the detector keeps its own (VertebraDetector's lr, 3e-4)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--small-detector", action="store_true",
@@ -314,7 +325,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .demo import CPU_DETECTOR
+    from .defaults import CPU_DETECTOR
     from .schema import resolve_schema
     from .training import TrainConfig, split_time_budget, train_pipeline
 

@@ -17,6 +17,9 @@ import torch
 
 from .data.annotations import ImageRecord, read_coco
 from .data.synthetic import PhantomConfig, generate_dataset
+from .defaults import CPU_BUDGET_S as CPU_BUDGET_S  # re-exported: demo.CPU_BUDGET_S
+from .defaults import CPU_DETECTOR as CPU_DETECTOR
+from .defaults import GPU_BUDGET_S as GPU_BUDGET_S
 from .evaluation import evaluate
 from .predict import predict_files
 from .report import summary_table, write_report
@@ -25,13 +28,6 @@ from .training import TrainConfig, train_pipeline
 
 __all__ = ["TestSetEvaluation", "predict_and_evaluate", "run_demo"]
 
-#: Seconds per stage on a 2-core CPU: the demo must finish in under 10 minutes there.
-CPU_BUDGET_S = {"detector": 100.0, "landmark": 210.0, "refiner": 120.0}
-#: A smaller Faster R-CNN head for CPU (torchvision's defaults cost seconds per step there).
-CPU_DETECTOR = {"fpn_channels": 64, "representation_size": 256, "proposals_train": 300,
-                "proposals_test": 100, "box_batch_size_per_image": 64,
-                "anchor_sizes": (16, 32, 64, 128, 256)}
-GPU_BUDGET_S = {"detector": 60.0, "landmark": 120.0, "refiner": 60.0}
 
 
 @dataclass
@@ -107,7 +103,7 @@ def run_demo(out: str | Path = "demo_out", *, num_train: int = 160, num_test: in
         detector_backbone="resnet18" if gpu else "resnet_lite",
         lr=2e-3, num_workers=2, seed=seed,
         time_budget_s={} if max_epochs else dict(budget), progress=True,
-        detector_kwargs={} if gpu else CPU_DETECTOR)
+        detector_kwargs={} if gpu else dict(CPU_DETECTOR))
     print(f"[2/4] training detector, landmark model and refiner "
           f"({'GPU' if gpu else 'CPU'}, {cfg.backbone}, input {cfg.image_size[0]}x"
           f"{cfg.image_size[1]}, crops {cfg.crop_size[0]}x{cfg.crop_size[1]})")

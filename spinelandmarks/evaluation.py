@@ -24,7 +24,6 @@ import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from os import PathLike
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor
 
 from ._atomic import atomic_write
+from ._types import StrPath
 from .clinical_evaluation import evaluate_clinical
 from .data.annotations import ImageRecord
 from .mask_metrics import evaluate_masks
@@ -64,8 +64,6 @@ __all__ = [
     "tail_figures",
     "write_measurements_csv",
 ]
-
-StrPath = str | PathLike[str]
 
 #: CSV column of each clinical parameter, in the order they follow ``file_name``.
 ANGLE_COLUMNS: dict[str, str] = {name: f"{name}_deg" for name in LUMBAR_PARAMETERS}

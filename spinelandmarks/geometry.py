@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .defaults import CROP_SCALE
+
 __all__ = [
     "MAX_AXIS_DEPARTURE_DEG",
     "axis_departures",
@@ -201,7 +203,7 @@ def axis_departures(angles_deg: Tensor, axis_deg: Tensor) -> Tensor:
     return torch.remainder(angles_deg - axis_deg.to(angles_deg.dtype) + 90.0, 180.0) - 90.0
 
 
-def vertebra_crop_params(corners: Tensor, scale: float = 1.6,
+def vertebra_crop_params(corners: Tensor, scale: float = CROP_SCALE,
                          facing: Tensor | None = None, angles_deg: Tensor | None = None
                          ) -> tuple[Tensor, Tensor, Tensor]:
     """Centre, square side and angle of a crop aligned with a vertebral body.

@@ -30,6 +30,7 @@ from .data.annotations import ImageRecord
 from .data.intensity import robust_normalize
 from .data.io import Radiograph, read_dicom, read_image
 from .data.masks import rle_from_mask
+from .defaults import CROP_SCALE, CROP_SIZE
 from .geometry import (
     MAX_AXIS_DEPARTURE_DEG,
     axis_departures,
@@ -298,7 +299,7 @@ class SpineLandmarkPipeline(nn.Module):
     """
 
     def __init__(self, landmark_model: LandmarkModel, refiner: CropRefiner | None = None,
-                 detector: nn.Module | None = None, crop_scale: float = 1.6,
+                 detector: nn.Module | None = None, crop_scale: float = CROP_SCALE,
                  refine_iterations: int = 1, min_level_score: float = 0.3,
                  min_adjacent_score: float = 0.1, level_rule: str = "landmarks",
                  facing_check: bool = True, tta: bool = True,
@@ -345,7 +346,7 @@ class SpineLandmarkPipeline(nn.Module):
                 net.compile_network()
         lm_size = landmark_model.hparams["input_size"]
         self.input_size: tuple[int, int] = (int(lm_size[0]), int(lm_size[1]))
-        crop = refiner.hparams["input_size"] if refiner is not None else (128, 128)
+        crop = refiner.hparams["input_size"] if refiner is not None else CROP_SIZE
         self.crop_size: tuple[int, int] = (int(crop[0]), int(crop[1]))
         # Which refiner output goes to which schema point: level l's point j is output j.
         self._level_table: Tensor
@@ -411,7 +412,7 @@ class SpineLandmarkPipeline(nn.Module):
         if "landmark" not in mods:
             raise ValueError(f"{cfg_path}: no landmark model listed")
         return cls(mods["landmark"], mods.get("refiner"), mods.get("detector"),  # type: ignore[arg-type]
-                   crop_scale=cfg.get("crop_scale", 1.6),
+                   crop_scale=cfg.get("crop_scale", CROP_SCALE),
                    refine_iterations=cfg.get("refine_iterations", 1),
                    min_level_score=cfg.get("min_level_score", 0.3),
                    min_adjacent_score=cfg.get("min_adjacent_score", 0.1),
@@ -516,7 +517,8 @@ class SpineLandmarkPipeline(nn.Module):
         the body masks (if any) as (B, L, ...) with zeros for the levels not refined; (B, L)
         bool, the levels whose crop was turned to their column's direction (``recrop``)."""
         refiner = self.refiner
-        assert refiner is not None
+        if refiner is None:
+            raise RuntimeError("step 2 needs a refiner; this pipeline has none")
         sel = list(self._refined_index if levels is None else levels)
         table = self._level_table[sel]  # (L', K) flat indices, -1 padding
         b, num_levels = images.shape[0], table.shape[0]

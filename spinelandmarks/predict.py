@@ -187,7 +187,8 @@ class ShardWriter(BasePredictionWriter):
         if self.overlays:
             (self.out / "overlays").mkdir(exist_ok=True)
             pipe = pl_module.pipeline
-            assert isinstance(pipe, SpineLandmarkPipeline)
+            if not isinstance(pipe, SpineLandmarkPipeline):
+                raise TypeError(f"overlays need a SpineLandmarkPipeline, got {type(pipe).__name__}")
             for i, res, rad in entries:
                 name = Path(rad.source).stem or "image"
                 save_png(self.out / "overlays" / f"{i + 1:05d}_{name}.png",

@@ -182,7 +182,9 @@ class PredictionJournal:
 
     def _write(self, lines: Sequence[tuple[str | None, bytes]]) -> None:
         """Append ``(key, line)``, flush and fsync, and remember where each keyed line is."""
-        assert self._fh is not None, "use the journal as a context manager"
+        if self._fh is None:
+            raise RuntimeError(f"{self.path}: the journal is not open; use it as a context "
+                               "manager (with PredictionJournal(path) as journal: ...)")
         offset = self._fh.tell()
         self._fh.write(b"".join(line for _, line in lines))
         self._fh.flush()

@@ -8,13 +8,13 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._atomic import atomic_write, atomic_write_text
+from ._types import StrPath
 from .clinical_evaluation import CLINICAL_REFERENCE
 from .data.annotations import ImageRecord
 from .evaluation import ANGLE_LABELS, metrics_to_json, pair_records
@@ -23,8 +23,6 @@ from .metrics import LUMBAR_PARAMETERS, lumbar_parameters_or_nan, normalized_err
 from .schema import LandmarkSchema
 
 __all__ = ["clinical_markdown", "mask_markdown", "summary_table", "write_report"]
-
-StrPath = str | PathLike[str]
 
 
 def _fmt(v: Any, digits: int = 2) -> str:

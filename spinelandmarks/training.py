@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from ._atomic import atomic_write_text
 from .data.datamodule import SpineDataModule
+from .defaults import BUDGET_SHARES, CROP_SCALE, CROP_SIZE, INPUT_SIZE
 from .models.base import LandmarkTask
 from .models.detector import VertebraDetector
 from .models.landmark import CropRefiner, LandmarkModel
@@ -38,10 +39,6 @@ __all__ = ["BUDGET_SHARES", "IDENTITY_FIELDS", "STAGES", "RunMismatchError", "Tr
 STAGES = ("detector", "landmark", "refiner")
 
 _log = logging.getLogger(__name__)
-
-#: Share of a total time budget given to each stage (the demo's CPU split, 100 : 210 : 120 s).
-BUDGET_SHARES: dict[str, float] = {"detector": 100 / 430, "landmark": 210 / 430,
-                                   "refiner": 120 / 430}
 
 
 def split_time_budget(total_s: float, stages: tuple[str, ...] = STAGES) -> dict[str, float]:
@@ -90,14 +87,18 @@ class TrainConfig:
     max_epochs: int = 30
     detector_epochs: int | None = None
     refiner_epochs: int | None = None
-    image_size: tuple[int, int] = (512, 384)
-    crop_size: tuple[int, int] = (128, 128)
-    crop_scale: float = 1.6
+    image_size: tuple[int, int] = INPUT_SIZE
+    crop_size: tuple[int, int] = CROP_SIZE
+    crop_scale: float = CROP_SCALE
     batch_size: int = 8
     crop_batch_size: int = 32
     backbone: str = "resnet18"
     detector_backbone: str = "resnet18"
+    #: Local weights of ``backbone`` for the landmark model and the refiner (not the detector,
+    #: whose backbone starts from random weights or ``init_from``).
     weights_path: str | None = None
+    #: Peak learning rate of the landmark model and the refiner; the detector's is its own
+    #: (``detector_kwargs={"lr": ...}``).
     lr: float = 1e-3
     num_workers: int = 2
     seed: int = 0

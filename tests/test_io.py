@@ -148,7 +148,7 @@ def test_write_png16_roundtrip_and_atomic(tmp_path: Path) -> None:
         assert img.mode in ("I;16", "I") and img.size == (10, 6)
     r = read_image(p)
     assert np.abs(r.pixels - x).max() <= 0.5 / 65535 + 1e-7
-    assert read_image_size(p) == (10, 6)
+    assert read_image_size(p) == (6, 10)  # (H, W)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         write_png16(p, x * 255)
     with pytest.raises(ValueError, match="2-D"):
@@ -170,7 +170,7 @@ def test_write_dicom_roundtrip(tmp_path: Path) -> None:
     np.testing.assert_allclose(r.pixels, np.rint(x * 65535) / 65535, atol=1e-7)
     assert r.pixel_spacing == (0.15, 0.2)
     assert r.meta["patient_id"] == "PAT-7"
-    assert read_image_size(p) == (4, 3)
+    assert read_image_size(p) == (3, 4)  # (H, W)
 
 
 def test_dicom_without_suffix_detected_by_magic(tmp_path: Path) -> None:

@@ -31,7 +31,6 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Sequence
-from os import PathLike
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -39,14 +38,13 @@ from urllib.parse import unquote
 import numpy as np
 
 from .._atomic import atomic_write_text
+from .._types import StrPath
 from ..schema import LandmarkSchema
 from .annotations import AnnotationError, ImageRecord, read_coco, validate, write_coco
 from .io import read_image_size
 
 __all__ = ["LABEL_STUDIO_FROM", "LABEL_STUDIO_TO", "export_cvat", "export_label_studio",
            "read_cvat", "read_label_studio", "write_dataset"]
-
-StrPath = str | PathLike[str]
 
 #: Names of the keypoint control and the image object in the Label Studio interface.
 LABEL_STUDIO_FROM, LABEL_STUDIO_TO = "keypoints", "image"
@@ -274,7 +272,7 @@ def write_dataset(records: Sequence[ImageRecord], schema: LandmarkSchema, images
         c = dataclasses.replace(r)
         f = src / c.file_name
         if (c.width == 0 or c.height == 0) and f.is_file():
-            c.width, c.height = read_image_size(f)
+            c.height, c.width = read_image_size(f)
         recs.append(c)
     problems = validate(recs, schema, src, source=str(src))
     if problems:

@@ -29,13 +29,13 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from os import PathLike
 from pathlib import Path
 from typing import IO, Any, Literal
 
 import numpy as np
 
 from .._atomic import atomic_write, atomic_write_text
+from .._types import StrPath
 from ..schema import LUMBAR_SAGITTAL, LandmarkSchema
 from .io import ImageReadError, read_image_size
 from .masks import check_segmentation
@@ -51,8 +51,6 @@ __all__ = [
     "write_coco",
     "write_csv",
 ]
-
-StrPath = str | PathLike[str]
 
 #: Header of the flat CSV format.
 CSV_COLUMNS: tuple[str, ...] = ("file_name", "level", "point", "x", "y")
@@ -822,7 +820,7 @@ def read_csv(path: StrPath, schema: LandmarkSchema = LUMBAR_SAGITTAL,
     if images_root is not None:
         for rec in records.values():
             try:
-                rec.width, rec.height = read_image_size(Path(images_root) / rec.file_name)
+                rec.height, rec.width = read_image_size(Path(images_root) / rec.file_name)
             except (FileNotFoundError, ImageReadError) as exc:
                 problems.append(AnnotationProblem(src, "missing_image", str(exc),
                                                   image_id=rec.image_id, file_name=rec.file_name))
@@ -909,7 +907,7 @@ def _validate(records: Sequence[ImageRecord], schema: LandmarkSchema, root: Path
                 problem("missing_image", f"image file {str(fpath)!r} does not exist")
             else:
                 try:
-                    w, h = read_image_size(fpath)
+                    h, w = read_image_size(fpath)
                 except ImageReadError as exc:
                     problem("missing_image", f"image file cannot be read: {exc}")
                 else:

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import csv
 import math
-from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
+from .._types import StrPath
 from ..schema import LUMBAR_SAGITTAL, LandmarkSchema
 from .annotation_tools import write_dataset
 from .annotations import AnnotationError, AnnotationProblem, ImageRecord, validate
 from .io import read_image_size
 
 __all__ = ["ENDPLATE_ROWS", "import_buu_lspine", "read_buu_lspine_csv"]
-
-StrPath = str | PathLike[str]
 
 #: (level, side) of each CSV row, in row order.
 ENDPLATE_ROWS: tuple[tuple[str, str], ...] = (
@@ -156,7 +154,7 @@ def import_buu_lspine(source: StrPath, out: StrPath, *, copy: bool = False,
 
 def _record(image_id: int, src: Path, image: Path, points: np.ndarray,
             labels: dict[str, int]) -> ImageRecord:
-    width, height = read_image_size(image)
+    height, width = read_image_size(image)
     return ImageRecord(file_name=image.relative_to(src).as_posix(), width=width, height=height,
                        points=points, visibility=np.full(len(points), 2, np.int8),
                        image_id=image_id, meta={"buu_lspine_labels": labels})

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..defaults import CROP_SCALE, CROP_SIZE, INPUT_SIZE
 from ..schema import LUMBAR_SAGITTAL, LandmarkSchema, resolve_schema
 from .annotations import AnnotationError, AnnotationProblem, ImageRecord, read_coco
 from .batch import LandmarkBatch, collate
@@ -118,13 +119,13 @@ class SpineDataModule(L.LightningDataModule):
 
     def __init__(self, data_dir: str | list[str],
                  schema: LandmarkSchema | dict[str, Any] | str | None = None,
-                 task: Task = "landmarks", input_size: tuple[int, int] = (512, 384),
-                 crop_size: tuple[int, int] = (128, 128), batch_size: int = 8,
+                 task: Task = "landmarks", input_size: tuple[int, int] = INPUT_SIZE,
+                 crop_size: tuple[int, int] = CROP_SIZE, batch_size: int = 8,
                  num_workers: int = 2, split: tuple[float, float, float] = (0.8, 0.1, 0.1),
                  val_dir: str | list[str] | None = None, test_dir: str | list[str] | None = None,
                  seed: int = 0, cache: CacheMode = "none", pin_memory: bool = True,
                  persistent_workers: bool = True, augment: bool = True,
-                 crop_scale: float = 1.6,
+                 crop_scale: float = CROP_SCALE,
                  crop_jitter: tuple[float, float, float] = (0.1, 0.1, 8.0),
                  masks: bool = False, deformity_weight: float = 1.0) -> None:
         super().__init__()

@@ -62,6 +62,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from .._types import StrPath
+from ..defaults import CROP_SCALE, CROP_SIZE, INPUT_SIZE
 from ..geometry import (
     crop_matrix,
     hflip_matrix,
@@ -90,7 +92,6 @@ __all__ = [
     "reference_height_loss",
 ]
 
-StrPath = str | PathLike[str]
 CacheMode = Literal["none", "memory", "disk"]
 #: A dataset key: a plain index, or ``(index, sample_seed)`` from :class:`EpochSampler`.
 Key = int | tuple[int, int]
@@ -412,7 +413,7 @@ class LandmarkDataset(Dataset[dict[str, Any]]):
     """
 
     def __init__(self, records: Sequence[ImageRecord], root: StrPath | Sequence[StrPath],
-                 schema: LandmarkSchema, input_size: Sequence[int] = (512, 384),
+                 schema: LandmarkSchema, input_size: Sequence[int] = INPUT_SIZE,
                  train: bool = False, augment: AugmentConfig | bool | None = None,
                  cache: CacheMode = "none", cache_dir: StrPath | None = None, seed: int = 0,
                  max_cache_items: int = 512) -> None:
@@ -686,7 +687,7 @@ class DetectionDataset(LandmarkDataset):
     """
 
     def __init__(self, records: Sequence[ImageRecord], root: StrPath | Sequence[StrPath],
-                 schema: LandmarkSchema, input_size: Sequence[int] = (512, 384),
+                 schema: LandmarkSchema, input_size: Sequence[int] = INPUT_SIZE,
                  train: bool = False, augment: AugmentConfig | bool | None = None,
                  cache: CacheMode = "none", cache_dir: StrPath | None = None, seed: int = 0,
                  max_cache_items: int = 512, margin: float = 0.15,
@@ -751,8 +752,8 @@ class CropDataset(Dataset[dict[str, Any]]):
     """
 
     def __init__(self, records: Sequence[ImageRecord], root: StrPath | Sequence[StrPath],
-                 schema: LandmarkSchema, crop_size: Sequence[int] = (128, 128),
-                 scale: float = 1.6, jitter: Sequence[float] = (0.1, 0.1, 8.0),
+                 schema: LandmarkSchema, crop_size: Sequence[int] = CROP_SIZE,
+                 scale: float = CROP_SCALE, jitter: Sequence[float] = (0.1, 0.1, 8.0),
                  train: bool = False, augment: AugmentConfig | bool | None = None,
                  eval_jitter: bool = False, cache: CacheMode = "none",
                  cache_dir: StrPath | None = None, seed: int = 0,

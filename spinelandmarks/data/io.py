@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from os import PathLike
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,6 +45,7 @@ from pydicom.pixels import apply_color_lut, convert_color_space
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from .._atomic import atomic_write
+from .._types import StrPath
 
 try:  # pydicom >= 3
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -79,8 +79,6 @@ SECONDARY_CAPTURE_SOP_CLASS = UID("1.2.840.10008.5.1.4.1.1.7")
 
 _PYDICOM_MAJOR = int(pydicom.__version__.split(".")[0])
 _INSTALL_HINT = "install spinelandmarks[dicom] (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg)"
-
-StrPath = str | PathLike[str]
 
 
 class ImageReadError(ValueError):
@@ -179,7 +177,10 @@ def _sop_class(ds: Dataset) -> str:
 
 
 def read_image_size(path: StrPath) -> tuple[int, int]:
-    """``(width, height)`` of an image from its header only (no pixel decoding).
+    """``(height, width)`` in pixels of an image from its header only (no pixel decoding).
+
+    Like every other size in the package, rows first (it returned ``(width, height)`` before
+    0.2.0).
 
     Raises
     ------
@@ -199,11 +200,11 @@ def read_image_size(path: StrPath) -> tuple[int, int]:
         if "Columns" not in ds or "Rows" not in ds:
             raise ImageReadError(f"{p}: DICOM without an image (no Rows/Columns; "
                                  f"{_sop_class(ds)})")
-        return int(ds.Columns), int(ds.Rows)
+        return int(ds.Rows), int(ds.Columns)
     try:
         with Image.open(p) as img:
             w, h = img.size
-            return int(w), int(h)
+            return int(h), int(w)
     except Exception as exc:
         raise ImageReadError(f"{p}: cannot read image header: {exc}") from exc
 

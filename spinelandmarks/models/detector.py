@@ -33,6 +33,7 @@ from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from ..data.batch import LandmarkBatch
+from ..defaults import INPUT_SIZE
 from ..schema import LandmarkSchema
 from .backbones import BACKBONES, Backbone, load_backbone_weights
 from .base import LandmarkTask
@@ -490,7 +491,7 @@ class VertebraDetector(LandmarkTask):
     def __init__(self, schema: LandmarkSchema | dict[str, Any] | str | None = None,
                  backbone: str = "resnet18", weights_path: str | None = None,
                  norm: str = "batch", fpn_channels: int = 256,
-                 input_size: tuple[int, int] = (512, 384), min_score: float = 0.05,
+                 input_size: tuple[int, int] = INPUT_SIZE, min_score: float = 0.05,
                  anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256),
                  aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
                  detections_per_image: int = 100, proposals_train: int = 1000,

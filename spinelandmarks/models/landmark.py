@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from ..data.batch import LandmarkBatch
+from ..defaults import CROP_SIZE, INPUT_SIZE
 from ..dsnt import DSNTHead, euclidean_loss, heatmap_spread, js_reg_loss, local_dsnt, masked_mean
 from ..geometry import normalized_to_pixel, pixel_to_normalized, transform_points
 from ..metrics import EuclideanError, NormalizedLocalizationError
@@ -113,7 +114,7 @@ class LandmarkModel(LandmarkTask):
     def __init__(self, schema: LandmarkSchema | dict[str, Any] | str | None = None,
                  backbone: str = "resnet18", weights_path: str | None = None,
                  decoder_channels: int = 64, head_stride: int = 4, sigma_px: float = 1.0,
-                 js_weight: float = 1.0, input_size: tuple[int, int] = (512, 384),
+                 js_weight: float = 1.0, input_size: tuple[int, int] = INPUT_SIZE,
                  lr: float = 1e-3, weight_decay: float = 1e-4, scheduler: str = "cosine",
                  warmup_epochs: int = 0) -> None:
         input_size = (int(input_size[0]), int(input_size[1]))
@@ -297,7 +298,7 @@ class CropRefiner(LandmarkModel):
     def __init__(self, schema: LandmarkSchema | dict[str, Any] | str | None = None,
                  backbone: str = "resnet18", weights_path: str | None = None,
                  decoder_channels: int = 64, head_stride: int = 2, sigma_px: float = 1.0,
-                 js_weight: float = 1.0, input_size: tuple[int, int] = (128, 128),
+                 js_weight: float = 1.0, input_size: tuple[int, int] = CROP_SIZE,
                  lr: float = 1e-3, weight_decay: float = 1e-4, scheduler: str = "cosine",
                  warmup_epochs: int = 0, masks: bool = False, mask_weight: float = 1.0,
                  height_weight: float = 0.0) -> None:
@@ -323,7 +324,9 @@ class CropRefiner(LandmarkModel):
     def forward_masks(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Coordinates, heatmaps (as :meth:`forward`) and body-mask logits (B, 1, H, W) at the
         input size (the stride-``head_stride`` logits upsampled bilinearly)."""
-        assert self.mask_head is not None, "this refiner has no mask head (masks=False)"
+        if self.mask_head is None:
+            raise ValueError("this refiner has no mask head (it was built with masks=False); "
+                             "train one with masks=True (train --masks) to predict body masks")
         feats = self.decoder(self.backbone(images))
         coords, heatmaps = self.head(feats)
         logits = nn.functional.interpolate(self.mask_head(feats).float(),
