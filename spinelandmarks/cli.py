@@ -160,7 +160,7 @@ def _verb_train(sub: Any) -> None:
                         "new source (same schema and sizes)")
     p.add_argument("--lr", type=float, default=1e-3,
                    help="peak learning rate of the landmark model and the refiner (default: "
-                        "1e-3); the detector keeps its own (VertebraDetector's lr, 3e-4)")
+                        "1e-3); the detector keeps its own (VertebraDetector's lr)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--small-detector", action="store_true",

@@ -40,6 +40,25 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
     return data, test, run
 
 
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """``(data, test, run)`` like :func:`trained`, but ``RUN/pipeline`` holds untrained
+    networks of the ``TINY_TRAIN`` settings, saved without training (the fast tier's run)."""
+    from spinelandmarks.models import CropRefiner, LandmarkModel
+    from spinelandmarks.pipeline import SpineLandmarkPipeline
+
+    root = tmp_path_factory.mktemp("cli_untrained")
+    data, test = root / "data", root / "test"
+    assert main(["synth", str(data), "--num-images", "4", "--seed", "1", "--size", "256"]) == 0
+    assert main(["synth", str(test), "--num-images", "2", "--seed", "99", "--size", "256"]) == 0
+    torch.manual_seed(0)
+    pipe = SpineLandmarkPipeline(LandmarkModel(backbone="resnet_lite", input_size=(128, 96)),
+                                 CropRefiner(backbone="resnet_lite", input_size=(48, 48)))
+    run = root / "run"
+    pipe.save(run / "pipeline")
+    return data, test, run
+
+
 @pytest.mark.slow
 def test_train_writes_run(trained: tuple[Path, Path, Path]) -> None:
     _, _, run = trained
@@ -126,11 +145,11 @@ def test_predict_measure_evaluate(trained: tuple[Path, Path, Path], tmp_path: Pa
     assert list(report.glob("bland_altman_*.png"))
 
 
-def test_predict_no_tta_reaches_the_pipeline(trained: tuple[Path, Path, Path], tmp_path: Path,
+def test_predict_no_tta_reaches_the_pipeline(untrained: tuple[Path, Path, Path], tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import spinelandmarks.pipeline as pipeline_mod
 
-    _, test, run = trained
+    _, test, run = untrained
     image = sorted((test / "images").iterdir())[0]
     seen: list[bool] = []
     forward = pipeline_mod.SpineLandmarkPipeline.forward
@@ -286,9 +305,9 @@ def _one_error_line(err: str) -> str:
 
 
 def test_unwritable_out_is_one_line_for_every_verb(
-        trained: tuple[Path, Path, Path], tmp_path: Path,
+        untrained: tuple[Path, Path, Path], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    data, test, run = trained
+    data, test, run = untrained
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     out = str(blocker / "out")
@@ -587,12 +606,12 @@ def test_other_schema_and_masks_train_and_predict_through_the_cli(tmp_path: Path
 
 
 def test_train_init_from_starts_each_stage_from_a_saved_pipeline(
-        trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+        untrained: tuple[Path, Path, Path], tmp_path: Path) -> None:
     from spinelandmarks.models import CropRefiner, LandmarkModel
     from spinelandmarks.pipeline import load_module
     from spinelandmarks.training import _initialize
 
-    data, _, run = trained
+    data, _, run = untrained
     source = load_module(run / "pipeline" / "landmark.pt")
     # no epoch: the stage's weights are the source's; a run directory works as well
     tuned = tmp_path / "tuned"

@@ -59,7 +59,7 @@ def test_train_help_states_the_shares(capsys: pytest.CaptureFixture[str]) -> Non
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "detector 23 %, landmark 49 %, refiner 28 %" in text
-    assert "the detector keeps its own (VertebraDetector's lr, 3e-4)" in text
+    assert "the detector keeps its own (VertebraDetector's lr)" in text
     assert "--backbone of the landmark model and the refiner" in text
 
 

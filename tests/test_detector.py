@@ -266,14 +266,25 @@ def test_degenerate_boxes_are_dropped_from_targets() -> None:
     assert t["boxes"].shape == (K - 2, 4) and t["labels"].tolist() == [3, 4, 5, 6]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_fast_dev_run(precision: str) -> None:
     torch.manual_seed(0)
     model = VertebraDetector(**SMALL)
+    before = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
     # The second batch holds an image without vertebrae (a negative for torchvision).
-    trainer(fast_dev_run=2, precision=precision).fit(model, loader(3, empty=1), loader(2))
+    tr = trainer(fast_dev_run=2, precision=precision)
+    tr.fit(model, loader(3, empty=1), loader(2))
+    loss = tr.callback_metrics["train/loss"]
+    assert torch.isfinite(loss) and loss.item() > 0
+    after = model.state_dict()
+    # two optimizer steps moved the trained weights; master weights stay float32 under bf16
+    assert all(after[k].dtype == torch.float32 for k in before)
+    assert not torch.equal(after["model.roi_heads.box_predictor.cls_score.weight"],
+                           before["model.roi_heads.box_predictor.cls_score.weight"])
     out = model.detect(torch.rand(2, 1, H, W))
     assert len(out) == 2 and out[0].boxes.shape == (K, 4) and out[0].boxes.dtype == torch.float32
+    assert ((out[0].scores >= 0) & (out[0].scores <= 1)).all()
 
 
 def test_validation_logs_metrics() -> None:
@@ -306,6 +317,7 @@ def test_unknown_backbone_and_weights_file(tmp_path: Path) -> None:
         VertebraDetector(weights_path=str(path), **SMALL)
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = VertebraDetector(**SMALL)

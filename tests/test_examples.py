@@ -50,8 +50,26 @@ def test_train_then_notebook_workflow(tmp_path: Path) -> None:
     assert (tmp_path / "o.png").stat().st_size > 0
 
 
-def test_contact_sheet_example_exists() -> None:
-    assert (EXAMPLES / "make_contact_sheet.py").is_file()
+def test_contact_sheet_tile_marks_every_visible_corner() -> None:
+    from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
+
+    config = PhantomConfig(long_side=256)
+    image, rec = generate_phantom(2, config)
+    tile = load("make_contact_sheet").tile(2, config, 128)
+    scale = 128 / image.shape[1]
+    assert tile.size == (128, round(image.shape[0] * scale))
+    rgb = np.asarray(tile).astype(int)
+    red = (rgb == (255, 40, 40)).all(-1)
+    visible = [(x, y) for (x, y), v in zip(rec.points * scale, rec.visibility, strict=True)
+               if v == 2 and y > 28]  # below the caption bar
+    assert len(visible) >= 10
+    for x, y in visible:  # a red ring of radius 2.5 px around each visible corner
+        r, c = round(y), round(x)
+        assert red[r - 4 : r + 5, c - 4 : c + 5].any(), (x, y)
+    # the caption bar: black, with the caption in (anti-aliased) yellow
+    bar = rgb[:24].reshape(-1, 3)
+    assert (bar[:, 2] == 0).all() and (bar[:, 0] == bar[:, 1]).all()
+    assert (bar == 0).all(-1).mean() > 0.5 and (bar[:, 0] > 128).any()
 
 
 def test_angle_figure(tmp_path: Path) -> None:

@@ -465,11 +465,20 @@ def test_angle_error_small_and_chunked() -> None:
 def test_angle_error_from_lumbar_parameters() -> None:
     pred_pts, gt_pts, vis = random_batch(8, seed=5)
     m = AngleError()  # float32 default
-    m.update(lumbar_parameters(pred_pts), lumbar_parameters(gt_pts, visibility=vis))
+    pred, gt = lumbar_parameters(pred_pts), lumbar_parameters(gt_pts, visibility=vis)
+    m.update(pred, gt)
     out = m.compute()
     assert out["l1_l5_lordosis/median_abs"].dtype == torch.float32
-    n = out["l1_l5_lordosis/n"] + out["l1_l5_lordosis/missed"]
-    assert 0 < n.item() <= 8
+    for name in ("l1_l5_lordosis", "l1_s1_lordosis", "sacral_slope"):
+        p, g = pred[name].double().numpy(), gt[name].double().numpy()
+        both = np.isfinite(p) & np.isfinite(g)
+        d = np.abs(p[both] - g[both])  # errors here are a few degrees: no wrapping at 180
+        assert out[f"{name}/n"].item() == both.sum() > 0, name
+        assert out[f"{name}/missed"].item() == (np.isfinite(g) & ~np.isfinite(p)).sum(), name
+        assert out[f"{name}/median_abs"].item() == pytest.approx(np.median(d), abs=1e-4), name
+        assert out[f"{name}/mean_abs"].item() == pytest.approx(d.mean(), abs=1e-4), name
+        assert out[f"{name}/max_abs"].item() == pytest.approx(d.max(), abs=1e-4), name
+        assert out[f"{name}/bias"].item() == pytest.approx((p[both] - g[both]).mean(), abs=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ def trainer(**kwargs: object) -> L.Trainer:
     return L.Trainer(**args)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 @pytest.mark.parametrize(("cls", "task", "size"), [(LandmarkModel, "landmarks", (128, 96)),
                                                    (CropRefiner, "crops", (48, 48))])
@@ -40,8 +41,17 @@ def test_fast_dev_run(dataset: Path, cls: type[LandmarkModel], task: str,
                       size: tuple[int, int], precision: str) -> None:
     dm = SpineDataModule(str(dataset), task=task, input_size=size, crop_size=size,  # type: ignore[arg-type]
                          batch_size=4, num_workers=0, split=(0.5, 0.5, 0.0))
+    torch.manual_seed(0)
     model = cls(backbone="resnet_lite", input_size=size)
-    trainer(fast_dev_run=True, precision=precision).fit(model, datamodule=dm)
+    head = model.head.conv.weight.detach().clone()
+    tr = trainer(fast_dev_run=True, precision=precision)
+    tr.fit(model, datamodule=dm)
+    # one optimizer step on a finite, positive loss moved the head; weights stay float32
+    loss = tr.callback_metrics["train/loss"]
+    assert torch.isfinite(loss) and loss.item() > 0
+    assert model.head.conv.weight.dtype == torch.float32
+    assert not torch.equal(model.head.conv.weight.detach(), head)
+    assert torch.isfinite(tr.callback_metrics["val/loss"])
 
 
 def test_height_pairs_follow_the_point_names() -> None:

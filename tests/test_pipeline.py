@@ -220,15 +220,28 @@ def test_save_load_and_checkpoint_round_trip(pipe: SpineLandmarkPipeline, phanto
     assert isinstance(load_module(tmp_path / "r.pt"), CropRefiner)
 
 
-def test_bf16_inference_close_to_fp32(pipe: SpineLandmarkPipeline, phantom: tuple) -> None:
+def test_bf16_inference_close_to_fp32(phantom: tuple) -> None:
     image, _ = phantom
-    fp32 = pipe.predict(image)[0]
-    bf16 = pipe.predict(image, precision="bf16-mixed")[0]
+    # Untrained heads give flat heatmaps, whose expectation is the map's centre at any
+    # precision. Scaled logits give peaked maps that move with the image, so the points
+    # depend on what the bf16 networks compute.
+    torch.manual_seed(0)
+    lm = LandmarkModel(backbone="resnet_lite", input_size=(128, 96))
+    ref = CropRefiner(backbone="resnet_lite", input_size=(48, 48))
+    with torch.no_grad():
+        for net in (lm, ref):
+            net.head.conv.weight.mul_(30.0)
+            net.head.conv.bias.mul_(30.0)
+    sharp = SpineLandmarkPipeline(lm, ref)
+    fp32 = sharp.predict(image)[0]
+    bf16 = sharp.predict(image, precision="bf16-mixed")[0]
     assert np.isfinite(bf16.points).all()
-    # Untrained networks have flat heatmaps; bf16 convolutions still keep points within a pixel.
-    assert np.abs(bf16.points - fp32.points).max() < 2.0
+    assert np.abs(fp32.points - fp32.points.mean(0)).std() > 1.0  # not all at one centre
+    step1 = np.abs(bf16.points_step1 - fp32.points_step1).max()
+    step2 = np.abs(bf16.points - fp32.points).max()
+    assert 0.0 < step1 < 1.0 and 0.0 < step2 < 0.25  # bf16 ran (differs), within 1/4 px
     with pytest.raises(ValueError, match="precision"):
-        pipe.predict(image, precision="fp8")
+        sharp.predict(image, precision="fp8")
 
 
 def test_torchscript_export_gives_same_coordinates(pipe: SpineLandmarkPipeline,
