@@ -12,6 +12,7 @@ Functional API (angles in degrees, signed; conventions section 4)
 - :func:`facing` -- +1 / -1 per image, majority over endplates.
 - :func:`endplate_tilts` -- tilt of every endplate of the schema.
 - :func:`lordosis`, :func:`lumbar_parameters`, :func:`segmental_angles`.
+- :func:`schema_parameters` -- the lumbar parameters a schema defines, and only those.
 - :func:`vertebra_size` -- ground-truth width / height per level (conventions section 5).
 - :func:`normalized_errors`, :func:`euclidean_errors`.
 - :func:`level_centres`, :func:`level_identification` -- each level on the right vertebra?
@@ -57,6 +58,7 @@ from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema
 
 __all__ = [
     "LUMBAR_PARAMETERS",
+    "LUMBAR_PARAMETER_ENDPLATES",
     "OUTLIER_MM",
     "OUTLIER_PCT",
     "AngleError",
@@ -64,6 +66,7 @@ __all__ = [
     "LevelIdentification",
     "NormalizedLocalizationError",
     "SuccessDetectionRate",
+    "defined_parameters",
     "endplate_tilts",
     "euclidean_errors",
     "facing",
@@ -73,6 +76,7 @@ __all__ = [
     "lumbar_parameters",
     "lumbar_parameters_or_nan",
     "normalized_errors",
+    "schema_parameters",
     "segmental_angle_names",
     "segmental_angles",
     "vertebra_size",
@@ -323,6 +327,65 @@ def lumbar_parameters_or_nan(points: Tensor, schema: LandmarkSchema) -> dict[str
     except KeyError:
         nan = torch.full((points.shape[0],), math.nan, dtype=points.dtype)
         return {name: nan.clone() for name in LUMBAR_PARAMETERS}
+
+
+#: The endplates each of :data:`LUMBAR_PARAMETERS` is measured on.
+LUMBAR_PARAMETER_ENDPLATES: dict[str, tuple[tuple[str, Side], ...]] = {
+    "l1_l5_lordosis": (("L1", "superior"), ("L5", "inferior")),
+    "l1_s1_lordosis": (("L1", "superior"), ("S1", "superior")),
+    "sacral_slope": (("S1", "superior"),),
+}
+
+
+def defined_parameters(schema: LandmarkSchema) -> tuple[str, ...]:
+    """The names of :data:`LUMBAR_PARAMETERS` whose endplates ``schema`` has, in order.
+
+    Examples
+    --------
+    >>> from spinelandmarks.schema import LandmarkSchema
+    >>> defined_parameters(LandmarkSchema.from_levels("c", ["C2", "C3"]))
+    ()
+    >>> defined_parameters(LUMBAR_SAGITTAL)
+    ('l1_l5_lordosis', 'l1_s1_lordosis', 'sacral_slope')
+    """
+    return tuple(name for name in LUMBAR_PARAMETERS
+                 if all(schema.has_endplate(*e) for e in LUMBAR_PARAMETER_ENDPLATES[name]))
+
+
+def schema_parameters(points: Tensor, schema: LandmarkSchema,
+                      visibility: Tensor | None = None) -> dict[str, Tensor]:
+    """The lumbar parameters ``schema`` defines (:func:`defined_parameters`), and only those.
+
+    What a pipeline reports: a schema without the lumbar endplates (cervical levels, one
+    centre per level) gives an empty dict, not NaN figures or an error.
+
+    Parameters
+    ----------
+    points : Tensor, shape (B, P, 2)
+        Pixel coordinates, NaN where absent.
+    schema : LandmarkSchema
+    visibility : Tensor, shape (B, P), optional
+        0 marks an absent point.
+
+    Returns
+    -------
+    dict[str, Tensor]
+        Name -> (B,) degrees, defined as in :func:`lumbar_parameters`.
+    """
+    names = defined_parameters(schema)
+    if not names:
+        return {}
+    tilts = endplate_tilts(points, schema, visibility=visibility)
+
+    def tilt(level: str, side: Side) -> Tensor:
+        return tilts[:, _endplate_position(schema, level, side)]
+
+    out: dict[str, Tensor] = {}
+    for name in names:
+        plates = LUMBAR_PARAMETER_ENDPLATES[name]
+        value = tilt(*plates[0]) if len(plates) == 1 else tilt(*plates[1]) - tilt(*plates[0])
+        out[name] = wrap_angle(value)
+    return out
 
 
 def _superior_levels(schema: LandmarkSchema) -> list[str]:
