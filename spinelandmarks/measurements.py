@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .metrics import facing, lumbar_parameters, wrap_angle
+from .metrics import facing, schema_parameters, wrap_angle
 from .schema import (
     CORNERS,
     FEMORAL_HEADS,
@@ -120,9 +120,11 @@ def spinopelvic_parameters(points: Tensor, schema: LandmarkSchema = LUMBOPELVIC_
     to_hip = hip - mid
     pt = wrap_angle(_from_vertical(to_hip))
     pi = wrap_angle(_from_vertical(to_hip) - _from_vertical(normal))
-    lumbar = lumbar_parameters(pts, schema)
-    ll = lumbar["l1_s1_lordosis"]
-    return {"pelvic_incidence": pi, "pelvic_tilt": pt, "sacral_slope": lumbar["sacral_slope"],
+    lumbar = schema_parameters(pts, schema)  # NaN for those the schema cannot measure
+    nan = torch.full_like(pi, math.nan)
+    ll = lumbar.get("l1_s1_lordosis", nan)
+    return {"pelvic_incidence": pi, "pelvic_tilt": pt,
+            "sacral_slope": lumbar.get("sacral_slope", nan),
             "lumbar_lordosis": ll, "pi_ll_mismatch": wrap_angle(pi - ll)}
 
 

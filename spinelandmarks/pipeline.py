@@ -354,6 +354,12 @@ class SpineLandmarkPipeline(nn.Module):
         self.schema: LandmarkSchema = landmark_model.schema
         if refiner is not None and refiner.schema != self.schema:
             raise ValueError("landmark model and refiner use different schemas")
+        single = [lv.name for lv in self.schema.levels
+                  if lv.name in self.schema.refined_levels and len(lv.points) < 2]
+        if refiner is not None and single:
+            raise ValueError(f"schema {self.schema.name!r}: levels {single} have one point, "
+                             "from which no crop can be oriented or sized; use the landmark "
+                             "model alone (refiner=None) for such a schema")
         self.crop_scale = float(crop_scale)
         self.refine_iterations = int(refine_iterations)
         self.min_level_score = float(min_level_score)
