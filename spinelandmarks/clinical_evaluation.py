@@ -57,12 +57,16 @@ def _angles(points: Tensor, cols: Mapping[str, Tensor], schema: LandmarkSchema
     if FEMORAL_HEADS.name in schema.level_names:
         out.update({k: cols[f"{k}_deg"] for k in ("pelvic_incidence", "pelvic_tilt",
                                                    "pi_ll_mismatch")})
+    for k in ("thoracic_kyphosis_t4_t12", "t1_pelvic_angle"):  # whole-spine schemas
+        if f"{k}_deg" in cols:
+            out[k] = cols[f"{k}_deg"]
     return out
 
 
 def _lengths(cols: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Per-level heights pooled over levels (B * V,) and slip percentages over segments."""
-    groups: dict[str, list[Tensor]] = {}
+    groups: dict[str, list[Tensor]] = {k: [cols[k]] for k in ("sva_mm", "sva_px")
+                                       if k in cols}  # whole-spine schemas
     for name, v in cols.items():
         for suffix in ("_ha", "_hm", "_hp", "_disc_anterior", "_disc_posterior", "_slip_pct"):
             if name.endswith(suffix):

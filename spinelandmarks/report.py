@@ -325,8 +325,8 @@ def clinical_markdown(clinical: Mapping[str, Any]) -> list[str]:
     unit = clinical.get("length_unit", "px")
     rows = [(f"{k} (deg)", a, ref["spinopelvic_mae_deg"].get(k))
             for k, a in clinical["angles"].items()]
-    rows += [(f"{k} ({'%' if k == 'slip_pct' else unit})", a, None)
-             for k, a in clinical["lengths"].items()]
+    rows += [(f"{k} ({'%' if k == 'slip_pct' else k[-2:] if k.startswith('sva_') else unit})",
+              a, None) for k, a in clinical["lengths"].items()]
     for label, a, r in rows:
         lines.append(f"| {label} | {a['n']} | {_fmt(a['mae'])} | {_fmt(a['median_ae'])} | "
                      f"{_fmt(a['bias'])} | {_fmt(a['loa_low'])} to {_fmt(a['loa_high'])} | "
