@@ -185,6 +185,23 @@ def _verb_train(sub: Any) -> None:
                         "(default: TrainConfig.height_weight, 0)")
     p.add_argument("--stages", default="detector,landmark,refiner",
                    help="comma-separated subset of detector,landmark,refiner")
+    _add_task_class_options(p)
+
+
+def _add_task_class_options(p: argparse.ArgumentParser) -> None:
+    """``train --landmark-class/--refiner-class/--detector-class MODULE:CLASS``."""
+    for stage, base in (("landmark", "LandmarkModel"), ("refiner", "CropRefiner"),
+                        ("detector", "VertebraDetector")):
+        p.add_argument(f"--{stage}-class", default=None, metavar="MODULE:CLASS",
+                       help=f"train your subclass of {base} for the {stage} stage, e.g. "
+                            f"mypackage.models:My{base} (importable: installed or on "
+                            f"PYTHONPATH; default: {base})")
+
+
+def _task_classes(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--*-class`` options as :class:`~spinelandmarks.training.TrainConfig` fields."""
+    return {f"{stage}_class": getattr(args, f"{stage}_class")
+            for stage in ("landmark", "refiner", "detector")}
 
 
 def _verb_predict(sub: Any) -> None:
@@ -346,6 +363,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_workers=args.workers, seed=args.seed,
         stages=stages, val_dir=args.val, time_budget_s=budget or {}, schema=args.schema,
         detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {}, masks=args.masks,
+        **_task_classes(args),
         **({} if args.deformity_weight is None else {"deformity_weight": args.deformity_weight}),
         **({} if args.height_weight is None else {"height_weight": args.height_weight}))
     out = train_pipeline(args.data, args.out, cfg, overwrite=args.overwrite)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .agreement import continuous_agreement, fracture_agreement, fracture_operating_points
 from .measurements import GENANT_LOSS, clinical_columns, genant_grades, morphometry
-from .metrics import lumbar_parameters_or_nan
+from .metrics import schema_parameters
 from .schema import FEMORAL_HEADS, LandmarkSchema
 
 __all__ = ["CLINICAL_REFERENCE", "FRACTURE_LINES", "evaluate_clinical"]
@@ -48,18 +48,25 @@ _ANGLES = ("pelvic_incidence", "pelvic_tilt", "sacral_slope", "lumbar_lordosis",
 
 def _angles(points: Tensor, cols: Mapping[str, Tensor], schema: LandmarkSchema
             ) -> dict[str, Tensor]:
-    """SS and L1-S1 lordosis from the points, PI / PT / PI-LL from their clinical ``cols``."""
-    lumbar = lumbar_parameters_or_nan(points, schema)
-    out = {"sacral_slope": lumbar["sacral_slope"], "lumbar_lordosis": lumbar["l1_s1_lordosis"]}
+    """SS and L1-S1 lordosis from the points, PI / PT / PI-LL from their clinical ``cols``;
+    only those the schema defines."""
+    lumbar = schema_parameters(points, schema)
+    out = {new: lumbar[old] for old, new in (("sacral_slope", "sacral_slope"),
+                                             ("l1_s1_lordosis", "lumbar_lordosis"))
+           if old in lumbar}
     if FEMORAL_HEADS.name in schema.level_names:
         out.update({k: cols[f"{k}_deg"] for k in ("pelvic_incidence", "pelvic_tilt",
                                                    "pi_ll_mismatch")})
+    for k in ("thoracic_kyphosis_t4_t12", "t1_pelvic_angle"):  # whole-spine schemas
+        if f"{k}_deg" in cols:
+            out[k] = cols[f"{k}_deg"]
     return out
 
 
 def _lengths(cols: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Per-level heights pooled over levels (B * V,) and slip percentages over segments."""
-    groups: dict[str, list[Tensor]] = {}
+    groups: dict[str, list[Tensor]] = {k: [cols[k]] for k in ("sva_mm", "sva_px")
+                                       if k in cols}  # whole-spine schemas
     for name, v in cols.items():
         for suffix in ("_ha", "_hm", "_hp", "_disc_anterior", "_disc_posterior", "_slip_pct"):
             if name.endswith(suffix):
@@ -96,7 +103,8 @@ def evaluate_clinical(pred: Tensor, gt: Tensor, spacing: Tensor, schema: Landmar
         ``fracture_screen``: the same figures for the suspected fractures against reference
         grade >= 2 (bodies the prediction cannot measure left out, as for the grades);
         ``fracture_lines``: :func:`~spinelandmarks.agreement.fracture_operating_points`
-        against grade >= 2 at each of :data:`FRACTURE_LINES`; ``length_unit``.
+        against grade >= 2 at each of :data:`FRACTURE_LINES` (the fracture figures for
+        schemas with vertebral bodies only); ``length_unit``.
     """
     pc, gc = clinical_columns(pred, schema, spacing), clinical_columns(gt, schema, spacing)
     pa, ga = _angles(pred, pc, schema), _angles(gt, gc, schema)
@@ -109,6 +117,8 @@ def evaluate_clinical(pred: Tensor, gt: Tensor, spacing: Tensor, schema: Landmar
         else "mm where the spacing is known, else px",
     }
     levels = list(schema.body_levels)
+    if not levels:  # no vertebral body: no height, no fracture grade
+        return out
     grades_p = genant_grades(morphometry(pred, schema, spacing=None))
     grades_g = genant_grades(morphometry(gt, schema, spacing=None))
 

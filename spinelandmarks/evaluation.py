@@ -43,10 +43,12 @@ from .metrics import (
     EuclideanError,
     LevelIdentification,
     NormalizedLocalizationError,
+    RadialError,
     SuccessDetectionRate,
+    defined_parameters,
     facing,
     level_identification,
-    lumbar_parameters_or_nan,
+    schema_parameters,
     segmental_angle_names,
     segmental_angles,
 )
@@ -57,6 +59,7 @@ __all__ = [
     "ANGLE_LABELS",
     "REFERENCE",
     "SDR_THRESHOLDS_MM",
+    "angle_columns",
     "evaluate",
     "match_to_ground_truth",
     "measure_records",
@@ -67,6 +70,15 @@ __all__ = [
 
 #: CSV column of each clinical parameter, in the order they follow ``file_name``.
 ANGLE_COLUMNS: dict[str, str] = {name: f"{name}_deg" for name in LUMBAR_PARAMETERS}
+
+
+
+def angle_columns(schema: LandmarkSchema) -> dict[str, str]:
+    """The :data:`ANGLE_COLUMNS` of the parameters ``schema`` defines
+    (:func:`~spinelandmarks.metrics.defined_parameters`): none for a schema without the
+    lumbar endplates."""
+    return {name: ANGLE_COLUMNS[name] for name in defined_parameters(schema)}
+
 
 #: Human-readable names of the clinical parameters.
 ANGLE_LABELS: dict[str, str] = {"l1_l5_lordosis": "L1-L5 lordosis",
@@ -195,11 +207,12 @@ def measure_records(records: Sequence[ImageRecord],
     Returns
     -------
     list of dict
-        One row per record, keys in column order: ``file_name``; ``l1_l5_lordosis_deg``,
-        ``l1_s1_lordosis_deg``, ``sacral_slope_deg`` (degrees, signed, conventions section 4);
+        One row per record, keys in column order: ``file_name``; those of
+        ``l1_l5_lordosis_deg``, ``l1_s1_lordosis_deg``, ``sacral_slope_deg`` the schema
+        defines (:func:`angle_columns`; degrees, signed, conventions section 4);
         the segmental angles ``<upper>-<lower>_deg`` (e.g. ``L1-L2_deg``); ``facing`` (+1 when
         the anterior side is to the right of the image, -1 to the left, NaN when no endplate
-        is complete); ``missing_levels`` (space-separated levels without any point); for
+        is complete; schemas with endplates only); ``missing_levels`` (space-separated levels without any point); for
         predictions of the pipeline (records with ``meta["needs_review"]``) also
         ``needs_review`` (1 / 0), ``qc`` (the raised quality-control flags, e.g.
         ``overlap: L5 S1; angle_range: l1_l5_lordosis``, see :mod:`spinelandmarks.qc`) and
@@ -208,14 +221,12 @@ def measure_records(records: Sequence[ImageRecord],
         the clinical measurements of
         :func:`~spinelandmarks.measurements.clinical_columns` (pelvic parameters, body
         heights and Genant grades, disc heights, slips; lengths in mm where the pixel spacing
-        is known, ``length_unit_mm``). Angles are floats, NaN where a needed point is absent
-        (and for the three lumbar parameters when the schema lacks the L1 / L5 / S1
-        endplates).
+        is known, ``length_unit_mm``). Angles are floats, NaN where a needed point is absent.
     """
     recs = list(records)
     with_qc = any("needs_review" in r.meta for r in recs)
     pts = _points(recs, schema)
-    params = lumbar_parameters_or_nan(pts, schema)
+    params = schema_parameters(pts, schema)
     seg_names = segmental_angle_names(schema)
     seg = segmental_angles(pts, schema) if seg_names else pts.new_empty((len(recs), 0))
     face = facing(pts, schema)
@@ -230,11 +241,12 @@ def measure_records(records: Sequence[ImageRecord],
     rows: list[dict[str, Any]] = []
     for i, rec in enumerate(recs):
         row: dict[str, Any] = {"file_name": rec.file_name}
-        for name, col in ANGLE_COLUMNS.items():
+        for name, col in angle_columns(schema).items():
             row[col] = _f(params[name][i])
         for j, name in enumerate(seg_names):
             row[f"{name}_deg"] = _f(seg[i, j])
-        row["facing"] = _f(face[i]) if bool(complete[i]) else math.nan
+        if eps:
+            row["facing"] = _f(face[i]) if bool(complete[i]) else math.nan
         found = torch.isfinite(pts[i]).all(dim=-1)
         row["missing_levels"] = " ".join(
             lv for lv in schema.level_names if not bool(found[schema.level_indices(lv)].any()))
@@ -277,14 +289,16 @@ def write_measurements_csv(records: Iterable[ImageRecord], schema: LandmarkSchem
     Returns
     -------
     Path
-        ``path``. Columns: ``file_name,l1_l5_lordosis_deg,l1_s1_lordosis_deg,
-        sacral_slope_deg``, then the segmental angles, ``facing``, ``missing_levels``, the
+        ``path``. Columns: ``file_name``, those of ``l1_l5_lordosis_deg,l1_s1_lordosis_deg,
+        sacral_slope_deg`` the schema defines, then the segmental angles, ``facing`` (schemas
+        with endplates), ``missing_levels``, the
         clinical measurements (:func:`~spinelandmarks.measurements.clinical_columns`) and,
         for pipeline predictions (the first record has ``meta["needs_review"]``),
         ``needs_review``, ``qc`` and ``suspected_fractures``; values with 4 decimals.
     """
-    columns = ["file_name", *ANGLE_COLUMNS.values(),
-               *[f"{n}_deg" for n in segmental_angle_names(schema)], "facing", "missing_levels",
+    columns = ["file_name", *angle_columns(schema).values(),
+               *[f"{n}_deg" for n in segmental_angle_names(schema)],
+               *(["facing"] if schema.endplates() else []), "missing_levels",
                *clinical_columns(torch.full((1, schema.num_points, 2), math.nan), schema)]
     it = iter(records)
     first = next(it, None)
@@ -439,6 +453,24 @@ def _angle_block(pred: Mapping[str, Tensor], gt: Mapping[str, Tensor],
             for n in names}
 
 
+def _radial_block(p: _Paired, schema: LandmarkSchema) -> dict[str, Any]:
+    """:class:`~spinelandmarks.metrics.RadialError` figures: overall, ``unit`` ("mm" or
+    "px") and ``per_point`` (point name -> figures)."""
+    radial = RadialError(schema, SDR_THRESHOLDS_MM)
+    radial.set_dtype(_DT)
+    radial.update(p.pred, p.gt, p.spacing, p.visibility)
+    flat = _floats(radial.compute())
+    out: dict[str, Any] = {k: v for k, v in flat.items() if "/" not in k}
+    out["unit"] = "mm" if out.pop("unit_mm") == 1.0 else "px"
+    per_point: dict[str, dict[str, float]] = {}
+    for key, v in flat.items():
+        if "/" in key:
+            name, figure = key.split("/", 1)
+            per_point.setdefault(name, {})[figure] = v
+    out["per_point"] = per_point
+    return out
+
+
 def _identification(p: _Paired, schema: LandmarkSchema) -> dict[str, Any]:
     """Level identification figures and the images with a level on the wrong vertebra."""
     lid = LevelIdentification(schema)
@@ -485,8 +517,8 @@ def _step_metrics(p: _Paired, schema: LandmarkSchema) -> dict[str, Any]:
     localization = {k: v for k, v in loc.items() if "/" not in k}
     identification = _identification(p, schema)
 
-    gt_params = lumbar_parameters_or_nan(p.gt, schema)
-    pred_params = lumbar_parameters_or_nan(p.pred, schema)
+    gt_params = schema_parameters(p.gt, schema)
+    pred_params = schema_parameters(p.pred, schema)
     seg_names = segmental_angle_names(schema)
     seg_block: dict[str, dict[str, float]] = {}
     if seg_names:
@@ -506,7 +538,8 @@ def _step_metrics(p: _Paired, schema: LandmarkSchema) -> dict[str, Any]:
             "images_without_prediction": len(p.missing),
         },
         "identification": identification,
-        "angles": _angle_block(pred_params, gt_params, LUMBAR_PARAMETERS),
+        "radial": _radial_block(p, schema),
+        "angles": _angle_block(pred_params, gt_params, defined_parameters(schema)),
         "segmental_angles": seg_block,
         "missing_images": list(p.missing),
         "n_unmatched_predictions": len(p.unmatched),
@@ -518,8 +551,36 @@ def _headline(step: Mapping[str, Any] | None, where: tuple[str, str]) -> float:
     if step is None:
         return math.nan
     a, b = where
+    if a == "radial":  # success detection rates in percent, as the other headline rates
+        v = float(step["radial"].get(b, math.nan))
+        return 100.0 * v if b.startswith("sdr@") else v
     block = step["localization"] if a == "localization" else step["angles"].get(a, {})
     return float(block.get(b, math.nan))
+
+
+def _headline_rows(schema: LandmarkSchema, unit: str
+                   ) -> list[tuple[str, str, tuple[str, str], str]]:
+    """The headline figures the schema defines: normalized errors where it has vertebral
+    bodies, else the mean radial error and success detection rates (in ``unit``); the
+    lumbar angles it defines."""
+    angles = defined_parameters(schema)
+    rows = [r for r in _HEADLINE if (r[2][0] == "localization" and bool(schema.body_levels))
+            or r[2][0] in angles]
+    if not schema.body_levels:
+        radial = [("mre", f"Mean radial error ({unit})", ("radial", "mre"), "")]
+        radial += [(f"sdr_{t}", f"Points within {t} {unit} (%)", ("radial", f"sdr@{t}"), "")
+                   for t in SDR_THRESHOLDS_MM]
+        rows = radial + rows
+    return rows
+
+
+def _tail_defined(key: str, schema: LandmarkSchema) -> bool:
+    """Whether tail figure ``key`` is defined for ``schema`` (normalized errors and level
+    identification need body heights, angle figures their endplates)."""
+    if "nle" in key or key == "outliers_10pct" or key.startswith("levels_identified"):
+        return bool(schema.body_levels)
+    angle = next((a for a in LUMBAR_PARAMETERS if key.startswith(a)), None)
+    return angle is None or angle in defined_parameters(schema)
 
 
 def _tail_value(step: Mapping[str, Any] | None, path: tuple[str, ...], key: str) -> float:
@@ -587,14 +648,21 @@ def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageReco
         per level plus ``levels_labelled``, ``levels_missed``, ``level_detection_rate``: a
         level labelled in the ground truth none of whose labelled points was predicted is
         missed), ``euclidean`` (px and mm, :class:`~spinelandmarks.metrics.EuclideanError`),
-        ``sdr`` (``sdr@2.0mm`` ... ``sdr@4.0mm``, ``n``), ``detection`` (overall rates and
+        ``sdr`` (``sdr@2.0mm`` ... ``sdr@4.0mm``, ``n``), ``radial`` (mean radial error
+        ``mre``, ``sd``, ``median``, success detection rates ``sdr@2.0`` ... ``sdr@4.0``,
+        ``detection_rate``, ``n``, ``n_labelled``, ``unit`` "mm" or "px" and ``per_point``,
+        from :class:`~spinelandmarks.metrics.RadialError`), ``detection`` (overall rates and
         counts of levels *reported*, whatever their position), ``identification`` (levels on
         the right vertebra: ``rate``, ``image_rate``, ``extra_levels``, ``n_levels``,
         ``n_images``, ``per_level`` and ``wrong_levels``, file name -> levels not identified,
         from :class:`~spinelandmarks.metrics.LevelIdentification`), ``angles`` and
         ``segmental_angles`` (per parameter ``median_abs``, ``mean_abs``, ``p95_abs``,
         ``max_abs``, ``pearson_r``, ``bias``, ``loa_low``, ``loa_high``, ``n``, ``missed``
-        from :class:`~spinelandmarks.metrics.AngleError`). Figures without data are NaN.
+        from :class:`~spinelandmarks.metrics.AngleError`; the parameters the schema defines).
+        Figures without data are NaN. ``comparison`` and ``tails`` hold only the figures the
+        schema defines: the normalized errors for schemas with vertebral bodies, the mean
+        radial error and success detection rates (percent) for schemas without, the angles
+        whose endplates the schema has.
         ``clinical`` (step 2): spinopelvic angles, heights, disc heights and slips with MAE,
         bias, limits of agreement, Pearson r and ICCs, and fracture detection per vertebra
         and per patient (:func:`~spinelandmarks.clinical_evaluation.evaluate_clinical`).
@@ -611,13 +679,13 @@ def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageReco
     if step1_records is not None:
         step1 = _step_metrics(pair_records(step1_records, gts, schema, "step-1 prediction"), schema)
     comparison: dict[str, dict[str, Any]] = {}
-    for key, label, where, ref_key in _HEADLINE:
+    for key, label, where, ref_key in _headline_rows(schema, step2["radial"]["unit"]):
         ours = _headline(step2, where)
-        ref = float(REFERENCE[ref_key])
+        ref = float(REFERENCE.get(ref_key, math.nan))
         comparison[key] = {"label": label, "ours_step2": ours,
                            "ours_step1": _headline(step1, where), "reference": ref,
-                           "better_than_reference": bool(ours < ref) if math.isfinite(ours)
-                           else None}
+                           "better_than_reference": bool(ours < ref)
+                           if math.isfinite(ours) and math.isfinite(ref) else None}
     result: dict[str, Any] = {
         "schema": schema.name,
         "n_images": len(gts),
@@ -630,7 +698,8 @@ def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageReco
         "tails": {},
         "reference": {**REFERENCE, "n_images_evaluated": len(gts)},
     }
-    result["tails"] = tail_figures(result)
+    result["tails"] = {k: v for k, v in tail_figures(result).items()
+                       if _tail_defined(k, schema)}
     result["clinical"] = evaluate_clinical(p2.pred, p2.gt, p2.spacing, schema,
                                            suspected=_suspected(p2.matched, schema))
     if any(r.masks for r in gts):

@@ -45,7 +45,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .metrics import level_centres, lumbar_parameters, vertebra_size
+from .metrics import level_centres, schema_parameters, vertebra_size
 from .schema import LandmarkSchema
 
 __all__ = ["anchor_to_sacrum", "column_expectation", "consistent_facing", "off_column",
@@ -205,7 +205,8 @@ def consistent_facing(points: Tensor, schema: LandmarkSchema, implausible_deg: f
     is unsure of the facing on unfamiliar images draws some levels mirrored). If the spine as a
     whole then has both a sacral slope and an L1-S1 lordosis below ``implausible_deg`` (a
     standing spine has a sacral plate sloping down anteriorly and a lordotic lumbar spine), its
-    facing is the wrong one and every level is exchanged.
+    facing is the wrong one and every level is exchanged; a schema without those endplates
+    (cervical levels) keeps the majority's facing.
 
     Parameters
     ----------
@@ -237,10 +238,11 @@ def consistent_facing(points: Tensor, schema: LandmarkSchema, implausible_deg: f
     majority = torch.sign(level_face.sum(dim=1, keepdim=True))
     flip = (level_face != 0) & (majority != 0) & (level_face != majority)
     out = _apply_swap(points, swapped_pts, flip, schema)
-    params = lumbar_parameters(out.double(), schema)
-    wrong_way = (params["sacral_slope"] < implausible_deg) & \
-        (params["l1_s1_lordosis"] < implausible_deg)
-    flip = flip ^ (wrong_way[:, None] & (level_face != 0))
+    params = schema_parameters(out.double(), schema)
+    if {"sacral_slope", "l1_s1_lordosis"} <= params.keys():  # else: the majority alone
+        wrong_way = (params["sacral_slope"] < implausible_deg) & \
+            (params["l1_s1_lordosis"] < implausible_deg)
+        flip = flip ^ (wrong_way[:, None] & (level_face != 0))
     return _apply_swap(points, swapped_pts, flip, schema), flip
 
 

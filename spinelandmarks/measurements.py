@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .metrics import facing, lumbar_parameters, wrap_angle
+from .alignment import sagittal_alignment
+from .metrics import facing, schema_parameters, wrap_angle
 from .schema import (
     CORNERS,
     FEMORAL_HEADS,
@@ -120,9 +121,11 @@ def spinopelvic_parameters(points: Tensor, schema: LandmarkSchema = LUMBOPELVIC_
     to_hip = hip - mid
     pt = wrap_angle(_from_vertical(to_hip))
     pi = wrap_angle(_from_vertical(to_hip) - _from_vertical(normal))
-    lumbar = lumbar_parameters(pts, schema)
-    ll = lumbar["l1_s1_lordosis"]
-    return {"pelvic_incidence": pi, "pelvic_tilt": pt, "sacral_slope": lumbar["sacral_slope"],
+    lumbar = schema_parameters(pts, schema)  # NaN for those the schema cannot measure
+    nan = torch.full_like(pi, math.nan)
+    ll = lumbar.get("l1_s1_lordosis", nan)
+    return {"pelvic_incidence": pi, "pelvic_tilt": pt,
+            "sacral_slope": lumbar.get("sacral_slope", nan),
             "lumbar_lordosis": ll, "pi_ll_mismatch": wrap_angle(pi - ll)}
 
 
@@ -329,6 +332,9 @@ def clinical_columns(points: Tensor, schema: LandmarkSchema,
     Returns
     -------
     dict of str to Tensor
+        ``sva_mm`` (NaN where the spacing is unknown), ``sva_px``,
+        ``thoracic_kyphosis_t4_t12_deg``, ``t1_pelvic_angle_deg`` (whole-spine schemas,
+        :func:`~spinelandmarks.alignment.sagittal_alignment`);
         ``pelvic_incidence_deg``, ``pelvic_tilt_deg``, ``pi_ll_mismatch_deg`` (schemas with
         femoral heads); per body ``<L>_ha``, ``<L>_hm`` (schemas with endplate middles),
         ``<L>_hp``, ``<L>_genant_grade``; per segment ``<U>-<L>_disc_anterior``,
@@ -340,8 +346,10 @@ def clinical_columns(points: Tensor, schema: LandmarkSchema,
     sp = (torch.full((b, 2), math.nan, dtype=pts.dtype, device=pts.device) if spacing is None
           else spacing.to(pts))
     known = torch.isfinite(sp).all(-1)
-    sp = torch.where(known[:, None], sp, torch.ones_like(sp))
     cols: dict[str, Tensor] = {}
+    for name, value in sagittal_alignment(pts, schema, sp).items():  # whole-spine schemas
+        cols[name if name.startswith("sva") else f"{name}_deg"] = value
+    sp = torch.where(known[:, None], sp, torch.ones_like(sp))
     if FEMORAL_HEADS.name in schema.level_names:
         par = spinopelvic_parameters(pts, schema)
         for k in ("pelvic_incidence", "pelvic_tilt", "pi_ll_mismatch"):

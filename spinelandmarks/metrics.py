@@ -12,6 +12,7 @@ Functional API (angles in degrees, signed; conventions section 4)
 - :func:`facing` -- +1 / -1 per image, majority over endplates.
 - :func:`endplate_tilts` -- tilt of every endplate of the schema.
 - :func:`lordosis`, :func:`lumbar_parameters`, :func:`segmental_angles`.
+- :func:`schema_parameters` -- the lumbar parameters a schema defines, and only those.
 - :func:`vertebra_size` -- ground-truth width / height per level (conventions section 5).
 - :func:`normalized_errors`, :func:`euclidean_errors`.
 - :func:`level_centres`, :func:`level_identification` -- each level on the right vertebra?
@@ -28,6 +29,8 @@ process without samples contributes an empty tensor). States are kept in the met
   and the detection rate.
 - :class:`EuclideanError` -- median / mean Euclidean error in pixels and mm.
 - :class:`SuccessDetectionRate` -- fraction of points within 2, 2.5, 3, 4 mm.
+- :class:`RadialError` -- mean radial error and success detection rates per point and
+  overall, in mm (pixels without spacing): schemas of points without vertebral bodies.
 - :class:`AngleError` -- angle errors, Pearson r and Bland-Altman limits of agreement.
 - :class:`LevelIdentification` -- levels on the right vertebra, per level and per image.
 
@@ -57,13 +60,17 @@ from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema
 
 __all__ = [
     "LUMBAR_PARAMETERS",
+    "LUMBAR_PARAMETER_ENDPLATES",
     "OUTLIER_MM",
     "OUTLIER_PCT",
+    "RADIAL_THRESHOLDS",
     "AngleError",
     "EuclideanError",
     "LevelIdentification",
     "NormalizedLocalizationError",
+    "RadialError",
     "SuccessDetectionRate",
+    "defined_parameters",
     "endplate_tilts",
     "euclidean_errors",
     "facing",
@@ -73,6 +80,7 @@ __all__ = [
     "lumbar_parameters",
     "lumbar_parameters_or_nan",
     "normalized_errors",
+    "schema_parameters",
     "segmental_angle_names",
     "segmental_angles",
     "vertebra_size",
@@ -323,6 +331,65 @@ def lumbar_parameters_or_nan(points: Tensor, schema: LandmarkSchema) -> dict[str
     except KeyError:
         nan = torch.full((points.shape[0],), math.nan, dtype=points.dtype)
         return {name: nan.clone() for name in LUMBAR_PARAMETERS}
+
+
+#: The endplates each of :data:`LUMBAR_PARAMETERS` is measured on.
+LUMBAR_PARAMETER_ENDPLATES: dict[str, tuple[tuple[str, Side], ...]] = {
+    "l1_l5_lordosis": (("L1", "superior"), ("L5", "inferior")),
+    "l1_s1_lordosis": (("L1", "superior"), ("S1", "superior")),
+    "sacral_slope": (("S1", "superior"),),
+}
+
+
+def defined_parameters(schema: LandmarkSchema) -> tuple[str, ...]:
+    """The names of :data:`LUMBAR_PARAMETERS` whose endplates ``schema`` has, in order.
+
+    Examples
+    --------
+    >>> from spinelandmarks.schema import LandmarkSchema
+    >>> defined_parameters(LandmarkSchema.from_levels("c", ["C2", "C3"]))
+    ()
+    >>> defined_parameters(LUMBAR_SAGITTAL)
+    ('l1_l5_lordosis', 'l1_s1_lordosis', 'sacral_slope')
+    """
+    return tuple(name for name in LUMBAR_PARAMETERS
+                 if all(schema.has_endplate(*e) for e in LUMBAR_PARAMETER_ENDPLATES[name]))
+
+
+def schema_parameters(points: Tensor, schema: LandmarkSchema,
+                      visibility: Tensor | None = None) -> dict[str, Tensor]:
+    """The lumbar parameters ``schema`` defines (:func:`defined_parameters`), and only those.
+
+    What a pipeline reports: a schema without the lumbar endplates (cervical levels, one
+    centre per level) gives an empty dict, not NaN figures or an error.
+
+    Parameters
+    ----------
+    points : Tensor, shape (B, P, 2)
+        Pixel coordinates, NaN where absent.
+    schema : LandmarkSchema
+    visibility : Tensor, shape (B, P), optional
+        0 marks an absent point.
+
+    Returns
+    -------
+    dict[str, Tensor]
+        Name -> (B,) degrees, defined as in :func:`lumbar_parameters`.
+    """
+    names = defined_parameters(schema)
+    if not names:
+        return {}
+    tilts = endplate_tilts(points, schema, visibility=visibility)
+
+    def tilt(level: str, side: Side) -> Tensor:
+        return tilts[:, _endplate_position(schema, level, side)]
+
+    out: dict[str, Tensor] = {}
+    for name in names:
+        plates = LUMBAR_PARAMETER_ENDPLATES[name]
+        value = tilt(*plates[0]) if len(plates) == 1 else tilt(*plates[1]) - tilt(*plates[0])
+        out[name] = wrap_angle(value)
+    return out
 
 
 def _superior_levels(schema: LandmarkSchema) -> list[str]:
@@ -938,4 +1005,109 @@ class LevelIdentification(Metric):
                "n_images": img_judged.sum().to(ref.dtype)}
         for i, name in enumerate(self.schema.level_names):
             out[f"{name}/rate"] = _share(hit[:, i], judged[:, i]).to(ref.dtype)
+        return out
+
+
+#: Radii of :class:`RadialError`'s success detection rates (mm, or pixels without spacing).
+RADIAL_THRESHOLDS: tuple[float, ...] = (2.0, 2.5, 3.0, 4.0)
+
+
+class RadialError(Metric):
+    """Mean radial error and success detection rates, per point and overall: the localization
+    figures of point-landmark tasks (points without a vertebral body to normalize by).
+
+    Parameters
+    ----------
+    schema : LandmarkSchema
+        Schema of the points (names the per-point figures).
+    thresholds : sequence of float
+        Radii of the success detection rates, in the unit of the errors (default
+        :data:`RADIAL_THRESHOLDS`: 2, 2.5, 3 and 4).
+    **kwargs
+        Passed to :class:`torchmetrics.Metric`.
+
+    Notes
+    -----
+    ``update(pred, gt, pixel_spacing=None, visibility=None)``: ``pred``, ``gt`` (B, P, 2)
+    pixels; ``pixel_spacing`` (B, 2) ``(row_mm, col_mm)``, NaN (or non-positive) rows for
+    images of unknown spacing; ``visibility`` (B, P), 0 for points not labelled.
+
+    The radial error of a point is its Euclidean distance to the truth. It is in millimetres
+    when every image with a labelled point has a known spacing, else in pixels for all of
+    them (one unit per figure, never a mix; ``unit_mm`` says which). ``compute()`` returns:
+
+    - ``mre``, ``sd``, ``median`` -- mean, standard deviation (ddof 1) and median of the
+      radial error over the labelled points with a finite prediction;
+    - ``sdr@2.0`` ... -- success detection rate: the fraction of labelled points within the
+      radius; a labelled point with a NaN prediction (missed) is a failure;
+    - ``detection_rate`` (found / labelled), ``n`` (points in ``mre``), ``n_labelled``,
+      ``unit_mm`` (1.0 for mm, 0.0 for pixels);
+    - per point ``<LEVEL>_<point>/mre``, ``.../sdr@2.0`` ..., ``.../n_labelled``.
+
+    Figures without any sample are NaN (a point labelled in no image, or no labelled point).
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    px: list[Tensor]
+    mm: list[Tensor]
+    labelled: list[Tensor]
+
+    def __init__(self, schema: LandmarkSchema = LUMBAR_SAGITTAL,
+                 thresholds: Sequence[float] = RADIAL_THRESHOLDS, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.schema = schema
+        self.thresholds = tuple(float(t) for t in thresholds)
+        # flat (B * P) states: NaN distances where not labelled, missed, or (mm) no spacing
+        self.add_state("px", default=[], dist_reduce_fx="cat")
+        self.add_state("mm", default=[], dist_reduce_fx="cat")
+        self.add_state("labelled", default=[], dist_reduce_fx="cat")
+
+    def update(self, pred: Tensor, gt: Tensor, pixel_spacing: Tensor | None = None,
+               visibility: Tensor | None = None) -> None:
+        """Add a batch; see the class notes for shapes."""
+        _check_points(gt, self.schema, "gt")
+        pred = pred.detach().to(self.dtype)
+        gt = _masked(gt.detach().to(self.dtype), None if visibility is None
+                     else visibility.detach())
+        b = gt.shape[0]
+        sp = (torch.full((b, 2), math.nan, dtype=gt.dtype, device=gt.device)
+              if pixel_spacing is None
+              else pixel_spacing.detach().to(device=gt.device, dtype=gt.dtype).reshape(b, 2))
+        sp = sp.masked_fill(~(torch.isfinite(sp) & (sp > 0)), math.nan)
+        self.px.append(euclidean_errors(pred, gt).reshape(-1))
+        self.mm.append(euclidean_errors(pred, gt, pixel_spacing=sp).reshape(-1))
+        self.labelled.append(_present(gt).reshape(-1).to(gt.dtype))
+
+    def compute(self) -> dict[str, Tensor]:
+        """Dict of the radial-error figures; see the class notes."""
+        ref = torch.zeros((), dtype=self.dtype, device=self.device)
+        p = self.schema.num_points
+        px = _cat_state(self.px, ref).reshape(-1, p)
+        mm = _cat_state(self.mm, ref).reshape(-1, p)
+        labelled = _cat_state(self.labelled, ref).reshape(-1, p) > 0
+        found = labelled & torch.isfinite(px)
+        # mm only when every image with a labelled point has a spacing (then every found
+        # point has a finite mm distance)
+        use_mm = bool(labelled.any()) and bool((torch.isfinite(mm) | ~found).all())
+        dist = mm if use_mm else px
+        out = self._figures(dist, labelled, found, "")
+        out["detection_rate"] = _share(found, labelled).to(ref.dtype)
+        out["n"] = found.sum().to(ref.dtype)
+        out["unit_mm"] = torch.tensor(float(use_mm), dtype=ref.dtype, device=ref.device)
+        for j, name in enumerate(self.schema.point_names):
+            col = slice(j, j + 1)
+            out.update(self._figures(dist[:, col], labelled[:, col], found[:, col], f"{name}/"))
+        return out
+
+    def _figures(self, dist: Tensor, labelled: Tensor, found: Tensor, prefix: str
+                 ) -> dict[str, Tensor]:
+        d = dist[found]
+        sd = d.std() if d.numel() > 1 else _nan(dist)
+        out = {f"{prefix}mre": _mean(d), f"{prefix}sd": sd, f"{prefix}median": _median(d),
+               f"{prefix}n_labelled": labelled.sum().to(dist.dtype)}
+        for t in self.thresholds:
+            out[f"{prefix}sdr@{t}"] = _share(found & (dist <= t), labelled).to(dist.dtype)
         return out

@@ -46,8 +46,10 @@ from .geometry import (
 )
 from .levels import anchor_to_sacrum, consistent_facing, off_column, reconcile_chain
 from .measurements import GENANT_LOSS, fit_fracture_screen, height_loss
-from .metrics import level_centres, level_identification, lumbar_parameters
-from .models.detector import confirm_levels
+from .metrics import level_centres, level_identification, schema_parameters
+from .models.base import LandmarkTask
+from .models.classes import check_kind, class_path, import_class, warn_if_unimportable
+from .models.detector import VertebraDetector, confirm_levels
 from .models.landmark import CropRefiner, LandmarkModel
 from .qc import (
     LEVEL_FLAGS,
@@ -180,36 +182,74 @@ class SpineResult:
 
 
 def save_module(module: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Save a task module as ``{"class", "hyper_parameters", "state_dict"}``, atomically.
+    """Save a task module as ``{"class", "class_path", "hyper_parameters", "state_dict"}``,
+    atomically.
 
-    The file holds only tensors and plain containers, so it loads with ``weights_only=True``.
+    The file holds only tensors and plain containers, so it loads with ``weights_only=True``;
+    ``class_path`` (``module:qualname``) lets :func:`load_module` rebuild a subclass. A class
+    that another process could not import (defined in a script run directly, or inside a
+    function) is saved with a warning.
     """
+    warn_if_unimportable(type(module), str(path))
     hparams = dict(getattr(module, "hparams", {}))
-    payload = {"class": type(module).__name__, "hyper_parameters": hparams,
-               "state_dict": module.state_dict(), "version": __version__}
+    payload = {"class": type(module).__name__, "class_path": class_path(type(module)),
+               "hyper_parameters": hparams, "state_dict": module.state_dict(),
+               "version": __version__}
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def _module_classes() -> dict[str, type[nn.Module]]:
-    from .models import detector as det
-
+def _module_classes() -> dict[str, type[LandmarkTask]]:
+    """The library's classes by bare name: files saved before class paths were recorded."""
     return {"LandmarkModel": LandmarkModel, "CropRefiner": CropRefiner,
-            "VertebraDetector": det.VertebraDetector}
+            "VertebraDetector": VertebraDetector}
 
 
-def load_module(path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-                ) -> nn.Module:
-    """Load a file written by :func:`save_module` or a Lightning checkpoint of our modules."""
+def load_module(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
+                base: type[LandmarkTask] = LandmarkTask, exclude: type | None = None
+                ) -> LandmarkTask:
+    """Load a file written by :func:`save_module` or a Lightning checkpoint of a task module.
+
+    The class is imported from the ``class_path`` the file records (files of version 0.1
+    name one of the library's classes only); the weights load with ``weights_only=True``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    map_location : str or torch.device
+    base : type
+        The class the saved one must be or derive from (default: any task module).
+    exclude : type, optional
+        A subclass of ``base`` refused all the same (``CropRefiner`` where a step-1
+        ``LandmarkModel`` is needed).
+
+    Returns
+    -------
+    LandmarkTask
+        The module, in eval mode.
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read, its class cannot be imported (the message names the module
+        to install or put on ``PYTHONPATH``) or is not a subclass of ``base``.
+    """
     p = Path(path)
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise ValueError(f"{p}: cannot load model file ({exc})") from exc
-    classes = _module_classes()
-    name = payload.get("class")  # also in Lightning checkpoints (LandmarkTask.on_save_checkpoint)
-    if name not in classes:
-        raise ValueError(f"{p}: unknown module class {name!r}")
-    module = classes[name](**payload["hyper_parameters"])
+    # both also in Lightning checkpoints (LandmarkTask.on_save_checkpoint)
+    saved_path, name = payload.get("class_path"), payload.get("class")
+    if isinstance(saved_path, str):
+        cls = import_class(saved_path, base, what=str(p), exclude=exclude)
+    else:
+        legacy = _module_classes()
+        if name not in legacy:
+            raise ValueError(f"{p}: unknown module class {name!r} (a file saved without its "
+                             "class path names one of " + ", ".join(sorted(legacy)) + ")")
+        cls = legacy[name]
+        check_kind(cls, base, what=str(p), exclude=exclude)
+    module = cls(**payload["hyper_parameters"])
     module.load_state_dict(payload["state_dict"])
     return module.eval()
 
@@ -315,6 +355,12 @@ class SpineLandmarkPipeline(nn.Module):
         self.schema: LandmarkSchema = landmark_model.schema
         if refiner is not None and refiner.schema != self.schema:
             raise ValueError("landmark model and refiner use different schemas")
+        single = [lv.name for lv in self.schema.levels
+                  if lv.name in self.schema.refined_levels and len(lv.points) < 2]
+        if refiner is not None and single:
+            raise ValueError(f"schema {self.schema.name!r}: levels {single} have one point, "
+                             "from which no crop can be oriented or sized; use the landmark "
+                             "model alone (refiner=None) for such a schema")
         self.crop_scale = float(crop_scale)
         self.refine_iterations = int(refine_iterations)
         self.min_level_score = float(min_level_score)
@@ -408,7 +454,11 @@ class SpineLandmarkPipeline(nn.Module):
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{cfg_path} not found: not a saved pipeline directory")
         cfg = json.loads(cfg_path.read_text())
-        mods = {k: load_module(d / v, map_location) for k, v in cfg["models"].items()}
+        bases: dict[str, type[LandmarkTask]] = {
+            "landmark": LandmarkModel, "refiner": CropRefiner, "detector": VertebraDetector}
+        mods = {k: load_module(d / v, map_location, bases.get(k, LandmarkTask),
+                               exclude=CropRefiner if k == "landmark" else None)
+                for k, v in cfg["models"].items()}
         if "landmark" not in mods:
             raise ValueError(f"{cfg_path}: no landmark model listed")
         return cls(mods["landmark"], mods.get("refiner"), mods.get("detector"),  # type: ignore[arg-type]
@@ -835,8 +885,9 @@ class SpineLandmarkPipeline(nn.Module):
         return per_image, [bool(v) for v in flags["needs_review"].tolist()]
 
     def _results(self, group: Sequence[Radiograph], out: dict[str, Tensor]) -> list[SpineResult]:
-        params2 = lumbar_parameters(out["points"].double(), self.schema)
-        params1 = lumbar_parameters(out["points_step1"].double(), self.schema)
+        # only the parameters the schema defines (none for one without the lumbar endplates)
+        params2 = schema_parameters(out["points"].double(), self.schema)
+        params1 = schema_parameters(out["points_step1"].double(), self.schema)
         qc, review = self._qc(out, params2, params1)
         suspected = self._suspected_fractures(out["points"])
         res = []

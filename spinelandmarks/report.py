@@ -19,7 +19,7 @@ from .clinical_evaluation import CLINICAL_REFERENCE
 from .data.annotations import ImageRecord
 from .evaluation import ANGLE_LABELS, metrics_to_json, pair_records
 from .measurements import SCREEN_SPECIFICITY
-from .metrics import LUMBAR_PARAMETERS, lumbar_parameters_or_nan, normalized_errors
+from .metrics import defined_parameters, normalized_errors, schema_parameters
 from .schema import LandmarkSchema
 
 __all__ = ["clinical_markdown", "mask_markdown", "summary_table", "write_report"]
@@ -91,19 +91,9 @@ def _markdown(metrics: Mapping[str, Any], plots: Mapping[str, str]) -> str:
         lines += [f"- `{n}`: {', '.join(lv)}" for n, lv in list(wrong.items())[:50]] + [""]
 
     for title, step in _steps(metrics):
-        loc = step["localization"]
-        lines += [f"## Localization ({title})", "",
-                  f"Normalized error over {_fmt(loc['n'], 0)} of {_fmt(loc['n_labelled'], 0)} "
-                  f"labelled points (the rest were not found).", ""]
-        rows = [["all", _fmt(loc["median_x"]), _fmt(loc["median_y"]), _fmt(loc["mean_x"]),
-                 _fmt(loc["mean_y"]), _pct(loc["detection_rate"]), "", ""]]
-        for lv, b in step["per_level"].items():
-            rows.append([lv, _fmt(b["median_x"]), _fmt(b["median_y"]), _fmt(b["mean_x"]),
-                         _fmt(b["mean_y"]), _pct(b["detection_rate"]),
-                         f"{_fmt(b['levels_missed'], 0)} / {_fmt(b['levels_labelled'], 0)}",
-                         _pct(b["level_detection_rate"])])
-        lines += _table(["Level", "median x (%)", "median y (%)", "mean x (%)", "mean y (%)",
-                         "point detection", "levels missed", "level detection"], rows)
+        # normalized errors where the schema has bodies, else radial errors (evaluate)
+        lines += (_nle_section(step, title) if "median_nle_x_pct" in metrics["comparison"]
+                  else _radial_section(step, title))
         e, s = step["euclidean"], step["sdr"]
         lines += ["", f"### Distances ({title})", ""]
         rows = [["pixels", _fmt(e["median_px"]), _fmt(e["mean_px"]), _fmt(e["n_px"], 0)],
@@ -150,6 +140,44 @@ def _markdown(metrics: Mapping[str, Any], plots: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _nle_section(step: Mapping[str, Any], title: str) -> list[str]:
+    """Normalized localization error, overall and per level."""
+    loc = step["localization"]
+    lines = [f"## Localization ({title})", "",
+             f"Normalized error over {_fmt(loc['n'], 0)} of {_fmt(loc['n_labelled'], 0)} "
+             f"labelled points (the rest were not found).", ""]
+    rows = [["all", _fmt(loc["median_x"]), _fmt(loc["median_y"]), _fmt(loc["mean_x"]),
+             _fmt(loc["mean_y"]), _pct(loc["detection_rate"]), "", ""]]
+    for lv, b in step["per_level"].items():
+        rows.append([lv, _fmt(b["median_x"]), _fmt(b["median_y"]), _fmt(b["mean_x"]),
+                     _fmt(b["mean_y"]), _pct(b["detection_rate"]),
+                     f"{_fmt(b['levels_missed'], 0)} / {_fmt(b['levels_labelled'], 0)}",
+                     _pct(b["level_detection_rate"])])
+    lines += _table(["Level", "median x (%)", "median y (%)", "mean x (%)", "mean y (%)",
+                     "point detection", "levels missed", "level detection"], rows)
+    return lines
+
+
+def _radial_section(step: Mapping[str, Any], title: str) -> list[str]:
+    """Mean radial error and success detection rates, overall and per point (schemas
+    without vertebral bodies)."""
+    r = step["radial"]
+    unit = r["unit"]
+    sdr_keys = [k for k in r if k.startswith("sdr@")]
+    lines = [f"## Localization ({title})", "",
+             f"Radial error over {_fmt(r['n'], 0)} of {_fmt(r['n_labelled'], 0)} labelled "
+             f"points (the rest were not found), in {unit}.", ""]
+    rows = [["all", _fmt(r["mre"]), _fmt(r["sd"]), _fmt(r["median"]),
+             *[_pct(r[k]) for k in sdr_keys]]]
+    rows += [[name, _fmt(b["mre"]), _fmt(b["sd"]), _fmt(b["median"]),
+              *[_pct(b[k]) for k in sdr_keys]] for name, b in r["per_point"].items()]
+    lines += _table(["Point", f"MRE ({unit})", f"SD ({unit})", f"median ({unit})",
+                     *[f"SDR {k[4:]} {unit}" for k in sdr_keys]], rows)
+    lines += ["", "SDR: fraction of labelled points within the radius; points not found "
+              "count as failures.", ""]
+    return lines
+
+
 def _save_figure(fig: Any, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -166,10 +194,10 @@ def _plots(out: Path, metrics: Mapping[str, Any], pred_records: Sequence[ImageRe
         p2 = pair_records(pred_records, gt_records, schema)
         p1 = pair_records(step1_records, gt_records, schema) if step1_records is not None else None
     plots: dict[str, str] = {}
-    gt_params = lumbar_parameters_or_nan(p2.gt, schema)
-    pred_params = lumbar_parameters_or_nan(p2.pred, schema)
-    s1_params = lumbar_parameters_or_nan(p1.pred, schema) if p1 is not None else None
-    for name in LUMBAR_PARAMETERS:
+    gt_params = schema_parameters(p2.gt, schema)
+    pred_params = schema_parameters(p2.pred, schema)
+    s1_params = schema_parameters(p1.pred, schema) if p1 is not None else None
+    for name in defined_parameters(schema):
         label = ANGLE_LABELS.get(name, name)
         g, pr = gt_params[name].numpy(), pred_params[name].numpy()
         s1 = s1_params[name].numpy() if s1_params is not None else None
@@ -180,9 +208,11 @@ def _plots(out: Path, metrics: Mapping[str, Any], pred_records: Sequence[ImageRe
         _save_figure(_scatter(g, pr, s1, a.get("pearson_r"), r1, label),
                      out / f"scatter_{name}.png")
         plots[f"Predicted vs true: {label}"] = f"scatter_{name}.png"
-    err = normalized_errors(p2.pred, p2.gt, schema, p2.visibility).numpy()  # (B, P, 2)
-    _save_figure(_error_per_level(err, schema, metrics["reference"]), out / "error_per_level.png")
-    plots["Normalized error per level"] = "error_per_level.png"
+    if schema.body_levels:  # normalized errors are defined
+        err = normalized_errors(p2.pred, p2.gt, schema, p2.visibility).numpy()  # (B, P, 2)
+        _save_figure(_error_per_level(err, schema, metrics["reference"]),
+                     out / "error_per_level.png")
+        plots["Normalized error per level"] = "error_per_level.png"
     return plots
 
 
@@ -293,8 +323,8 @@ def clinical_markdown(clinical: Mapping[str, Any]) -> list[str]:
     unit = clinical.get("length_unit", "px")
     rows = [(f"{k} (deg)", a, ref["spinopelvic_mae_deg"].get(k))
             for k, a in clinical["angles"].items()]
-    rows += [(f"{k} ({'%' if k == 'slip_pct' else unit})", a, None)
-             for k, a in clinical["lengths"].items()]
+    rows += [(f"{k} ({'%' if k == 'slip_pct' else k[-2:] if k.startswith('sva_') else unit})",
+              a, None) for k, a in clinical["lengths"].items()]
     for label, a, r in rows:
         lines.append(f"| {label} | {a['n']} | {_fmt(a['mae'])} | {_fmt(a['median_ae'])} | "
                      f"{_fmt(a['bias'])} | {_fmt(a['loa_low'])} to {_fmt(a['loa_high'])} | "
@@ -302,6 +332,8 @@ def clinical_markdown(clinical: Mapping[str, Any]) -> list[str]:
                      f"{_fmt(a['icc3_1'], 3)} | {_fmt(r, 1)} |")
     notes = {a["icc_note"] for _, a, _ in rows if "icc_note" in a}
     lines += [f"\n{n}." for n in sorted(notes)]
+    if "fractures" not in clinical:  # a schema without vertebral bodies
+        return lines
     lines += ["", "Fractures (Genant grade from the points; 95 % bootstrap CI):", "",
               "| fracture | level | accuracy | sensitivity | specificity | AUC (height loss) "
               "| reference acc. / sens. / spec. |", "|---|---|---|---|---|---|---|"]

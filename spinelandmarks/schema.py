@@ -28,6 +28,8 @@ __all__ = [
     "LUMBOPELVIC_SAGITTAL",
     "NON_VERTEBRAL_LEVEL",
     "SCHEMAS",
+    "WHOLE_SPINE_BODIES",
+    "WHOLE_SPINE_SAGITTAL",
     "Endplate",
     "LandmarkSchema",
     "Level",
@@ -299,9 +301,21 @@ LUMBAR_MORPHOMETRY = LandmarkSchema.from_levels(
     overrides={"S1": ("anterior_superior", "posterior_superior")},
 )
 
+#: Vertebrae of :data:`WHOLE_SPINE_SAGITTAL` with four corners, cranio-caudal: C7 to L5.
+WHOLE_SPINE_BODIES: tuple[str, ...] = (
+    "C7", *(f"T{i}" for i in range(1, 13)), "L1", "L2", "L3", "L4", "L5")
+
+#: A standing full-length lateral radiograph (76 points): the four corners of C7 to L5, the
+#: S1 superior plate and the two femoral head centres. C7 carries all four corners (its body
+#: centre is the origin of the C7 plumb line, :func:`~spinelandmarks.alignment.sagittal_alignment`).
+WHOLE_SPINE_SAGITTAL = LandmarkSchema("whole_spine_sagittal", (
+    *(Level(lv, CORNERS) for lv in WHOLE_SPINE_BODIES),
+    Level("S1", ("anterior_superior", "posterior_superior")), FEMORAL_HEADS))
+
 #: Schemas known by name (``resolve_schema("lumbar_sagittal")``).
 SCHEMAS: dict[str, LandmarkSchema] = {
-    s.name: s for s in (LUMBAR_SAGITTAL, LUMBOPELVIC_SAGITTAL, LUMBAR_MORPHOMETRY)}
+    s.name: s for s in (LUMBAR_SAGITTAL, LUMBOPELVIC_SAGITTAL, LUMBAR_MORPHOMETRY,
+                        WHOLE_SPINE_SAGITTAL)}
 
 
 def resolve_schema(schema: LandmarkSchema | Mapping[str, Any] | str | PathLike[str] | None

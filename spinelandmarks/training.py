@@ -29,12 +29,13 @@ from ._atomic import atomic_write_text
 from .data.datamodule import SpineDataModule
 from .defaults import BUDGET_SHARES, CROP_SCALE, CROP_SIZE, INPUT_SIZE
 from .models.base import LandmarkTask
+from .models.classes import class_path, import_class
 from .models.detector import VertebraDetector
 from .models.landmark import CropRefiner, LandmarkModel
 from .pipeline import SpineLandmarkPipeline, load_module, save_module
 
-__all__ = ["BUDGET_SHARES", "IDENTITY_FIELDS", "STAGES", "RunMismatchError", "TrainConfig",
-           "run_identity", "split_time_budget", "train_pipeline"]
+__all__ = ["BUDGET_SHARES", "IDENTITY_FIELDS", "STAGES", "STAGE_CLASSES", "RunMismatchError",
+           "TrainConfig", "run_identity", "split_time_budget", "stage_class", "train_pipeline"]
 
 STAGES = ("detector", "landmark", "refiner")
 
@@ -131,6 +132,14 @@ class TrainConfig:
     #: instead of random weights: fine-tuning on a few annotated images of a new source
     #: (``docs/training.md``, "Fine-tuning on a new source"). Same schema and sizes needed.
     init_from: str | None = None
+    #: The class of each stage's module as an import path ``module:Class``: a subclass of
+    #: :class:`LandmarkModel`, :class:`CropRefiner` or :class:`VertebraDetector` that takes
+    #: their constructor arguments (``**kwargs``); ``None``: the library's class. The module
+    #: must be importable wherever the pipeline is loaded (``docs/training.md``, "Your own
+    #: module classes").
+    landmark_class: str | None = None
+    refiner_class: str | None = None
+    detector_class: str | None = None
 
 
 class StageProgressBar(TQDMProgressBar):
@@ -196,16 +205,33 @@ def _datamodule(data_dir: str, cfg: TrainConfig, task: str) -> SpineDataModule:
     )
 
 
+#: The library's class of each stage, and the class a stage's own class must derive from.
+STAGE_CLASSES: dict[str, type[LandmarkTask]] = {
+    "detector": VertebraDetector, "landmark": LandmarkModel, "refiner": CropRefiner}
+
+
+def stage_class(stage: str, cfg: TrainConfig) -> type[LandmarkTask]:
+    """The module class ``stage`` trains: ``cfg.<stage>_class`` imported and checked to be a
+    subclass of the stage's library class (:data:`STAGE_CLASSES`), else that class."""
+    base = STAGE_CLASSES[stage]
+    path: str | None = getattr(cfg, f"{stage}_class")
+    if path is None:
+        return base
+    return import_class(path, base, what=f"--{stage}-class",
+                        exclude=CropRefiner if stage == "landmark" else None)
+
+
 def _module(stage: str, cfg: TrainConfig, schema: dict[str, Any]) -> LandmarkTask:
+    cls: Any = stage_class(stage, cfg)
     if stage == "detector":
-        return VertebraDetector(schema=schema, backbone=cfg.detector_backbone,
-                                input_size=cfg.image_size, **cfg.detector_kwargs)
+        return cls(schema=schema, backbone=cfg.detector_backbone,
+                   input_size=cfg.image_size, **cfg.detector_kwargs)
     if stage == "landmark":
-        return LandmarkModel(schema=schema, backbone=cfg.backbone, weights_path=cfg.weights_path,
-                             input_size=cfg.image_size, lr=cfg.lr)
-    return CropRefiner(schema=schema, backbone=cfg.backbone, weights_path=cfg.weights_path,
-                       input_size=cfg.crop_size, lr=cfg.lr, masks=cfg.masks,
-                       height_weight=cfg.height_weight)
+        return cls(schema=schema, backbone=cfg.backbone,
+                   weights_path=cfg.weights_path, input_size=cfg.image_size, lr=cfg.lr)
+    return cls(schema=schema, backbone=cfg.backbone,
+               weights_path=cfg.weights_path, input_size=cfg.crop_size, lr=cfg.lr,
+               masks=cfg.masks, height_weight=cfg.height_weight)
 
 
 def _epochs(stage: str, cfg: TrainConfig) -> int:
@@ -261,7 +287,7 @@ def train_stage(stage: str, data_dir: str, run_dir: Path, cfg: TrainConfig) -> P
     best = ckpt.best_model_path or ckpt.last_model_path
     if trainer.global_rank == 0:
         if best:
-            model = load_module(best)  # type: ignore[assignment]
+            model = load_module(best)
         save_module(model, final)
     return final
 
@@ -277,7 +303,9 @@ def _initialize(model: LandmarkTask, source: Path, stage: str) -> None:
                                 "directory (RUN/pipeline) with this stage's network")
     saved = load_module(path)
     if type(saved) is not type(model):
-        raise ValueError(f"{path}: a {type(saved).__name__}, not a {type(model).__name__}")
+        raise ValueError(f"{path}: a {type(saved).__name__}, not a {type(model).__name__}; "
+                         f"train with --{stage}-class {class_path(type(saved))} to start "
+                         "from it")
     try:
         model.load_state_dict(saved.state_dict())
     except RuntimeError as exc:
@@ -323,6 +351,8 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
         raise ValueError(f"unknown stage(s) {unknown}; choose from {STAGES}")
     if "landmark" not in cfg.stages:  # checked before hours of training, not after
         raise ValueError("the landmark stage is required to build a pipeline")
+    for stage in cfg.stages:
+        stage_class(stage, cfg)  # an unimportable class fails before any training
     run = Path(run_dir)
     _datamodule(str(data_dir), cfg, "landmarks").setup("fit")  # every data problem, at once
     identity = run_identity(data_dir, cfg)
@@ -345,7 +375,8 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
 #: Settings that change what the weights of a run are: a run trained with other values (or on
 #: other data) is not resumed into.
 IDENTITY_FIELDS = ("schema", "image_size", "crop_size", "crop_scale", "backbone",
-                   "detector_backbone", "weights_path", "detector_kwargs", "masks", "init_from")
+                   "detector_backbone", "weights_path", "detector_kwargs", "masks", "init_from",
+                   "landmark_class", "refiner_class", "detector_class")
 
 
 def _sha256(path: Path) -> str | None:

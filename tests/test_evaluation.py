@@ -105,12 +105,13 @@ def test_measure_records_values_and_other_schema() -> None:
     assert rows[0]["l1_l5_lordosis_deg"] == pytest.approx(24.0)
     empty = measure_records([ImageRecord.empty(S, "e.png", 10, 10)], S)[0]
     assert math.isnan(empty["sacral_slope_deg"]) and math.isnan(empty["facing"])
-    # a schema without L1/L5/S1 endplates still gets the three columns, as NaN
+    # a schema without L1/L5/S1 endplates reports only what it defines: no lumbar columns
     two = LandmarkSchema("two", (Level("A", ("anterior_superior", "posterior_superior")),
                                  Level("B", ("anterior_superior", "posterior_superior"))))
     pts = np.array([[10.0, 0.0], [0.0, 0.0], [10.0, 15.0], [0.0, 10.0]])
     r = measure_records([ImageRecord("t.png", 20, 20, pts, np.full(4, 2, np.int8))], two)[0]
-    assert math.isnan(r["l1_l5_lordosis_deg"]) and math.isnan(r["sacral_slope_deg"])
+    assert "l1_l5_lordosis_deg" not in r and "sacral_slope_deg" not in r
+    assert list(r)[:3] == ["file_name", "A-B_deg", "facing"]
     assert r["A-B_deg"] == pytest.approx(math.degrees(math.atan2(5.0, 10.0)))
 
 

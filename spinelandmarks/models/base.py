@@ -25,6 +25,7 @@ from torchmetrics import MetricCollection
 
 from ..data.batch import LandmarkBatch
 from ..schema import LandmarkSchema, resolve_schema
+from .classes import class_path
 
 __all__ = ["LandmarkTask", "resolve_schema"]
 
@@ -133,8 +134,10 @@ class LandmarkTask(L.LightningModule):
         self._log_metrics(self.test_metrics)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lets ``pipeline.load_module`` rebuild the right class from any checkpoint.
+        # Lets ``pipeline.load_module`` rebuild the right class (a subclass too) from any
+        # checkpoint; the bare name is what files of version 0.1 recorded.
         checkpoint["class"] = type(self).__name__
+        checkpoint["class_path"] = class_path(type(self))
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams["lr"],

@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 
 from ..data.batch import LandmarkBatch
 from ..defaults import CROP_SIZE, INPUT_SIZE
 from ..dsnt import DSNTHead, euclidean_loss, heatmap_spread, js_reg_loss, local_dsnt, masked_mean
 from ..geometry import normalized_to_pixel, pixel_to_normalized, transform_points
-from ..metrics import EuclideanError, NormalizedLocalizationError
+from ..metrics import EuclideanError, NormalizedLocalizationError, RadialError
 from ..schema import CORNERS, LandmarkSchema, Level
 from .backbones import Backbone, FPNDecoder
 from .base import LandmarkTask
@@ -135,8 +135,12 @@ class LandmarkModel(LandmarkTask):
         self.head = DSNTHead(hp["decoder_channels"], self.num_outputs)
 
     def configure_metrics(self) -> None:
+        # Normalized error where the schema has bodies to normalize by; else the radial
+        # error and success detection rates of point-landmark tasks.
         def make(prefix: str) -> MetricCollection:
-            return MetricCollection({"nle": NormalizedLocalizationError(self.schema),
+            first: Metric = (NormalizedLocalizationError(self.schema) if self.schema.body_levels
+                             else RadialError(self.schema))
+            return MetricCollection({"nle" if self.schema.body_levels else "radial": first,
                                      "error": EuclideanError()}, prefix=prefix)
         self.val_metrics = make("val/")
         self.test_metrics = make("test/")
@@ -171,7 +175,10 @@ class LandmarkModel(LandmarkTask):
 
     def update_metrics(self, metrics: MetricCollection, batch: LandmarkBatch, preds: Any) -> None:
         pred, gt = self.to_original(preds.detach(), batch)
-        metrics["nle"].update(pred, gt, batch.visibility)
+        if "nle" in metrics.keys(keep_base=True):
+            metrics["nle"].update(pred, gt, batch.visibility)
+        if "radial" in metrics.keys(keep_base=True):
+            metrics["radial"].update(pred, gt, batch.pixel_spacing, batch.visibility)
         metrics["error"].update(pred, gt, batch.pixel_spacing, batch.visibility)
 
     def network(self) -> nn.Module:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ...schema import LUMBAR_SAGITTAL, LandmarkSchema
+from ...schema import LUMBAR_SAGITTAL, WHOLE_SPINE_SAGITTAL, LandmarkSchema, resolve_schema
 from ..annotations import ImageRecord, write_coco
 from .config import PhantomConfig
 from .phantom import check_schema, generate_phantom
@@ -105,5 +105,25 @@ def generate_dataset(out_dir: str | os.PathLike[str], num_images: int, seed: int
     if fmt not in ("png", "dicom"):
         raise ValueError(f"fmt must be 'png' or 'dicom', got {fmt!r}")
     cfg = config or PhantomConfig()
+    if resolve_schema(schema) == WHOLE_SPINE_SAGITTAL:  # full-length films, their own style
+        return write_phantom_dataset(out_dir, _one_whole_spine, num_images, seed, (cfg, fmt),
+                                     WHOLE_SPINE_SAGITTAL, workers)
     sch = check_schema(schema)
     return write_phantom_dataset(out_dir, _one, num_images, seed, (cfg, fmt, sch), sch, workers)
+
+
+def _one_whole_spine(job: PhantomJob) -> ImageRecord:
+    from ..io import write_dicom, write_png16
+    from .whole_spine import generate_whole_spine_phantom
+
+    index, ss, seed, out_dir, (cfg, fmt) = job
+    name = f"images/{index:05d}.{'dcm' if fmt == 'dicom' else 'png'}"
+    img, rec = generate_whole_spine_phantom(np.random.default_rng(ss), cfg, file_name=name,
+                                            image_id=index + 1,
+                                            patient_id=f"synth-{seed}-{index:06d}")
+    path = Path(out_dir) / name
+    if fmt == "dicom":
+        write_dicom(path, img, pixel_spacing=rec.pixel_spacing, patient_id=rec.patient_id)
+    else:
+        write_png16(path, img)
+    return rec
