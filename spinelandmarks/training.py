@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from ._atomic import atomic_write_text
+from .content_digest import pipeline_digest, short
 from .data.datamodule import SpineDataModule
 from .models.base import LandmarkTask
 from .models.detector import VertebraDetector
@@ -362,7 +363,41 @@ def run_identity(data_dir: str | os.PathLike[str], cfg: TrainConfig) -> dict[str
         if cfg.val_dir else None}
     settings = asdict(cfg)
     ident.update({k: settings[k] for k in IDENTITY_FIELDS})
+    ident.update(_content_identity(data_dir, cfg))
     return json.loads(json.dumps(ident, default=str))  # tuples -> lists, as stored
+
+
+def _content_identity(data_dir: str | os.PathLike[str], cfg: TrainConfig) -> dict[str, Any]:
+    """What the paths of a run do not say: the images' sizes and modification times, and the
+    content digest of the ``--init-from`` pipeline (a source changed in place is another
+    source)."""
+    ident: dict[str, Any] = {"images_stat_sha256": _images_stat_digest(Path(data_dir))}
+    if cfg.val_dir:
+        ident["val_images_stat_sha256"] = _images_stat_digest(Path(cfg.val_dir))
+    if cfg.init_from:
+        source = Path(cfg.init_from)
+        if not (source / "pipeline.json").is_file() and (source / "pipeline").is_dir():
+            source = source / "pipeline"
+        ident["init_from_sha256"] = (pipeline_digest(source)
+                                     if (source / "pipeline.json").is_file() else None)
+    return ident
+
+
+def _images_stat_digest(root: Path) -> str | None:
+    """SHA-256 of ``file_name|size|mtime_ns`` of every image the annotation file names."""
+    try:
+        doc = json.loads((root / "annotations.json").read_text(encoding="utf-8"))
+        names = sorted(str(im["file_name"]) for im in doc.get("images", []))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    h = hashlib.sha256()
+    for name in names:
+        try:
+            st = (root / name).stat()
+        except OSError:
+            continue
+        h.update(f"{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def _check_run(run: Path, identity: dict[str, Any], overwrite: bool) -> None:
@@ -379,12 +414,28 @@ def _check_run(run: Path, identity: dict[str, Any], overwrite: bool) -> None:
     if stored is None:  # a run from before identities were recorded
         return
     # a setting a run from an older version did not record is taken as unchanged
-    changed = [f"{k}: {stored.get(k)!r} in the run, {v!r} now" for k, v in identity.items()
+    changed = [_change(k, stored[k], v) for k, v in identity.items()
                if k in stored and stored[k] != v]
     if changed:
         raise RunMismatchError(
             f"{run} was trained with other data or settings ({'; '.join(changed)}): "
             "use a new --out, or --overwrite to start this run over")
+
+
+#: What a changed content digest means, for the refusal message.
+_DIGEST_MEANING = {"annotations_sha256": "the annotation file changed",
+                   "val_annotations_sha256": "the validation annotation file changed",
+                   "images_stat_sha256": "images changed in place (size or time)",
+                   "val_images_stat_sha256": "validation images changed in place",
+                   "init_from_sha256": "the --init-from pipeline changed in place"}
+
+
+def _change(key: str, before: Any, now: Any) -> str:
+    """One difference between a stored run identity and the current one, as a user reads it."""
+    if key in _DIGEST_MEANING:
+        return (f"{key}: {short(before)} in the run, {short(now)} now "
+                f"({_DIGEST_MEANING[key]})")
+    return f"{key}: {before!r} in the run, {now!r} now"
 
 
 def _calibrate_qc(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) -> None:
