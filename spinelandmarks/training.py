@@ -40,6 +40,9 @@ STAGES = ("detector", "landmark", "refiner")
 
 _log = logging.getLogger(__name__)
 
+#: Fewer validation images than this: the QC calibration warns that its thresholds are rough.
+MIN_QC_IMAGES = 10
+
 #: Share of a total time budget given to each stage (the demo's CPU split, 100 : 210 : 120 s).
 BUDGET_SHARES: dict[str, float] = {"detector": 100 / 430, "landmark": 210 / 430,
                                    "refiner": 120 / 430}
@@ -89,6 +92,8 @@ class TrainConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     max_epochs: int = 30
+    #: Epochs of the landmark model; ``None``: ``max_epochs``.
+    landmark_epochs: int | None = None
     detector_epochs: int | None = None
     refiner_epochs: int | None = None
     image_size: tuple[int, int] = (512, 384)
@@ -213,6 +218,8 @@ def _epochs(stage: str, cfg: TrainConfig) -> int:
         return cfg.detector_epochs
     if stage == "refiner" and cfg.refiner_epochs is not None:
         return cfg.refiner_epochs
+    if stage == "landmark" and cfg.landmark_epochs is not None:
+        return cfg.landmark_epochs
     return cfg.max_epochs
 
 
@@ -324,9 +331,14 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
     if "landmark" not in cfg.stages:  # checked before hours of training, not after
         raise ValueError("the landmark stage is required to build a pipeline")
     run = Path(run_dir)
-    _datamodule(str(data_dir), cfg, "landmarks").setup("fit")  # every data problem, at once
+    dm = _datamodule(str(data_dir), cfg, "landmarks")
+    dm.setup("fit")  # every data problem, at once
+    if not dm.train_records:
+        raise ValueError(f"{Path(data_dir) / 'annotations.json'}: the data set has no image "
+                         "to train on; check the path, or add annotated images")
     identity = run_identity(data_dir, cfg)
     _check_run(run, identity, overwrite)
+    _check_finished_stages(run, cfg)
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run / "config.json", json.dumps(
         {"data_dir": str(data_dir), **asdict(cfg), "identity": identity}, indent=2,
@@ -422,6 +434,45 @@ def _check_run(run: Path, identity: dict[str, Any], overwrite: bool) -> None:
             "use a new --out, or --overwrite to start this run over")
 
 
+def _stage_length(stage: str, settings: dict[str, Any]) -> str:
+    """How long a stage trains under ``settings`` (a TrainConfig as a dict): ``3 epoch(s)`` or
+    ``a 90 s time budget``."""
+    budget = (settings.get("time_budget_s") or {}).get(stage)
+    if budget is not None:
+        return f"a {float(budget):g} s time budget"
+    epochs = settings.get(f"{stage}_epochs")
+    return f"{settings['max_epochs'] if epochs is None else epochs} epoch(s)"
+
+
+def _check_finished_stages(run: Path, cfg: TrainConfig) -> None:
+    """A finished stage is never extended: asking it for another length is refused, saying
+    that nothing was trained and how to train longer (before anything is written).
+
+    Continuing a finished stage would restart a learning-rate schedule that has already
+    annealed to its floor; a clean way to train longer is to start over (``--overwrite``) or
+    to fine-tune from the finished weights in a new run (``--init-from``).
+    """
+    now = asdict(cfg)
+    finished = []
+    for stage in cfg.stages:
+        stage_cfg = run / stage / "config.json"
+        if not ((run / stage / "best.pt").is_file() and stage_cfg.is_file()):
+            continue
+        try:
+            stored = json.loads(stage_cfg.read_text(encoding="utf-8"))
+            before = _stage_length(stage, stored)
+        except (OSError, ValueError, KeyError):
+            continue
+        if before != _stage_length(stage, now):
+            finished.append(f"{stage} finished with {before}, "
+                            f"{_stage_length(stage, now)} asked")
+    if finished:
+        raise RunMismatchError(
+            f"{run}: {'; '.join(finished)}. Nothing was trained: a finished stage is not "
+            "extended. To train longer, --overwrite (start this run over with the new length), "
+            f"or train into a new --out with --init-from {run} (continue from its weights)")
+
+
 #: What a changed content digest means, for the refusal message.
 _DIGEST_MEANING = {"annotations_sha256": "the annotation file changed",
                    "val_annotations_sha256": "the validation annotation file changed",
@@ -444,13 +495,23 @@ def _calibrate_qc(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) 
     dm = _datamodule(data_dir, cfg, "landmarks")
     dm.setup("fit")
     if not dm.val_records:
+        _log.warning("no validation images: the QC thresholds are left at their defaults; give "
+                     "validation images (--val) to fit them to this pipeline")
         return
     gpu = cfg.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     pipe.to("cuda" if gpu else "cpu")
     truths = [np.where((r.visibility > 0)[:, None], r.points, np.nan) for r in dm.val_records]
+    n = len(truths)
+    if n < MIN_QC_IMAGES:
+        _log.warning("QC thresholds are fitted on %d validation image(s), fewer than %d: they "
+                     "are a rough guess (more review flags or fewer than they should be); give "
+                     "more validation images (--val) or recalibrate later "
+                     "(SpineLandmarkPipeline.calibrate_qc)", n, MIN_QC_IMAGES)
+    _log.info("QC calibration: predicting %d validation image(s) with the new pipeline ...", n)
+    t0 = time.perf_counter()
     th = pipe.calibrate_qc(dm.image_paths("val"), truths, batch_size=cfg.batch_size)
     pipe.to("cpu")
-    _log.info("QC thresholds fitted on %d validation images: spread %.2f, detector distance "
-              "%.2f, refinement jump %.2f body heights; fracture screen at %.3f height loss",
-              len(truths), th.max_spread_frac, th.detector_distance_frac,
-              th.refinement_jump_frac, pipe.fracture_screen_loss)
+    _log.info("QC thresholds fitted on %d validation images in %.0f s: spread %.2f, detector "
+              "distance %.2f, refinement jump %.2f body heights; fracture screen at %.3f height "
+              "loss", n, time.perf_counter() - t0, th.max_spread_frac,
+              th.detector_distance_frac, th.refinement_jump_frac, pipe.fracture_screen_loss)
