@@ -206,6 +206,10 @@ def _verb_train(sub: Any) -> None:
                    help="weight of the refiner's body-height loss term (relative error of the "
                         "anterior, middle and posterior heights); 0 disables "
                         "(default: TrainConfig.height_weight, 0)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="leave out the images whose annotations have problems (missing image, "
+                        "point far outside, labelled twice, ...) instead of refusing the data "
+                        "set; they are counted and listed in OUT/skipped_records.csv")
     p.add_argument("--stages", default="detector,landmark,refiner",
                    help="comma-separated subset of detector,landmark,refiner")
 
@@ -272,13 +276,19 @@ def _verb_evaluate(sub: Any) -> None:
 def _verb_export(sub: Any) -> None:
     p = sub.add_parser("export", help="predictions or annotations as files for CVAT or "
                                       "Label Studio, to correct them there",
-                       description="Writes, for CVAT: OUT/cvat_annotations.zip (COCO Keypoints "
-                                   "1.0) and OUT/cvat_labels.json (skeleton labels for the "
-                                   "project's Raw label editor); for Label Studio: "
+                       description="Writes, for CVAT: OUT/annotations.xml (CVAT for images "
+                                   "1.1: a skeleton per level) and OUT/cvat_labels.json "
+                                   "(skeleton labels for the project's Raw label editor); with "
+                                   "--format coco: OUT/coco_keypoints.zip (COCO Keypoints 1.0) "
+                                   "and OUT/cvat_labels.json; for Label Studio: "
                                    "OUT/label_studio_tasks.json (points as predictions) and "
-                                   "OUT/label_studio_config.xml (the labelling interface).")
+                                   "OUT/label_studio_config.xml (the labelling interface). "
+                                   "Images keep their paths relative to the folder they share "
+                                   "(sub-folders included); nothing is written on a refusal.")
     p.add_argument("annotations", help="predictions.json (from predict) or annotations.json")
-    p.add_argument("--format", required=True, choices=["cvat", "label-studio"])
+    p.add_argument("--format", required=True, choices=["cvat", "coco", "label-studio"],
+                   help="cvat: CVAT for images 1.1 XML; coco: COCO Keypoints 1.0 (for CVAT "
+                        "or other tools); label-studio: Label Studio JSON tasks")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--image-url", default="/data/local-files/?d=",
                    help="Label Studio: URL prefix of the images (default: its local storage)")
@@ -291,13 +301,20 @@ def _verb_import(sub: Any) -> None:
                        description="Writes OUT/annotations.json and OUT/images/ (links to the "
                                    "images, or copies with --copy), after checking every "
                                    "record; nothing is written when a record has a problem.")
-    p.add_argument("source", help="CVAT export (zip or JSON), Label Studio JSON export, or "
-                                  "the BUU-LSPINE folder")
-    p.add_argument("--format", required=True, choices=["cvat", "label-studio", "buu-lspine"])
+    p.add_argument("source", help="CVAT export (CVAT for images 1.1 XML or COCO Keypoints, "
+                                  "zipped or not), Label Studio JSON export, or the BUU-LSPINE "
+                                  "folder")
+    p.add_argument("--format", required=True,
+                   choices=["cvat", "coco", "label-studio", "buu-lspine"],
+                   help="cvat reads CVAT XML and CVAT's COCO Keypoints export alike")
     p.add_argument("--images", default=None,
                    help="folder holding the images named in the export (cvat, label-studio)")
     p.add_argument("--out", required=True, help="dataset folder to write")
     p.add_argument("--copy", action="store_true", help="copy the images instead of linking")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="leave out the records with problems (image not found, point far "
+                        "outside, labelled twice, ...) instead of writing nothing; they are "
+                        "counted and listed in OUT/skipped_records.csv")
     _add_schema_option(p)
 
 
@@ -383,6 +400,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_workers=args.workers, seed=args.seed,
         stages=stages, val_dir=args.val, time_budget_s=budget or {}, schema=args.schema,
         detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {}, masks=args.masks,
+        skip_invalid=args.skip_invalid,
         **({} if args.deformity_weight is None else {"deformity_weight": args.deformity_weight}),
         **({} if args.height_weight is None else {"height_weight": args.height_weight}))
     out = train_pipeline(args.data, args.out, cfg, overwrite=args.overwrite)
@@ -565,7 +583,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .data.annotation_tools import export_cvat, export_label_studio
+    from .data.annotation_tools import export_coco, export_cvat, export_label_studio
     from .data.annotations import read_coco
     from .data.datamodule import schema_for
 
@@ -573,6 +591,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     records = read_coco(args.annotations, schema)
     if args.format == "cvat":
         out = export_cvat(records, schema, args.out)
+    elif args.format == "coco":
+        out = export_coco(records, schema, args.out)
     else:
         out = export_label_studio(records, schema, args.out, image_url=args.image_url)
     print(f"wrote {len(records)} images to {out}")
@@ -580,7 +600,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .data.annotation_tools import read_cvat, read_label_studio, write_dataset
+    from .data.annotation_tools import (
+        read_cvat_problems,
+        read_label_studio_problems,
+        write_dataset,
+    )
     from .data.buu_lspine import import_buu_lspine
     from .schema import resolve_schema
 
@@ -591,9 +615,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         if args.images is None:
             raise ValueError(f"--images: the folder with the images of {args.source} is needed "
                              f"for --format {args.format}")
-        reader = read_cvat if args.format == "cvat" else read_label_studio
-        records = write_dataset(reader(args.source, schema), schema, args.images, args.out,
-                                copy=args.copy)
+        reader = (read_label_studio_problems if args.format == "label-studio"
+                  else read_cvat_problems)
+        read, problems = reader(args.source, schema)
+        records = write_dataset(read, schema, args.images, args.out, copy=args.copy,
+                                source=str(args.source), problems=problems,
+                                skip_invalid=args.skip_invalid)
+        if len(records) < len(read):
+            print(f"left out {len(read) - len(records)} of {len(read)} images with problems "
+                  f"(listed in {Path(args.out) / 'skipped_records.csv'})")
     print(f"wrote {len(records)} images to {Path(args.out) / 'annotations.json'}")
     return EXIT_OK
 

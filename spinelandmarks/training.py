@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from ._atomic import atomic_write_text
 from .content_digest import pipeline_digest, short
 from .data.datamodule import SpineDataModule
+from .data.lenient import SKIPPED_FILE, skipped_summary, write_skipped
 from .models.base import LandmarkTask
 from .models.detector import VertebraDetector
 from .models.landmark import CropRefiner, LandmarkModel
@@ -136,6 +137,9 @@ class TrainConfig:
     #: instead of random weights: fine-tuning on a few annotated images of a new source
     #: (``docs/training.md``, "Fine-tuning on a new source"). Same schema and sizes needed.
     init_from: str | None = None
+    #: Leave out the images whose annotations have problems (listed in
+    #: ``RUN/skipped_records.csv``) instead of refusing the data set.
+    skip_invalid: bool = False
 
 
 class StageProgressBar(TQDMProgressBar):
@@ -198,6 +202,7 @@ def _datamodule(data_dir: str, cfg: TrainConfig, task: str) -> SpineDataModule:
         seed=cfg.seed, persistent_workers=cfg.num_workers > 0, crop_scale=cfg.crop_scale,
         schema=cfg.schema, masks=cfg.masks and task == "crops",
         deformity_weight=cfg.deformity_weight if task in ("crops", "detection") else 1.0,
+        skip_invalid=cfg.skip_invalid,
     )
 
 
@@ -340,6 +345,11 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
     _check_run(run, identity, overwrite)
     _check_finished_stages(run, cfg)
     run.mkdir(parents=True, exist_ok=True)
+    if cfg.skip_invalid:
+        write_skipped(run / SKIPPED_FILE, dm.skipped)
+        if dm.skipped:
+            _log.warning("%s (--skip-invalid)", skipped_summary(dm.skipped, dm.n_read,
+                                                                run / SKIPPED_FILE))
     atomic_write_text(run / "config.json", json.dumps(
         {"data_dir": str(data_dir), **asdict(cfg), "identity": identity}, indent=2,
         default=str) + "\n")

@@ -370,7 +370,7 @@ def test_predict_export_import_gives_the_predicted_points(
     assert main(["predict", str(run), str(test / "images"), "--out", str(pred),
                  "--accelerator", "cpu", "--no-overlays"]) in (0, 1)
     predicted = read_coco(pred / "predictions.json", LUMBAR_SAGITTAL)
-    for fmt, name in (("cvat", "cvat_annotations.zip"),
+    for fmt, name in (("cvat", "annotations.xml"), ("coco", "coco_keypoints.zip"),
                       ("label-studio", "label_studio_tasks.json")):
         assert main(["export", str(pred / "predictions.json"), "--format", fmt, "--out",
                      str(tmp_path / fmt)]) == 0

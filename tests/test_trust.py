@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -230,3 +231,259 @@ def test_help_shows_defaults_and_choices(capsys: pytest.CaptureFixture[str]) -> 
                   "--landmark-epochs LANDMARK_EPOCHS epochs of the landmark model",
                   "--max-epochs MAX_EPOCHS epochs of each stage without a count of its own"):
         assert shown in text, shown
+
+
+# -- 3. a way forward for imperfect annotations ----------------------------------------------
+def _ls_tasks(data: Path, tmp_path: Path) -> tuple[list, list]:
+    from spinelandmarks.data.annotation_tools import export_label_studio
+    from spinelandmarks.data.annotations import read_coco
+    from spinelandmarks.schema import LUMBAR_SAGITTAL as S
+
+    recs = read_coco(data / "annotations.json", S)
+    path = export_label_studio(recs, S, tmp_path / "ls_export")
+    return json.loads(path.read_text()), recs
+
+
+def _corner(task: dict, label: str = "L3 anterior_superior") -> dict:
+    return next(r for r in task["predictions"][0]["result"]
+                if r["value"]["keypointlabels"] == [label])
+
+
+def test_import_skip_invalid_leaves_out_the_bad_records_and_lists_them(
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tasks, _ = _ls_tasks(data, tmp_path)
+    tasks[1]["data"]["file_name"] = "gone.png"  # an image that is not there
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks))
+    cmd = ["import", str(export), "--format", "label-studio", "--images",
+           str(data / "images"), "--out", str(tmp_path / "ds")]
+    capsys.readouterr()
+    assert main(cmd) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {export}: [image id 2, file 'gone.png']: image file ")
+    assert "gone.png' does not exist" in err
+    assert not (tmp_path / "ds").exists()  # nothing written
+    assert main([*cmd, "--skip-invalid"]) == 0
+    out = capsys.readouterr().out
+    assert f"left out 1 of 3 images with problems (listed in {tmp_path / 'ds'}" in out
+    doc = json.loads((tmp_path / "ds" / "annotations.json").read_text())
+    assert [im["file_name"] for im in doc["images"]] == ["images/00000.png", "images/00002.png"]
+    rows = (tmp_path / "ds" / "skipped_records.csv").read_text().splitlines()
+    assert rows[0] == "source,image_id,file_name,kind,message"
+    assert len(rows) == 2 and rows[1].startswith(f"{export},2,gone.png,missing_image,")
+
+
+def test_a_click_just_outside_the_border_is_clipped_with_a_warning(
+        data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from spinelandmarks.data.annotation_tools import read_label_studio, write_dataset
+    from spinelandmarks.schema import LUMBAR_SAGITTAL as S
+
+    tasks, recs = _ls_tasks(data, tmp_path)
+    _corner(tasks[0])["value"]["x"] = 100.8  # a click on the border
+    _corner(tasks[0], "L4 anterior_superior")["value"]["x"] = 103.0  # a real mistake
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks))
+    with pytest.raises(ValueError) as exc:
+        write_dataset(read_label_studio(export, S), S, data / "images", tmp_path / "ds",
+                      source=str(export))
+    assert str(exc.value) == (
+        f"{export}: [image id 1, file '00000.png']: L4 anterior_superior at "
+        f"({1.03 * recs[0].width:.6g}, {_corner(tasks[0], 'L4 anterior_superior')['value']['y'] * recs[0].height / 100:.6g}) "
+        f"lies outside the {recs[0].width} x {recs[0].height} image")
+    _corner(tasks[0], "L4 anterior_superior")["value"]["x"] = 50.0
+    export.write_text(json.dumps(tasks))
+    written = write_dataset(read_label_studio(export, S), S, data / "images", tmp_path / "ds",
+                            source=str(export))
+    assert written[0].points[S.index("L3", "anterior_superior"), 0] == recs[0].width
+    assert ("1 point(s) just outside the image clipped onto its border: '00000.png' L3 "
+            f"anterior_superior ({1.008 * recs[0].width:.6g}," in caplog.text)
+
+
+def test_training_data_clip_border_points_and_skip_invalid_records(
+        data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import shutil
+
+    from spinelandmarks.data.annotations import AnnotationError
+    from spinelandmarks.data.datamodule import SpineDataModule
+
+    ds = tmp_path / "ds"
+    shutil.copytree(data, ds)
+    doc = json.loads((ds / "annotations.json").read_text())
+    width = doc["images"][0]["width"]
+    doc["annotations"][0]["keypoints"][0] = width + 2.0  # 2 px outside: clipped
+    doc["images"][2]["file_name"] = "images/missing.png"  # a record that cannot be used
+    (ds / "annotations.json").write_text(json.dumps(doc))
+    with pytest.raises(AnnotationError, match=r"^.*annotations\.json: \[image id 3, file "
+                                              r"'images/missing\.png'\]: image file"):
+        SpineDataModule(str(ds), split=(1.0, 0.0, 0.0)).setup()
+    dm = SpineDataModule(str(ds), split=(1.0, 0.0, 0.0), skip_invalid=True)
+    dm.setup()
+    assert [r.file_name for r in dm.train_records] == ["images/00000.png", "images/00001.png"]
+    assert [(p.image_id, p.kind) for p in dm.skipped] == [(3, "missing_image")]
+    assert dm.train_records[0].points[0, 0] == width
+    assert "point(s) just outside the image clipped onto its border" in caplog.text
+
+
+@pytest.mark.slow
+def test_train_skip_invalid_writes_the_list_next_to_the_run(
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(data, ds)
+    doc = json.loads((ds / "annotations.json").read_text())
+    doc["annotations"][0]["keypoints"][0] = 10_000.0  # far outside: a real mistake
+    (ds / "annotations.json").write_text(json.dumps(doc))
+    run = tmp_path / "run"
+    cmd = ["train", str(ds), "--out", str(run), "--stages", "landmark", "--max-epochs", "1",
+           *TINY]
+    capsys.readouterr()
+    assert main(cmd) == 2
+    assert "lies outside the" in capsys.readouterr().err and not run.exists()
+    assert main([*cmd, "--skip-invalid"]) == 0
+    assert (f"left out 1 of 3 image(s) with annotation problems (listed in "
+            f"{run / 'skipped_records.csv'}) (--skip-invalid)") in caplog.text
+    rows = (run / "skipped_records.csv").read_text().splitlines()
+    assert len(rows) == 2 and ",1,images/00000.png,out_of_bounds," in rows[1]
+
+
+def test_duplicate_labels_are_refused_with_both_positions(data: Path, tmp_path: Path) -> None:
+    from spinelandmarks.data.annotation_tools import read_label_studio
+    from spinelandmarks.schema import LUMBAR_SAGITTAL as S
+
+    tasks, recs = _ls_tasks(data, tmp_path)
+    first = _corner(tasks[0])
+    second = json.loads(json.dumps(first))
+    second["value"]["x"], second["value"]["y"] = 50.0, 25.0
+    tasks[0]["predictions"][0]["result"].append(second)
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks))
+    x0, y0 = recs[0].points[S.index("L3", "anterior_superior")]
+    with pytest.raises(ValueError) as exc:
+        read_label_studio(export, S)
+    assert str(exc.value) == (
+        f"{export}: [image id 1, file '00000.png']: task 1: L3 anterior_superior is labelled "
+        f"twice: at ({x0:.1f}, {y0:.1f}) and at ({recs[0].width / 2:.1f}, "
+        f"{recs[0].height / 4:.1f}) px; delete one in Label Studio")
+
+
+def test_label_studio_upload_names_find_their_files(data: Path, tmp_path: Path) -> None:
+    from spinelandmarks.data.annotation_tools import read_label_studio, write_dataset
+    from spinelandmarks.schema import LUMBAR_SAGITTAL as S
+
+    tasks, recs = _ls_tasks(data, tmp_path)
+    for k, t in enumerate(tasks):  # as Label Studio exports images uploaded in its interface
+        t["data"] = {"image": f"/data/upload/3/5f2e1a9{k}-{Path(recs[k].file_name).name}"}
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks))
+    written = write_dataset(read_label_studio(export, S), S, data / "images", tmp_path / "ds")
+    assert [r.file_name for r in written] == [r.file_name for r in recs]  # images/00000.png
+    for a, b in zip(recs, written, strict=True):
+        np.testing.assert_allclose(a.points, b.points, atol=1e-9)
+
+
+def test_export_keeps_sub_folders_and_writes_nothing_when_it_refuses(
+        data: Path, tmp_path: Path) -> None:
+    import dataclasses
+    import shutil
+
+    from spinelandmarks.data.annotation_tools import (
+        export_cvat,
+        export_label_studio,
+        read_cvat,
+        read_label_studio,
+        write_dataset,
+    )
+    from spinelandmarks.data.annotations import read_coco
+    from spinelandmarks.schema import LUMBAR_SAGITTAL as S
+
+    recs = read_coco(data / "annotations.json", S)[:2]
+    archive = tmp_path / "archive"
+    for k, patient in enumerate(("patient1", "patient2")):  # the same base name twice
+        (archive / patient).mkdir(parents=True)
+        shutil.copy(data / recs[k].file_name, archive / patient / "lateral.png")
+    named = [dataclasses.replace(r, file_name=str(archive / p / "lateral.png"))
+             for r, p in zip(recs, ("patient1", "patient2"), strict=True)]
+    xml = export_cvat(named, S, tmp_path / "cvat")
+    tasks = export_label_studio(named, S, tmp_path / "ls", image_url="/files/")
+    assert [t["data"]["image"] for t in json.loads(tasks.read_text())] == [
+        "/files/patient1/lateral.png", "/files/patient2/lateral.png"]
+    for back in (read_cvat(xml, S), read_label_studio(tasks, S)):
+        assert [r.file_name for r in back] == ["patient1/lateral.png", "patient2/lateral.png"]
+        written = write_dataset(back, S, archive, tmp_path / "ds")
+        assert (tmp_path / "ds" / written[1].file_name).is_file()
+    twice = [named[0], named[0]]
+    for export in (export_cvat, export_label_studio):
+        with pytest.raises(ValueError, match=r"are the same image for an annotation tool .* "
+                                             r"Nothing was written"):
+            export(twice, S, tmp_path / "refused")
+        assert not (tmp_path / "refused").exists()
+
+
+# -- 4. CVAT for images 1.1 ------------------------------------------------------------------
+def test_cvat_xml_round_trip_is_exact_to_the_predictions(data: Path, tmp_path: Path) -> None:
+    import zipfile
+    from xml.etree import ElementTree as ET
+
+    from spinelandmarks.data.annotation_tools import export_cvat, read_cvat
+    from spinelandmarks.data.annotations import read_coco
+    from spinelandmarks.schema import LUMBAR_SAGITTAL as S
+
+    recs = read_coco(data / "annotations.json", S)
+    rng = np.random.default_rng(0)
+    for r in recs:  # predictions: full-precision floats, an absent and an occluded point
+        r.points = r.points + rng.uniform(-0.5, 0.5, r.points.shape)
+    recs[0].points[3] = np.nan
+    recs[0].visibility[3] = 0
+    recs[1].visibility[5] = 1
+    xml = export_cvat(recs, S, tmp_path / "cvat")
+    assert xml.name == "annotations.xml"
+    root = ET.parse(xml).getroot()
+    assert root.findtext("version") == "1.1"
+    assert root.findtext("meta/task/mode") == "annotation"
+    labels = root.findall("meta/task/labels/label")
+    assert [lb.findtext("name") for lb in labels if lb.findtext("type") == "skeleton"] == list(
+        S.level_names)
+    assert [lb.findtext("name") for lb in labels if lb.findtext("parent") == "S1"] == list(
+        S.level("S1").points)
+    image = root.find("image")
+    assert image is not None and image.get("name") == "00000.png"
+    assert image.get("width") == str(recs[0].width)
+    skel = image.find("skeleton[@label='L1']")
+    assert skel is not None and [p.get("outside") for p in skel] == ["0", "0", "0", "1"]
+    with zipfile.ZipFile(tmp_path / "task.zip", "w") as z:  # as CVAT exports it
+        z.write(xml, "annotations.xml")
+    for source in (xml, tmp_path / "task.zip"):
+        back = read_cvat(source, S)
+        assert [b.file_name for b in back] == ["00000.png", "00001.png", "00002.png"]
+        for a, b in zip(recs, back, strict=True):
+            np.testing.assert_array_equal(a.points, b.points)  # exact, NaN where absent
+            np.testing.assert_array_equal(a.visibility, b.visibility)
+            assert (a.width, a.height) == (b.width, b.height)
+
+
+def test_cvat_xml_problems_are_named(tmp_path: Path) -> None:
+    from spinelandmarks.data.annotation_tools import read_cvat
+    from spinelandmarks.schema import LUMBAR_SAGITTAL as S
+
+    xml = tmp_path / "annotations.xml"
+    xml.write_text(
+        '<annotations><version>1.1</version><meta/>'
+        '<image id="0" name="a.png" width="100" height="200">'
+        '<points label="L1 anterior_superior" points="10,20"/>'
+        '<points label="L1_anterior_superior" points="11,21"/>'
+        '<points label="L2" points="1,2;3,4;5,6;7,8"/>'
+        '<skeleton label="T9"><points label="x" points="1,1"/></skeleton>'
+        '</image></annotations>')
+    with pytest.raises(ValueError) as exc:
+        read_cvat(xml, S)
+    assert str(exc.value) == (
+        f"2 annotation problem(s) in {xml}:\n"
+        "  - [image id 1, file 'a.png']: L1 anterior_superior is labelled twice: at (10, 20) "
+        "and at (11, 21); delete one in CVAT\n"
+        "  - [image id 1, file 'a.png']: unknown skeleton label 'T9'; schema 'lumbar_sagittal' "
+        "has ['L1', 'L2', 'L3', 'L4', 'L5', 'S1']")
+    (tmp_path / "bad.xml").write_text("{not xml")
+    with pytest.raises(ValueError, match="cannot read JSON"):
+        read_cvat(tmp_path / "bad.xml", S)
