@@ -487,3 +487,31 @@ def test_cvat_xml_problems_are_named(tmp_path: Path) -> None:
     (tmp_path / "bad.xml").write_text("{not xml")
     with pytest.raises(ValueError, match="cannot read JSON"):
         read_cvat(tmp_path / "bad.xml", S)
+
+
+def test_coco_route_has_every_section_for_predictions(data: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import zipfile
+
+    from spinelandmarks.data.annotations import read_coco, write_coco
+    from spinelandmarks.schema import LUMBAR_SAGITTAL as S
+
+    recs = read_coco(data / "annotations.json", S)
+    for r in recs:  # predictions: scores (one of them unknown), no masks
+        r.masks = {}
+        r.level_scores = np.full(S.num_levels, 0.9)
+        r.scores = np.full(S.num_points, 0.5)
+    recs[0].level_scores[2] = np.nan
+    pred = tmp_path / "predictions.json"
+    write_coco(recs, S, pred)
+    assert main(["export", str(pred), "--format", "coco", "--out", str(tmp_path / "c")]) == 0
+    assert f"wrote 3 images to {tmp_path / 'c' / 'coco_keypoints.zip'}" in capsys.readouterr().out
+    with zipfile.ZipFile(tmp_path / "c" / "coco_keypoints.zip") as z:
+        doc = json.loads(z.read("annotations/person_keypoints_default.json"))
+    assert list(doc)[:2] == ["licenses", "info"]
+    anns = doc["annotations"]
+    assert all(isinstance(a["segmentation"], list | dict) and a["iscrowd"] == 0
+               and len(a["bbox"]) == 4 for a in anns)
+    assert all(isinstance(a["score"], float) for a in anns if "score" in a)
+    assert sum("score" not in a for a in anns) == 1  # the unknown score is left out, not null
+    assert all(a["segmentation"] == [] for a in anns)  # present although there is no mask

@@ -198,14 +198,15 @@ def export_coco(records: Sequence[ImageRecord], schema: LandmarkSchema, out: Str
 
 def _coco_sections(doc: dict[str, Any]) -> dict[str, Any]:
     """A COCO document with every section and field COCO readers require (CVAT's datumaro
-    refuses a file without ``licenses``, and predicted annotations without
-    ``segmentation``)."""
+    refuses a file without ``licenses`` in released versions, annotations without
+    ``segmentation``, ``iscrowd`` or ``bbox``, and a ``score`` that is not a number)."""
     info = {"contributor": "", "date_created": "", "description": "", "url": "",
             "version": "", "year": "", **doc.get("info", {})}
     images = [{"license": 0, "flickr_url": "", "coco_url": "", "date_captured": 0, **im}
               for im in doc.get("images", [])]
-    anns = [{"segmentation": [], "iscrowd": 0, "attributes": {"occluded": False}, **a}
-            for a in doc.get("annotations", [])]
+    anns = [{"segmentation": [], "iscrowd": 0, "attributes": {"occluded": False},
+             **{k: v for k, v in a.items() if not (k == "score" and v is None)}}
+            for a in doc.get("annotations", [])]  # datumaro refuses a null score
     cats = [{"supercategory": "", **c} for c in doc.get("categories", [])]
     return {"licenses": [{"name": "", "id": 0, "url": ""}], "info": info, "categories": cats,
             "images": images, "annotations": anns}
