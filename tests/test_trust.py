@@ -515,3 +515,35 @@ def test_coco_route_has_every_section_for_predictions(data: Path, tmp_path: Path
     assert all(isinstance(a["score"], float) for a in anns if "score" in a)
     assert sum("score" not in a for a in anns) == 1  # the unknown score is left out, not null
     assert all(a["segmentation"] == [] for a in anns)  # present although there is no mask
+
+
+# -- 5. usability ----------------------------------------------------------------------------
+def test_submodules_are_attributes_in_a_fresh_process() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, spinelandmarks as sl\n"
+            "assert 'torch' not in sys.modules\n"
+            "print(sl.data.__name__, sl.metrics.__name__, sl.data.annotations.__name__)\n"
+            "try:\n    sl.no_such_module\nexcept AttributeError as e:\n    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(
+                              Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "spinelandmarks.data spinelandmarks.metrics spinelandmarks.data.annotations",
+        "module 'spinelandmarks' has no attribute 'no_such_module'"]
+
+
+def test_synth_lumbopelvic_default_field_shows_the_femoral_heads(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "probes"))
+    from femoral_heads_in_field import heads_in_field
+
+    for name, fov, expected in (("default", [], (3, 3)),
+                                ("lumbar", ["--fov-mm", "260,330"], (0, 3))):
+        out = tmp_path / name
+        assert main(["synth", str(out), "--num-images", "3", "--size", "128", "--schema",
+                     "lumbopelvic_sagittal", *fov]) == 0
+        assert heads_in_field(out) == expected, name
