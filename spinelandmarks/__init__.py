@@ -29,6 +29,8 @@ evaluation  metrics and report against ground truth
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import pkgutil
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -85,17 +87,27 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Import a public name's submodule on first access (PEP 562)."""
+    """Import a public name's submodule, or a public submodule itself (``sl.data``,
+    ``sl.metrics``), on first access (PEP 562)."""
     module = _EXPORTS.get(name)
-    if module is None:
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+    elif _is_submodule(name):
+        value = importlib.import_module(f".{name}", __name__)
+    else:
         raise AttributeError(f"module 'spinelandmarks' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value  # later look-ups skip this function
     return value
 
 
+def _is_submodule(name: str) -> bool:
+    return (name.isidentifier() and not name.startswith("_")
+            and importlib.util.find_spec(f"{__name__}.{name}") is not None)
+
+
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+    subs = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    return sorted({*globals(), *_EXPORTS, *subs})
 
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the real objects

@@ -21,6 +21,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._cli_values import (
+    BACKBONE_NAMES,
+    DETECTOR_BACKBONE_NAMES,
+    MIN_CROP_SIZE,
+    MIN_IMAGE_SIZE,
+    HelpFormatter,
+    Parser,
+    float_above,
+    float_at_least,
+    int_at_least,
+    schema_value,
+    size_at_least,
+)
 from ._output import configure_output
 from ._version import __version__
 from .defaults import BUDGET_SHARES, CROP_SIZE, INPUT_SIZE
@@ -29,22 +42,23 @@ from .defaults import BUDGET_SHARES, CROP_SIZE, INPUT_SIZE
 #: interrupted (Ctrl-C).
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+#: ``synth``'s field of view (height range, mm) for a schema with the femoral heads.
+SYNTH_FOV_WITH_HIPS_MM = (450.0, 500.0)
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom"}
 log = logging.getLogger("spinelandmarks")
 
 
-def _size(text: str) -> tuple[int, int]:
-    """``512x384`` or ``512`` (square) -> (H, W)."""
-    parts = text.lower().split("x")
+def _fov_mm(text: str) -> tuple[float, float]:
+    """``450,500`` -> (450.0, 500.0): a field-of-view height range in mm."""
     try:
-        vals = [int(p) for p in parts]
+        low, high = (float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 512x384, got {text!r}") from None
-    if len(vals) == 1:
-        vals = vals * 2
-    if len(vals) != 2 or min(vals) <= 0:
-        raise argparse.ArgumentTypeError(f"size must look like 512x384, got {text!r}")
-    return vals[0], vals[1]
+        raise argparse.ArgumentTypeError(
+            f"--fov-mm must look like 450,500 (mm), got {text!r}") from None
+    if not 0 < low <= high:
+        raise argparse.ArgumentTypeError(f"--fov-mm needs 0 < LOW <= HIGH, got {text!r}")
+    return low, high
 
 
 _UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -84,7 +98,7 @@ def _shares_help() -> str:
 
 
 def _add_schema_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--schema", default=None, metavar="NAME|FILE",
+    p.add_argument("--schema", default=None, metavar="NAME|FILE", type=schema_value,
                    help="landmark schema: a registered name (lumbar_sagittal) or a schema JSON "
                         "file (default: the one stored in the annotation file, else "
                         "lumbar_sagittal)")
@@ -94,7 +108,7 @@ def _add_device_options(p: argparse.ArgumentParser, batch_size: int) -> None:
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default: auto)")
     p.add_argument("--precision", default=None,
                    help="32-true, bf16-mixed or 16-mixed (default: 32-true)")
-    p.add_argument("--batch-size", type=int, default=batch_size,
+    p.add_argument("--batch-size", type=int_at_least(1), default=batch_size,
                    help=f"images per batch (default: {batch_size})")
 
 
@@ -102,7 +116,7 @@ def _add_parallel_options(p: argparse.ArgumentParser, devices: str) -> None:
     p.add_argument("--devices", default=devices,
                    help=f"devices per node: a number, a list such as 0,2 or 'auto' "
                         f"(default: {devices})")
-    p.add_argument("--num-nodes", type=int, default=1,
+    p.add_argument("--num-nodes", type=int_at_least(1), default=1,
                    help="machines (with the Lightning launcher or SLURM; default 1)")
     p.add_argument("--strategy", default="auto",
                    help="Lightning strategy: auto, ddp, ddp_spawn, ... (default: auto)")
@@ -114,12 +128,17 @@ def _verb_synth(sub: Any) -> None:
         description="Writes OUT/annotations.json (COCO keypoints, the generating parameters per "
                     "image) and OUT/images/ (16-bit PNG or DICOM).")
     p.add_argument("out", help="output dataset directory")
-    p.add_argument("--num-images", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=1024, help="long side in pixels (default 1024)")
-    p.add_argument("--format", choices=["png", "dicom"], default="png")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--schema", default="lumbar_sagittal", metavar="NAME|FILE",
+    p.add_argument("--num-images", type=int_at_least(1), default=100, help="images to write")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the phantoms")
+    p.add_argument("--size", type=int_at_least(MIN_IMAGE_SIZE), default=1024,
+                   help="long side in pixels (default 1024)")
+    p.add_argument("--format", choices=["png", "dicom"], default="png", help="image format")
+    p.add_argument("--workers", type=int_at_least(1), default=1, help="worker processes")
+    p.add_argument("--fov-mm", type=_fov_mm, default=None, metavar="LOW,HIGH",
+                   help="field-of-view height range in mm, e.g. 450,500 (default: 450,500 for "
+                        "a schema with the femoral heads, which then lie in the field; else the "
+                        "generator's 260,330)")
+    p.add_argument("--schema", default="lumbar_sagittal", metavar="NAME|FILE", type=schema_value,
                    help="annotated points: lumbar_sagittal (default), lumbopelvic_sagittal "
                         "(+ femoral head centres), lumbar_morphometry (+ endplate middles), or "
                         "a schema JSON file made of those points")
@@ -138,18 +157,30 @@ def _verb_train(sub: Any) -> None:
                    "patient-wise 10 %% of DATA)")
     _add_device_options(p, 8)
     _add_parallel_options(p, "auto")
-    p.add_argument("--max-epochs", type=int, default=30)
-    p.add_argument("--detector-epochs", type=int, default=None)
-    p.add_argument("--refiner-epochs", type=int, default=None)
+    p.add_argument("--max-epochs", type=int_at_least(1), default=30,
+                   help="epochs of each stage without a count of its own "
+                        "(--landmark-epochs, --detector-epochs, --refiner-epochs)")
+    p.add_argument("--landmark-epochs", type=int_at_least(1), default=None,
+                   help="epochs of the landmark model (default: --max-epochs)")
+    p.add_argument("--detector-epochs", type=int_at_least(1), default=None,
+                   help="epochs of the detector (default: --max-epochs)")
+    p.add_argument("--refiner-epochs", type=int_at_least(1), default=None,
+                   help="epochs of the crop refiner (default: --max-epochs)")
     p.add_argument("--time-budget", type=_time_budget, default=None,
                    help="wall-clock limit instead of epochs: a total (20m, 1.5h, 900s; shared "
                         f"{_shares_help()}) or per stage "
                         "(detector=2m,landmark=10m,refiner=4m); the learning rate anneals over "
                         "the budget. A stage without a budget trains for its epochs")
-    p.add_argument("--image-size", type=_size, default=INPUT_SIZE, help="model input HxW")
-    p.add_argument("--crop-size", type=_size, default=CROP_SIZE, help="refiner crop HxW")
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--detector-backbone", default="resnet18")
+    p.add_argument("--image-size", type=size_at_least(MIN_IMAGE_SIZE), default=f"{INPUT_SIZE[0]}x{INPUT_SIZE[1]}",
+                   help=f"model input HxW (each side >= {MIN_IMAGE_SIZE})")
+    p.add_argument("--crop-size", type=size_at_least(MIN_CROP_SIZE), default=f"{CROP_SIZE[0]}x{CROP_SIZE[1]}",
+                   help=f"refiner crop HxW (each side >= {MIN_CROP_SIZE})")
+    p.add_argument("--backbone", default="resnet18", choices=BACKBONE_NAMES, metavar="NAME",
+                   help="backbone of the landmark model and the refiner: "
+                        + ", ".join(BACKBONE_NAMES))
+    p.add_argument("--detector-backbone", default="resnet18", choices=DETECTOR_BACKBONE_NAMES,
+                   metavar="NAME", help="backbone of the vertebra detector: "
+                                        + ", ".join(DETECTOR_BACKBONE_NAMES))
     p.add_argument("--weights", default=None,
                    help="local weights file for the --backbone of the landmark model and the "
                         "refiner (the detector's --detector-backbone starts from random "
@@ -158,11 +189,13 @@ def _verb_train(sub: Any) -> None:
                    help="start every stage from the networks of a saved pipeline (RUN/pipeline)"
                         " instead of random weights: fine-tune on a few annotated images of a "
                         "new source (same schema and sizes)")
-    p.add_argument("--lr", type=float, default=1e-3,
-                   help="peak learning rate of the landmark model and the refiner (default: "
-                        "1e-3); the detector keeps its own (VertebraDetector's lr)")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float_above(0.0), default=1e-3,
+                   help="peak learning rate of the landmark model and the refiner; the "
+                        "detector keeps its own (VertebraDetector's lr)")
+    p.add_argument("--workers", type=int_at_least(0), default=2,
+                   help="DataLoader processes (0: the main process)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, sampling and "
+                                                        "initialization")
     p.add_argument("--small-detector", action="store_true",
                    help="a lighter Faster R-CNN head (64-channel FPN, 256-wide box head): "
                         "much faster on CPU")
@@ -174,15 +207,19 @@ def _verb_train(sub: Any) -> None:
     p.add_argument("--masks", action="store_true",
                    help="also train the refiner to outline each vertebral body (needs masks: "
                         "COCO segmentation in the annotations; predict then writes them)")
-    p.add_argument("--deformity-weight", type=float, default=None,
+    p.add_argument("--deformity-weight", type=float_above(0.0), default=None,
                    help="the refiner sees crops of deformed bodies (reference height loss "
                         ">= 15 %%: fractures) this many times as often, the detector "
                         "radiographs with the mean weight of their bodies; 1 disables "
                         "(default: TrainConfig.deformity_weight, 24)")
-    p.add_argument("--height-weight", type=float, default=None,
+    p.add_argument("--height-weight", type=float_at_least(0.0), default=None,
                    help="weight of the refiner's body-height loss term (relative error of the "
                         "anterior, middle and posterior heights); 0 disables "
                         "(default: TrainConfig.height_weight, 0)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="leave out the images whose annotations have problems (missing image, "
+                        "point far outside, labelled twice, ...) instead of refusing the data "
+                        "set; they are counted and listed in OUT/skipped_records.csv")
     p.add_argument("--stages", default="detector,landmark,refiner",
                    help="comma-separated subset of detector,landmark,refiner")
     _add_task_class_options(p)
@@ -224,7 +261,7 @@ def _verb_predict(sub: Any) -> None:
     _add_device_options(p, 4)
     _add_parallel_options(p, "1")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
-    p.add_argument("--workers", type=int, default=0,
+    p.add_argument("--workers", type=int_at_least(0), default=0,
                    help="processes decoding the images (default 0: the main process)")
     p.add_argument("--overwrite", action="store_true",
                    help="OUT holds other files or predictions of other inputs: replace the "
@@ -257,19 +294,28 @@ def _verb_evaluate(sub: Any) -> None:
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--step1", default=None, help="predictions_step1.json to compare (default: "
                    "next to PREDICTIONS when present)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="exit 0 even when some ground-truth images have no prediction (the "
+                        "figures then cover the matched images only; without this, exit 1)")
     _add_schema_option(p)
 
 
 def _verb_export(sub: Any) -> None:
     p = sub.add_parser("export", help="predictions or annotations as files for CVAT or "
                                       "Label Studio, to correct them there",
-                       description="Writes, for CVAT: OUT/cvat_annotations.zip (COCO Keypoints "
-                                   "1.0) and OUT/cvat_labels.json (skeleton labels for the "
-                                   "project's Raw label editor); for Label Studio: "
+                       description="Writes, for CVAT: OUT/annotations.xml (CVAT for images "
+                                   "1.1: a skeleton per level) and OUT/cvat_labels.json "
+                                   "(skeleton labels for the project's Raw label editor); with "
+                                   "--format coco: OUT/coco_keypoints.zip (COCO Keypoints 1.0) "
+                                   "and OUT/cvat_labels.json; for Label Studio: "
                                    "OUT/label_studio_tasks.json (points as predictions) and "
-                                   "OUT/label_studio_config.xml (the labelling interface).")
+                                   "OUT/label_studio_config.xml (the labelling interface). "
+                                   "Images keep their paths relative to the folder they share "
+                                   "(sub-folders included); nothing is written on a refusal.")
     p.add_argument("annotations", help="predictions.json (from predict) or annotations.json")
-    p.add_argument("--format", required=True, choices=["cvat", "label-studio"])
+    p.add_argument("--format", required=True, choices=["cvat", "coco", "label-studio"],
+                   help="cvat: CVAT for images 1.1 XML; coco: COCO Keypoints 1.0 (for CVAT "
+                        "or other tools); label-studio: Label Studio JSON tasks")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--image-url", default="/data/local-files/?d=",
                    help="Label Studio: URL prefix of the images (default: its local storage)")
@@ -282,32 +328,42 @@ def _verb_import(sub: Any) -> None:
                        description="Writes OUT/annotations.json and OUT/images/ (links to the "
                                    "images, or copies with --copy), after checking every "
                                    "record; nothing is written when a record has a problem.")
-    p.add_argument("source", help="CVAT export (zip or JSON), Label Studio JSON export, or "
-                                  "the BUU-LSPINE folder")
-    p.add_argument("--format", required=True, choices=["cvat", "label-studio", "buu-lspine"])
+    p.add_argument("source", help="CVAT export (CVAT for images 1.1 XML or COCO Keypoints, "
+                                  "zipped or not), Label Studio JSON export, or the BUU-LSPINE "
+                                  "folder")
+    p.add_argument("--format", required=True,
+                   choices=["cvat", "coco", "label-studio", "buu-lspine"],
+                   help="cvat reads CVAT XML and CVAT's COCO Keypoints export alike")
     p.add_argument("--images", default=None,
                    help="folder holding the images named in the export (cvat, label-studio)")
     p.add_argument("--out", required=True, help="dataset folder to write")
     p.add_argument("--copy", action="store_true", help="copy the images instead of linking")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="leave out the records with problems (image not found, point far "
+                        "outside, labelled twice, ...) instead of writing nothing; they are "
+                        "counted and listed in OUT/skipped_records.csv")
     _add_schema_option(p)
 
 
 def _verb_demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="synthesize, train, predict and evaluate end to end")
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
-    p.add_argument("--num-train", type=int, default=160)
-    p.add_argument("--num-test", type=int, default=40)
-    p.add_argument("--max-epochs", type=int, default=None,
-                   help="epochs of the landmark model (default: sized to the device)")
-    p.add_argument("--size", type=int, default=None,
+    p.add_argument("--num-train", type=int_at_least(2), default=160,
+                   help="synthetic training radiographs")
+    p.add_argument("--num-test", type=int_at_least(1), default=40,
+                   help="synthetic test radiographs")
+    p.add_argument("--max-epochs", type=int_at_least(1), default=None,
+                   help="epochs of every stage instead of the time budget (default: a time "
+                        "budget sized to the device)")
+    p.add_argument("--size", type=int_at_least(MIN_IMAGE_SIZE), default=None,
                    help="long side of the synthetic radiographs (default 512 CPU, 768 GPU)")
-    p.add_argument("--accelerator", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and training")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="spinelandmarks",
+    parser = Parser(
+        prog="spinelandmarks", formatter_class=HelpFormatter,
         description="Vertebral corner localization and lumbar measurements on sagittal spine "
                     "radiographs (two-step DSNT method).",
         epilog="Exit status: 0 done; 1 done in part (the failed inputs are listed); 2 usage "
@@ -321,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
                      _verb_export, _verb_import, _verb_demo):
         add_verb(sub)
     for verb in sub.choices.values():
+        verb.formatter_class = HelpFormatter  # defaults and choices in every --help
         verb.add_argument("--verbose", action="store_true",
                           help="also show third-party log lines and warnings")
         verb.add_argument("--debug", action="store_true",
@@ -332,11 +389,16 @@ def build_parser() -> argparse.ArgumentParser:
 # -- verbs ---------------------------------------------------------------------------------------
 def cmd_synth(args: argparse.Namespace) -> int:
     from .data.synthetic import PhantomConfig, generate_dataset
+    from .schema import NON_VERTEBRAL_LEVEL, resolve_schema
 
+    fov = args.fov_mm
+    if fov is None and NON_VERTEBRAL_LEVEL in resolve_schema(args.schema).level_names:
+        fov = SYNTH_FOV_WITH_HIPS_MM  # a taller field: the femoral heads in every image
     t0 = time.perf_counter()
-    out = generate_dataset(args.out, args.num_images, seed=args.seed,
-                           config=PhantomConfig(long_side=args.size), fmt=args.format,
-                           workers=args.workers, schema=args.schema)
+    config = PhantomConfig(long_side=args.size,
+                           **({} if fov is None else {"fov_height_mm": fov}))
+    out = generate_dataset(args.out, args.num_images, seed=args.seed, config=config,
+                           fmt=args.format, workers=args.workers, schema=args.schema)
     print(f"wrote {args.num_images} images to {out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -349,6 +411,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     if args.schema is not None:
         resolve_schema(args.schema)  # an unknown name fails before any data is read
+    _check_init_from(args.init_from)
     budget = args.time_budget
     if isinstance(budget, float):
         budget = split_time_budget(budget, stages)
@@ -356,6 +419,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         accelerator=args.accelerator, devices=_devices(args.devices),
         num_nodes=args.num_nodes, strategy=args.strategy,
         precision=args.precision or "32-true", max_epochs=args.max_epochs,
+        landmark_epochs=args.landmark_epochs,
         detector_epochs=args.detector_epochs, refiner_epochs=args.refiner_epochs,
         image_size=args.image_size, crop_size=args.crop_size, batch_size=args.batch_size,
         backbone=args.backbone, detector_backbone=args.detector_backbone,
@@ -364,11 +428,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         stages=stages, val_dir=args.val, time_budget_s=budget or {}, schema=args.schema,
         detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {}, masks=args.masks,
         **_task_classes(args),
+        skip_invalid=args.skip_invalid,
         **({} if args.deformity_weight is None else {"deformity_weight": args.deformity_weight}),
         **({} if args.height_weight is None else {"height_weight": args.height_weight}))
     out = train_pipeline(args.data, args.out, cfg, overwrite=args.overwrite)
     print(f"pipeline saved to {out}")
     return 0
+
+
+def _check_init_from(source: str | None) -> None:
+    """``--init-from`` must name a saved pipeline (or a run holding one) before any training."""
+    if source is None:
+        return
+    p = Path(source)
+    if not ((p / "pipeline.json").is_file() or (p / "pipeline" / "pipeline.json").is_file()):
+        raise ValueError(f"--init-from {source}: not a saved pipeline (no pipeline.json there "
+                         "or in its pipeline/ folder); give RUN/pipeline of a finished run")
 
 
 def _devices(text: str) -> int | str:
@@ -483,7 +558,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.annotations import read_coco
     from .data.datamodule import schema_for
-    from .evaluation import evaluate, match_to_ground_truth
+    from .evaluation import coverage, coverage_line, evaluate, match_to_ground_truth
     from .report import summary_table, write_report
 
     schema = schema_for(args.schema, [Path(args.ground_truth)])
@@ -505,11 +580,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # unmatched predictions were reported above
         warnings.filterwarnings("ignore", message=".*without ground truth ignored")
         metrics = evaluate(pred, gt, schema, step1_records=step1)
+    cov = coverage(gt, pred, unmatched)
+    metrics["coverage"] = cov
+    metrics["n_unmatched_predictions"] = cov["predictions_unmatched"]
     report = write_report(metrics, args.out, pred_records=pred, gt_records=gt, schema=schema,
                           step1_records=step1)
+    print(coverage_line(cov))
     print(summary_table(metrics))
     print(f"report: {report}")
-    return EXIT_OK
+    return _partial_evaluation(cov, args.predictions, args.allow_partial)
+
+
+def _partial_evaluation(cov: dict[str, Any], predictions: str, allow: bool) -> int:
+    """Exit 1 (and say so) when ground-truth images have no prediction, unless allowed."""
+    if cov["complete"] or allow:
+        return EXIT_OK
+    print(f"error: {predictions}: {cov['without_prediction']} of {cov['ground_truth_images']} "
+          f"ground-truth images have no prediction (e.g. {cov['missing'][0]}); the figures "
+          f"cover the {cov['matched']} matched images only: predict the others, or "
+          "--allow-partial to accept a partial evaluation", file=sys.stderr)
+    return EXIT_PARTIAL
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -521,7 +611,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .data.annotation_tools import export_cvat, export_label_studio
+    from .data.annotation_tools import export_coco, export_cvat, export_label_studio
     from .data.annotations import read_coco
     from .data.datamodule import schema_for
 
@@ -529,6 +619,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     records = read_coco(args.annotations, schema)
     if args.format == "cvat":
         out = export_cvat(records, schema, args.out)
+    elif args.format == "coco":
+        out = export_coco(records, schema, args.out)
     else:
         out = export_label_studio(records, schema, args.out, image_url=args.image_url)
     print(f"wrote {len(records)} images to {out}")
@@ -536,7 +628,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .data.annotation_tools import read_cvat, read_label_studio, write_dataset
+    from .data.annotation_tools import (
+        read_cvat_problems,
+        read_label_studio_problems,
+        write_dataset,
+    )
     from .data.buu_lspine import import_buu_lspine
     from .schema import resolve_schema
 
@@ -547,9 +643,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         if args.images is None:
             raise ValueError(f"--images: the folder with the images of {args.source} is needed "
                              f"for --format {args.format}")
-        reader = read_cvat if args.format == "cvat" else read_label_studio
-        records = write_dataset(reader(args.source, schema), schema, args.images, args.out,
-                                copy=args.copy)
+        reader = (read_label_studio_problems if args.format == "label-studio"
+                  else read_cvat_problems)
+        read, problems = reader(args.source, schema)
+        records = write_dataset(read, schema, args.images, args.out, copy=args.copy,
+                                source=str(args.source), problems=problems,
+                                skip_invalid=args.skip_invalid)
+        if len(records) < len(read):
+            print(f"left out {len(read) - len(records)} of {len(read)} images with problems "
+                  f"(listed in {Path(args.out) / 'skipped_records.csv'})")
     print(f"wrote {len(records)} images to {Path(args.out) / 'annotations.json'}")
     return EXIT_OK
 
@@ -568,9 +670,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_lightning_cli(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
+    if args.command is None:  # a bare command is a usage error: say what to type
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
     debug = args.debug or os.environ.get("SPINELANDMARKS_DEBUG", "") not in ("", "0")
     configure_output(verbose=args.verbose or debug)
     try:

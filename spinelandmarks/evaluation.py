@@ -60,6 +60,8 @@ __all__ = [
     "REFERENCE",
     "SDR_THRESHOLDS_MM",
     "angle_columns",
+    "coverage",
+    "coverage_line",
     "evaluate",
     "match_to_ground_truth",
     "measure_records",
@@ -705,3 +707,41 @@ def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageReco
     if any(r.masks for r in gts):
         result["masks"] = evaluate_masks(p2.matched, gts, schema)
     return result
+
+
+def coverage(gt_records: Sequence[ImageRecord], matched: Sequence[ImageRecord],
+             unmatched: Sequence[str]) -> dict[str, Any]:
+    """How much of the ground truth an evaluation covers.
+
+    Parameters
+    ----------
+    gt_records : sequence of ImageRecord
+        The ground truth.
+    matched : sequence of ImageRecord
+        Predictions named as the ground truth names them (:func:`match_to_ground_truth`).
+    unmatched : sequence of str
+        Names of the predictions that match no ground-truth image.
+
+    Returns
+    -------
+    dict
+        ``{"ground_truth_images", "matched", "without_prediction", "predictions",
+        "predictions_unmatched", "complete", "missing": [first 20 file names]}``;
+        ``complete`` is True when every ground-truth image has a prediction.
+    """
+    have = {r.file_name for r in matched}
+    missing = [r.file_name for r in gt_records if r.file_name not in have]
+    return {"ground_truth_images": len(gt_records), "matched": len(gt_records) - len(missing),
+            "without_prediction": len(missing), "predictions": len(matched) + len(unmatched),
+            "predictions_unmatched": len(unmatched), "complete": not missing,
+            "missing": missing[:20]}
+
+
+def coverage_line(cov: Mapping[str, Any]) -> str:
+    """The coverage as the headline of ``evaluate``: ``coverage: 6 of 24 ground-truth images
+    have a prediction; 18 prediction(s) match no ground-truth image``."""
+    line = (f"coverage: {cov['matched']} of {cov['ground_truth_images']} ground-truth images "
+            "have a prediction")
+    if cov["predictions_unmatched"]:
+        line += f"; {cov['predictions_unmatched']} prediction(s) match no ground-truth image"
+    return line

@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from torch.utils.data import DataLoader, Dataset
 
 from ._output import quiet_lightning
+from .content_digest import pipeline_digest
 from .data.io import ImageReadError, Radiograph, read_image
 from .data.plot import save_png
 from .overlay import draw_overlay
@@ -239,19 +240,23 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
     Raises
     ------
     ValueError
-        ``out_dir`` is not empty and not the output of ``predict`` on the same inputs (and not
+        ``out_dir`` is not empty and not the output of ``predict`` on the same inputs with the
+        same pipeline (by the digest of its weights and options) and settings (and not
         ``overwrite``).
     KeyboardInterrupt
         SIGINT or SIGTERM arrived: the batch in flight was finished and every output written
         for the images done; rerun to resume.
     """
     out = Path(out_dir)
-    pipe = SpineLandmarkPipeline.load(resolve_pipeline_dir(run))
+    pipe_dir = resolve_pipeline_dir(run)
+    digest = pipeline_digest(pipe_dir)  # identity by content: a pipeline saved anew differs
+    pipe = SpineLandmarkPipeline.load(pipe_dir)
     if tta is not None:
         pipe.tta = tta
     prepare_output_folder(out, files, run, overwrite,
-                          {"tta": pipe.tta, "precision": precision, "overlays": overlays})
-    keys = [file_key(Path(f)) for f in files]
+                          {"tta": pipe.tta, "precision": precision, "overlays": overlays},
+                          pipeline_sha256=digest)
+    keys = [file_key(Path(f), digest) for f in files]
     _merge_shards(out)  # an interrupted earlier run's shards join the journal first
     done_before = PredictionJournal(out / JOURNAL).done
     todo = [i for i, k in enumerate(keys) if k not in done_before]

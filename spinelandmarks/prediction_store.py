@@ -1,12 +1,14 @@
 """The output folder of ``predict``: what makes a run over an archive safe to stop and resume.
 
-* ``predict.json`` names the inputs the folder holds (a digest of their paths), so a folder
-  with other files, or with the predictions of other inputs, is refused unless told.
+* ``predict.json`` names the inputs the folder holds (a digest of their paths), the pipeline
+  that predicted them (a digest of its weights and options, not its path) and the settings,
+  so a folder with other files, or with the predictions of other inputs or of another
+  pipeline, is refused unless told (``overwrite``).
 * ``predictions.jsonl`` is a journal: one line per finished image (its key, file and result),
   appended, flushed and fsynced after every batch. A crash, a full disk or Ctrl-C loses at most
   the batch in flight; rerunning the same command skips the images already in the journal.
-  An image is keyed by its resolved path, size and modification time, so a file replaced in
-  place is predicted again.
+  An image is keyed by its resolved path, size and modification time and by the pipeline's
+  digest, so a file replaced in place, or a pipeline saved anew, is predicted again.
 * ``predictions.json``, ``predictions_step1.json`` and ``measurements.csv`` are assembled from
   the journal, in input order, atomically, at the end of every run (also an interrupted one):
   a resumed run yields the same files as an uninterrupted one.
@@ -29,6 +31,7 @@ from typing import IO, Any
 import numpy as np
 
 from ._atomic import atomic_write_text
+from .content_digest import short
 from .data.annotations import ImageRecord, write_coco
 from .evaluation import write_measurements_csv
 from .pipeline import SpineResult
@@ -44,10 +47,12 @@ JOURNAL = "predictions.jsonl"
 _MARKER = "predict.json"
 
 
-def file_key(path: Path) -> str:
-    """``resolved path|size|mtime_ns``: the identity of an input for resuming."""
+def file_key(path: Path, pipeline_sha256: str | None = None) -> str:
+    """``resolved path|size|mtime_ns`` (and ``|pipeline=DIGEST`` when given): the identity of
+    an input, predicted by that pipeline, for resuming."""
     st = path.stat()
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return key if pipeline_sha256 is None else f"{key}|pipeline={short(pipeline_sha256)}"
 
 
 def _inputs_digest(files: Sequence[Path]) -> str:
@@ -63,37 +68,71 @@ def _remove(target: Path) -> None:
 
 
 def prepare_output_folder(out: Path, files: Sequence[Path], run: str | os.PathLike[str],
-                          overwrite: bool, settings: dict[str, Any] | None = None) -> None:
+                          overwrite: bool, settings: dict[str, Any] | None = None, *,
+                          pipeline_sha256: str | None = None) -> None:
     """Make ``out`` ready for ``files`` predicted by ``run`` with ``settings``.
 
-    The same inputs, run and settings as before: the journal and overlays are kept (the run
-    resumes), the assembled files are cleared. Anything else in the folder: refused, or with
-    ``overwrite`` the outputs of ``predict`` are removed (other files are left alone).
+    The same inputs, pipeline (by content: ``pipeline_sha256``, see
+    :func:`~spinelandmarks.content_digest.pipeline_digest`) and settings as before: the journal
+    and overlays are kept (the run resumes), the assembled files are cleared. Anything else in
+    the folder: refused, or with ``overwrite`` the outputs of ``predict`` are removed (other
+    files are left alone).
 
     Raises
     ------
     ValueError
         ``out`` is not empty and not the output of ``predict`` on these inputs with this
-        pipeline and these settings.
+        pipeline and these settings; the message names what differs (for another pipeline,
+        both digests) and the way forward.
     """
-    digest = _inputs_digest(files) + ":" + hashlib.sha256(json.dumps(
-        {"run": str(Path(run).resolve()), **(settings or {})}, sort_keys=True,
-        default=str).encode()).hexdigest()
     marker = out / _MARKER
+    now = {"inputs": _inputs_digest(files),
+           "settings": hashlib.sha256(json.dumps(settings or {}, sort_keys=True,
+                                                 default=str).encode()).hexdigest(),
+           "pipeline_sha256": pipeline_sha256}
     if out.is_dir() and any(out.iterdir()):
-        same = marker.is_file() and json.loads(marker.read_text()).get("inputs") == digest
-        if not same and not overwrite:
-            what = ("the output of predict on other inputs or with another pipeline or "
-                    "settings" if marker.is_file() else "not the output of predict")
-            raise ValueError(f"{out}: the folder is not empty and holds {what}; choose another "
-                             "--out, or --overwrite to replace the predictions there")
-        stale = FINAL_OUTPUTS if same else (*FINAL_OUTPUTS, JOURNAL, "overlays", "shards",
-                                            _MARKER)
+        stored = _read_marker(marker)
+        why = _difference(out, stored, now, run)
+        if why is not None and not overwrite:
+            raise ValueError(why)
+        stale = FINAL_OUTPUTS if why is None else (*FINAL_OUTPUTS, JOURNAL, "overlays",
+                                                   "shards", _MARKER)
         for name in stale:
             _remove(out / name)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(marker, json.dumps({"inputs": digest, "images": len(files),
-                                          "run": str(run)}, indent=2) + "\n")
+    atomic_write_text(marker, json.dumps({**now, "images": len(files), "run": str(run)},
+                                         indent=2) + "\n")
+
+
+def _read_marker(marker: Path) -> dict[str, Any] | None:
+    if not marker.is_file():
+        return None
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _difference(out: Path, stored: dict[str, Any] | None, now: dict[str, Any],
+                run: str | os.PathLike[str]) -> str | None:
+    """Why the non-empty folder ``out`` cannot be resumed for ``now`` (None: it can)."""
+    fix = "choose another --out, or --overwrite to replace the predictions there"
+    if stored is None:
+        return f"{out}: the folder is not empty and holds files not written by predict; {fix}"
+    if stored.get("inputs") != now["inputs"]:
+        return (f"{out}: the folder is not empty and holds the output of predict on other "
+                f"inputs; {fix}")
+    if stored.get("pipeline_sha256") != now["pipeline_sha256"]:
+        return (f"{out}: holds predictions of pipeline {short(stored.get('pipeline_sha256'))} "
+                f"({stored.get('run', '?')}), but {run} is now pipeline "
+                f"{short(now['pipeline_sha256'])} (its weights or options changed, e.g. saved "
+                f"anew); they are not reused: --overwrite to predict again with this pipeline, "
+                f"or choose another --out")
+    if stored.get("settings") != now["settings"]:
+        return (f"{out}: the folder is not empty and holds the output of predict with other "
+                f"settings (tta, precision, overlays); {fix}")
+    return None
 
 
 # -- the journal -----------------------------------------------------------------------------------

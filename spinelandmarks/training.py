@@ -26,7 +26,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from ._atomic import atomic_write_text
+from .content_digest import pipeline_digest, short
 from .data.datamodule import SpineDataModule
+from .data.lenient import SKIPPED_FILE, skipped_summary, write_skipped
 from .defaults import BUDGET_SHARES, CROP_SCALE, CROP_SIZE, INPUT_SIZE
 from .models.base import LandmarkTask
 from .models.classes import class_path, import_class
@@ -40,6 +42,9 @@ __all__ = ["BUDGET_SHARES", "IDENTITY_FIELDS", "STAGES", "STAGE_CLASSES", "RunMi
 STAGES = ("detector", "landmark", "refiner")
 
 _log = logging.getLogger(__name__)
+
+#: Fewer validation images than this: the QC calibration warns that its thresholds are rough.
+MIN_QC_IMAGES = 10
 
 
 def split_time_budget(total_s: float, stages: tuple[str, ...] = STAGES) -> dict[str, float]:
@@ -86,6 +91,8 @@ class TrainConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     max_epochs: int = 30
+    #: Epochs of the landmark model; ``None``: ``max_epochs``.
+    landmark_epochs: int | None = None
     detector_epochs: int | None = None
     refiner_epochs: int | None = None
     image_size: tuple[int, int] = INPUT_SIZE
@@ -140,6 +147,9 @@ class TrainConfig:
     landmark_class: str | None = None
     refiner_class: str | None = None
     detector_class: str | None = None
+    #: Leave out the images whose annotations have problems (listed in
+    #: ``RUN/skipped_records.csv``) instead of refusing the data set.
+    skip_invalid: bool = False
 
 
 class StageProgressBar(TQDMProgressBar):
@@ -202,6 +212,7 @@ def _datamodule(data_dir: str, cfg: TrainConfig, task: str) -> SpineDataModule:
         seed=cfg.seed, persistent_workers=cfg.num_workers > 0, crop_scale=cfg.crop_scale,
         schema=cfg.schema, masks=cfg.masks and task == "crops",
         deformity_weight=cfg.deformity_weight if task in ("crops", "detection") else 1.0,
+        skip_invalid=cfg.skip_invalid,
     )
 
 
@@ -239,6 +250,8 @@ def _epochs(stage: str, cfg: TrainConfig) -> int:
         return cfg.detector_epochs
     if stage == "refiner" and cfg.refiner_epochs is not None:
         return cfg.refiner_epochs
+    if stage == "landmark" and cfg.landmark_epochs is not None:
+        return cfg.landmark_epochs
     return cfg.max_epochs
 
 
@@ -354,10 +367,20 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
     for stage in cfg.stages:
         stage_class(stage, cfg)  # an unimportable class fails before any training
     run = Path(run_dir)
-    _datamodule(str(data_dir), cfg, "landmarks").setup("fit")  # every data problem, at once
+    dm = _datamodule(str(data_dir), cfg, "landmarks")
+    dm.setup("fit")  # every data problem, at once
+    if not dm.train_records:
+        raise ValueError(f"{Path(data_dir) / 'annotations.json'}: the data set has no image "
+                         "to train on; check the path, or add annotated images")
     identity = run_identity(data_dir, cfg)
     _check_run(run, identity, overwrite)
+    _check_finished_stages(run, cfg)
     run.mkdir(parents=True, exist_ok=True)
+    if cfg.skip_invalid:
+        write_skipped(run / SKIPPED_FILE, dm.skipped)
+        if dm.skipped:
+            _log.warning("%s (--skip-invalid)", skipped_summary(dm.skipped, dm.n_read,
+                                                                run / SKIPPED_FILE))
     atomic_write_text(run / "config.json", json.dumps(
         {"data_dir": str(data_dir), **asdict(cfg), "identity": identity}, indent=2,
         default=str) + "\n")
@@ -394,7 +417,41 @@ def run_identity(data_dir: str | os.PathLike[str], cfg: TrainConfig) -> dict[str
         if cfg.val_dir else None}
     settings = asdict(cfg)
     ident.update({k: settings[k] for k in IDENTITY_FIELDS})
+    ident.update(_content_identity(data_dir, cfg))
     return json.loads(json.dumps(ident, default=str))  # tuples -> lists, as stored
+
+
+def _content_identity(data_dir: str | os.PathLike[str], cfg: TrainConfig) -> dict[str, Any]:
+    """What the paths of a run do not say: the images' sizes and modification times, and the
+    content digest of the ``--init-from`` pipeline (a source changed in place is another
+    source)."""
+    ident: dict[str, Any] = {"images_stat_sha256": _images_stat_digest(Path(data_dir))}
+    if cfg.val_dir:
+        ident["val_images_stat_sha256"] = _images_stat_digest(Path(cfg.val_dir))
+    if cfg.init_from:
+        source = Path(cfg.init_from)
+        if not (source / "pipeline.json").is_file() and (source / "pipeline").is_dir():
+            source = source / "pipeline"
+        ident["init_from_sha256"] = (pipeline_digest(source)
+                                     if (source / "pipeline.json").is_file() else None)
+    return ident
+
+
+def _images_stat_digest(root: Path) -> str | None:
+    """SHA-256 of ``file_name|size|mtime_ns`` of every image the annotation file names."""
+    try:
+        doc = json.loads((root / "annotations.json").read_text(encoding="utf-8"))
+        names = sorted(str(im["file_name"]) for im in doc.get("images", []))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    h = hashlib.sha256()
+    for name in names:
+        try:
+            st = (root / name).stat()
+        except OSError:
+            continue
+        h.update(f"{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def _check_run(run: Path, identity: dict[str, Any], overwrite: bool) -> None:
@@ -411,12 +468,67 @@ def _check_run(run: Path, identity: dict[str, Any], overwrite: bool) -> None:
     if stored is None:  # a run from before identities were recorded
         return
     # a setting a run from an older version did not record is taken as unchanged
-    changed = [f"{k}: {stored.get(k)!r} in the run, {v!r} now" for k, v in identity.items()
+    changed = [_change(k, stored[k], v) for k, v in identity.items()
                if k in stored and stored[k] != v]
     if changed:
         raise RunMismatchError(
             f"{run} was trained with other data or settings ({'; '.join(changed)}): "
             "use a new --out, or --overwrite to start this run over")
+
+
+def _stage_length(stage: str, settings: dict[str, Any]) -> str:
+    """How long a stage trains under ``settings`` (a TrainConfig as a dict): ``3 epoch(s)`` or
+    ``a 90 s time budget``."""
+    budget = (settings.get("time_budget_s") or {}).get(stage)
+    if budget is not None:
+        return f"a {float(budget):g} s time budget"
+    epochs = settings.get(f"{stage}_epochs")
+    return f"{settings['max_epochs'] if epochs is None else epochs} epoch(s)"
+
+
+def _check_finished_stages(run: Path, cfg: TrainConfig) -> None:
+    """A finished stage is never extended: asking it for another length is refused, saying
+    that nothing was trained and how to train longer (before anything is written).
+
+    Continuing a finished stage would restart a learning-rate schedule that has already
+    annealed to its floor; a clean way to train longer is to start over (``--overwrite``) or
+    to fine-tune from the finished weights in a new run (``--init-from``).
+    """
+    now = asdict(cfg)
+    finished = []
+    for stage in cfg.stages:
+        stage_cfg = run / stage / "config.json"
+        if not ((run / stage / "best.pt").is_file() and stage_cfg.is_file()):
+            continue
+        try:
+            stored = json.loads(stage_cfg.read_text(encoding="utf-8"))
+            before = _stage_length(stage, stored)
+        except (OSError, ValueError, KeyError):
+            continue
+        if before != _stage_length(stage, now):
+            finished.append(f"{stage} finished with {before}, "
+                            f"{_stage_length(stage, now)} asked")
+    if finished:
+        raise RunMismatchError(
+            f"{run}: {'; '.join(finished)}. Nothing was trained: a finished stage is not "
+            "extended. To train longer, --overwrite (start this run over with the new length), "
+            f"or train into a new --out with --init-from {run} (continue from its weights)")
+
+
+#: What a changed content digest means, for the refusal message.
+_DIGEST_MEANING = {"annotations_sha256": "the annotation file changed",
+                   "val_annotations_sha256": "the validation annotation file changed",
+                   "images_stat_sha256": "images changed in place (size or time)",
+                   "val_images_stat_sha256": "validation images changed in place",
+                   "init_from_sha256": "the --init-from pipeline changed in place"}
+
+
+def _change(key: str, before: Any, now: Any) -> str:
+    """One difference between a stored run identity and the current one, as a user reads it."""
+    if key in _DIGEST_MEANING:
+        return (f"{key}: {short(before)} in the run, {short(now)} now "
+                f"({_DIGEST_MEANING[key]})")
+    return f"{key}: {before!r} in the run, {now!r} now"
 
 
 def _calibrate_qc(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) -> None:
@@ -425,13 +537,23 @@ def _calibrate_qc(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) 
     dm = _datamodule(data_dir, cfg, "landmarks")
     dm.setup("fit")
     if not dm.val_records:
+        _log.warning("no validation images: the QC thresholds are left at their defaults; give "
+                     "validation images (--val) to fit them to this pipeline")
         return
     gpu = cfg.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     pipe.to("cuda" if gpu else "cpu")
     truths = [np.where((r.visibility > 0)[:, None], r.points, np.nan) for r in dm.val_records]
+    n = len(truths)
+    if n < MIN_QC_IMAGES:
+        _log.warning("QC thresholds are fitted on %d validation image(s), fewer than %d: they "
+                     "are a rough guess (more review flags or fewer than they should be); give "
+                     "more validation images (--val) or recalibrate later "
+                     "(SpineLandmarkPipeline.calibrate_qc)", n, MIN_QC_IMAGES)
+    _log.info("QC calibration: predicting %d validation image(s) with the new pipeline ...", n)
+    t0 = time.perf_counter()
     th = pipe.calibrate_qc(dm.image_paths("val"), truths, batch_size=cfg.batch_size)
     pipe.to("cpu")
-    _log.info("QC thresholds fitted on %d validation images: spread %.2f, detector distance "
-              "%.2f, refinement jump %.2f body heights; fracture screen at %.3f height loss",
-              len(truths), th.max_spread_frac, th.detector_distance_frac,
-              th.refinement_jump_frac, pipe.fracture_screen_loss)
+    _log.info("QC thresholds fitted on %d validation images in %.0f s: spread %.2f, detector "
+              "distance %.2f, refinement jump %.2f body heights; fracture screen at %.3f height "
+              "loss", n, time.perf_counter() - t0, th.max_spread_frac,
+              th.detector_distance_frac, th.refinement_jump_frac, pipe.fracture_screen_loss)

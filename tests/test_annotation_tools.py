@@ -12,7 +12,7 @@ from PIL import Image
 
 from spinelandmarks.cli import main
 from spinelandmarks.data.annotation_tools import (
-    export_cvat,
+    export_coco,
     export_label_studio,
     read_cvat,
     read_label_studio,
@@ -30,9 +30,20 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_cvat_round_trip_and_labels(data: Path, tmp_path: Path) -> None:
     recs = read_coco(data / "annotations.json", S)
-    zpath = export_cvat(recs, S, tmp_path / "cvat")
+    zpath = export_coco(recs, S, tmp_path / "cvat")
     with zipfile.ZipFile(zpath) as z:
         assert z.namelist() == ["annotations/person_keypoints_default.json"]
+        doc = json.loads(z.read("annotations/person_keypoints_default.json"))
+    # every section and field CVAT's COCO importer (datumaro) expects
+    assert doc["licenses"] == [{"name": "", "id": 0, "url": ""}]
+    assert {"contributor", "date_created", "description", "url", "version", "year"} <= set(
+        doc["info"])
+    assert all({"id", "width", "height", "file_name", "license"} <= set(im)
+               for im in doc["images"])
+    assert all({"id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd",
+                "keypoints", "num_keypoints"} <= set(a) for a in doc["annotations"])
+    assert all({"id", "name", "supercategory", "keypoints", "skeleton"} <= set(c)
+               for c in doc["categories"])
     labels = json.loads((tmp_path / "cvat" / "cvat_labels.json").read_text())
     assert [lb["name"] for lb in labels] == list(S.level_names)
     assert [s["name"] for s in labels[0]["sublabels"]] == list(S.levels[0].points)
@@ -72,8 +83,8 @@ def test_label_studio_round_trip_with_a_correction(data: Path, tmp_path: Path) -
 def test_import_verbs_write_a_validated_dataset(data: Path, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     recs = read_coco(data / "annotations.json", S)
-    for fmt, name in (("cvat", "cvat_annotations.zip"), ("label-studio",
-                                                         "label_studio_tasks.json")):
+    for fmt, name in (("cvat", "annotations.xml"), ("coco", "coco_keypoints.zip"),
+                      ("label-studio", "label_studio_tasks.json")):
         assert main(["export", str(data / "annotations.json"), "--format", fmt, "--out",
                      str(tmp_path / fmt)]) == 0
         ds = tmp_path / f"ds_{fmt}"
@@ -84,9 +95,12 @@ def test_import_verbs_write_a_validated_dataset(data: Path, tmp_path: Path,
             assert b.file_name == a.file_name  # images/<name>, linked
             np.testing.assert_allclose(a.points, b.points, atol=1e-9)
     capsys.readouterr()
-    assert main(["import", str(tmp_path / "cvat" / "cvat_annotations.zip"), "--format", "cvat",
+    assert main(["import", str(tmp_path / "cvat" / "annotations.xml"), "--format", "cvat",
                  "--images", str(tmp_path), "--out", str(tmp_path / "bad")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "does not exist" in err
+    assert err.startswith(  # headed with the file that holds the records
+        f"error: 3 annotation problem(s) in {tmp_path / 'cvat' / 'annotations.xml'}:")
     assert not (tmp_path / "bad").exists()
 
 

@@ -27,7 +27,7 @@ import json
 import math
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -46,6 +46,7 @@ __all__ = [
     "AnnotationProblem",
     "ImageRecord",
     "read_coco",
+    "read_coco_problems",
     "read_csv",
     "validate",
     "write_coco",
@@ -305,6 +306,38 @@ def read_coco(path: StrPath, schema: LandmarkSchema = LUMBAR_SAGITTAL, *,
         names on labelled points, duplicate vertebrae or points in one image, annotations of
         unknown images; with ``validate`` also the problems :func:`validate` reports.
     """
+    records, problems = read_coco_problems(path, schema, validate=validate, root=root)
+    if problems:
+        raise AnnotationError(problems, str(Path(path)))
+    return records
+
+
+def read_coco_problems(path: StrPath, schema: LandmarkSchema = LUMBAR_SAGITTAL, *,
+                       validate: bool = False, root: StrPath | None = None,
+                       prepare: Callable[[list[ImageRecord]], object] | None = None
+                       ) -> tuple[list[ImageRecord], list[AnnotationProblem]]:
+    """As :func:`read_coco`, returning the problems instead of raising them.
+
+    Parameters
+    ----------
+    path, schema, validate, root
+        As for :func:`read_coco`.
+    prepare : callable, optional
+        Called with the records before they are validated (e.g.
+        :func:`~spinelandmarks.data.lenient.clip_to_border`).
+
+    Returns
+    -------
+    records : list of ImageRecord
+        Every record that could be read (those with problems included).
+    problems : list of AnnotationProblem
+        Every problem; each one of a record names its ``image_id``.
+
+    Raises
+    ------
+    AnnotationError
+        The file cannot be read at all (missing, not JSON, not an object).
+    """
     p = Path(path)
     reader = _CocoReader(str(p), schema)
     data = reader.load(p)
@@ -312,13 +345,13 @@ def read_coco(path: StrPath, schema: LandmarkSchema = LUMBAR_SAGITTAL, *,
     cats = reader.categories(data.get("categories", []))
     for n, ann in enumerate(data.get("annotations", [])):
         reader.annotation(n, ann, cats)
+    if prepare is not None:
+        prepare(records)
     if validate:
         reader.problems.extend(_validate(records, schema,
                                          Path(root) if root is not None else p.parent,
                                          reader.src, reader.ann_ids))
-    if reader.problems:
-        raise AnnotationError(reader.problems, reader.src)
-    return records
+    return records, reader.problems
 
 
 class _CocoReader:
@@ -514,8 +547,11 @@ class _CocoReader:
         lv, pt = name
         owner = self.point_owner.get((where["image_id"], idx))
         if owner is not None:
-            self._add("duplicate_point", f"{lv} {pt} is labelled twice (also annotation id "
-                                         f"{owner})", level=lv, point=pt, **where)
+            first = rec.points[idx]
+            self._add("duplicate_point", f"{lv} {pt} is labelled twice: at ({first[0]:.6g}, "
+                                         f"{first[1]:.6g}) in annotation id {owner} and at "
+                                         f"({x}, {y}) here; keep one", level=lv, point=pt,
+                      **where)
             return False
         self.point_owner[(where["image_id"], idx)] = where["annotation_id"]
         try:

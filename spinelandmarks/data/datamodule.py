@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..defaults import CROP_SCALE, CROP_SIZE, INPUT_SIZE
 from ..schema import LUMBAR_SAGITTAL, LandmarkSchema, resolve_schema
-from .annotations import AnnotationError, AnnotationProblem, ImageRecord, read_coco
+from .annotations import AnnotationError, AnnotationProblem, ImageRecord, read_coco_problems
 from .batch import LandmarkBatch, collate
 from .datasets import (
     AugmentConfig,
@@ -25,6 +26,7 @@ from .datasets import (
     EpochSampler,
     LandmarkDataset,
 )
+from .lenient import clip_to_border, leave_out_invalid
 from .splits import split_records
 
 __all__ = ["SpineDataModule", "schema_for", "seed_worker"]
@@ -109,12 +111,21 @@ class SpineDataModule(L.LightningDataModule):
         many times as often as the others; a whole radiograph is drawn with the mean weight
         of its bodies (:meth:`~spinelandmarks.data.datasets.LandmarkDataset.deformity_weights`).
         1 draws every sample once per epoch.
+    skip_invalid : bool
+        Leave out the records with annotation problems (listed in :attr:`skipped`) instead of
+        refusing the data; problems that belong to no record still raise. Labelled points just
+        outside their image are clipped onto its border either way
+        (:func:`~spinelandmarks.data.lenient.clip_to_border`).
 
     Attributes
     ----------
     schema : LandmarkSchema
     train_records, val_records, test_records : list of ImageRecord
         Filled by :meth:`setup`.
+    skipped : list of AnnotationProblem
+        With ``skip_invalid``: the problems of the records left out (filled by :meth:`setup`).
+    n_read : int
+        Records read, before any was left out.
     """
 
     def __init__(self, data_dir: str | list[str],
@@ -127,7 +138,8 @@ class SpineDataModule(L.LightningDataModule):
                  persistent_workers: bool = True, augment: bool = True,
                  crop_scale: float = CROP_SCALE,
                  crop_jitter: tuple[float, float, float] = (0.1, 0.1, 8.0),
-                 masks: bool = False, deformity_weight: float = 1.0) -> None:
+                 masks: bool = False, deformity_weight: float = 1.0,
+                 skip_invalid: bool = False) -> None:
         super().__init__()
         if task not in ("landmarks", "detection", "crops"):
             raise ValueError(f"task must be 'landmarks', 'detection' or 'crops', got {task!r}")
@@ -153,6 +165,9 @@ class SpineDataModule(L.LightningDataModule):
         if not deformity_weight > 0:
             raise ValueError(f"deformity_weight must be positive, got {deformity_weight}")
         self.deformity_weight = float(deformity_weight)
+        self.skip_invalid = bool(skip_invalid)
+        self.skipped: list[AnnotationProblem] = []
+        self.n_read = 0
         self.crop_jitter = tuple(float(j) for j in crop_jitter)
         self.train_records: list[ImageRecord] = []
         self.val_records: list[ImageRecord] = []
@@ -173,15 +188,26 @@ class SpineDataModule(L.LightningDataModule):
         roots: list[Path] = []
         problems: list[AnnotationProblem] = []
         for d in dirs:
+            src = str(d / "annotations.json")
             try:
-                recs = read_coco(d / "annotations.json", self.schema, root=d, validate=True)
+                recs, found = read_coco_problems(
+                    d / "annotations.json", self.schema, root=d, validate=True,
+                    prepare=functools.partial(clip_to_border, schema=self.schema, source=src))
             except AnnotationError as exc:
                 problems += exc.problems
+                continue
+            self.n_read += len(recs)
+            if found and self.skip_invalid:
+                recs, left_out = leave_out_invalid(recs, found, src)
+                self.skipped += left_out
+            elif found:
+                problems += found
                 continue
             records += recs
             roots += [d] * len(recs)
         if problems:
-            raise AnnotationError(problems, ", ".join(str(d) for d in dirs))
+            raise AnnotationError(problems, ", ".join(str(d / "annotations.json")
+                                                      for d in dirs))
         return records, roots
 
     # -- setup ---------------------------------------------------------------------------------
