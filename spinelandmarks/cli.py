@@ -172,8 +172,17 @@ def _verb_train(sub: Any) -> None:
                    help="weight of the refiner's body-height loss term (relative error of the "
                         "anterior, middle and posterior heights); 0 disables "
                         "(default: TrainConfig.height_weight, 0)")
+    _add_cache_option(p)
     p.add_argument("--stages", default="detector,landmark,refiner",
                    help="comma-separated subset of detector,landmark,refiner")
+
+
+def _add_cache_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", choices=["memory", "disk", "none"], default="memory",
+                   help="keep each decoded, normalized radiograph for its crops and later "
+                        "epochs: in each worker's memory (within a byte budget), memory-mapped "
+                        "in RUN/cache (shared by the workers; needs disk space), or not at all "
+                        "(default: memory)")
 
 
 def _verb_predict(sub: Any) -> None:
@@ -335,6 +344,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_workers=args.workers, seed=args.seed,
         stages=stages, val_dir=args.val, time_budget_s=budget or {}, schema=args.schema,
         detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {}, masks=args.masks,
+        cache=args.cache,
         **({} if args.deformity_weight is None else {"deformity_weight": args.deformity_weight}),
         **({} if args.height_weight is None else {"height_weight": args.height_weight}))
     out = train_pipeline(args.data, args.out, cfg, overwrite=args.overwrite)

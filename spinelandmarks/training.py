@@ -131,6 +131,10 @@ class TrainConfig:
     #: instead of random weights: fine-tuning on a few annotated images of a new source
     #: (``docs/training.md``, "Fine-tuning on a new source"). Same schema and sizes needed.
     init_from: str | None = None
+    #: Cache of the decoded, normalized radiographs (:class:`~spinelandmarks.data.datasets.ImageCache`):
+    #: ``"memory"`` (per worker, within its byte budget), ``"disk"`` (memory-mapped files in
+    #: ``RUN/cache``, shared by the workers and kept between stages and runs) or ``"none"``.
+    cache: str = "memory"
 
 
 class StageProgressBar(TQDMProgressBar):
@@ -182,7 +186,9 @@ class TimeBudget(L.Callback):
             trainer.should_stop = True
 
 
-def _datamodule(data_dir: str, cfg: TrainConfig, task: str) -> SpineDataModule:
+def _datamodule(data_dir: str, cfg: TrainConfig, task: str,
+                run_dir: Path | None = None) -> SpineDataModule:
+    """The stage's data; ``run_dir`` given: with the configured cache (in ``RUN/cache``)."""
     return SpineDataModule(
         data_dir, task=task,  # type: ignore[arg-type]
         # For crops the model input is the crop: keep the two hparams equal (Lightning merges
@@ -193,6 +199,8 @@ def _datamodule(data_dir: str, cfg: TrainConfig, task: str) -> SpineDataModule:
         seed=cfg.seed, persistent_workers=cfg.num_workers > 0, crop_scale=cfg.crop_scale,
         schema=cfg.schema, masks=cfg.masks and task == "crops",
         deformity_weight=cfg.deformity_weight if task in ("crops", "detection") else 1.0,
+        cache=cfg.cache if run_dir is not None else "none",  # type: ignore[arg-type]
+        cache_dir=str(run_dir / "cache") if run_dir is not None else None,
     )
 
 
@@ -233,7 +241,7 @@ def train_stage(stage: str, data_dir: str, run_dir: Path, cfg: TrainConfig) -> P
             {"data_dir": data_dir, **asdict(cfg)}, indent=2, default=str) + "\n")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     task = {"detector": "detection", "landmark": "landmarks", "refiner": "crops"}[stage]
-    dm = _datamodule(data_dir, cfg, task)
+    dm = _datamodule(data_dir, cfg, task, run_dir)
     dm.setup("fit")
     model = _module(stage, cfg, dm.schema.to_dict())
     last = stage_dir / "last.ckpt"
