@@ -185,6 +185,16 @@ def _add_cache_option(p: argparse.ArgumentParser) -> None:
                         "(default: memory)")
 
 
+def _add_overlay_options(p: argparse.ArgumentParser) -> None:
+    from .overlay import OVERLAY_MAX_SIDE
+
+    p.add_argument("--overlay-size", type=int, default=OVERLAY_MAX_SIDE, metavar="PX",
+                   help="long side of the overlays in pixels, 0 for full resolution "
+                        f"(default: {OVERLAY_MAX_SIDE}; smaller radiographs keep their size)")
+    p.add_argument("--overlay-format", choices=["png", "jpg"], default="png",
+                   help="overlay file format (default: png)")
+
+
 def _verb_predict(sub: Any) -> None:
     p = sub.add_parser(
         "predict", help="run a trained pipeline on radiographs",
@@ -205,6 +215,7 @@ def _verb_predict(sub: Any) -> None:
     _add_device_options(p, 4)
     _add_parallel_options(p, "1")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
+    _add_overlay_options(p)
     p.add_argument("--workers", type=int, default=0,
                    help="processes decoding the images (default 0: the main process)")
     p.add_argument("--overwrite", action="store_true",
@@ -441,7 +452,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              overlays=not args.no_overlays,
                              tta=False if args.no_tta else None, overwrite=args.overwrite,
                              workers=args.workers, devices=_devices(args.devices),
-                             num_nodes=args.num_nodes, strategy=args.strategy)
+                             num_nodes=args.num_nodes, strategy=args.strategy,
+                             overlay_size=args.overlay_size or None,
+                             overlay_format=args.overlay_format)
     for path, reason in failures:
         print(f"error: {path}: {reason}", file=sys.stderr)
     n_ok = len(files) - len(failures)
