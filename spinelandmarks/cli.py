@@ -195,6 +195,14 @@ def _add_overlay_options(p: argparse.ArgumentParser) -> None:
                    help="overlay file format (default: png)")
 
 
+def _add_backend_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="inference backend of the landmark model and refiner: onnxruntime "
+                        "runs them on the CPU with ONNX Runtime (pip install "
+                        "'spinelandmarks[onnxruntime]'; exported once per pipeline) "
+                        "(default: torch)")
+
+
 def _verb_predict(sub: Any) -> None:
     p = sub.add_parser(
         "predict", help="run a trained pipeline on radiographs",
@@ -216,6 +224,7 @@ def _verb_predict(sub: Any) -> None:
     _add_parallel_options(p, "1")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
     _add_overlay_options(p)
+    _add_backend_option(p)
     p.add_argument("--workers", type=int, default=0,
                    help="processes decoding the images (default 0: the main process)")
     p.add_argument("--overwrite", action="store_true",
@@ -454,7 +463,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              workers=args.workers, devices=_devices(args.devices),
                              num_nodes=args.num_nodes, strategy=args.strategy,
                              overlay_size=args.overlay_size or None,
-                             overlay_format=args.overlay_format)
+                             overlay_format=args.overlay_format, backend=args.backend)
     for path, reason in failures:
         print(f"error: {path}: {reason}", file=sys.stderr)
     n_ok = len(files) - len(failures)

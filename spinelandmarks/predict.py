@@ -233,8 +233,8 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
                   tta: bool | None = None, progress: bool = True, overwrite: bool = False,
                   workers: int = 0, devices: int | str = 1, num_nodes: int = 1,
                   strategy: str = "auto", overlay_size: int | None = OVERLAY_MAX_SIDE,
-                  overlay_format: str = "png", overlay_threads: int = 2
-                  ) -> list[tuple[str, str]]:
+                  overlay_format: str = "png", overlay_threads: int = 2,
+                  backend: str = "torch") -> list[tuple[str, str]]:
     """Predict every file, resumably; return ``(file, reason)`` for each one that failed.
 
     Finished images are journaled per batch (:mod:`spinelandmarks.prediction_store`); rerun
@@ -263,6 +263,9 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
     overlay_threads : int
         Threads drawing and encoding the overlays while the next images are predicted (per
         process); 0: in the prediction loop.
+    backend : {"torch", "onnxruntime"}
+        Inference backend of the networks (:meth:`SpineLandmarkPipeline.load`); onnxruntime
+        runs on the CPU only.
     tta : bool, optional
         Step-2 test-time augmentation on or off; default: as saved with the pipeline.
     progress : bool
@@ -286,7 +289,9 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
         for the images done; rerun to resume.
     """
     out = Path(out_dir)
-    pipe = SpineLandmarkPipeline.load(resolve_pipeline_dir(run))
+    if backend != "torch" and _accelerator(accelerator) != "cpu":
+        raise ValueError(f"backend {backend!r} runs on the CPU: use --accelerator cpu")
+    pipe = SpineLandmarkPipeline.load(resolve_pipeline_dir(run), backend=backend)
     if tta is not None:
         pipe.tta = tta
     if overlay_format.lower() not in ("png", "jpg", "jpeg"):
@@ -295,7 +300,8 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
                         if overlays else {})
     prepare_output_folder(out, files, run, overwrite,
                           {"tta": pipe.tta, "precision": precision, "overlays": overlays,
-                           **overlay_settings})
+                           **overlay_settings,
+                           **({"backend": backend} if backend != "torch" else {})})
     keys = [file_key(Path(f)) for f in files]
     _merge_shards(out)  # an interrupted earlier run's shards join the journal first
     done_before = PredictionJournal(out / JOURNAL).done
