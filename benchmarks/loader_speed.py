@@ -50,12 +50,14 @@ def loader_rates(data: str, args: argparse.Namespace, cache_dir: str) -> Iterato
     dm.setup("fit")
     loader = dm.train_dataloader()
     for epoch in range(args.epochs):
-        t0, n = time.perf_counter(), 0
+        t0, c0, n = time.perf_counter(), time.process_time(), 0
         for batch in loader:
             n += len(batch)
-        dt = time.perf_counter() - t0
-        print(f"loader epoch {epoch}: {n} samples in {dt:.2f} s = {n / dt:.1f} samples/s "
-              f"({args.task}, {args.workers} workers, cache={args.cache})", flush=True)
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        # In one process (--workers 0) the CPU time is the loader's own, whatever the load.
+        own = f", {n / cpu:.1f} samples per CPU-second" if args.workers == 0 else ""
+        print(f"loader epoch {epoch}: {n} samples in {dt:.2f} s = {n / dt:.1f} samples/s"
+              f"{own} ({args.task}, {args.workers} workers, cache={args.cache})", flush=True)
         yield n / dt
 
 
@@ -86,14 +88,16 @@ def network_rate(args: argparse.Namespace) -> Callable[[], float]:
     def timed() -> float:
         threads = torch.get_num_threads()
         torch.set_num_threads(args.threads)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(args.steps):
             step()
-        rate = args.batch_size * args.steps / (time.perf_counter() - t0)
+        n = args.batch_size * args.steps
+        rate = n / (time.perf_counter() - t0)
+        cpu = n / (time.process_time() - c0)
         torch.set_num_threads(threads)
-        print(f"network alone: {rate:.1f} samples/s ({type(model).__name__}, {args.backbone}, "
-              f"{size[0]}x{size[1]}, batch {args.batch_size}, {args.threads} thread(s))",
-              flush=True)
+        print(f"network alone: {rate:.1f} samples/s, {cpu:.1f} samples per CPU-second "
+              f"({type(model).__name__}, {args.backbone}, {size[0]}x{size[1]}, batch "
+              f"{args.batch_size}, {args.threads} thread(s))", flush=True)
         return rate
 
     return timed
