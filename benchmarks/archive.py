@@ -84,7 +84,8 @@ def throughput(args: argparse.Namespace) -> None:
         for workers in args.workers:
             t0 = time.perf_counter()
             predict_files(run, files, root / f"out{workers}", batch_size=args.batch,
-                          accelerator="cpu", progress=False, workers=workers)
+                          accelerator=args.accelerator, precision=args.precision,
+                          progress=False, workers=workers)
             per = (time.perf_counter() - t0) / len(files)
             share = decode / per if workers == 0 else float("nan")
             print(f"--workers {workers}: {1 / per:.3f} radiographs/s, {per * 1e3:.0f} ms each"
@@ -177,6 +178,8 @@ def main() -> None:
     p.add_argument("--size", default="2560x2048", help="radiograph HxW")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--accelerator", default="cpu", help="cpu or gpu (default cpu)")
+    p.add_argument("--precision", default="32", help="32, bf16-mixed or 16-mixed")
     p = sub.add_parser("memory")
     p.add_argument("--counts", type=int, nargs="+", default=[1000, 10000])
     p = sub.add_parser("kill")

@@ -3,16 +3,23 @@
 Usage: python benchmarks/speed.py [--device cpu|cuda] [--precision 32|bf16-mixed]
                                   [--size 2560x2048] [--batch 1 8] [--repeats 5]
                                   [--no-tta] [--channels-last] [--compile]
+                                  [--backend torch onnxruntime] [--flops]
 
 Builds the pipeline at its default sizes (ResNet-18 everywhere, 512x384 input, 128x128 crops;
 weights do not change the cost, so they are random), writes one 16-bit PNG radiograph of
-``--size`` and reports latency per radiograph with and without decoding, per batch size.
+``--size`` and reports latency per radiograph with and without decoding, per batch size and
+backend (several backends are timed in alternation, the median of ``--repeats`` each).
+``--flops`` also counts the floating-point operations of one radiograph
+(``torch.utils.flop_counter.FlopCounterMode``, eager, batch 1), measures the machine's float32
+matmul rate (2048x2048 ``torch.mm`` on the same threads) and prints the fraction of that
+limit each backend reaches.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -22,9 +29,32 @@ import torch
 
 from spinelandmarks.data.io import read_image, write_png16
 from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
+from spinelandmarks.demo import CPU_DETECTOR
 from spinelandmarks.models import CropRefiner, LandmarkModel
 from spinelandmarks.models.detector import VertebraDetector
+from spinelandmarks.ort_backend import use_onnxruntime
 from spinelandmarks.pipeline import SpineLandmarkPipeline
+
+
+def matmul_rate(seconds: float = 1.0, n: int = 2048) -> float:
+    """float32 FLOP/s of ``torch.mm`` on ``n x n`` matrices (the best of a few runs)."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    torch.mm(a, b)
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+def flops_per_radiograph(pipe: SpineLandmarkPipeline, image: np.ndarray) -> float:
+    """Floating-point operations of one eager prediction (convolutions and matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        pipe.predict([image], batch_size=1)
+    return float(counter.get_total_flops())
 
 
 def main() -> None:
@@ -35,16 +65,22 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-detector", action="store_true")
+    ap.add_argument("--small-detector", action="store_true",
+                    help="the CPU detector head of `train --small-detector` (demo.CPU_DETECTOR)")
     ap.add_argument("--no-tta", action="store_true",
                     help="one step-2 crop per vertebra instead of the six TTA views")
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--backend", nargs="+", default=["torch"], choices=["torch", "onnxruntime"])
+    ap.add_argument("--flops", action="store_true",
+                    help="count FLOPs per radiograph and report the fraction of the matmul rate")
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.split("x"))
 
     torch.manual_seed(0)
     pipe = SpineLandmarkPipeline(LandmarkModel(), CropRefiner(),
-                                 None if args.no_detector else VertebraDetector(),
+                                 None if args.no_detector else VertebraDetector(
+                                     **(CPU_DETECTOR if args.small_detector else {})),
                                  tta=not args.no_tta, channels_last=args.channels_last,
                                  compile=args.compile).to(args.device)
     image, _ = generate_phantom(0, PhantomConfig(long_side=max(h, w), aspect=w / h))
@@ -57,23 +93,42 @@ def main() -> None:
             read_image(path)
         decode = (time.perf_counter() - t0) / args.repeats
         print(f"device={args.device} precision={args.precision} threads={torch.get_num_threads()} "
-              f"input={h}x{w} detector={not args.no_detector} tta={not args.no_tta} "
+              f"input={h}x{w} detector={not args.no_detector} small={args.small_detector} "
+              f"tta={not args.no_tta} "
               f"channels_last={args.channels_last} compile={args.compile} torch={torch.__version__} "
               f"cpu={platform.processor() or platform.machine()}")
         print(f"decode 16-bit PNG: {decode * 1e3:.0f} ms/radiograph")
+        pipes = {"torch": pipe}
+        if "onnxruntime" in args.backend:
+            saved = pipe.save(Path(tmp) / "pipeline")
+            pipes["onnxruntime"] = use_onnxruntime(SpineLandmarkPipeline.load(saved),
+                                                   Path(tmp) / "onnx")
+        flops = rate = None
+        if args.flops:
+            flops, rate = flops_per_radiograph(pipe, image), matmul_rate()
+            print(f"{flops / 1e9:.1f} GFLOP per radiograph; matmul rate {rate / 1e9:.1f} "
+                  f"GFLOP/s (float32, {torch.get_num_threads()} threads)")
         for b in args.batch:
             batch = [image] * b
-            pipe.predict(batch, batch_size=b, precision=args.precision)  # warm-up
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            times: dict[str, list[float]] = {k: [] for k in args.backend}
+            for k in args.backend:
+                pipes[k].predict(batch, batch_size=b, precision=args.precision)  # warm-up
             for _ in range(args.repeats):
-                pipe.predict(batch, batch_size=b, precision=args.precision)
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-            per = (time.perf_counter() - t0) / (args.repeats * b)
-            print(f"batch {b:3d}: {per * 1e3:7.0f} ms/radiograph excl. decode "
-                  f"({1 / per:6.1f} radiographs/s), {(per + decode) * 1e3:7.0f} ms incl. decode")
+                for k in args.backend:  # alternating: both see the same machine load
+                    if args.device == "cuda":
+                        torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    pipes[k].predict(batch, batch_size=b, precision=args.precision)
+                    if args.device == "cuda":
+                        torch.cuda.synchronize()
+                    times[k].append((time.perf_counter() - t0) / b)
+            for k, ts in times.items():
+                per = statistics.median(ts)
+                limit = (f", {100 * flops / (per * rate):.0f} % of the matmul limit"
+                         if flops and rate else "")
+                print(f"{k:11s} batch {b:3d}: {per * 1e3:7.0f} ms/radiograph excl. decode "
+                      f"({1 / per:6.1f} radiographs/s), {(per + decode) * 1e3:7.0f} ms incl. "
+                      f"decode{limit}")
 
 
 if __name__ == "__main__":

@@ -220,6 +220,7 @@ def _verb_train(sub: Any) -> None:
                    help="leave out the images whose annotations have problems (missing image, "
                         "point far outside, labelled twice, ...) instead of refusing the data "
                         "set; they are counted and listed in OUT/skipped_records.csv")
+    _add_cache_option(p)
     p.add_argument("--stages", default="detector,landmark,refiner",
                    help="comma-separated subset of detector,landmark,refiner")
     _add_task_class_options(p)
@@ -239,6 +240,32 @@ def _task_classes(args: argparse.Namespace) -> dict[str, Any]:
     """The ``--*-class`` options as :class:`~spinelandmarks.training.TrainConfig` fields."""
     return {f"{stage}_class": getattr(args, f"{stage}_class")
             for stage in ("landmark", "refiner", "detector")}
+
+
+def _add_cache_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", choices=["memory", "disk", "none"], default="memory",
+                   help="keep each decoded, normalized radiograph for its crops and later "
+                        "epochs: in each worker's memory (within a byte budget), memory-mapped "
+                        "in RUN/cache (shared by the workers; needs disk space), or not at all "
+                        "(default: memory)")
+
+
+def _add_overlay_options(p: argparse.ArgumentParser) -> None:
+    from .overlay import OVERLAY_MAX_SIDE
+
+    p.add_argument("--overlay-size", type=int, default=OVERLAY_MAX_SIDE, metavar="PX",
+                   help="long side of the overlays in pixels, 0 for full resolution "
+                        f"(default: {OVERLAY_MAX_SIDE}; smaller radiographs keep their size)")
+    p.add_argument("--overlay-format", choices=["png", "jpg"], default="png",
+                   help="overlay file format (default: png)")
+
+
+def _add_backend_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="inference backend of the landmark model and refiner: onnxruntime "
+                        "runs them on the CPU with ONNX Runtime (pip install "
+                        "'spinelandmarks[onnxruntime]'; exported once per pipeline) "
+                        "(default: torch)")
 
 
 def _verb_predict(sub: Any) -> None:
@@ -261,6 +288,8 @@ def _verb_predict(sub: Any) -> None:
     _add_device_options(p, 4)
     _add_parallel_options(p, "1")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
+    _add_overlay_options(p)
+    _add_backend_option(p)
     p.add_argument("--workers", type=int_at_least(0), default=0,
                    help="processes decoding the images (default 0: the main process)")
     p.add_argument("--overwrite", action="store_true",
@@ -429,6 +458,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {}, masks=args.masks,
         **_task_classes(args),
         skip_invalid=args.skip_invalid,
+        cache=args.cache,
         **({} if args.deformity_weight is None else {"deformity_weight": args.deformity_weight}),
         **({} if args.height_weight is None else {"height_weight": args.height_weight}))
     out = train_pipeline(args.data, args.out, cfg, overwrite=args.overwrite)
@@ -535,7 +565,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              overlays=not args.no_overlays,
                              tta=False if args.no_tta else None, overwrite=args.overwrite,
                              workers=args.workers, devices=_devices(args.devices),
-                             num_nodes=args.num_nodes, strategy=args.strategy)
+                             num_nodes=args.num_nodes, strategy=args.strategy,
+                             overlay_size=args.overlay_size or None,
+                             overlay_format=args.overlay_format, backend=args.backend)
     for path, reason in failures:
         print(f"error: {path}: {reason}", file=sys.stderr)
     n_ok = len(files) - len(failures)

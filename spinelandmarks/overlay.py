@@ -3,11 +3,16 @@ fractures and QC flags."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from ._atomic import atomic_write
 from .data.intensity import robust_normalize
 from .data.io import Radiograph
 from .data.masks import mask_from_segmentation
@@ -18,10 +23,17 @@ from .pipeline import SpineLandmarkPipeline, SpineResult
 from .qc import LEVEL_FLAGS
 from .schema import FEMORAL_HEADS, LandmarkSchema
 
-__all__ = ["draw_overlay"]
+__all__ = ["OVERLAY_FORMATS", "OVERLAY_MAX_SIDE", "draw_overlay", "save_overlay"]
+
+#: Default long side of the overlays of ``predict``, pixels (smaller radiographs keep theirs).
+OVERLAY_MAX_SIDE = 1024
+#: File formats of :func:`save_overlay`, by file suffix.
+OVERLAY_FORMATS = {".png": "PNG", ".jpg": "JPEG"}
+#: JPEG quality of :func:`save_overlay` (text and thin lines stay legible).
+JPEG_QUALITY = 90
 
 def draw_overlay(radiograph: Radiograph, result: SpineResult,
-                 pipeline: SpineLandmarkPipeline) -> np.ndarray:
+                 pipeline: SpineLandmarkPipeline, max_side: int | None = None) -> np.ndarray:
     """RGB overlay: step-2 points, endplate lines, level names, body outlines (cyan, when the
     pipeline segments), the measured angles (and PI, PT, SS, LL with femoral heads in the
     schema), graded fractures (orange box and Genant grade), the suspected fractures of the
@@ -30,17 +42,39 @@ def draw_overlay(radiograph: Radiograph, result: SpineResult,
     The radiograph is windowed by its own percentiles
     (:func:`~spinelandmarks.data.intensity.robust_normalize`), so 12-bit data stored in 16-bit
     files and narrow-range DICOM are readable.
+
+    Parameters
+    ----------
+    radiograph : Radiograph
+    result : SpineResult
+        The pipeline's result on ``radiograph`` (points in its pixels).
+    pipeline : SpineLandmarkPipeline
+    max_side : int, optional
+        Draw on the radiograph shrunk (``INTER_AREA``) to at most this many pixels on its
+        long side; None: at full resolution. Measurements and grades are computed from the
+        full-resolution points either way.
+
+    Returns
+    -------
+    numpy.ndarray
+        (h, w, 3) uint8 RGB.
     """
-    rgb = np.array(draw_points(robust_normalize(radiograph.pixels),  # a writable copy
-                               np.nan_to_num(result.points, nan=-1e6), pipeline.schema,
-                               visibility=np.isfinite(result.points).all(-1).astype(np.int64)
-                               * 2))
+    px = np.asarray(radiograph.pixels, dtype=np.float32)
+    h, w = px.shape[:2]
+    f = 1.0 if max_side is None or max(h, w) <= max_side else max_side / max(h, w)
+    if f < 1.0:
+        px = np.asarray(cv2.resize(px, (max(1, round(w * f)), max(1, round(h * f))),
+                                   interpolation=cv2.INTER_AREA), np.float32)
+    view = result.points * np.array([px.shape[1] / w, px.shape[0] / h])  # drawn positions
+    rgb = np.array(draw_points(robust_normalize(px),  # a writable copy
+                               np.nan_to_num(view, nan=-1e6), pipeline.schema,
+                               visibility=np.isfinite(view).all(-1).astype(np.int64) * 2))
     scale = max(1, rgb.shape[0] // 400)
-    _outline_masks(rgb, result.masks, scale)
+    _outline_masks(rgb, result.masks, scale, (h, w))
     img = Image.fromarray(rgb)
     draw = ImageDraw.Draw(img)
-    _circle_flagged(draw, result, pipeline, scale)
-    fractures = _mark_fractures(draw, result.points, pipeline.schema, scale)
+    _circle_flagged(draw, result, view, pipeline, scale)
+    fractures = _mark_fractures(draw, result.points, view, pipeline.schema, scale)
     y = 4
     for line in _text_lines(result, pipeline.schema, fractures):
         color = (255, 64, 64) if line.startswith("NEEDS REVIEW") else (255, 255, 0)
@@ -49,13 +83,25 @@ def draw_overlay(radiograph: Radiograph, result: SpineResult,
     return np.asarray(img)
 
 
-def _circle_flagged(draw: ImageDraw.ImageDraw, result: SpineResult,
+def save_overlay(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
+    """Write an (H, W, 3) uint8 overlay atomically, as PNG or JPEG after the suffix of
+    ``path`` (:data:`OVERLAY_FORMATS`)."""
+    p = Path(path)
+    fmt = OVERLAY_FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{p}: overlays are written as {' or '.join(OVERLAY_FORMATS)}")
+    extra = {"quality": JPEG_QUALITY} if fmt == "JPEG" else {}
+    return atomic_write(p, lambda tmp: Image.fromarray(np.asarray(rgb)).save(
+        tmp, format=fmt, **extra))
+
+
+def _circle_flagged(draw: ImageDraw.ImageDraw, result: SpineResult, view: np.ndarray,
                     pipeline: SpineLandmarkPipeline, scale: int) -> None:
-    """A red circle around every level with a per-level QC flag."""
+    """A red circle around every level with a per-level QC flag (at the ``view`` points)."""
     # image flags (angle_range, steps_disagree) name parameters, not levels
     flagged = {lv for k, levels in result.qc.items() if k in LEVEL_FLAGS for lv in levels}
     for lv in flagged:
-        box = _level_box(result.points, pipeline.schema, lv)
+        box = _level_box(view, pipeline.schema, lv)
         if box is None:
             continue
         x0, y0, x1, y1 = box
@@ -106,17 +152,17 @@ def _text_lines(result: SpineResult, schema: LandmarkSchema, fractures: list[str
     return lines
 
 
-def _mark_fractures(draw: ImageDraw.ImageDraw, points: np.ndarray, schema: LandmarkSchema,
-                    scale: int) -> list[str]:
-    """An orange box and ``G<grade>`` beside every body graded 1 or worse; returns
-    ``["L2 G2 wedge", ...]``."""
+def _mark_fractures(draw: ImageDraw.ImageDraw, points: np.ndarray, view: np.ndarray,
+                    schema: LandmarkSchema, scale: int) -> list[str]:
+    """An orange box (at the ``view`` points) and ``G<grade>`` beside every body graded 1 or
+    worse (from the full-resolution ``points``); returns ``["L2 G2 wedge", ...]``."""
     grades = genant_grades(morphometry(torch.as_tensor(points, dtype=torch.float64)[None],
                                        schema))
     shapes = ("wedge", "biconcave", "crush")
     found = []
     for j, lv in enumerate(schema.body_levels):
         grade = int(grades["grade"][0, j])
-        box = _level_box(points, schema, lv)
+        box = _level_box(view, schema, lv)
         if grade < 1 or box is None:
             continue
         x0, y0, x1, y1 = box
@@ -126,10 +172,14 @@ def _mark_fractures(draw: ImageDraw.ImageDraw, points: np.ndarray, schema: Landm
     return found
 
 
-def _outline_masks(rgb: np.ndarray, masks: dict[str, dict], scale: int) -> None:
-    """Draw each body mask's outline (cyan, ``scale`` pixels wide) into ``rgb`` in place."""
+def _outline_masks(rgb: np.ndarray, masks: dict[str, dict], scale: int,
+                   size: tuple[int, int]) -> None:
+    """Draw each body mask (of an image of ``size`` (H, W)) outlined (cyan, ``scale`` pixels
+    wide) into ``rgb`` in place."""
     h, w = rgb.shape[:2]
     for seg in masks.values():
-        m = mask_from_segmentation(seg, h, w)
+        m = mask_from_segmentation(seg, *size)
+        if m.shape != (h, w):
+            m = cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
         edge = m & ~ndimage.binary_erosion(m, iterations=scale, border_value=0)
         rgb[edge] = (0, 220, 255)

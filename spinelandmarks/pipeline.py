@@ -447,8 +447,18 @@ class SpineLandmarkPipeline(nn.Module):
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str],
-             map_location: str | torch.device = "cpu") -> SpineLandmarkPipeline:
-        """Rebuild a pipeline saved by :meth:`save`."""
+             map_location: str | torch.device = "cpu", backend: str = "torch"
+             ) -> SpineLandmarkPipeline:
+        """Rebuild a pipeline saved by :meth:`save`.
+
+        ``backend="onnxruntime"`` runs the landmark model and the refiner with ONNX Runtime
+        on the CPU (:func:`~spinelandmarks.ort_backend.use_onnxruntime`; needs
+        ``pip install 'spinelandmarks[onnxruntime]'``); ``"torch"`` (default) eagerly.
+        """
+        from .ort_backend import BACKENDS, use_onnxruntime
+
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         d = Path(directory)
         cfg_path = d / "pipeline.json"
         if not cfg_path.is_file():
@@ -461,7 +471,7 @@ class SpineLandmarkPipeline(nn.Module):
                 for k, v in cfg["models"].items()}
         if "landmark" not in mods:
             raise ValueError(f"{cfg_path}: no landmark model listed")
-        return cls(mods["landmark"], mods.get("refiner"), mods.get("detector"),  # type: ignore[arg-type]
+        pipe = cls(mods["landmark"], mods.get("refiner"), mods.get("detector"),  # type: ignore[arg-type]
                    crop_scale=cfg.get("crop_scale", CROP_SCALE),
                    refine_iterations=cfg.get("refine_iterations", 1),
                    min_level_score=cfg.get("min_level_score", 0.3),
@@ -473,6 +483,7 @@ class SpineLandmarkPipeline(nn.Module):
                    fracture_screen_loss=cfg.get("fracture_screen_loss", GENANT_LOSS[1]),
                    middle_peak_radius=cfg.get("middle_peak_radius"),
                    qc_thresholds=_thresholds(cfg.get("qc_thresholds")), masks=cfg.get("masks"))
+        return use_onnxruntime(pipe) if backend == "onnxruntime" else pipe
 
     # -- tensor hot path -----------------------------------------------------------------------
     def forward(self, images: Tensor) -> dict[str, Tensor]:

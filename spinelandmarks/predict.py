@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 from ._output import quiet_lightning
 from .content_digest import pipeline_digest
 from .data.io import ImageReadError, Radiograph, read_image
-from .data.plot import save_png
-from .overlay import draw_overlay
+from .overlay import OVERLAY_MAX_SIDE, draw_overlay
+from .overlay_writer import OverlayQueue
 from .pipeline import SpineLandmarkPipeline, SpineResult
 from .prediction_store import (
     JOURNAL,
@@ -166,12 +166,38 @@ class PipelinePredictor(L.LightningModule):
 
 class ShardWriter(BasePredictionWriter):
     """Each process appends its batches to ``shards/rank<R>.jsonl`` (fsynced) and its failures
-    to ``shards/failures_rank<R>.jsonl``, and draws its overlays; nothing is gathered."""
+    to ``shards/failures_rank<R>.jsonl``, and draws its overlays; nothing is gathered.
+
+    Overlays are drawn in worker threads (:class:`~spinelandmarks.overlay_writer.OverlayQueue`)
+    while the next batches are predicted; a batch is journaled once its overlays are written.
+    """
 
     def __init__(self, out: Path, keys: Sequence[str], overlays: bool,
-                 stop: _StopRequest | None = None) -> None:
+                 stop: _StopRequest | None = None, overlay_size: int | None = OVERLAY_MAX_SIDE,
+                 overlay_format: str = "png", overlay_threads: int = 2) -> None:
         super().__init__(write_interval="batch")
         self.out, self.keys, self.overlays, self.stop = out, list(keys), overlays, stop
+        self.overlay_size, self.overlay_threads = overlay_size, overlay_threads
+        self.suffix = "." + overlay_format.lower().replace("jpeg", "jpg")
+        self._queue: OverlayQueue | None = None
+
+    def _overlay_queue(self, pipe: SpineLandmarkPipeline) -> OverlayQueue:
+        if self._queue is None:
+            self._queue = OverlayQueue(pipe, self.overlay_size, self.overlay_threads)
+        return self._queue
+
+    def flush(self) -> None:
+        """Write the overlays still in flight and journal their batches."""
+        if self._queue is not None:
+            queue, self._queue = self._queue, None
+            queue.close()
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.flush()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        self.flush()  # what is drawn is journaled; the rest is redone on resume
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            prediction: Any, batch_indices: Sequence[int] | None, batch: Any,
@@ -180,21 +206,26 @@ class ShardWriter(BasePredictionWriter):
         shards = self.out / _SHARDS
         shards.mkdir(exist_ok=True)
         rank = trainer.global_rank
-        with PredictionJournal(shards / f"rank{rank}.jsonl", load=False) as journal:
-            journal.append([(self.keys[i], res) for i, res, _ in entries])
-        if failures:
-            with (shards / f"failures_rank{rank}.jsonl").open("a", encoding="utf-8") as f:
-                f.writelines(json.dumps(list(x)) + "\n" for x in failures)
+
+        def commit() -> None:
+            with PredictionJournal(shards / f"rank{rank}.jsonl", load=False) as journal:
+                journal.append([(self.keys[i], res) for i, res, _ in entries])
+            if failures:
+                with (shards / f"failures_rank{rank}.jsonl").open("a", encoding="utf-8") as f:
+                    f.writelines(json.dumps(list(x)) + "\n" for x in failures)
+
         if self.overlays:
             (self.out / "overlays").mkdir(exist_ok=True)
             pipe = pl_module.pipeline
             if not isinstance(pipe, SpineLandmarkPipeline):
                 raise TypeError(f"overlays need a SpineLandmarkPipeline, got {type(pipe).__name__}")
-            for i, res, rad in entries:
-                name = Path(rad.source).stem or "image"
-                save_png(self.out / "overlays" / f"{i + 1:05d}_{name}.png",
-                         draw_overlay(rad, res, pipe))
+            self._overlay_queue(pipe).submit(
+                [(self.out / "overlays" / f"{i + 1:05d}_{Path(rad.source).stem or 'image'}"
+                  f"{self.suffix}", rad, res) for i, res, rad in entries], commit)
+        else:
+            commit()
         if self.stop is not None and self.stop.requested:
+            self.flush()
             raise _Stopped
 
 
@@ -203,7 +234,9 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
                   accelerator: str = "auto", precision: str = "32", overlays: bool = True,
                   tta: bool | None = None, progress: bool = True, overwrite: bool = False,
                   workers: int = 0, devices: int | str = 1, num_nodes: int = 1,
-                  strategy: str = "auto") -> list[tuple[str, str]]:
+                  strategy: str = "auto", overlay_size: int | None = OVERLAY_MAX_SIDE,
+                  overlay_format: str = "png", overlay_threads: int = 2,
+                  backend: str = "torch") -> list[tuple[str, str]]:
     """Predict every file, resumably; return ``(file, reason)`` for each one that failed.
 
     Finished images are journaled per batch (:mod:`spinelandmarks.prediction_store`); rerun
@@ -224,6 +257,17 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
     precision : {"32", "bf16-mixed", "16-mixed"}
     overlays : bool
         Write ``overlays/<n>_<name>.png`` (n: position in ``files``).
+    overlay_size : int, optional
+        Long side of the overlays in pixels (default :data:`~spinelandmarks.overlay.OVERLAY_MAX_SIDE`;
+        smaller radiographs keep their size); None: full resolution.
+    overlay_format : {"png", "jpg"}
+        Overlay file format (``overlays/<n>_<name>.jpg`` for JPEG).
+    overlay_threads : int
+        Threads drawing and encoding the overlays while the next images are predicted (per
+        process); 0: in the prediction loop.
+    backend : {"torch", "onnxruntime"}
+        Inference backend of the networks (:meth:`SpineLandmarkPipeline.load`); onnxruntime
+        runs on the CPU only.
     tta : bool, optional
         Step-2 test-time augmentation on or off; default: as saved with the pipeline.
     progress : bool
@@ -248,13 +292,21 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
         for the images done; rerun to resume.
     """
     out = Path(out_dir)
+    if backend != "torch" and _accelerator(accelerator) != "cpu":
+        raise ValueError(f"backend {backend!r} runs on the CPU: use --accelerator cpu")
     pipe_dir = resolve_pipeline_dir(run)
     digest = pipeline_digest(pipe_dir)  # identity by content: a pipeline saved anew differs
-    pipe = SpineLandmarkPipeline.load(pipe_dir)
+    pipe = SpineLandmarkPipeline.load(pipe_dir, backend=backend)
     if tta is not None:
         pipe.tta = tta
+    if overlay_format.lower() not in ("png", "jpg", "jpeg"):
+        raise ValueError(f"overlay_format must be 'png' or 'jpg', got {overlay_format!r}")
+    overlay_settings = ({"overlay_size": overlay_size, "overlay_format": overlay_format.lower()}
+                        if overlays else {})
     prepare_output_folder(out, files, run, overwrite,
-                          {"tta": pipe.tta, "precision": precision, "overlays": overlays},
+                          {"tta": pipe.tta, "precision": precision, "overlays": overlays,
+                           **overlay_settings,
+                           **({"backend": backend} if backend != "torch" else {})},
                           pipeline_sha256=digest)
     keys = [file_key(Path(f), digest) for f in files]
     _merge_shards(out)  # an interrupted earlier run's shards join the journal first
@@ -262,11 +314,12 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
     todo = [i for i, k in enumerate(keys) if k not in done_before]
     t0 = time.perf_counter()
     with _StopRequest() as stop, quiet_lightning():
+        writer = ShardWriter(out, keys, overlays, stop, overlay_size, overlay_format,
+                             overlay_threads)
         trainer = L.Trainer(accelerator=_accelerator(accelerator), devices=devices,
                             num_nodes=num_nodes, strategy=strategy, logger=False,
                             enable_progress_bar=progress, enable_model_summary=False,
-                            callbacks=[ShardWriter(out, keys, overlays, stop),
-                                       *([_PredictBar()] if progress else [])])
+                            callbacks=[writer, *([_PredictBar()] if progress else [])])
         loader = DataLoader(_Decode(files, todo), batch_size=batch_size, shuffle=False,
                             num_workers=workers, collate_fn=_as_list,
                             prefetch_factor=2 if workers > 0 else None)
@@ -276,6 +329,8 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
                 trainer.predict(module, loader, return_predictions=False)
         except _Stopped:
             pass
+        finally:
+            writer.flush()
     if not trainer.is_global_zero:
         return []
     return _finish(out, files, keys, pipe, len(todo), time.perf_counter() - t0, stop.requested)

@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from ._atomic import atomic_write_text
+from ._distributed import barrier, is_rank_zero
 from .content_digest import pipeline_digest, short
 from .data.datamodule import SpineDataModule
 from .data.lenient import SKIPPED_FILE, skipped_summary, write_skipped
@@ -150,6 +151,10 @@ class TrainConfig:
     #: Leave out the images whose annotations have problems (listed in
     #: ``RUN/skipped_records.csv``) instead of refusing the data set.
     skip_invalid: bool = False
+    #: Cache of the decoded, normalized radiographs (:class:`~spinelandmarks.data.datasets.ImageCache`):
+    #: ``"memory"`` (per worker, within its byte budget), ``"disk"`` (memory-mapped files in
+    #: ``RUN/cache``, shared by the workers and kept between stages and runs) or ``"none"``.
+    cache: str = "memory"
 
 
 class StageProgressBar(TQDMProgressBar):
@@ -201,7 +206,9 @@ class TimeBudget(L.Callback):
             trainer.should_stop = True
 
 
-def _datamodule(data_dir: str, cfg: TrainConfig, task: str) -> SpineDataModule:
+def _datamodule(data_dir: str, cfg: TrainConfig, task: str,
+                run_dir: Path | None = None) -> SpineDataModule:
+    """The stage's data; ``run_dir`` given: with the configured cache (in ``RUN/cache``)."""
     return SpineDataModule(
         data_dir, task=task,  # type: ignore[arg-type]
         # For crops the model input is the crop: keep the two hparams equal (Lightning merges
@@ -213,6 +220,8 @@ def _datamodule(data_dir: str, cfg: TrainConfig, task: str) -> SpineDataModule:
         schema=cfg.schema, masks=cfg.masks and task == "crops",
         deformity_weight=cfg.deformity_weight if task in ("crops", "detection") else 1.0,
         skip_invalid=cfg.skip_invalid,
+        cache=cfg.cache if run_dir is not None else "none",  # type: ignore[arg-type]
+        cache_dir=str(run_dir / "cache") if run_dir is not None else None,
     )
 
 
@@ -256,17 +265,23 @@ def _epochs(stage: str, cfg: TrainConfig) -> int:
 
 
 def train_stage(stage: str, data_dir: str, run_dir: Path, cfg: TrainConfig) -> Path:
-    """Train one stage (resuming from ``last.ckpt``); return its weights-only ``best.pt``."""
+    """Train one stage (resuming from ``last.ckpt``); return its weights-only ``best.pt``.
+
+    In a multi-process run every rank trains; rank 0 alone picks the best checkpoint and
+    writes ``best.pt``, and every rank returns only once it is written (a barrier), so all
+    ranks see the same finished stages when the next one starts.
+    """
     stage_dir = run_dir / stage
     final = stage_dir / "best.pt"
     if final.is_file():
         return final
     stage_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(stage_dir / "config.json", json.dumps(
-        {"data_dir": data_dir, **asdict(cfg)}, indent=2, default=str) + "\n")
+    if is_rank_zero():
+        atomic_write_text(stage_dir / "config.json", json.dumps(
+            {"data_dir": data_dir, **asdict(cfg)}, indent=2, default=str) + "\n")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     task = {"detector": "detection", "landmark": "landmarks", "refiner": "crops"}[stage]
-    dm = _datamodule(data_dir, cfg, task)
+    dm = _datamodule(data_dir, cfg, task, run_dir)
     dm.setup("fit")
     model = _module(stage, cfg, dm.schema.to_dict())
     last = stage_dir / "last.ckpt"
@@ -297,11 +312,12 @@ def train_stage(stage: str, data_dir: str, run_dir: Path, cfg: TrainConfig) -> P
         deterministic=False, log_every_n_steps=5,
     )
     trainer.fit(model, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
-    best = ckpt.best_model_path or ckpt.last_model_path
-    if trainer.global_rank == 0:
+    if is_rank_zero():
+        best = ckpt.best_model_path or ckpt.last_model_path
         if best:
             model = load_module(best)
         save_module(model, final)
+    barrier()
     return final
 
 
@@ -372,26 +388,38 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
     if not dm.train_records:
         raise ValueError(f"{Path(data_dir) / 'annotations.json'}: the data set has no image "
                          "to train on; check the path, or add annotated images")
-    identity = run_identity(data_dir, cfg)
-    _check_run(run, identity, overwrite)
-    _check_finished_stages(run, cfg)
-    run.mkdir(parents=True, exist_ok=True)
-    if cfg.skip_invalid:
-        write_skipped(run / SKIPPED_FILE, dm.skipped)
-        if dm.skipped:
-            _log.warning("%s (--skip-invalid)", skipped_summary(dm.skipped, dm.n_read,
-                                                                run / SKIPPED_FILE))
-    atomic_write_text(run / "config.json", json.dumps(
-        {"data_dir": str(data_dir), **asdict(cfg), "identity": identity}, indent=2,
-        default=str) + "\n")
+    if is_rank_zero():  # other ranks start later (at the first fit) and must not clear the run
+        identity = run_identity(data_dir, cfg)
+        _check_run(run, identity, overwrite)
+        _check_finished_stages(run, cfg)
+        run.mkdir(parents=True, exist_ok=True)
+        if cfg.skip_invalid:
+            write_skipped(run / SKIPPED_FILE, dm.skipped)
+            if dm.skipped:
+                _log.warning("%s (--skip-invalid)", skipped_summary(dm.skipped, dm.n_read,
+                                                                    run / SKIPPED_FILE))
+        atomic_write_text(run / "config.json", json.dumps(
+            {"data_dir": str(data_dir), **asdict(cfg), "identity": identity}, indent=2,
+            default=str) + "\n")
     weights = {stage: train_stage(stage, str(data_dir), run, cfg) for stage in cfg.stages}
+    if not is_rank_zero():
+        barrier()  # until rank 0 has calibrated and saved the pipeline
+        return run / "pipeline"
+    out = _assemble(weights, str(data_dir), run, cfg)
+    barrier()
+    return out
+
+
+def _assemble(weights: dict[str, Path], data_dir: str, run: Path, cfg: TrainConfig) -> Path:
+    """Build the pipeline from the stages' ``best.pt``, calibrate its QC and save it
+    (rank 0 only)."""
     landmark = load_module(weights["landmark"])
     refiner = load_module(weights["refiner"]) if "refiner" in weights else None
     detector = load_module(weights["detector"]) if "detector" in weights else None
     pipe = SpineLandmarkPipeline(landmark, refiner, detector,  # type: ignore[arg-type]
                                  crop_scale=cfg.crop_scale)
     if cfg.calibrate_qc:
-        _calibrate_qc(pipe, str(data_dir), cfg)
+        _calibrate_qc(pipe, data_dir, cfg)
     return pipe.save(run / "pipeline")
 
 
@@ -541,7 +569,8 @@ def _calibrate_qc(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) 
                      "validation images (--val) to fit them to this pipeline")
         return
     gpu = cfg.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-    pipe.to("cuda" if gpu else "cpu")
+    # the device Lightning gave this rank (set by a fit), not always cuda:0
+    pipe.to(torch.device("cuda", torch.cuda.current_device()) if gpu else "cpu")
     truths = [np.where((r.visibility > 0)[:, None], r.points, np.nan) for r in dm.val_records]
     n = len(truths)
     if n < MIN_QC_IMAGES:

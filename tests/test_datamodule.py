@@ -243,9 +243,10 @@ def test_cache_modes_agree(records: list[ImageRecord], synth: Path, tmp_path: Pa
     ref = LandmarkDataset(records[:2], synth, S, INPUT)[1]["image"]
     for mode in ("memory", "disk"):
         ds = LandmarkDataset(records[:2], synth, S, INPUT, cache=mode, cache_dir=tmp_path)
-        for _ in range(2):  # miss, then hit
-            torch.testing.assert_close(ds[1]["image"], ref, atol=1e-4, rtol=0)
-    assert len(list(tmp_path.glob("*.npz"))) == 1
+        for _ in range(2):  # miss, then hit: the same sample exactly
+            assert torch.equal(ds[1]["image"], ref)
+        assert (ds.cache.misses, ds.cache.hits) == (1, 1)
+    assert len(list(tmp_path.glob("*.npy"))) == 1
 
 
 # -- DataModule ------------------------------------------------------------------------------

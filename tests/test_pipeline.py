@@ -457,7 +457,7 @@ def test_overlay_marks_graded_fractures_and_spinopelvic_angles(
 
     from PIL import Image, ImageDraw
     canvas = Image.new("RGB", image.shape[::-1])
-    found = _mark_fractures(ImageDraw.Draw(canvas), rec.points, P, 1)
+    found = _mark_fractures(ImageDraw.Draw(canvas), rec.points, rec.points, P, 1)
     assert [f.split()[0] for f in found] == list(meta["fractures"])
     assert (np.asarray(canvas) == [255, 160, 0]).all(-1).sum() > 20
     res = dataclasses.replace(pipe.predict(image)[0], points=rec.points[:22].astype(np.float64))

@@ -24,6 +24,7 @@ from .datasets import (
     CropDataset,
     DetectionDataset,
     EpochSampler,
+    GroupedEpochSampler,
     LandmarkDataset,
 )
 from .lenient import clip_to_border, leave_out_invalid
@@ -91,7 +92,14 @@ class SpineDataModule(L.LightningDataModule):
     seed : int
         Seed of the split, the shuffling and the augmentation.
     cache : {"none", "memory", "disk"}
-        Image cache of the datasets (:class:`~spinelandmarks.data.datasets.ImageCache`).
+        Image cache of the datasets (:class:`~spinelandmarks.data.datasets.ImageCache`): each
+        radiograph is decoded and normalized once, then kept (uint16) at the resolution the
+        samples need; the training crops come grouped by radiograph
+        (:class:`~spinelandmarks.data.datasets.GroupedEpochSampler`).
+    cache_dir : str, optional
+        Folder of the ``"disk"`` cache (default: ``ImageCache``'s).
+    cache_bytes : int, optional
+        Byte budget of a ``"memory"`` cache, per process (each worker has its own).
     pin_memory : bool
         Page-locked batches (only when CUDA is available).
     persistent_workers : bool
@@ -139,7 +147,8 @@ class SpineDataModule(L.LightningDataModule):
                  crop_scale: float = CROP_SCALE,
                  crop_jitter: tuple[float, float, float] = (0.1, 0.1, 8.0),
                  masks: bool = False, deformity_weight: float = 1.0,
-                 skip_invalid: bool = False) -> None:
+                 skip_invalid: bool = False,
+                 cache_dir: str | None = None, cache_bytes: int | None = None) -> None:
         super().__init__()
         if task not in ("landmarks", "detection", "crops"):
             raise ValueError(f"task must be 'landmarks', 'detection' or 'crops', got {task!r}")
@@ -157,6 +166,8 @@ class SpineDataModule(L.LightningDataModule):
         self.split = tuple(float(f) for f in split)
         self.seed = int(seed)
         self.cache: CacheMode = cache
+        self.cache_dir = cache_dir
+        self.cache_bytes = cache_bytes
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)
         self.augment = bool(augment)
@@ -261,13 +272,15 @@ class SpineDataModule(L.LightningDataModule):
             if self.task == "crops":
                 self._datasets[which] = CropDataset(
                     recs, roots, self.schema, self.crop_size, self.crop_scale, self.crop_jitter,
-                    train=train and self.augment, augment=aug, cache=self.cache, seed=self.seed,
-                    masks=self.masks)
+                    train=train and self.augment, augment=aug, cache=self.cache,
+                    cache_dir=self.cache_dir, seed=self.seed, masks=self.masks,
+                    cache_bytes=self.cache_bytes)
             else:
                 cls = DetectionDataset if self.task == "detection" else LandmarkDataset
                 self._datasets[which] = cls(recs, roots, self.schema, self.input_size,
                                             train=train, augment=aug, cache=self.cache,
-                                            seed=self.seed)
+                                            cache_dir=self.cache_dir, seed=self.seed,
+                                            cache_bytes=self.cache_bytes)
         return self._datasets[which]
 
     # -- loaders -------------------------------------------------------------------------------
@@ -277,8 +290,10 @@ class SpineDataModule(L.LightningDataModule):
         weights = (ds.deformity_weights(self.deformity_weight)
                    if train and isinstance(ds, CropDataset | LandmarkDataset)
                    and self.deformity_weight != 1.0 else None)
-        sampler = EpochSampler(len(ds), shuffle=train, seed=self.seed,  # type: ignore[arg-type]
-                               weights=weights)
+        sampler = (GroupedEpochSampler(ds.groups, shuffle=train, seed=self.seed, weights=weights)
+                   if isinstance(ds, CropDataset) else
+                   EpochSampler(len(ds), shuffle=train, seed=self.seed,  # type: ignore[arg-type]
+                                weights=weights))
         workers = self.num_workers
         return DataLoader(
             ds, batch_size=self.batch_size, sampler=sampler,  # type: ignore[arg-type]

@@ -46,11 +46,12 @@ every epoch also with persistent workers (which never see a changed ``epoch`` at
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import random
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -62,6 +63,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from .._atomic import atomic_write, atomic_write_text
 from .._types import StrPath
 from ..defaults import CROP_SCALE, CROP_SIZE, INPUT_SIZE
 from ..geometry import (
@@ -80,21 +82,32 @@ from .io import read_image
 from .masks import warp_segmentation
 
 __all__ = [
+    "CROP_SOURCE_OVERSAMPLE",
+    "DEFAULT_CACHE_BYTES",
     "AugmentConfig",
     "CacheMode",
     "CropDataset",
     "DetectionDataset",
     "EpochSampler",
+    "GroupedEpochSampler",
     "ImageCache",
     "LandmarkDataset",
+    "dequantize",
     "detection_boxes",
     "opencv_affine",
+    "quantize",
     "reference_height_loss",
 ]
 
 CacheMode = Literal["none", "memory", "disk"]
 #: A dataset key: a plain index, or ``(index, sample_seed)`` from :class:`EpochSampler`.
 Key = int | tuple[int, int]
+#: Default byte budget of a memory :class:`ImageCache`, per process (each worker has its own).
+DEFAULT_CACHE_BYTES = 1 << 30
+#: The crop datasets keep each radiograph at the resolution where its smallest training crop
+#: (jitter included) has this many source pixels per crop pixel (never above full resolution):
+#: the crops are then warped at twice their size at least and box-averaged, as before.
+CROP_SOURCE_OVERSAMPLE = 2.0
 #: Height loss from which :meth:`CropDataset.deformity_weights` counts a body as deformed.
 DEFORMITY_MIN_LOSS = 0.15
 #: A femoral head's radius over the mean vertebral body height (adult: about 24 mm over
@@ -285,78 +298,130 @@ def _roots(root: StrPath | Sequence[StrPath], n: int) -> list[Path]:
 # ---------------------------------------------------------------------------------------------
 # cache
 # ---------------------------------------------------------------------------------------------
+Cached = tuple[np.ndarray, tuple[int, int], tuple[float, float] | None]
+
+
+def quantize(px: np.ndarray) -> np.ndarray:
+    """Intensities in ``[0, 1]`` as uint16 (``round(x * 65535)``: within ``0.5 / 65535``)."""
+    return np.clip(np.rint(px * np.float32(65535.0)), 0, 65535).astype(np.uint16)
+
+
+def dequantize(px: np.ndarray) -> np.ndarray:
+    """uint16 from :func:`quantize` back to float32 in ``[0, 1]``."""
+    return np.asarray(px, dtype=np.float32) * np.float32(1.0 / 65535.0)
+
+
 class ImageCache:
-    """Cache of decoded (and possibly resized) images.
+    """Cache of decoded, normalized (and possibly resized) images, stored as uint16.
+
+    The datasets always quantize their normalized images to uint16 (:func:`quantize`), with
+    or without a cache, so a cached sample equals an uncached one exactly.
 
     Parameters
     ----------
     mode : {"none", "memory", "disk"}
-        ``"memory"``: an LRU dict of at most ``max_items`` arrays *per process* (each
-        DataLoader worker has its own). ``"disk"``: ``.npz`` files in ``cache_dir`` holding
-        the image as uint16 (``round(x * 65535)``, i.e. within ``0.5 / 65535`` of the
-        uncached value), keyed by the absolute path, size and mtime of the source file and
-        by the variant (e.g. the resized size), so a changed file is re-read.
+        ``"memory"``: an LRU of at most ``max_bytes`` of pixels (and ``max_items`` images)
+        *per process*: every DataLoader worker has its own. ``"disk"``: one ``.npy`` file
+        per image in ``cache_dir``, read memory-mapped (a crop reads only the pages it
+        covers; the operating system's page cache is shared by the workers), keyed by the
+        absolute path, size and mtime of the source file and by the variant (e.g. the
+        resized size), so a changed file is re-read.
     cache_dir : str or PathLike, optional
-        Default ``$SPINELANDMARKS_CACHE`` or ``~/.cache/spinelandmarks``.
-    max_items : int
-        Size of the memory LRU.
+        Default ``$SPINELANDMARKS_CACHE`` or ``~/.cache/spinelandmarks``; ``spinelandmarks
+        train`` uses ``RUN/cache``.
+    max_items : int, optional
+        Most images in the memory LRU (None: no limit but the bytes).
+    max_bytes : int
+        Most bytes of pixels in the memory LRU (default :data:`DEFAULT_CACHE_BYTES`); an
+        image larger than that is not kept.
+
+    Attributes
+    ----------
+    hits, misses : int
+        Look-ups served from the cache / computed, in this process.
     """
 
     def __init__(self, mode: CacheMode = "none", cache_dir: StrPath | None = None,
-                 max_items: int = 256) -> None:
+                 max_items: int | None = None, max_bytes: int | None = None) -> None:
         if mode not in ("none", "memory", "disk"):
             raise ValueError(f"cache must be 'none', 'memory' or 'disk', got {mode!r}")
         self.mode: CacheMode = mode
         default = os.environ.get("SPINELANDMARKS_CACHE",
                                  str(Path.home() / ".cache" / "spinelandmarks"))
         self.cache_dir = Path(cache_dir if cache_dir is not None else default)
-        self.max_items = int(max_items)
-        self._mem: OrderedDict[str, tuple[np.ndarray, tuple[int, int], Any]] = OrderedDict()
+        self.max_items = None if max_items is None else int(max_items)
+        self.max_bytes = DEFAULT_CACHE_BYTES if max_bytes is None else int(max_bytes)
+        self._mem: OrderedDict[str, Cached] = OrderedDict()
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_mem"] = OrderedDict()  # workers start empty
+        state["nbytes"] = 0
         return state
 
-    def get(self, path: Path, variant: str, compute: Any
-            ) -> tuple[np.ndarray, tuple[int, int], tuple[float, float] | None]:
+    def get(self, path: Path, variant: str, compute: Callable[[], Cached]) -> Cached:
         """``(pixels, original (H, W), file pixel spacing)``, computed by ``compute()`` on a miss.
 
-        ``compute`` returns the same triple; ``pixels`` is a float32 array in ``[0, 1]``.
+        ``compute`` returns the same triple; ``pixels`` is a uint16 array (:func:`quantize`),
+        read-only when it comes from the disk cache.
         """
         if self.mode == "none":
             return compute()
         key = f"{path.resolve()}|{variant}"
         if self.mode == "memory":
-            hit = self._mem.get(key)
-            if hit is not None:
-                self._mem.move_to_end(key)
-                return hit
-            val = compute()
-            self._mem[key] = val
-            while len(self._mem) > self.max_items:
-                self._mem.popitem(last=False)
+            return self._get_memory(key, compute)
+        return self._get_disk(path, key, compute)
+
+    def _get_memory(self, key: str, compute: Callable[[], Cached]) -> Cached:
+        hit = self._mem.get(key)
+        if hit is not None:
+            self._mem.move_to_end(key)
+            self.hits += 1
+            return hit
+        self.misses += 1
+        val = compute()
+        size = int(val[0].nbytes)
+        if size > self.max_bytes:
             return val
+        self._mem[key] = val
+        self.nbytes += size
+        while self.nbytes > self.max_bytes or (
+                self.max_items is not None and len(self._mem) > self.max_items):
+            _, old = self._mem.popitem(last=False)
+            self.nbytes -= int(old[0].nbytes)
+        return val
+
+    def _get_disk(self, path: Path, key: str, compute: Callable[[], Cached]) -> Cached:
         st = path.stat()
         digest = hashlib.sha1(f"{key}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
-        file = self.cache_dir / f"{digest}.npz"
-        if file.is_file():
+        file = self.cache_dir / f"{digest}.npy"
+        meta = file.with_suffix(".json")
+        if file.is_file() and meta.is_file():
             try:
-                with np.load(file) as z:
-                    px = z["pixels"].astype(np.float32) / np.float32(65535.0)
-                    orig = (int(z["orig"][0]), int(z["orig"][1]))
-                    sp = z["spacing"]
-                spacing = None if np.isnan(sp).any() else (float(sp[0]), float(sp[1]))
-                return px, orig, spacing
+                info = json.loads(meta.read_text())
+                px = np.load(file, mmap_mode="r")
+                sp = info["spacing"]
+                self.hits += 1
+                return (px, (int(info["orig"][0]), int(info["orig"][1])),
+                        None if sp is None else (float(sp[0]), float(sp[1])))
             except (OSError, ValueError, KeyError):
                 pass  # corrupt or concurrent write: recompute
+        self.misses += 1
         px, orig, spacing = compute()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f".{file.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, pixels=np.clip(np.rint(px * 65535.0), 0, 65535).astype(np.uint16),
-                 orig=np.asarray(orig), spacing=np.asarray(spacing if spacing else (np.nan,) * 2))
-        os.replace(tmp, file)
+        # metadata first, pixels last: a complete .npy means a complete entry
+        atomic_write_text(meta, json.dumps({"orig": list(orig), "spacing": spacing,
+                                            "source": str(path)}))
+        atomic_write(file, lambda tmp: _save_npy(tmp, px))
         return px, orig, spacing
+
+
+def _save_npy(path: str, px: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a name
+        np.save(f, np.asarray(px, np.uint16))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,8 +468,10 @@ class LandmarkDataset(Dataset[dict[str, Any]]):
         Folder of the disk cache.
     seed : int
         Base seed of the augmentation.
-    max_cache_items : int
-        Images kept by the memory cache (per worker).
+    max_cache_items : int, optional
+        Images kept by the memory cache (per worker); None: as many as ``cache_bytes`` holds.
+    cache_bytes : int, optional
+        Byte budget of the memory cache per worker (default :data:`DEFAULT_CACHE_BYTES`).
 
     Notes
     -----
@@ -416,14 +483,14 @@ class LandmarkDataset(Dataset[dict[str, Any]]):
                  schema: LandmarkSchema, input_size: Sequence[int] = INPUT_SIZE,
                  train: bool = False, augment: AugmentConfig | bool | None = None,
                  cache: CacheMode = "none", cache_dir: StrPath | None = None, seed: int = 0,
-                 max_cache_items: int = 512) -> None:
+                 max_cache_items: int | None = None, cache_bytes: int | None = None) -> None:
         self.records = list(records)
         self.roots = _roots(root, len(self.records))
         self.schema = schema
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.train = bool(train)
         self.augment = _resolve_augment(self.train, augment)
-        self.cache = ImageCache(cache, cache_dir, max_cache_items)
+        self.cache = ImageCache(cache, cache_dir, max_cache_items, cache_bytes)
         self.seed = int(seed)
         self.epoch = 0
         self._photo = _photometric_pipeline(self.augment) if self.augment.photometric else None
@@ -462,17 +529,17 @@ class LandmarkDataset(Dataset[dict[str, Any]]):
         self.epoch = int(epoch)
 
     # -- loading -----------------------------------------------------------------------------
-    def _load_resized(self, i: int) -> tuple[np.ndarray, tuple[int, int],
-                                             tuple[float, float] | None]:
-        """Image resized to its letterbox size, original (H, W), file pixel spacing."""
+    def _load_resized(self, i: int) -> Cached:
+        """Image resized to its letterbox size (uint16, :func:`quantize`), original (H, W),
+        file pixel spacing."""
         path = self.roots[i] / self.records[i].file_name
 
-        def compute() -> tuple[np.ndarray, tuple[int, int], tuple[float, float] | None]:
+        def compute() -> Cached:
             rad = read_image(path)
             orig = (rad.height, rad.width)
             _, resized = letterbox_matrix(orig, self.input_size)
             px = _resize(robust_normalize(rad.pixels), resized)
-            return px, orig, rad.pixel_spacing
+            return quantize(px), orig, rad.pixel_spacing
 
         return self.cache.get(path, f"letterbox{self.input_size}-robust", compute)
 
@@ -487,7 +554,8 @@ class LandmarkDataset(Dataset[dict[str, Any]]):
     def _render(self, i: int, rng: np.random.Generator, py: random.Random
                 ) -> tuple[np.ndarray, torch.Tensor, tuple[float, float] | None]:
         """Model-input image (H, W) float32, matrix (3, 3) float64, file spacing."""
-        px, orig, file_spacing = self._load_resized(i)
+        stored, orig, file_spacing = self._load_resized(i)
+        px = dequantize(stored)
         lb, (h_r, w_r) = letterbox_matrix(orig, self.input_size)
         lb_np = lb.numpy()
         top, left = int(lb_np[1, 2]), int(lb_np[0, 2])
@@ -690,10 +758,10 @@ class DetectionDataset(LandmarkDataset):
                  schema: LandmarkSchema, input_size: Sequence[int] = INPUT_SIZE,
                  train: bool = False, augment: AugmentConfig | bool | None = None,
                  cache: CacheMode = "none", cache_dir: StrPath | None = None, seed: int = 0,
-                 max_cache_items: int = 512, margin: float = 0.15,
-                 plate_depth: float = 0.6) -> None:
+                 max_cache_items: int | None = None, margin: float = 0.15,
+                 plate_depth: float = 0.6, cache_bytes: int | None = None) -> None:
         super().__init__(records, root, schema, input_size, train, augment, cache, cache_dir,
-                         seed, max_cache_items)
+                         seed, max_cache_items, cache_bytes)
         self.margin = float(margin)
         self.plate_depth = float(plate_depth)
 
@@ -738,8 +806,9 @@ class CropDataset(Dataset[dict[str, Any]]):
         Outside training: False (default) gives the exact GT crop; True a fixed jitter per
         sample (seeded by ``seed`` and the sample index only, the same every epoch), to
         validate the refiner under step-1-like errors.
-    cache, cache_dir, seed, max_cache_items
-        As :class:`LandmarkDataset` (the cache holds full-resolution images here).
+    cache, cache_dir, seed, max_cache_items, cache_bytes
+        As :class:`LandmarkDataset`. The cache holds each radiograph at its crop source
+        resolution (:meth:`source_size`), the resolution its crops need.
     masks : bool
         Also give the level's body mask in the crop (``body_mask`` (1, h, w) float32 and
         ``has_mask``; zeros and False for a level without one in the record).
@@ -757,7 +826,8 @@ class CropDataset(Dataset[dict[str, Any]]):
                  train: bool = False, augment: AugmentConfig | bool | None = None,
                  eval_jitter: bool = False, cache: CacheMode = "none",
                  cache_dir: StrPath | None = None, seed: int = 0,
-                 max_cache_items: int = 16, masks: bool = False) -> None:
+                 max_cache_items: int | None = None, masks: bool = False,
+                 cache_bytes: int | None = None) -> None:
         self.records = list(records)
         self.roots = _roots(root, len(self.records))
         self.schema = schema
@@ -771,7 +841,7 @@ class CropDataset(Dataset[dict[str, Any]]):
         self.train = bool(train)
         self.eval_jitter = bool(eval_jitter)
         self.augment = _resolve_augment(self.train, augment)
-        self.cache = ImageCache(cache, cache_dir, max_cache_items)
+        self.cache = ImageCache(cache, cache_dir, max_cache_items, cache_bytes)
         self.seed = int(seed)
         self.epoch = 0
         self._photo = _photometric_pipeline(self.augment) if self.augment.photometric else None
@@ -782,9 +852,35 @@ class CropDataset(Dataset[dict[str, Any]]):
                 if (lv.name in schema.refined_levels
                         and int(ok[schema.level_indices(lv.name)].sum()) >= 2):
                     self.samples.append((ri, li))
+        self._source_sizes = self._crop_source_sizes()
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def groups(self) -> list[int]:
+        """The record (radiograph) index of every sample, for :class:`GroupedEpochSampler`."""
+        return [ri for ri, _ in self.samples]
+
+    def _crop_source_sizes(self) -> list[tuple[int, int]]:
+        """(H, W) each record is kept at: :data:`CROP_SOURCE_OVERSAMPLE` source pixels per
+        crop pixel for its smallest crop (the jitter's smallest scale included), at most the
+        original size."""
+        density = np.zeros(len(self.records))  # crop px per image px of the finest crop
+        for n, (ri, _) in enumerate(self.samples):
+            m = self.crop_params(n)[0].numpy()
+            density[ri] = max(density[ri], float(np.sqrt(abs(np.linalg.det(m[:2, :2])))))
+        shrink = 1.0 - min(self.jitter[1], 0.9)
+        sizes = []
+        for rec, d in zip(self.records, density, strict=True):
+            s = min(1.0, CROP_SOURCE_OVERSAMPLE * d / shrink) if d > 0 else 1.0
+            sizes.append((max(1, round(rec.height * s)), max(1, round(rec.width * s))))
+        return sizes
+
+    def source_size(self, ri: int) -> tuple[int, int]:
+        """(H, W) in pixels at which record ``ri`` is decoded, normalized and kept for its
+        crops (see :data:`CROP_SOURCE_OVERSAMPLE`)."""
+        return self._source_sizes[ri]
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch entering the augmentation seed of plain integer keys."""
@@ -819,14 +915,18 @@ class CropDataset(Dataset[dict[str, Any]]):
                 out[n] = float(weight)
         return out
 
-    def _load(self, ri: int) -> tuple[np.ndarray, tuple[int, int], tuple[float, float] | None]:
+    def _load(self, ri: int) -> Cached:
+        """Record ``ri`` normalized on the full image, resized to :meth:`source_size`
+        (uint16, :func:`quantize`); original (H, W); file pixel spacing."""
         path = self.roots[ri] / self.records[ri].file_name
+        size = self.source_size(ri)
 
-        def compute() -> tuple[np.ndarray, tuple[int, int], tuple[float, float] | None]:
+        def compute() -> Cached:
             rad = read_image(path)
-            return robust_normalize(rad.pixels), (rad.height, rad.width), rad.pixel_spacing
+            px = _resize(robust_normalize(rad.pixels), size)
+            return quantize(px), (rad.height, rad.width), rad.pixel_spacing
 
-        return self.cache.get(path, "full-robust", compute)
+        return self.cache.get(path, f"crop-source{size}-robust", compute)
 
     def crop_params(self, index: int, rng: np.random.Generator | None = None
                     ) -> tuple[torch.Tensor, bool]:
@@ -863,18 +963,20 @@ class CropDataset(Dataset[dict[str, Any]]):
         ri, li = self.samples[index]
         rec = self.records[ri]
         matrix, _ = self.crop_params(index, use_rng)
-        px, _, file_spacing = self._load(ri)
+        px, (h_o, w_o), file_spacing = self._load(ri)
 
         # Warp at k times the crop size, then box-average by k (exact for integer k).
         hc, wc = self.crop_size
         mat = matrix.numpy()
-        side_in = float(np.sqrt(abs(np.linalg.det(mat[:2, :2]))))  # crop px per image px
+        src = mat @ np.diag([w_o / px.shape[1], h_o / px.shape[0], 1.0])  # source px -> crop
+        side_in = float(np.sqrt(abs(np.linalg.det(src[:2, :2]))))  # crop px per source px
         k = int(min(8, max(1, math.ceil(1.0 / side_in - 1e-6)))) if side_in > 0 else 1
-        big = np.diag([float(k), float(k), 1.0]) @ mat
+        big = np.diag([float(k), float(k), 1.0]) @ src
         img = cv2.warpAffine(px, opencv_affine(big), (wc * k, hc * k), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         if k > 1:
             img = cv2.resize(img, (wc, hc), interpolation=cv2.INTER_AREA)
+        img = dequantize(img)
         if self.train:
             img = self._photometric(np.ascontiguousarray(img, dtype=np.float32), rng, py)
 
@@ -954,6 +1056,12 @@ class EpochSampler(Sampler[tuple[int, int]]):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch])
         self.epoch += 1
+        order, seeds = self._draw(rng)
+        for i, s in zip(order, seeds, strict=True):
+            yield int(i), int(s)
+
+    def _draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The epoch's sample indices and their seeds, (num_samples,) int64 each."""
         if self.shuffle and self.p is not None:
             order = rng.choice(self.num_samples, self.num_samples, p=self.p)
         elif self.shuffle:
@@ -964,5 +1072,40 @@ class EpochSampler(Sampler[tuple[int, int]]):
         if self.p is None:
             seeds = seeds[order]  # the seed belongs to the sample
         # Weighted, the seed belongs to the draw: a sample drawn twice is augmented twice.
-        for i, s in zip(order, seeds, strict=True):
-            yield int(i), int(s)
+        return order, seeds
+
+
+class GroupedEpochSampler(EpochSampler):
+    """:class:`EpochSampler` whose draws come grouped: all the crops of one radiograph in a
+    row, the radiographs in random order.
+
+    An epoch draws exactly the ``(index, sample_seed)`` pairs of :class:`EpochSampler` with
+    the same ``seed`` and epoch (so the same samples with the same augmentation), then
+    orders them by a random permutation of the groups; within a group the draws keep their
+    random order. A radiograph is then decoded about once per epoch instead of once per crop
+    (its crops follow each other, so the dataset's cache holds it while they are made), and
+    every batch still mixes several radiographs. Without ``shuffle`` the draws keep the index
+    order.
+
+    Parameters
+    ----------
+    groups : sequence of int
+        (num_samples,) the group (radiograph) of every sample, e.g.
+        :attr:`CropDataset.groups`.
+    shuffle, seed, weights
+        As :class:`EpochSampler`.
+    """
+
+    def __init__(self, groups: Sequence[int] | np.ndarray, shuffle: bool = True,
+                 seed: int = 0, weights: Sequence[float] | np.ndarray | None = None) -> None:
+        self.groups = np.asarray(groups, dtype=np.int64).reshape(-1)
+        super().__init__(len(self.groups), shuffle, seed, weights)
+        _, self._group_index = np.unique(self.groups, return_inverse=True)
+
+    def _draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        order, seeds = super()._draw(rng)
+        if not self.shuffle or self.num_samples == 0:
+            return order, seeds
+        rank = rng.permutation(int(self._group_index.max()) + 1)[self._group_index[order]]
+        grouped = np.argsort(rank, kind="stable")
+        return order[grouped], seeds[grouped]
