@@ -19,10 +19,13 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._output import configure_output
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from .training import TrainConfig
 
 #: Exit statuses: success; some inputs failed (the others were done); usage or input error;
 #: interrupted (Ctrl-C).
@@ -140,15 +143,20 @@ def _verb_train(sub: Any) -> None:
                         "detector 23 %%, landmark 49 %%, refiner 28 %%) or per stage "
                         "(detector=2m,landmark=10m,refiner=4m); the learning rate anneals over "
                         "the budget. A stage without a budget trains for its epochs")
-    p.add_argument("--image-size", type=_size, default=(512, 384), help="model input HxW")
-    p.add_argument("--crop-size", type=_size, default=(128, 128), help="refiner crop HxW")
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--detector-backbone", default="resnet18")
+    p.add_argument("--image-size", type=_size, default=None,
+                   help="model input HxW (default: 512x384, or the --init-from pipeline's)")
+    p.add_argument("--crop-size", type=_size, default=None,
+                   help="refiner crop HxW (default: 128x128, or the --init-from pipeline's)")
+    p.add_argument("--backbone", default=None,
+                   help="default: resnet18, or the --init-from pipeline's")
+    p.add_argument("--detector-backbone", default=None,
+                   help="default: resnet18, or the --init-from pipeline's")
     p.add_argument("--weights", default=None, help="local backbone weights file")
     p.add_argument("--init-from", default=None, metavar="PIPELINE",
-                   help="start every stage from the networks of a saved pipeline (RUN/pipeline)"
-                        " instead of random weights: fine-tune on a few annotated images of a "
-                        "new source (same schema and sizes)")
+                   help="start every stage from the networks of a saved pipeline (RUN/pipeline "
+                        "or RUN) instead of random weights: fine-tune on a few annotated images "
+                        "of a new source. The schema, backbones, sizes and detector head not "
+                        "given are taken from it (and listed)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -324,22 +332,48 @@ def cmd_train(args: argparse.Namespace) -> int:
     budget = args.time_budget
     if isinstance(budget, float):
         budget = split_time_budget(budget, stages)
+    network = _network_options(args, CPU_DETECTOR)
     cfg = TrainConfig(
         accelerator=args.accelerator, devices=_devices(args.devices),
         num_nodes=args.num_nodes, strategy=args.strategy,
         precision=args.precision or "32-true", max_epochs=args.max_epochs,
         detector_epochs=args.detector_epochs, refiner_epochs=args.refiner_epochs,
-        image_size=args.image_size, crop_size=args.crop_size, batch_size=args.batch_size,
-        backbone=args.backbone, detector_backbone=args.detector_backbone,
-        weights_path=args.weights, init_from=args.init_from, lr=args.lr,
-        num_workers=args.workers, seed=args.seed,
-        stages=stages, val_dir=args.val, time_budget_s=budget or {}, schema=args.schema,
-        detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {}, masks=args.masks,
+        batch_size=args.batch_size, weights_path=args.weights, init_from=args.init_from,
+        lr=args.lr, num_workers=args.workers, seed=args.seed,
+        stages=stages, val_dir=args.val, time_budget_s=budget or {}, masks=args.masks,
+        **network,
         **({} if args.deformity_weight is None else {"deformity_weight": args.deformity_weight}),
         **({} if args.height_weight is None else {"height_weight": args.height_weight}))
+    if cfg.init_from is not None:
+        cfg = _inherit_from_source(cfg, set(network))
     out = train_pipeline(args.data, args.out, cfg, overwrite=args.overwrite)
     print(f"pipeline saved to {out}")
     return 0
+
+
+def _network_options(args: argparse.Namespace, small_detector: dict[str, Any]
+                     ) -> dict[str, Any]:
+    """The ``TrainConfig`` fields that shape the networks, for the options given (the others
+    keep the defaults, or come from ``--init-from``)."""
+    given = {"schema": args.schema, "image_size": args.image_size,
+             "crop_size": args.crop_size, "backbone": args.backbone,
+             "detector_backbone": args.detector_backbone,
+             "detector_kwargs": dict(small_detector) if args.small_detector else None}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _inherit_from_source(cfg: TrainConfig, given: set[str]) -> TrainConfig:
+    """``cfg`` with the network settings not given taken from ``--init-from``, printed."""
+    from .init_from import inherit_settings
+
+    cfg, taken = inherit_settings(cfg, given)
+    if taken:
+        shown = {k: (v.get("name", "custom") if isinstance(v, dict) and k == "schema"
+                     else "x".join(map(str, v)) if isinstance(v, tuple) else v)
+                 for k, v in taken.items()}
+        print(f"--init-from {cfg.init_from}: taken from the source pipeline: "
+              + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in shown.items()))
+    return cfg
 
 
 def _devices(text: str) -> int | str:

@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from ._atomic import atomic_write_text
 from .data.datamodule import SpineDataModule
+from .init_from import check_init_from
 from .models.base import LandmarkTask
 from .models.detector import VertebraDetector
 from .models.landmark import CropRefiner, LandmarkModel
@@ -105,7 +106,7 @@ class TrainConfig:
     val_dir: str | None = None
     #: Schema name or JSON file; ``None``: the one stored in the annotation file, else
     #: ``lumbar_sagittal`` (:func:`~spinelandmarks.data.datamodule.schema_for`).
-    schema: str | None = None
+    schema: str | dict[str, Any] | None = None
     progress: bool = True
     #: Optional wall-clock budget per stage in seconds; the learning rate then follows a
     #: cosine over the budget (see :class:`TimeBudget`) instead of over the epochs.
@@ -128,7 +129,9 @@ class TrainConfig:
     height_weight: float = 0.0
     #: A saved pipeline directory (``RUN/pipeline``, or ``RUN``) whose networks start each stage
     #: instead of random weights: fine-tuning on a few annotated images of a new source
-    #: (``docs/training.md``, "Fine-tuning on a new source"). Same schema and sizes needed.
+    #: (``docs/training.md``, "Fine-tuning on a new source"). Same schema and sizes needed:
+    #: :func:`~spinelandmarks.init_from.inherit_settings` takes them from the source, and
+    #: :func:`train_pipeline` checks every layer before anything is written.
     init_from: str | None = None
 
 
@@ -315,6 +318,9 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
         The data have problems (missing or unreadable images, NaN labelled points, ...).
     RunMismatchError
         ``run_dir`` holds a run trained from other data or settings (without ``overwrite``).
+    ValueError
+        ``cfg.init_from``'s networks do not fit this run's settings (the message names the
+        layer, both shapes and the source's settings; nothing is written).
     """
     cfg = cfg or TrainConfig()
     unknown = [s for s in cfg.stages if s not in STAGES]
@@ -323,7 +329,11 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
     if "landmark" not in cfg.stages:  # checked before hours of training, not after
         raise ValueError("the landmark stage is required to build a pipeline")
     run = Path(run_dir)
-    _datamodule(str(data_dir), cfg, "landmarks").setup("fit")  # every data problem, at once
+    dm = _datamodule(str(data_dir), cfg, "landmarks")
+    dm.setup("fit")  # every data problem, at once
+    if cfg.init_from is not None:  # before anything is written
+        check_init_from(cfg, dm.schema, {stage: _module(stage, cfg, dm.schema.to_dict())
+                                         for stage in cfg.stages})
     identity = run_identity(data_dir, cfg)
     _check_run(run, identity, overwrite)
     run.mkdir(parents=True, exist_ok=True)
