@@ -191,7 +191,9 @@ def _verb_predict(sub: Any) -> None:
                     "per image), OUT/predictions_step1.json, OUT/measurements.csv, "
                     "OUT/failures.csv, OUT/overlays/*.png, OUT/predictions.jsonl (the journal: "
                     "after a crash or Ctrl-C, rerun the same command to resume) and "
-                    "OUT/predict.json (the inputs). Prints how many images need review.")
+                    "OUT/predict.json (the inputs), OUT/summary.json (counts: images, "
+                    "needs_review, shifted, shift_alarm). Prints how many images need review "
+                    "and whether the images look like the pipeline's training images.")
     p.add_argument("run", help="run directory from `train` (or a pipeline directory)")
     p.add_argument("inputs", nargs="+",
                    help="image files (DICOM, PNG, JPEG, TIFF), folders (searched recursively) "
@@ -470,7 +472,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"error: {path}: {reason}", file=sys.stderr)
     n_ok = len(files) - len(failures)
     print(f"predicted {n_ok}/{len(files)} images -> {args.out}")
+    _print_shift_advice(Path(args.out), args.run)
     return 1 if failures or missing else 0
+
+
+def _print_shift_advice(out: Path, run: str) -> None:
+    """The run's last lines: whether the archive looks like the training images, and what
+    to do when it does not (``summary.json``)."""
+    import json
+
+    from .adaptation.shift import SUMMARY, RunSummary, advice
+
+    path = out / SUMMARY
+    if path.is_file():
+        for line in advice(RunSummary.from_json(json.loads(path.read_text())), run):
+            print(line)
 
 
 def cmd_measure(args: argparse.Namespace) -> int:

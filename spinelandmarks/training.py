@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from ._atomic import atomic_write_text
+from .adaptation.shift import fit_shift_model
 from .data.datamodule import SpineDataModule
 from .init_from import check_init_from
 from .models.base import LandmarkTask
@@ -114,6 +115,10 @@ class TrainConfig:
     #: Fit the pipeline's model-dependent QC thresholds on the validation images
     #: (:meth:`~spinelandmarks.pipeline.SpineLandmarkPipeline.calibrate_qc`).
     calibrate_qc: bool = True
+    #: Fit the pipeline's shift model (``shift_score`` of each predicted image) on the
+    #: training images, its threshold on the validation images
+    #: (:func:`~spinelandmarks.adaptation.fit_shift_model`).
+    fit_shift: bool = True
     #: Extra keyword arguments of :class:`VertebraDetector` (e.g. a smaller head for CPU).
     detector_kwargs: dict[str, Any] = field(default_factory=dict)
     #: Train the refiner's body-mask head on the annotations' masks (COCO segmentation).
@@ -348,6 +353,8 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
                                  crop_scale=cfg.crop_scale)
     if cfg.calibrate_qc:
         _calibrate_qc(pipe, str(data_dir), cfg)
+    if cfg.fit_shift:
+        _fit_shift(pipe, str(data_dir), cfg)
     return pipe.save(run / "pipeline")
 
 
@@ -413,3 +420,20 @@ def _calibrate_qc(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) 
               "%.2f, refinement jump %.2f body heights; fracture screen at %.3f height loss",
               len(truths), th.max_spread_frac, th.detector_distance_frac,
               th.refinement_jump_frac, pipe.fracture_screen_loss)
+
+
+def _fit_shift(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) -> None:
+    """Fit the pipeline's shift model on the training images (threshold on the validation
+    images); without validation images there is none."""
+    dm = _datamodule(data_dir, cfg, "landmarks")
+    dm.setup("fit")
+    if not dm.val_records or len(dm.train_records) < 2:
+        _log.info("no shift model: it needs validation images")
+        return
+    gpu = cfg.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    pipe.to("cuda" if gpu else "cpu")
+    model = fit_shift_model(pipe, dm.image_paths("train"), dm.image_paths("val"),
+                            batch_size=cfg.batch_size, seed=cfg.seed)
+    pipe.to("cpu")
+    _log.info("shift model fitted on %d training images; threshold %.2f on %d validation "
+              "images", model.num_train, model.threshold, model.num_val)
