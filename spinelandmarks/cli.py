@@ -1,7 +1,7 @@
 """The ``spinelandmarks`` command line.
 
 Verbs: ``synth``, ``train``, ``predict``, ``measure``, ``evaluate``, ``export``, ``import``,
-``demo``. Run
+``select``, ``demo``. Run
 ``spinelandmarks VERB --help`` for the options of each.
 """
 
@@ -274,6 +274,29 @@ def _verb_import(sub: Any) -> None:
     _add_schema_option(p)
 
 
+def _verb_select(sub: Any) -> None:
+    p = sub.add_parser(
+        "select", help="choose the images of a new source to annotate first",
+        description="Predicts every image, scores how unsure the pipeline is of it (QC flags, "
+                    "heatmap spread, step 1-2 disagreement) and picks K spread over the "
+                    "archive (greedy k-center on the step-1 backbone's pooled features). "
+                    "Writes OUT (the K paths, most informative first, one per line) and, with "
+                    "--export, the K images' predictions as pre-annotations to correct.")
+    p.add_argument("run", help="run directory from `train` (or a pipeline directory)")
+    p.add_argument("inputs", nargs="+",
+                   help="image files, folders (searched recursively) or .txt / .csv lists")
+    p.add_argument("--n", type=int, required=True, metavar="K", help="images to choose")
+    p.add_argument("--out", required=True, help="text file to write the chosen paths to")
+    p.add_argument("--export", choices=["cvat", "label-studio"], default=None,
+                   help="also write the chosen images' predictions for this tool")
+    p.add_argument("--export-out", default=None, metavar="DIR",
+                   help="folder for --export (as `spinelandmarks export --out`)")
+    p.add_argument("--image-url", default="/data/local-files/?d=",
+                   help="Label Studio: URL prefix of the images (default: its local storage)")
+    p.add_argument("--seed", type=int, default=0, help="order among exact ties")
+    _add_device_options(p, 4)
+
+
 def _verb_demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="synthesize, train, predict and evaluate end to end")
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
@@ -300,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add_verb in (_verb_synth, _verb_train, _verb_predict, _verb_measure, _verb_evaluate,
-                     _verb_export, _verb_import, _verb_demo):
+                     _verb_export, _verb_import, _verb_select, _verb_demo):
         add_verb(sub)
     for verb in sub.choices.values():
         verb.add_argument("--verbose", action="store_true",
@@ -575,9 +598,42 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_select(args: argparse.Namespace) -> int:
+    from ._atomic import atomic_write_text
+    from .adaptation.select import select_images
+    from .data.annotation_tools import export_cvat, export_label_studio
+    from .pipeline import SpineLandmarkPipeline
+    from .predict import resolve_pipeline_dir
+
+    if args.export is not None and args.export_out is None:
+        raise ValueError("--export needs --export-out DIR (the folder to write the files to)")
+    files, missing = collect_inputs(args.inputs)
+    for m in missing:
+        print(f"error: {m}: no such file or directory", file=sys.stderr)
+    if not files:
+        print("error: no input images found", file=sys.stderr)
+        return EXIT_USAGE
+    pipe = SpineLandmarkPipeline.load(resolve_pipeline_dir(args.run))
+    if args.accelerator in ("gpu", "cuda"):
+        pipe.to("cuda")
+    chosen = select_images(pipe, files, args.n, seed=args.seed, batch_size=args.batch_size)
+    atomic_write_text(args.out, "".join(f"{c.path}\n" for c in chosen))
+    for c in chosen:
+        print(f"{c.rank:3d}. {c.path}: {c.reason}")
+    print(f"wrote {len(chosen)} of {len(files)} image paths to {args.out}")
+    if args.export is not None:
+        records = [c.result.to_record(pipe.schema, step=2, image_id=c.rank)
+                   for c in chosen if c.result is not None]
+        out = (export_cvat(records, pipe.schema, args.export_out) if args.export == "cvat"
+               else export_label_studio(records, pipe.schema, args.export_out,
+                                        image_url=args.image_url))
+        print(f"pre-annotations of the {len(records)} images: {out}")
+    return EXIT_PARTIAL if missing else EXIT_OK
+
+
 COMMANDS = {"synth": cmd_synth, "train": cmd_train, "predict": cmd_predict,
             "measure": cmd_measure, "evaluate": cmd_evaluate, "export": cmd_export,
-            "import": cmd_import, "demo": cmd_demo}
+            "import": cmd_import, "select": cmd_select, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
