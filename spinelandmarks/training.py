@@ -105,7 +105,8 @@ class TrainConfig:
     seed: int = 0
     stages: tuple[str, ...] = STAGES
     val_dir: str | None = None
-    #: Schema name or JSON file; ``None``: the one stored in the annotation file, else
+    #: Schema name, JSON file or dict form (``LandmarkSchema.to_dict``, as ``--init-from``
+    #: takes it from a pipeline); ``None``: the one stored in the annotation file, else
     #: ``lumbar_sagittal`` (:func:`~spinelandmarks.data.datamodule.schema_for`).
     schema: str | dict[str, Any] | None = None
     progress: bool = True
