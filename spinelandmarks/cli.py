@@ -294,7 +294,8 @@ def _verb_select(sub: Any) -> None:
     p.add_argument("--image-url", default="/data/local-files/?d=",
                    help="Label Studio: URL prefix of the images (default: its local storage)")
     p.add_argument("--seed", type=int, default=0, help="order among exact ties")
-    _add_device_options(p, 4)
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default: auto)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per batch (default: 4)")
 
 
 def _verb_demo(sub: Any) -> None:
@@ -614,7 +615,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         print("error: no input images found", file=sys.stderr)
         return EXIT_USAGE
     pipe = SpineLandmarkPipeline.load(resolve_pipeline_dir(args.run))
-    if args.accelerator in ("gpu", "cuda"):
+    if _accelerator_device(args.accelerator) == "cuda":
         pipe.to("cuda")
     chosen = select_images(pipe, files, args.n, seed=args.seed, batch_size=args.batch_size)
     atomic_write_text(args.out, "".join(f"{c.path}\n" for c in chosen))
@@ -629,6 +630,15 @@ def cmd_select(args: argparse.Namespace) -> int:
                                         image_url=args.image_url))
         print(f"pre-annotations of the {len(records)} images: {out}")
     return EXIT_PARTIAL if missing else EXIT_OK
+
+
+def _accelerator_device(accelerator: str) -> str:
+    """``cuda`` for gpu (or auto with a usable GPU), else ``cpu``."""
+    import torch
+
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto"
+                                             and torch.cuda.is_available())
+    return "cuda" if gpu else "cpu"
 
 
 COMMANDS = {"synth": cmd_synth, "train": cmd_train, "predict": cmd_predict,
