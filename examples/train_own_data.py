@@ -3,7 +3,8 @@
 The same as ``spinelandmarks train DATA --out RUN``; shown here to change any setting in code.
 Without DATA, a small synthetic data set is made first. With ``--init-from PIPELINE`` every
 stage starts from a trained pipeline's networks: fine-tuning on a few annotated images of a
-new source (scanner, site), which needs the sizes and backbones that pipeline was trained with.
+new source (scanner, site), with the schema, sizes and backbones that pipeline was trained
+with (``inherit_settings`` takes them from it).
 
 Run: python examples/train_own_data.py [DATA] --out RUN [--epochs 30] [--tiny]
      [--init-from RUN_BEFORE/pipeline]
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.demo import CPU_DETECTOR
+from spinelandmarks.init_from import inherit_settings
 from spinelandmarks.training import TrainConfig, train_pipeline
 
 
@@ -37,6 +39,9 @@ def main(argv: list[str] | None = None) -> Path:
                           backbone="resnet_lite", detector_backbone="resnet_lite",
                           batch_size=4, num_workers=0, accelerator="cpu", progress=False,
                           detector_kwargs=dict(CPU_DETECTOR), init_from=args.init_from)
+    if cfg.init_from is not None:
+        cfg, taken = inherit_settings(cfg)  # the source's schema, sizes, backbones
+        print(f"taken from {cfg.init_from}: {sorted(taken)}")
     pipeline_dir = train_pipeline(data, args.out, cfg)
     print(f"pipeline: {pipeline_dir}")
     return pipeline_dir

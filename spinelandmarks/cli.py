@@ -1,7 +1,7 @@
 """The ``spinelandmarks`` command line.
 
 Verbs: ``synth``, ``train``, ``predict``, ``measure``, ``evaluate``, ``export``, ``import``,
-``demo``. Run
+``select``, ``demo``. Run
 ``spinelandmarks VERB --help`` for the options of each.
 """
 
@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._cli_values import (
     BACKBONE_NAMES,
@@ -37,6 +37,9 @@ from ._cli_values import (
 from ._output import configure_output
 from ._version import __version__
 from .defaults import BUDGET_SHARES, CROP_SIZE, INPUT_SIZE
+
+if TYPE_CHECKING:
+    from .training import TrainConfig
 
 #: Exit statuses: success; some inputs failed (the others were done); usage or input error;
 #: interrupted (Ctrl-C).
@@ -171,24 +174,29 @@ def _verb_train(sub: Any) -> None:
                         f"{_shares_help()}) or per stage "
                         "(detector=2m,landmark=10m,refiner=4m); the learning rate anneals over "
                         "the budget. A stage without a budget trains for its epochs")
-    p.add_argument("--image-size", type=size_at_least(MIN_IMAGE_SIZE), default=f"{INPUT_SIZE[0]}x{INPUT_SIZE[1]}",
-                   help=f"model input HxW (each side >= {MIN_IMAGE_SIZE})")
-    p.add_argument("--crop-size", type=size_at_least(MIN_CROP_SIZE), default=f"{CROP_SIZE[0]}x{CROP_SIZE[1]}",
-                   help=f"refiner crop HxW (each side >= {MIN_CROP_SIZE})")
-    p.add_argument("--backbone", default="resnet18", choices=BACKBONE_NAMES, metavar="NAME",
+    p.add_argument("--image-size", type=size_at_least(MIN_IMAGE_SIZE), default=None,
+                   help=f"model input HxW, each side >= {MIN_IMAGE_SIZE} (default: "
+                        f"{INPUT_SIZE[0]}x{INPUT_SIZE[1]}, or the --init-from pipeline's)")
+    p.add_argument("--crop-size", type=size_at_least(MIN_CROP_SIZE), default=None,
+                   help=f"refiner crop HxW, each side >= {MIN_CROP_SIZE} (default: "
+                        f"{CROP_SIZE[0]}x{CROP_SIZE[1]}, or the --init-from pipeline's)")
+    p.add_argument("--backbone", default=None, choices=BACKBONE_NAMES, metavar="NAME",
                    help="backbone of the landmark model and the refiner: "
-                        + ", ".join(BACKBONE_NAMES))
-    p.add_argument("--detector-backbone", default="resnet18", choices=DETECTOR_BACKBONE_NAMES,
+                        + ", ".join(BACKBONE_NAMES)
+                        + " (default: resnet18, or the --init-from pipeline's)")
+    p.add_argument("--detector-backbone", default=None, choices=DETECTOR_BACKBONE_NAMES,
                    metavar="NAME", help="backbone of the vertebra detector: "
-                                        + ", ".join(DETECTOR_BACKBONE_NAMES))
+                                        + ", ".join(DETECTOR_BACKBONE_NAMES)
+                                        + " (default: resnet18, or the --init-from pipeline's)")
     p.add_argument("--weights", default=None,
                    help="local weights file for the --backbone of the landmark model and the "
                         "refiner (the detector's --detector-backbone starts from random "
                         "weights, or from --init-from)")
     p.add_argument("--init-from", default=None, metavar="PIPELINE",
-                   help="start every stage from the networks of a saved pipeline (RUN/pipeline)"
-                        " instead of random weights: fine-tune on a few annotated images of a "
-                        "new source (same schema and sizes)")
+                   help="start every stage from the networks of a saved pipeline (RUN/pipeline "
+                        "or RUN) instead of random weights: fine-tune on a few annotated images "
+                        "of a new source. The schema, backbones, sizes and detector head not "
+                        "given are taken from it (and listed)")
     p.add_argument("--lr", type=float_above(0.0), default=1e-3,
                    help="peak learning rate of the landmark model and the refiner; the "
                         "detector keeps its own (VertebraDetector's lr)")
@@ -275,7 +283,9 @@ def _verb_predict(sub: Any) -> None:
                     "per image), OUT/predictions_step1.json, OUT/measurements.csv, "
                     "OUT/failures.csv, OUT/overlays/*.png, OUT/predictions.jsonl (the journal: "
                     "after a crash or Ctrl-C, rerun the same command to resume) and "
-                    "OUT/predict.json (the inputs). Prints how many images need review.")
+                    "OUT/predict.json (the inputs), OUT/summary.json (counts: images, "
+                    "needs_review, shifted, shift_alarm). Prints how many images need review "
+                    "and whether the images look like the pipeline's training images.")
     p.add_argument("run", help="run directory from `train` (or a pipeline directory)")
     p.add_argument("inputs", nargs="+",
                    help="image files (DICOM, PNG, JPEG, TIFF), folders (searched recursively) "
@@ -374,6 +384,30 @@ def _verb_import(sub: Any) -> None:
     _add_schema_option(p)
 
 
+def _verb_select(sub: Any) -> None:
+    p = sub.add_parser(
+        "select", help="choose the images of a new source to annotate first",
+        description="Predicts every image, scores how unsure the pipeline is of it (QC flags, "
+                    "heatmap spread, step 1-2 disagreement) and picks K spread over the "
+                    "archive (greedy k-center on the step-1 backbone's pooled features). "
+                    "Writes OUT (the K paths, most informative first, one per line) and, with "
+                    "--export, the K images' predictions as pre-annotations to correct.")
+    p.add_argument("run", help="run directory from `train` (or a pipeline directory)")
+    p.add_argument("inputs", nargs="+",
+                   help="image files, folders (searched recursively) or .txt / .csv lists")
+    p.add_argument("--n", type=int, required=True, metavar="K", help="images to choose")
+    p.add_argument("--out", required=True, help="text file to write the chosen paths to")
+    p.add_argument("--export", choices=["cvat", "label-studio"], default=None,
+                   help="also write the chosen images' predictions for this tool")
+    p.add_argument("--export-out", default=None, metavar="DIR",
+                   help="folder for --export (as `spinelandmarks export --out`)")
+    p.add_argument("--image-url", default="/data/local-files/?d=",
+                   help="Label Studio: URL prefix of the images (default: its local storage)")
+    p.add_argument("--seed", type=int, default=0, help="order among exact ties")
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default: auto)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per batch (default: 4)")
+
+
 def _verb_demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="synthesize, train, predict and evaluate end to end")
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
@@ -403,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add_verb in (_verb_synth, _verb_train, _verb_predict, _verb_measure, _verb_evaluate,
-                     _verb_export, _verb_import, _verb_demo):
+                     _verb_export, _verb_import, _verb_select, _verb_demo):
         add_verb(sub)
     for verb in sub.choices.values():
         verb.formatter_class = HelpFormatter  # defaults and choices in every --help
@@ -444,23 +478,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     budget = args.time_budget
     if isinstance(budget, float):
         budget = split_time_budget(budget, stages)
+    network = _network_options(args, CPU_DETECTOR)
     cfg = TrainConfig(
         accelerator=args.accelerator, devices=_devices(args.devices),
         num_nodes=args.num_nodes, strategy=args.strategy,
         precision=args.precision or "32-true", max_epochs=args.max_epochs,
         landmark_epochs=args.landmark_epochs,
         detector_epochs=args.detector_epochs, refiner_epochs=args.refiner_epochs,
-        image_size=args.image_size, crop_size=args.crop_size, batch_size=args.batch_size,
-        backbone=args.backbone, detector_backbone=args.detector_backbone,
-        weights_path=args.weights, init_from=args.init_from, lr=args.lr,
-        num_workers=args.workers, seed=args.seed,
-        stages=stages, val_dir=args.val, time_budget_s=budget or {}, schema=args.schema,
-        detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {}, masks=args.masks,
+        batch_size=args.batch_size, weights_path=args.weights, init_from=args.init_from,
+        lr=args.lr, num_workers=args.workers, seed=args.seed,
+        stages=stages, val_dir=args.val, time_budget_s=budget or {}, masks=args.masks,
+        **network,
         **_task_classes(args),
         skip_invalid=args.skip_invalid,
         cache=args.cache,
         **({} if args.deformity_weight is None else {"deformity_weight": args.deformity_weight}),
         **({} if args.height_weight is None else {"height_weight": args.height_weight}))
+    if cfg.init_from is not None:
+        cfg = _inherit_from_source(cfg, set(network))
     out = train_pipeline(args.data, args.out, cfg, overwrite=args.overwrite)
     print(f"pipeline saved to {out}")
     return 0
@@ -474,6 +509,31 @@ def _check_init_from(source: str | None) -> None:
     if not ((p / "pipeline.json").is_file() or (p / "pipeline" / "pipeline.json").is_file()):
         raise ValueError(f"--init-from {source}: not a saved pipeline (no pipeline.json there "
                          "or in its pipeline/ folder); give RUN/pipeline of a finished run")
+
+
+def _network_options(args: argparse.Namespace, small_detector: dict[str, Any]
+                     ) -> dict[str, Any]:
+    """The ``TrainConfig`` fields that shape the networks, for the options given (the others
+    keep the defaults, or come from ``--init-from``)."""
+    given = {"schema": args.schema, "image_size": args.image_size,
+             "crop_size": args.crop_size, "backbone": args.backbone,
+             "detector_backbone": args.detector_backbone,
+             "detector_kwargs": dict(small_detector) if args.small_detector else None}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _inherit_from_source(cfg: TrainConfig, given: set[str]) -> TrainConfig:
+    """``cfg`` with the network settings not given taken from ``--init-from``, printed."""
+    from .init_from import inherit_settings
+
+    cfg, taken = inherit_settings(cfg, given)
+    if taken:
+        shown = {k: (v.get("name", "custom") if isinstance(v, dict) and k == "schema"
+                     else "x".join(map(str, v)) if isinstance(v, tuple) else v)
+                 for k, v in taken.items()}
+        print(f"--init-from {cfg.init_from}: taken from the source pipeline: "
+              + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in shown.items()))
+    return cfg
 
 
 def _devices(text: str) -> int | str:
@@ -572,7 +632,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"error: {path}: {reason}", file=sys.stderr)
     n_ok = len(files) - len(failures)
     print(f"predicted {n_ok}/{len(files)} images -> {args.out}")
+    _print_shift_advice(Path(args.out), args.run)
     return 1 if failures or missing else 0
+
+
+def _print_shift_advice(out: Path, run: str) -> None:
+    """The run's last lines: whether the archive looks like the training images, and what
+    to do when it does not (``summary.json``)."""
+    import json
+
+    from .adaptation.shift import SUMMARY, RunSummary, advice
+
+    path = out / SUMMARY
+    if path.is_file():
+        for line in advice(RunSummary.from_json(json.loads(path.read_text())), run):
+            print(line)
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
@@ -688,9 +762,51 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_select(args: argparse.Namespace) -> int:
+    from ._atomic import atomic_write_text
+    from .adaptation.select import select_images
+    from .data.annotation_tools import export_cvat, export_label_studio
+    from .pipeline import SpineLandmarkPipeline
+    from .predict import resolve_pipeline_dir
+
+    if args.export is not None and args.export_out is None:
+        raise ValueError("--export needs --export-out DIR (the folder to write the files to)")
+    files, missing = collect_inputs(args.inputs)
+    for m in missing:
+        print(f"error: {m}: no such file or directory", file=sys.stderr)
+    if not files:
+        print("error: no input images found", file=sys.stderr)
+        return EXIT_USAGE
+    pipe = SpineLandmarkPipeline.load(resolve_pipeline_dir(args.run))
+    if _accelerator_device(args.accelerator) == "cuda":
+        pipe.to("cuda")
+    chosen = select_images(pipe, files, args.n, seed=args.seed, batch_size=args.batch_size)
+    atomic_write_text(args.out, "".join(f"{c.path}\n" for c in chosen))
+    for c in chosen:
+        print(f"{c.rank:3d}. {c.path}: {c.reason}")
+    print(f"wrote {len(chosen)} of {len(files)} image paths to {args.out}")
+    if args.export is not None:
+        records = [c.result.to_record(pipe.schema, step=2, image_id=c.rank)
+                   for c in chosen if c.result is not None]
+        out = (export_cvat(records, pipe.schema, args.export_out) if args.export == "cvat"
+               else export_label_studio(records, pipe.schema, args.export_out,
+                                        image_url=args.image_url))
+        print(f"pre-annotations of the {len(records)} images: {out}")
+    return EXIT_PARTIAL if missing else EXIT_OK
+
+
+def _accelerator_device(accelerator: str) -> str:
+    """``cuda`` for gpu (or auto with a usable GPU), else ``cpu``."""
+    import torch
+
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto"
+                                             and torch.cuda.is_available())
+    return "cuda" if gpu else "cpu"
+
+
 COMMANDS = {"synth": cmd_synth, "train": cmd_train, "predict": cmd_predict,
             "measure": cmd_measure, "evaluate": cmd_evaluate, "export": cmd_export,
-            "import": cmd_import, "demo": cmd_demo}
+            "import": cmd_import, "select": cmd_select, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -219,7 +219,8 @@ def measure_records(records: Sequence[ImageRecord],
         ``needs_review`` (1 / 0), ``qc`` (the raised quality-control flags, e.g.
         ``overlap: L5 S1; angle_range: l1_l5_lordosis``, see :mod:`spinelandmarks.qc`) and
         ``suspected_fractures`` (space-separated levels,
-        ``SpineResult.suspected_fractures``); then
+        ``SpineResult.suspected_fractures``), ``shift_score`` and ``shifted`` (1 / 0; empty
+        when the pipeline has no shift model); then
         the clinical measurements of
         :func:`~spinelandmarks.measurements.clinical_columns` (pelvic parameters, body
         heights and Genant grades, disc heights, slips; lengths in mm where the pixel spacing
@@ -258,6 +259,9 @@ def measure_records(records: Sequence[ImageRecord],
             row["qc"] = "; ".join(f"{k}: {' '.join(v)}"
                                   for k, v in rec.meta.get("qc", {}).items())
             row["suspected_fractures"] = " ".join(rec.meta.get("suspected_fractures", ()))
+            row["shift_score"] = rec.meta.get("shift_score")
+            shifted = rec.meta.get("shifted")
+            row["shifted"] = None if shifted is None else int(bool(shifted))
         rows.append(row)
     return rows
 
@@ -296,7 +300,8 @@ def write_measurements_csv(records: Iterable[ImageRecord], schema: LandmarkSchem
         with endplates), ``missing_levels``, the
         clinical measurements (:func:`~spinelandmarks.measurements.clinical_columns`) and,
         for pipeline predictions (the first record has ``meta["needs_review"]``),
-        ``needs_review``, ``qc`` and ``suspected_fractures``; values with 4 decimals.
+        ``needs_review``, ``qc``, ``suspected_fractures``, ``shift_score`` and ``shifted``;
+        values with 4 decimals.
     """
     columns = ["file_name", *angle_columns(schema).values(),
                *[f"{n}_deg" for n in segmental_angle_names(schema)],
@@ -305,7 +310,7 @@ def write_measurements_csv(records: Iterable[ImageRecord], schema: LandmarkSchem
     it = iter(records)
     first = next(it, None)
     if first is not None and "needs_review" in first.meta:
-        columns += ["needs_review", "qc", "suspected_fractures"]
+        columns += ["needs_review", "qc", "suspected_fractures", "shift_score", "shifted"]
     rest = it if first is None else itertools.chain([first], it)
 
     def write(tmp: str) -> None:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ._atomic import atomic_write, atomic_write_text
 from ._version import __version__
+from .adaptation.shift_model import ShiftModel, intensity_statistics
 from .data.annotations import ImageRecord
 from .data.intensity import robust_normalize
 from .data.io import Radiograph, read_dicom, read_image
@@ -132,6 +133,13 @@ class SpineResult:
         for the levels found, when the pipeline segments (``masks``).
     error : str or None
         Why the input could not be predicted (one input of a list); None when it was.
+    shift_score : float or None
+        How unlike the pipeline's training images the radiograph is (about 1 for an image
+        like its validation images; ``docs/conventions.md``, "Shift score"); None when the
+        pipeline has no shift model.
+    shifted : bool or None
+        ``shift_score`` above the pipeline's fitted threshold (advice, not a QC flag: it does
+        not set ``needs_review``); None without a shift model.
     """
 
     source: str
@@ -151,6 +159,8 @@ class SpineResult:
     level_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
     masks: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str | None = None
+    shift_score: float | None = None
+    shifted: bool | None = None
 
     @classmethod
     def failed(cls, source: str, schema: LandmarkSchema, error: str) -> SpineResult:
@@ -177,7 +187,8 @@ class SpineResult:
                                "needs_review": bool(self.needs_review),
                                "relabelled_levels": list(self.relabelled_levels),
                                "suspected_fractures": list(self.suspected_fractures),
-                               "qc": {k: list(v) for k, v in self.qc.items()}},
+                               "qc": {k: list(v) for k, v in self.qc.items()},
+                               "shift_score": self.shift_score, "shifted": self.shifted},
                            masks=dict(self.masks) if step == 2 else {})
 
 
@@ -330,6 +341,9 @@ class SpineLandmarkPipeline(nn.Module):
         NHWC memory format for the landmark networks (faster convolutions on recent GPUs).
     compile : bool
         ``torch.compile`` the landmark networks (first call slow; GPU throughput).
+    shift_model : ShiftModel, optional
+        Summary of the training images: each result then has a ``shift_score`` and
+        ``shifted`` (saved with the pipeline as ``shift.pt``).
 
     Examples
     --------
@@ -347,7 +361,8 @@ class SpineLandmarkPipeline(nn.Module):
                  qc_thresholds: QCThresholds | None = None, masks: bool | None = None,
                  column_repair: bool = True, recrop: bool = True,
                  fracture_screen_loss: float = GENANT_LOSS[1],
-                 middle_peak_radius: float | None = None) -> None:
+                 middle_peak_radius: float | None = None,
+                 shift_model: ShiftModel | None = None) -> None:
         super().__init__()
         self.landmark_model = landmark_model.eval()
         self.refiner = refiner.eval() if refiner is not None else None
@@ -384,6 +399,9 @@ class SpineLandmarkPipeline(nn.Module):
                              "masks=True), `spinelandmarks train --masks`)")
         self.masks = can_mask if masks is None else bool(masks)
         self.qc_thresholds = qc_thresholds or QCThresholds()
+        #: Summary of the training images that ``shift_score`` is measured against (fitted by
+        #: ``train``, or :func:`~spinelandmarks.adaptation.fit_shift_model`); None: no score.
+        self.shift_model = shift_model
         self.channels_last = bool(channels_last)
         for net in (self.landmark_model, self.refiner):
             if net is not None and channels_last:
@@ -442,6 +460,8 @@ class SpineLandmarkPipeline(nn.Module):
                   "fracture_screen_loss": self.fracture_screen_loss,
                   "middle_peak_radius": self.middle_peak_radius,
                   "qc_thresholds": dataclasses.asdict(self.qc_thresholds)}
+        if self.shift_model is not None:
+            config["shift_model"] = self.shift_model.save(d / "shift.pt").name
         atomic_write_text(d / "pipeline.json", json.dumps(config, indent=2) + "\n")
         return d
 
@@ -482,7 +502,9 @@ class SpineLandmarkPipeline(nn.Module):
                    recrop=cfg.get("recrop", True),
                    fracture_screen_loss=cfg.get("fracture_screen_loss", GENANT_LOSS[1]),
                    middle_peak_radius=cfg.get("middle_peak_radius"),
-                   qc_thresholds=_thresholds(cfg.get("qc_thresholds")), masks=cfg.get("masks"))
+                   qc_thresholds=_thresholds(cfg.get("qc_thresholds")), masks=cfg.get("masks"),
+                   shift_model=ShiftModel.load(d / cfg["shift_model"])
+                   if cfg.get("shift_model") else None)
         return use_onnxruntime(pipe) if backend == "onnxruntime" else pipe
 
     # -- tensor hot path -----------------------------------------------------------------------
@@ -506,6 +528,7 @@ class SpineLandmarkPipeline(nn.Module):
             levels moved into the detector's box of their name (:mod:`spinelandmarks.levels`).
         """
         inputs, m = letterbox(images, self.input_size)
+        descriptors = self._descriptors(images, inputs) if self.shift_model is not None else {}
         inv = torch.linalg.inv(m)
         pts_in, spread = self.landmark_model.predict_points(self._memory_format(inputs))
         # spread in input pixels -> original pixels (isotropic letterbox scale)
@@ -540,7 +563,31 @@ class SpineLandmarkPipeline(nn.Module):
                 "points": torch.where(point_present.unsqueeze(-1), points, nan),
                 "point_scores": torch.where(point_present, scores, torch.full_like(scores, float("nan"))),
                 "level_scores": levels["level_scores"], "present": present,
-                "boxes": levels["boxes"], "relabelled": relabelled, **body}
+                "boxes": levels["boxes"], "relabelled": relabelled, **body, **descriptors}
+
+    @torch.no_grad()
+    def descriptors(self, images: Tensor) -> dict[str, Tensor]:
+        """What the shift model summarizes, for a batch of same-size radiographs.
+
+        Parameters
+        ----------
+        images : Tensor
+            (B, 1, H, W) windowed intensities as for :meth:`forward`.
+
+        Returns
+        -------
+        dict of str to Tensor
+            ``pooled`` (B, C) float32: the step-1 backbone's last (stride-32) feature map of
+            the letterboxed input, averaged over its positions; ``intensity`` (B, K)
+            float32: :func:`~spinelandmarks.adaptation.shift_model.intensity_statistics`.
+        """
+        inputs, _ = letterbox(images, self.input_size)
+        return self._descriptors(images, inputs)
+
+    def _descriptors(self, images: Tensor, inputs: Tensor) -> dict[str, Tensor]:
+        feats = self.landmark_model.backbone(self._memory_format(inputs))[-1]
+        return {"pooled": feats.float().mean(dim=(-2, -1)),
+                "intensity": intensity_statistics(images)}
 
     def _levels(self, inputs: Tensor, inv: Tensor, step1: Tensor) -> dict[str, Tensor]:
         """Which levels are present, and (``level_rule="detector"``) step-1 points reconciled
@@ -901,6 +948,8 @@ class SpineLandmarkPipeline(nn.Module):
         params1 = schema_parameters(out["points_step1"].double(), self.schema)
         qc, review = self._qc(out, params2, params1)
         suspected = self._suspected_fractures(out["points"])
+        shift = (self.shift_model.score(out["pooled"], out["intensity"]).tolist()
+                 if self.shift_model is not None and "pooled" in out else None)
         res = []
         for i, r in enumerate(group):
             missing = [lv for lv, ok in zip(self.schema.level_names, out["present"][i].tolist(),
@@ -919,8 +968,15 @@ class SpineLandmarkPipeline(nn.Module):
                                                         strict=True) if on],
                 suspected_fractures=suspected[i],
                 level_boxes=out["boxes"][i].double().numpy(),
-                masks=self._masks_of(out, i, r.pixels.shape[-2:], missing)))
+                masks=self._masks_of(out, i, r.pixels.shape[-2:], missing),
+                **self._shift_fields(shift, i)))
         return res
+
+    def _shift_fields(self, scores: list[float] | None, i: int) -> dict[str, Any]:
+        """``shift_score`` and ``shifted`` of image ``i`` (none without a shift model)."""
+        if scores is None or self.shift_model is None:
+            return {}
+        return {"shift_score": scores[i], "shifted": scores[i] > self.shift_model.threshold}
 
     def _suspected_fractures(self, points: Tensor) -> list[list[str]]:
         """Per image, the body levels whose height loss reaches ``fracture_screen_loss``."""

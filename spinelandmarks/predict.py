@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from torch.utils.data import DataLoader, Dataset
 
 from ._output import quiet_lightning
+from .adaptation.shift import SUMMARY, summarize, write_summary
 from .content_digest import pipeline_digest
 from .data.io import ImageReadError, Radiograph, read_image
 from .overlay import OVERLAY_MAX_SIDE, draw_overlay
@@ -368,10 +369,10 @@ def _finish(out: Path, files: Sequence[Path], keys: Sequence[str],
     assemble_outputs(out, journal, keys, pipe.schema)
     rows = [(str(files[i]), stage, reason) for i, stage, reason in failures]
     write_failures(out, rows)
-    done = review = 0
-    for res in journal.in_order(keys):  # streamed: one result in memory at a time
-        done += 1
-        review += res.needs_review
+    # streamed: one result in memory at a time
+    summary = summarize(journal.in_order(keys), pipe.shift_model)
+    write_summary(summary, out / SUMMARY)
+    done, review = summary.images, summary.needs_review
     _summary(done, review, skipped, rows, attempted, seconds)
     if stopped:
         raise KeyboardInterrupt(f"{done} of {len(files)} images done in {out}; run the "

@@ -42,7 +42,7 @@ __all__ = ["FINAL_OUTPUTS", "JOURNAL", "PredictionJournal", "assemble_outputs", 
 
 #: Files assembled at the end of a run (and cleared before the next one).
 FINAL_OUTPUTS = ("predictions.json", "predictions_step1.json", "measurements.csv",
-                 "failures.csv")
+                 "failures.csv", "summary.json")
 JOURNAL = "predictions.jsonl"
 _MARKER = "predict.json"
 

@@ -27,10 +27,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from ._atomic import atomic_write_text
 from ._distributed import barrier, is_rank_zero
+from .adaptation.shift import fit_shift_model
 from .content_digest import pipeline_digest, short
 from .data.datamodule import SpineDataModule
 from .data.lenient import SKIPPED_FILE, skipped_summary, write_skipped
 from .defaults import BUDGET_SHARES, CROP_SCALE, CROP_SIZE, INPUT_SIZE
+from .init_from import check_init_from
 from .models.base import LandmarkTask
 from .models.classes import class_path, import_class
 from .models.detector import VertebraDetector
@@ -113,9 +115,10 @@ class TrainConfig:
     seed: int = 0
     stages: tuple[str, ...] = STAGES
     val_dir: str | None = None
-    #: Schema name or JSON file; ``None``: the one stored in the annotation file, else
+    #: Schema name, JSON file or dict form (``LandmarkSchema.to_dict``, as ``--init-from``
+    #: takes it from a pipeline); ``None``: the one stored in the annotation file, else
     #: ``lumbar_sagittal`` (:func:`~spinelandmarks.data.datamodule.schema_for`).
-    schema: str | None = None
+    schema: str | dict[str, Any] | None = None
     progress: bool = True
     #: Optional wall-clock budget per stage in seconds; the learning rate then follows a
     #: cosine over the budget (see :class:`TimeBudget`) instead of over the epochs.
@@ -123,6 +126,10 @@ class TrainConfig:
     #: Fit the pipeline's model-dependent QC thresholds on the validation images
     #: (:meth:`~spinelandmarks.pipeline.SpineLandmarkPipeline.calibrate_qc`).
     calibrate_qc: bool = True
+    #: Fit the pipeline's shift model (``shift_score`` of each predicted image) on the
+    #: training images, its threshold on the validation images
+    #: (:func:`~spinelandmarks.adaptation.fit_shift_model`).
+    fit_shift: bool = True
     #: Extra keyword arguments of :class:`VertebraDetector` (e.g. a smaller head for CPU).
     detector_kwargs: dict[str, Any] = field(default_factory=dict)
     #: Train the refiner's body-mask head on the annotations' masks (COCO segmentation).
@@ -138,7 +145,9 @@ class TrainConfig:
     height_weight: float = 0.0
     #: A saved pipeline directory (``RUN/pipeline``, or ``RUN``) whose networks start each stage
     #: instead of random weights: fine-tuning on a few annotated images of a new source
-    #: (``docs/training.md``, "Fine-tuning on a new source"). Same schema and sizes needed.
+    #: (``docs/training.md``, "Fine-tuning on a new source"). Same schema and sizes needed:
+    #: :func:`~spinelandmarks.init_from.inherit_settings` takes them from the source, and
+    #: :func:`train_pipeline` checks every layer before anything is written.
     init_from: str | None = None
     #: The class of each stage's module as an import path ``module:Class``: a subclass of
     #: :class:`LandmarkModel`, :class:`CropRefiner` or :class:`VertebraDetector` that takes
@@ -373,6 +382,9 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
         The data have problems (missing or unreadable images, NaN labelled points, ...).
     RunMismatchError
         ``run_dir`` holds a run trained from other data or settings (without ``overwrite``).
+    ValueError
+        ``cfg.init_from``'s networks do not fit this run's settings (the message names the
+        layer, both shapes and the source's settings; nothing is written).
     """
     cfg = cfg or TrainConfig()
     unknown = [s for s in cfg.stages if s not in STAGES]
@@ -388,6 +400,9 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
     if not dm.train_records:
         raise ValueError(f"{Path(data_dir) / 'annotations.json'}: the data set has no image "
                          "to train on; check the path, or add annotated images")
+    if cfg.init_from is not None:  # before anything is written
+        check_init_from(cfg, dm.schema, {stage: _module(stage, cfg, dm.schema.to_dict())
+                                         for stage in cfg.stages})
     if is_rank_zero():  # other ranks start later (at the first fit) and must not clear the run
         identity = run_identity(data_dir, cfg)
         _check_run(run, identity, overwrite)
@@ -420,6 +435,8 @@ def _assemble(weights: dict[str, Path], data_dir: str, run: Path, cfg: TrainConf
                                  crop_scale=cfg.crop_scale)
     if cfg.calibrate_qc:
         _calibrate_qc(pipe, data_dir, cfg)
+    if cfg.fit_shift:
+        _fit_shift(pipe, data_dir, cfg)
     return pipe.save(run / "pipeline")
 
 
@@ -586,3 +603,20 @@ def _calibrate_qc(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) 
               "distance %.2f, refinement jump %.2f body heights; fracture screen at %.3f height "
               "loss", n, time.perf_counter() - t0, th.max_spread_frac,
               th.detector_distance_frac, th.refinement_jump_frac, pipe.fracture_screen_loss)
+
+
+def _fit_shift(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) -> None:
+    """Fit the pipeline's shift model on the training images (threshold on the validation
+    images); without validation images there is none."""
+    dm = _datamodule(data_dir, cfg, "landmarks")
+    dm.setup("fit")
+    if not dm.val_records or len(dm.train_records) < 2:
+        _log.info("no shift model: it needs validation images")
+        return
+    gpu = cfg.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    pipe.to(torch.device("cuda", torch.cuda.current_device()) if gpu else "cpu")
+    model = fit_shift_model(pipe, dm.image_paths("train"), dm.image_paths("val"),
+                            batch_size=cfg.batch_size, seed=cfg.seed)
+    pipe.to("cpu")
+    _log.info("shift model fitted on %d training images; threshold %.2f on %d validation "
+              "images", model.num_train, model.threshold, model.num_val)

@@ -112,7 +112,8 @@ def test_predict_measure_evaluate(trained: tuple[Path, Path, Path], tmp_path: Pa
         rows = list(csv.reader(f))
     assert rows[0][:4] == ["file_name", "l1_l5_lordosis_deg", "l1_s1_lordosis_deg",
                            "sacral_slope_deg"]
-    assert rows[0][-3:] == ["needs_review", "qc", "suspected_fractures"]
+    assert rows[0][-5:] == ["needs_review", "qc", "suspected_fractures", "shift_score",
+                            "shifted"]
     assert len(rows) == 1 + len(images)
     # the tiny model is far from converged: its spines are implausible and must be flagged
     review = [im["needs_review"] for im in pred["images"]]
