@@ -119,6 +119,25 @@ def _verb_synth(sub: Any) -> None:
                         "a schema JSON file made of those points")
 
 
+def _add_unlabeled_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--unlabeled", default=None, metavar="DIR_OR_LIST",
+                   help="with --init-from: also learn from unlabeled images of the new source "
+                        "(a folder, or a .txt/.csv list of paths): the source pipeline, first "
+                        "fine-tuned on DATA if given, labels them; predictions that pass QC "
+                        "and agree with the mirrored image's become training targets "
+                        "(RUN/pseudo_labels/report.json). DATA may then be left out")
+
+
+def _check_unlabeled_args(args: argparse.Namespace) -> None:
+    """DATA may be left out only with --unlabeled, which needs --init-from."""
+    if args.unlabeled is not None and args.init_from is None:
+        raise ValueError("--unlabeled needs --init-from PIPELINE: the source pipeline labels "
+                         "the unlabeled images")
+    if args.data is None and args.unlabeled is None:
+        raise ValueError("train needs DATA (a dataset folder), or --init-from PIPELINE "
+                         "--unlabeled DIR to adapt from unlabeled images alone")
+
+
 def _verb_train(sub: Any) -> None:
     p = sub.add_parser(
         "train", help="train detector, landmark model and refiner on a dataset",
@@ -126,7 +145,9 @@ def _verb_train(sub: Any) -> None:
                     "for the detector, landmark and refiner stages, RUN/config.json and "
                     "RUN/pipeline/ (loadable by SpineLandmarkPipeline.load; QC thresholds fitted "
                     "on the validation images). Rerun to resume.")
-    p.add_argument("data", help="dataset directory (annotations.json + images/)")
+    p.add_argument("data", nargs="?", default=None,
+                   help="dataset directory (annotations.json + images/); may be left out with "
+                        "--unlabeled")
     p.add_argument("--out", required=True, help="run directory (resumed if it exists)")
     p.add_argument("--val", default=None, help="separate validation dataset (default: a "
                    "patient-wise 10 %% of DATA)")
@@ -149,6 +170,7 @@ def _verb_train(sub: Any) -> None:
                    help="start every stage from the networks of a saved pipeline (RUN/pipeline)"
                         " instead of random weights: fine-tune on a few annotated images of a "
                         "new source (same schema and sizes)")
+    _add_unlabeled_option(p)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -318,6 +340,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .schema import resolve_schema
     from .training import TrainConfig, split_time_budget, train_pipeline
 
+    _check_unlabeled_args(args)
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     if args.schema is not None:
         resolve_schema(args.schema)  # an unknown name fails before any data is read
@@ -331,7 +354,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         detector_epochs=args.detector_epochs, refiner_epochs=args.refiner_epochs,
         image_size=args.image_size, crop_size=args.crop_size, batch_size=args.batch_size,
         backbone=args.backbone, detector_backbone=args.detector_backbone,
-        weights_path=args.weights, init_from=args.init_from, lr=args.lr,
+        weights_path=args.weights, init_from=args.init_from, unlabeled=args.unlabeled,
+        lr=args.lr,
         num_workers=args.workers, seed=args.seed,
         stages=stages, val_dir=args.val, time_budget_s=budget or {}, schema=args.schema,
         detector_kwargs=dict(CPU_DETECTOR) if args.small_detector else {}, masks=args.masks,

@@ -1,0 +1,1 @@
+"""Bringing a pipeline to a new source: shift scores, image selection and self-training."""
