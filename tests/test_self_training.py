@@ -51,7 +51,7 @@ def test_mirror_back_and_disagreement_by_hand() -> None:
     pts = np.array([[10.0, 20.0], [79.5, 1.0]])
     np.testing.assert_allclose(mirror_back(pts, 80), [[70.0, 20.0], [0.5, 1.0]])
     np.testing.assert_allclose(mirror_back(mirror_back(pts, 80), 80), pts)
-    assert view_disagreement(pts, pts + [[3.0, 4.0], [0.0, 1.0]]) == 5.0
+    assert view_disagreement(pts, pts + np.array([[3.0, 4.0], [0.0, 1.0]])) == 5.0
     assert view_disagreement(pts, np.array([[10.0, 20.0], [np.nan, 1.0]])) == float("inf")
 
 
