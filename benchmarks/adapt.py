@@ -173,6 +173,7 @@ def _fine_tune(out: Path, cell: Cell, source: Path, cfg: dict[str, Any],
     records = _annotated(out, cell, source, cell_dir, size)
     data = _subset(archive, cell_dir / "data", records) if records else None
     unlabeled = cell_dir / "unlabeled.txt"  # the whole archive; the annotated K are left out
+    cell_dir.mkdir(parents=True, exist_ok=True)
     unlabeled.write_text("".join(f"{(archive / r.file_name).resolve()}\n"
                                  for r in _archive(out, cell.target, size)))
     settings = dict(cfg)
