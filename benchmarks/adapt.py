@@ -29,6 +29,7 @@ K = 0 without unlabeled images is the source model itself. Results: ``OUT/result
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -221,8 +222,10 @@ def run_cell(out: Path, cell: Cell, source: Path, cfg: dict[str, Any],
             refused = str(exc)
             run, seconds = source.parent, math.nan
             report = cell_dir / "run" / "pseudo_labels" / "report.json"
-    row = _evaluate(out, run, cell.target, cell_dir / "predictions", n_test,
-                    cfg["accelerator"])
+    pred_dir = cell_dir / "predictions"
+    if refused is not None:  # the source model's predictions, made for the K = 0 row
+        pred_dir = cell_dir.parent / dataclasses.replace(cell, unlabeled=False).name / pred_dir.name
+    row = _evaluate(out, run, cell.target, pred_dir, n_test, cfg["accelerator"])
     if refused is None:
         report = run / "pseudo_labels" / "report.json"
     row["refused"] = refused
