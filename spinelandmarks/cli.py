@@ -147,6 +147,25 @@ def _verb_synth(sub: Any) -> None:
                         "a schema JSON file made of those points")
 
 
+def _add_unlabeled_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--unlabeled", default=None, metavar="DIR_OR_LIST",
+                   help="with --init-from: also learn from unlabeled images of the new source "
+                        "(a folder, or a .txt/.csv list of paths): the source pipeline, first "
+                        "fine-tuned on DATA if given, labels them; predictions that pass QC "
+                        "and agree with the mirrored image's become training targets "
+                        "(RUN/pseudo_labels/report.json). DATA may then be left out")
+
+
+def _check_unlabeled_args(args: argparse.Namespace) -> None:
+    """DATA may be left out only with --unlabeled, which needs --init-from."""
+    if args.unlabeled is not None and args.init_from is None:
+        raise ValueError("--unlabeled needs --init-from PIPELINE: the source pipeline labels "
+                         "the unlabeled images")
+    if args.data is None and args.unlabeled is None:
+        raise ValueError("train needs DATA (a dataset folder), or --init-from PIPELINE "
+                         "--unlabeled DIR to adapt from unlabeled images alone")
+
+
 def _verb_train(sub: Any) -> None:
     p = sub.add_parser(
         "train", help="train detector, landmark model and refiner on a dataset",
@@ -154,7 +173,9 @@ def _verb_train(sub: Any) -> None:
                     "for the detector, landmark and refiner stages, RUN/config.json and "
                     "RUN/pipeline/ (loadable by SpineLandmarkPipeline.load; QC thresholds fitted "
                     "on the validation images). Rerun to resume.")
-    p.add_argument("data", help="dataset directory (annotations.json + images/)")
+    p.add_argument("data", nargs="?", default=None,
+                   help="dataset directory (annotations.json + images/); may be left out with "
+                        "--unlabeled")
     p.add_argument("--out", required=True, help="run directory (resumed if it exists)")
     p.add_argument("--val", default=None, help="separate validation dataset (default: a "
                    "patient-wise 10 %% of DATA)")
@@ -197,6 +218,7 @@ def _verb_train(sub: Any) -> None:
                         "or RUN) instead of random weights: fine-tune on a few annotated images "
                         "of a new source. The schema, backbones, sizes and detector head not "
                         "given are taken from it (and listed)")
+    _add_unlabeled_option(p)
     p.add_argument("--lr", type=float_above(0.0), default=1e-3,
                    help="peak learning rate of the landmark model and the refiner; the "
                         "detector keeps its own (VertebraDetector's lr)")
@@ -471,6 +493,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .schema import resolve_schema
     from .training import TrainConfig, split_time_budget, train_pipeline
 
+    _check_unlabeled_args(args)
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     if args.schema is not None:
         resolve_schema(args.schema)  # an unknown name fails before any data is read
@@ -486,6 +509,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         landmark_epochs=args.landmark_epochs,
         detector_epochs=args.detector_epochs, refiner_epochs=args.refiner_epochs,
         batch_size=args.batch_size, weights_path=args.weights, init_from=args.init_from,
+        unlabeled=args.unlabeled,
         lr=args.lr, num_workers=args.workers, seed=args.seed,
         stages=stages, val_dir=args.val, time_budget_s=budget or {}, masks=args.masks,
         **network,

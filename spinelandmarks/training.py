@@ -164,6 +164,11 @@ class TrainConfig:
     #: ``"memory"`` (per worker, within its byte budget), ``"disk"`` (memory-mapped files in
     #: ``RUN/cache``, shared by the workers and kept between stages and runs) or ``"none"``.
     cache: str = "memory"
+    #: Unlabeled images of the new source (a folder, or a ``.txt`` / ``.csv`` list of paths)
+    #: to self-train on with ``init_from`` as the teacher
+    #: (:func:`~spinelandmarks.adaptation.self_training.train_with_unlabeled`,
+    #: ``docs/new-source.md``); the annotated data may then be empty.
+    unlabeled: str | None = None
 
 
 class StageProgressBar(TQDMProgressBar):
@@ -351,7 +356,7 @@ def _initialize(model: LandmarkTask, source: Path, stage: str) -> None:
                          f"backbone, sizes): {str(exc).splitlines()[0]}") from exc
 
 
-def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
+def train_pipeline(data_dir: str | os.PathLike[str] | None, run_dir: str | os.PathLike[str],
                    cfg: TrainConfig | None = None, *, overwrite: bool = False) -> Path:
     """Train the stages of ``cfg.stages`` in turn and assemble ``RUN/pipeline``.
 
@@ -363,8 +368,9 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
 
     Parameters
     ----------
-    data_dir : str or PathLike
-        Dataset root (``annotations.json`` + images).
+    data_dir : str or PathLike or None
+        Dataset root (``annotations.json`` + images); None (or an empty dataset) only with
+        ``cfg.unlabeled``.
     run_dir : str or PathLike
         Run directory.
     cfg : TrainConfig, optional
@@ -387,6 +393,13 @@ def train_pipeline(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[
         layer, both shapes and the source's settings; nothing is written).
     """
     cfg = cfg or TrainConfig()
+    if cfg.unlabeled is not None:  # imported here: self-training builds on this module
+        from .adaptation.self_training import train_with_unlabeled
+
+        return train_with_unlabeled(data_dir, run_dir, cfg, overwrite=overwrite)
+    if data_dir is None:
+        raise ValueError("train_pipeline needs a dataset, or cfg.unlabeled (and cfg.init_from) "
+                         "to adapt from unlabeled images alone")
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; choose from {STAGES}")

@@ -58,3 +58,21 @@ def test_dsnt_speed_reports_parity() -> None:
     out = run(str(BENCH / "dsnt_speed.py"), "--shape", "4", "3", "16", "12", "--repeats", "2")
     diff = float(out.split("max |coords diff| = ")[1].split(",")[0])
     assert diff < 1e-6 and "ratio" in out
+
+
+def test_adapt_grid_order_and_size() -> None:
+    sys.path.insert(0, str(BENCH))
+    from adapt import Cell, cells
+
+    grid = cells([("A", "C")], [0, 10], 3, ["random", "select"], [False, True])
+    # K = 0 once (nothing to choose); K = 10: three random draws and one selection, each
+    # without and then with the unlabeled images
+    assert grid[:4] == [Cell("A", "C", 0, "random", 0, False),
+                        Cell("A", "C", 0, "random", 0, True),
+                        Cell("A", "C", 10, "random", 0, False),
+                        Cell("A", "C", 10, "random", 0, True)]
+    assert len(grid) == 2 + 2 * (3 + 1)
+    assert grid[-1].name == "k10_select0_unlabeled"
+    full = cells([(s, t) for s in "ABC" for t in "ABC" if s != t], [0, 5, 10, 20], 3,
+                 ["random", "select"], [False, True])
+    assert len(full) == 6 * (2 + 3 * 2 * 4)

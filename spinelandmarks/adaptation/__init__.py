@@ -1,6 +1,6 @@
 """Bringing a pipeline to a new source: how unlike its training images an archive is
 (:mod:`.shift`), which images to annotate (:mod:`.select`), the backbone features both use
-(:mod:`.features`).
+(:mod:`.features`), and self-training on the unlabeled archive (:mod:`.self_training`).
 
 Names are imported on first use, so that :mod:`spinelandmarks.pipeline` can load a shift
 model (:mod:`.shift_model`) without importing the rest of the package.
