@@ -36,7 +36,7 @@ from ._cli_values import (
 )
 from ._output import configure_output
 from ._version import __version__
-from .defaults import BUDGET_SHARES, CROP_SIZE, INPUT_SIZE
+from .defaults import BUDGET_SHARES, CROP_SIZE, INPUT_SIZE, OVERLAY_MAX_SIDE
 
 if TYPE_CHECKING:
     from .training import TrainConfig
@@ -281,8 +281,6 @@ def _add_cache_option(p: argparse.ArgumentParser) -> None:
 
 
 def _add_overlay_options(p: argparse.ArgumentParser) -> None:
-    from .overlay import OVERLAY_MAX_SIDE
-
     p.add_argument("--overlay-size", type=int, default=OVERLAY_MAX_SIDE, metavar="PX",
                    help="long side of the overlays in pixels, 0 for full resolution "
                         f"(default: {OVERLAY_MAX_SIDE}; smaller radiographs keep their size)")

@@ -50,3 +50,7 @@ CPU_DETECTOR: Final[dict[str, Any]] = {
     "fpn_channels": 64, "representation_size": 256, "proposals_train": 300,
     "proposals_test": 100, "box_batch_size_per_image": 64,
     "anchor_sizes": (16, 32, 64, 128, 256)}
+
+#: Long side of the overlay images ``predict`` writes, in pixels (smaller radiographs keep
+#: their size; ``--overlay-size 0``: full resolution).
+OVERLAY_MAX_SIDE: Final[int] = 1024

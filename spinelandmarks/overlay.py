@@ -17,6 +17,7 @@ from .data.intensity import robust_normalize
 from .data.io import Radiograph
 from .data.masks import mask_from_segmentation
 from .data.plot import draw_points
+from .defaults import OVERLAY_MAX_SIDE
 from .evaluation import ANGLE_LABELS
 from .measurements import genant_grades, morphometry, spinopelvic_parameters
 from .pipeline import SpineLandmarkPipeline, SpineResult
@@ -25,8 +26,6 @@ from .schema import FEMORAL_HEADS, LandmarkSchema
 
 __all__ = ["OVERLAY_FORMATS", "OVERLAY_MAX_SIDE", "draw_overlay", "save_overlay"]
 
-#: Default long side of the overlays of ``predict``, pixels (smaller radiographs keep theirs).
-OVERLAY_MAX_SIDE = 1024
 #: File formats of :func:`save_overlay`, by file suffix.
 OVERLAY_FORMATS = {".png": "PNG", ".jpg": "JPEG"}
 #: JPEG quality of :func:`save_overlay` (text and thin lines stay legible).
