@@ -375,6 +375,7 @@ def test_label_studio_upload_names_find_their_files(data: Path, tmp_path: Path) 
     tasks, recs = _ls_tasks(data, tmp_path)
     for k, t in enumerate(tasks):  # as Label Studio exports images uploaded in its interface
         t["data"] = {"image": f"/data/upload/3/5f2e1a9{k}-{Path(recs[k].file_name).name}"}
+    tasks[2]["data"] = {"image": "/data/local-files/?d=storage%2Froot%2F00002.png"}  # storage
     export = tmp_path / "export.json"
     export.write_text(json.dumps(tasks))
     written = write_dataset(read_label_studio(export, S), S, data / "images", tmp_path / "ds")
