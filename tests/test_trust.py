@@ -250,7 +250,8 @@ def _corner(task: dict, label: str = "L3 anterior_superior") -> dict:
 
 
 def test_import_skip_invalid_leaves_out_the_bad_records_and_lists_them(
-        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
     tasks, _ = _ls_tasks(data, tmp_path)
     tasks[1]["data"]["file_name"] = "gone.png"  # an image that is not there
     export = tmp_path / "export.json"
@@ -264,8 +265,9 @@ def test_import_skip_invalid_leaves_out_the_bad_records_and_lists_them(
     assert "gone.png' does not exist" in err
     assert not (tmp_path / "ds").exists()  # nothing written
     assert main([*cmd, "--skip-invalid"]) == 0
-    out = capsys.readouterr().out
-    assert f"left out 1 of 3 images with problems (listed in {tmp_path / 'ds'}" in out
+    assert (f"left out 1 of 3 image(s) with annotation problems (listed in "
+            f"{tmp_path / 'ds' / 'skipped_records.csv'}) (--skip-invalid)") in caplog.text
+    assert f"wrote 2 images to {tmp_path / 'ds' / 'annotations.json'}" in capsys.readouterr().out
     doc = json.loads((tmp_path / "ds" / "annotations.json").read_text())
     assert [im["file_name"] for im in doc["images"]] == ["images/00000.png", "images/00002.png"]
     rows = (tmp_path / "ds" / "skipped_records.csv").read_text().splitlines()
