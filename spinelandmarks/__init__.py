@@ -8,7 +8,8 @@ The main classes and functions are importable from the package itself::
     result.parameters["l1_s1_lordosis"], result.needs_review
 
 They are loaded on first use (PEP 562), so ``import spinelandmarks`` and the command line's
-``--help`` do not import torch.
+``--help`` do not import torch. Every submodule below is an attribute too, imported on first
+access (``sl.data.annotations``, ``sl.metrics``).
 
 Submodules
 ----------

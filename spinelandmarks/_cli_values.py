@@ -46,9 +46,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if (not action.option_strings or "default" in text.lower()
-                or action.default in (None, False, argparse.SUPPRESS)):
-            return text
+        default = action.default
+        if (not action.option_strings or "default" in text.lower() or default is None
+                or default is False or default is argparse.SUPPRESS or default == []):
+            return text  # (identity: a default of 0 is shown, only False is not)
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
 

@@ -776,10 +776,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         read, problems = reader(args.source, schema)
         records = write_dataset(read, schema, args.images, args.out, copy=args.copy,
                                 source=str(args.source), problems=problems,
-                                skip_invalid=args.skip_invalid)
-        if len(records) < len(read):
-            print(f"left out {len(read) - len(records)} of {len(read)} images with problems "
-                  f"(listed in {Path(args.out) / 'skipped_records.csv'})")
+                                skip_invalid=args.skip_invalid)  # logs what it left out
     print(f"wrote {len(records)} images to {Path(args.out) / 'annotations.json'}")
     return EXIT_OK
 

@@ -226,7 +226,7 @@ def test_help_shows_defaults_and_choices(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for shown in ("(default: 30)", "(default: 0.001)", "(default: 512x384)",
+    for shown in ("(default: 30)", "(default: 0.001)", "(default: 512x384)", "(default: 0)",
                   "(default: 128x128)", "resnet_lite (default: resnet18)",
                   "--landmark-epochs LANDMARK_EPOCHS epochs of the landmark model",
                   "--max-epochs MAX_EPOCHS epochs of each stage without a count of its own"):
@@ -250,7 +250,8 @@ def _corner(task: dict, label: str = "L3 anterior_superior") -> dict:
 
 
 def test_import_skip_invalid_leaves_out_the_bad_records_and_lists_them(
-        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
     tasks, _ = _ls_tasks(data, tmp_path)
     tasks[1]["data"]["file_name"] = "gone.png"  # an image that is not there
     export = tmp_path / "export.json"
@@ -264,8 +265,9 @@ def test_import_skip_invalid_leaves_out_the_bad_records_and_lists_them(
     assert "gone.png' does not exist" in err
     assert not (tmp_path / "ds").exists()  # nothing written
     assert main([*cmd, "--skip-invalid"]) == 0
-    out = capsys.readouterr().out
-    assert f"left out 1 of 3 images with problems (listed in {tmp_path / 'ds'}" in out
+    assert (f"left out 1 of 3 image(s) with annotation problems (listed in "
+            f"{tmp_path / 'ds' / 'skipped_records.csv'}) (--skip-invalid)") in caplog.text
+    assert f"wrote 2 images to {tmp_path / 'ds' / 'annotations.json'}" in capsys.readouterr().out
     doc = json.loads((tmp_path / "ds" / "annotations.json").read_text())
     assert [im["file_name"] for im in doc["images"]] == ["images/00000.png", "images/00002.png"]
     rows = (tmp_path / "ds" / "skipped_records.csv").read_text().splitlines()
@@ -375,6 +377,7 @@ def test_label_studio_upload_names_find_their_files(data: Path, tmp_path: Path) 
     tasks, recs = _ls_tasks(data, tmp_path)
     for k, t in enumerate(tasks):  # as Label Studio exports images uploaded in its interface
         t["data"] = {"image": f"/data/upload/3/5f2e1a9{k}-{Path(recs[k].file_name).name}"}
+    tasks[2]["data"] = {"image": "/data/local-files/?d=storage%2Froot%2F00002.png"}  # storage
     export = tmp_path / "export.json"
     export.write_text(json.dumps(tasks))
     written = write_dataset(read_label_studio(export, S), S, data / "images", tmp_path / "ds")

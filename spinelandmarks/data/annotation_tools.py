@@ -495,12 +495,15 @@ _UPLOAD_PREFIX = re.compile(r"[0-9a-f]{8}-(.+)")
 
 
 def _local_name(images: Path, name: str) -> str:
-    """``name``, or for a Label Studio upload name whose file is not in ``images`` the name
-    without its upload prefix when that file is there."""
-    if (images / name).is_file():
-        return name
-    path = PurePosixPath(Path(name).as_posix())
-    m = _UPLOAD_PREFIX.fullmatch(path.name)
-    if m and (images / path.parent / m.group(1)).is_file():
-        return (path.parent / m.group(1)).as_posix()
+    """The path under ``images`` of the image a tool names ``name``: ``name`` itself, else its
+    longest tail that is a file there (a storage URL's ``d=mydata/images/p1/a.png`` ->
+    ``p1/a.png``), each also without a Label Studio upload prefix (``5f2e1a9b-00000.png`` ->
+    ``00000.png``); ``name`` when none is (validation then reports it)."""
+    parts = PurePosixPath(Path(name).as_posix()).parts
+    for k in range(len(parts)):
+        tail = PurePosixPath(*parts[k:])
+        m = _UPLOAD_PREFIX.fullmatch(tail.name)
+        for candidate in (tail, *([tail.parent / m.group(1)] if m else [])):
+            if (images / candidate).is_file():
+                return candidate.as_posix()
     return name
