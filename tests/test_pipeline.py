@@ -435,8 +435,10 @@ def test_predict_iter_is_lazy_and_matches_predict(pipe: SpineLandmarkPipeline,
     assert consumed == [0, 1, 2, 3, 4] and len(rest) == 4
     assert rest[1].error is not None and "too small" in rest[1].error
     whole = pipe.predict([image] * 2, batch_size=2)
-    np.testing.assert_array_equal(first.points, whole[0].points)
-    np.testing.assert_array_equal(rest[2].points, whole[1].points)
+    # the same images give the same points; a batch of 1 and a batch of 2 may round
+    # differently in the last float32 bits (CPU kernels pick their blocking by batch size)
+    np.testing.assert_allclose(first.points, whole[0].points, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(rest[2].points, whole[1].points, rtol=0, atol=1e-3)
 
 
 def test_overlay_marks_graded_fractures_and_spinopelvic_angles(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 from spinelandmarks.adaptation import select as sel
 from spinelandmarks.adaptation.select import Selection, diverse_order, select_images, uncertainty
 from spinelandmarks.cli import main
+from spinelandmarks.data.annotation_tools import read_cvat
 from spinelandmarks.data.io import write_png16
 from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.models import LandmarkModel
@@ -139,11 +139,9 @@ def test_cli_select_writes_paths_and_pre_annotations(pipe: SpineLandmarkPipeline
     assert len(paths) == 3 and all(Path(p).is_file() for p in paths)
     out = capsys.readouterr().out
     assert "wrote 3 of 6 image paths" in out and "  1. " in out
-    with zipfile.ZipFile(tmp_path / "cvat" / "cvat_annotations.zip") as z:
-        coco = json.loads(z.read(z.namelist()[0]))
-    assert sorted(im["file_name"] for im in coco["images"]) == sorted(
-        Path(p).name for p in paths)
-    assert len(coco["annotations"]) == 3 * S.num_levels  # every level pre-annotated
+    recs = read_cvat(tmp_path / "cvat" / "annotations.xml", S)  # CVAT for images 1.1
+    assert sorted(r.file_name for r in recs) == sorted(Path(p).name for p in paths)
+    assert all((r.visibility > 0).all() for r in recs)  # every point pre-annotated
     assert main(["select", str(run), folder, "--n", "2", "--out", str(listing),
                  "--export", "label-studio", "--export-out", str(tmp_path / "ls")]) == 0
     tasks = json.loads((tmp_path / "ls" / "label_studio_tasks.json").read_text())

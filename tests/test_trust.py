@@ -226,8 +226,8 @@ def test_help_shows_defaults_and_choices(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for shown in ("(default: 30)", "(default: 0.001)", "(default: 512x384)", "(default: 0)",
-                  "(default: 128x128)", "resnet_lite (default: resnet18)",
+    for shown in ("(default: 30)", "(default: 0.001)", "(default: 512x384, or the --init-from pipeline's)", "(default: 0)",
+                  "(default: 128x128, or the --init-from pipeline's)", "resnet_lite (default: resnet18, or the --init-from pipeline's)",
                   "--landmark-epochs LANDMARK_EPOCHS epochs of the landmark model",
                   "--max-epochs MAX_EPOCHS epochs of each stage without a count of its own"):
         assert shown in text, shown
