@@ -9,6 +9,9 @@ Usage
                                                             # the other (benchmarks/cross_style.py)
     python benchmarks/accuracy.py --out BENCH --mode cpu --schema lumbopelvic_sagittal
                                      # also femoral heads: PI, PT (or lumbar_morphometry: Hm)
+    python benchmarks/accuracy.py --out BENCH --mode cpu --schema whole_spine_sagittal
+                                     # full-length standing films, C7 to the femoral heads:
+                                     # SVA, T4-T12 kyphosis, T1PA against WHOLE_SPINE_TARGETS
 
 Seeds are fixed per split (train 0, validation 5000, test 10000), so test patients are never
 seen in training. ``full`` trains with the default ``spinelandmarks train`` recipe; ``cpu``
@@ -61,6 +64,24 @@ MODES: dict[str, dict[str, Any]] = {
         "detector_backbone": "resnet_lite", "max_epochs": 1, "batch_size": 4,
         "detector_kwargs": CPU_DETECTOR, "accelerator": "cpu", "num_workers": 0}},
 }
+
+#: Per-schema changes of a mode (image long side, model input): full-length films are long
+#: and narrow (width 0.36 of the height), their bodies small.
+SCHEMA_MODES: dict[str, dict[str, dict[str, Any]]] = {
+    "whole_spine_sagittal": {
+        "full": {"size": 1536, "cfg": {"image_size": (1024, 384)}},
+        "cpu": {"size": 768, "cfg": {"image_size": (512, 192)}},
+        "smoke": {"size": 384, "cfg": {"image_size": (256, 96)}}},
+}
+
+#: Whole-spine targets (issue 29): mean absolute error of each measurement (degrees; SVA mm)
+#: and ICC(2,1) >= WHOLE_SPINE_MIN_ICC for each, on the whole-spine phantoms.
+WHOLE_SPINE_TARGETS: dict[str, float] = {
+    "thoracic_kyphosis_t4_t12": 2.0, "lumbar_lordosis": 2.0, "t1_pelvic_angle": 2.0,
+    "sacral_slope": 2.0, "pelvic_incidence": 2.0, "pelvic_tilt": 2.0, "sva_mm": 3.0}
+WHOLE_SPINE_MIN_ICC = 0.95
+#: ... and every level right in this share of the test images.
+WHOLE_SPINE_MIN_LEVELS_RIGHT = 0.98
 
 TARGETS = {"median_nle_x_pct": 1.0, "median_nle_y_pct": 1.0,
            "l1_l5_lordosis_median_abs_deg": 1.0, "l1_s1_lordosis_median_abs_deg": 1.0,
@@ -169,6 +190,8 @@ def _markdown(res: dict[str, Any]) -> str:
                      f"{_fmt(s.get('l1_l5_lordosis_median_abs_deg'))} | "
                      f"{_fmt(s.get('l1_s1_lordosis_median_abs_deg'))} | "
                      f"{_fmt(s.get('sacral_slope_median_abs_deg'))} |")
+    if res.get("schema") == "whole_spine_sagittal" and res.get("clinical"):
+        lines += _whole_spine_markdown(res)
     if res.get("clinical"):
         lines += clinical_markdown(res["clinical"])
     if res.get("masks"):
@@ -211,6 +234,27 @@ def _time_budget(text: str) -> dict[str, float]:
     return dict(zip(("detector", "landmark", "refiner"), seconds, strict=True))
 
 
+def _whole_spine_markdown(res: dict[str, Any]) -> list[str]:
+    """The whole-spine table: MAE and ICC(2,1) of each measurement against its target, and
+    the share of images with every level right."""
+    clinical = res["clinical"]
+    blocks = {**clinical.get("angles", {}), **clinical.get("lengths", {})}
+    right = res["headline"].get("tails", {}).get("levels_identified_images")
+    lines = ["", "## Whole spine (targets of issue 29)", "",
+             f"images with every level right: {_fmt(right)} % (target >= "
+             f"{100 * WHOLE_SPINE_MIN_LEVELS_RIGHT:.0f} %)", "",
+             "| measurement | n | MAE | target MAE | ICC(2,1) | target ICC | met |",
+             "|---|---|---|---|---|---|---|"]
+    for name, target in WHOLE_SPINE_TARGETS.items():
+        a = blocks.get(name, {})
+        mae, icc = a.get("mae", math.nan), a.get("icc2_1", math.nan)
+        met = (math.isfinite(mae) and mae <= target and math.isfinite(icc)
+               and icc >= WHOLE_SPINE_MIN_ICC)
+        lines.append(f"| {name} | {a.get('n', 0)} | {_fmt(mae)} | <= {target} | "
+                     f"{_fmt(icc)} | >= {WHOLE_SPINE_MIN_ICC} | {'yes' if met else 'no'} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench_accuracy")
@@ -241,7 +285,8 @@ def main() -> None:
                          "2026-11-29)")
     ap.add_argument("--schema", default="lumbar_sagittal",
                     help="annotated points of the phantoms and the models (lumbar_sagittal, "
-                         "lumbopelvic_sagittal, lumbar_morphometry)")
+                         "lumbopelvic_sagittal, lumbar_morphometry, whole_spine_sagittal: "
+                         "full-length films with their own sizes, SCHEMA_MODES)")
     args = ap.parse_args()
     if args.mode.startswith("cross"):
         from cross_style import run_cross_style
@@ -250,6 +295,9 @@ def main() -> None:
                         args.accelerator or "cpu", smoke=args.mode == "cross-smoke")
         return
     mode = MODES[args.mode]
+    changes = SCHEMA_MODES.get(args.schema, {}).get(args.mode, {})
+    mode = {**mode, **{k: v for k, v in changes.items() if k != "cfg"},
+            "cfg": {**mode["cfg"], **changes.get("cfg", {})}}
     out = Path(args.out)
     t0 = time.perf_counter()
     fov = {} if args.fov_mm is None else {

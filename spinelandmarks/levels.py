@@ -42,6 +42,8 @@ What cannot be reconciled is reported by the QC flags (:mod:`spinelandmarks.qc`)
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
@@ -253,11 +255,21 @@ def _apply_swap(points: Tensor, swapped: Tensor, flip: Tensor, schema: LandmarkS
 
 
 
+_SIDES: tuple[Literal["superior"], Literal["inferior"]] = ("superior", "inferior")
+
+
 def _axis(points: Tensor, schema: LandmarkSchema, level: int, towards: Tensor) -> Tensor:
     """(B, 2) unit cranial axis of one level: inferior to superior endplate middle for a body,
-    the plate's normal turned towards ``towards`` (B, 2) for a plate-only level (S1)."""
+    the plate's normal turned towards ``towards`` (B, 2) for a plate-only level (S1, or a
+    level with its inferior plate only); the direction to ``towards`` for a level without an
+    endplate."""
     name = schema.levels[level].name
-    sup = schema.endplate(name, "superior")
+    sides = [side for side in _SIDES if schema.has_endplate(name, side)]
+    if not sides:  # no plate to orient by (one point per level)
+        centre = points[:, schema.level_indices(name)].mean(dim=1)
+        axis = towards - centre
+        return axis / torch.linalg.vector_norm(axis, dim=-1, keepdim=True)
+    sup = schema.endplate(name, sides[0])
     top = 0.5 * (points[:, sup.anterior] + points[:, sup.posterior])
     if schema.levels[level].has_body:
         inf = schema.endplate(name, "inferior")

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from ._atomic import atomic_write
+from .alignment import sagittal_alignment
 from .data.intensity import robust_normalize
 from .data.io import Radiograph
 from .data.masks import mask_from_segmentation
@@ -35,7 +36,7 @@ def draw_overlay(radiograph: Radiograph, result: SpineResult,
                  pipeline: SpineLandmarkPipeline, max_side: int | None = None) -> np.ndarray:
     """RGB overlay: step-2 points, endplate lines, level names, body outlines (cyan, when the
     pipeline segments), the measured angles (and PI, PT, SS, LL with femoral heads in the
-    schema), graded fractures (orange box and Genant grade), the suspected fractures of the
+    schema; SVA, T4-T12 kyphosis and T1PA for whole-spine schemas), graded fractures (orange box and Genant grade), the suspected fractures of the
     pipeline's screen (listed) and the QC flags (flagged levels circled in red).
 
     The radiograph is windowed by its own percentiles
@@ -132,6 +133,28 @@ def _spinopelvic_lines(points: np.ndarray, schema: LandmarkSchema) -> list[str]:
     return [text + " deg"]
 
 
+def _alignment_lines(result: SpineResult, schema: LandmarkSchema) -> list[str]:
+    """``SVA 23.1 mm  TK 41.2  T1PA 12.0 deg`` for whole-spine schemas (what they define)."""
+    pts = torch.as_tensor(result.points, dtype=torch.float64)[None]
+    par = {k: float(v[0]) for k, v in sagittal_alignment(pts, schema,
+                                                         result.pixel_spacing).items()}
+    if not par:
+        return []
+
+    def show(value: float, unit: str = "") -> str:
+        return f"{value:.1f}{unit}" if np.isfinite(value) else "n/a"
+
+    parts = []
+    if "sva_px" in par:
+        parts.append("SVA " + (show(par["sva_mm"], " mm") if result.pixel_spacing is not None
+                               else show(par["sva_px"], " px")))
+    if "thoracic_kyphosis_t4_t12" in par:
+        parts.append("TK " + show(par["thoracic_kyphosis_t4_t12"]))
+    if "t1_pelvic_angle" in par:
+        parts.append("T1PA " + show(par["t1_pelvic_angle"]))
+    return ["  ".join(parts) + " deg"]
+
+
 def _text_lines(result: SpineResult, schema: LandmarkSchema, fractures: list[str]
                 ) -> list[str]:
     """The overlay's text, top to bottom: angles, spinopelvic angles, graded and suspected
@@ -139,6 +162,7 @@ def _text_lines(result: SpineResult, schema: LandmarkSchema, fractures: list[str
     lines = [f"{ANGLE_LABELS.get(k, k)}: {v:.1f} deg" if np.isfinite(v) else
              f"{ANGLE_LABELS.get(k, k)}: n/a" for k, v in result.parameters.items()]
     lines += _spinopelvic_lines(result.points, schema)
+    lines += _alignment_lines(result, schema)
     if fractures:
         lines.append("fracture (Genant): " + ", ".join(fractures))
     if result.suspected_fractures:

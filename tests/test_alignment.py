@@ -121,3 +121,17 @@ def test_whole_spine_columns_and_lumbar_angles() -> None:
         math.degrees(math.atan2(20, 30)))
     unknown = clinical_columns(pts, W, torch.full((1, 2), math.nan, dtype=torch.float64))
     assert math.isnan(float(unknown["sva_mm"][0])) and float(unknown["sva_px"][0]) == 30.0
+
+
+def test_overlay_text_of_a_whole_spine() -> None:
+    from spinelandmarks.overlay import _text_lines
+    from spinelandmarks.pipeline import SpineResult
+
+    pts = straight_spine(1, c7_x=515.0)[0].numpy()
+    nan = np.full(W.num_points, np.nan)
+    result = SpineResult(source="a.png", image_size=(1000, 360), pixel_spacing=(0.5, 0.5),
+                         points=pts, points_step1=pts, point_scores=nan,
+                         level_scores=np.full(W.num_levels, np.nan))
+    tk = "TK 0.0"
+    t1pa = f"T1PA {math.degrees(math.atan(30 / 90) - math.atan(30 / 800)):.1f}"
+    assert f"SVA 15.0 mm  {tk}  {t1pa} deg" in _text_lines(result, W, [])

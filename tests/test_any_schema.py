@@ -27,6 +27,10 @@ CENTRES = LandmarkSchema.from_levels("lumbar_centres", LUMBAR_SAGITTAL.level_nam
                                      points=("centre",))
 #: The cervical schema of docs/conventions.md: four corners of C2 .. C7.
 CERVICAL = LandmarkSchema.from_levels("cervical_sagittal", ["C2", "C3", "C4", "C5", "C6", "C7"])
+#: A cervicothoracic schema whose C7 has its inferior endplate only.
+C7_INFERIOR = LandmarkSchema.from_levels(
+    "c7_inferior", ["C7", "T1", "T2", "T3"],
+    overrides={"C7": ("posterior_inferior", "anterior_inferior")})
 
 
 def test_schema_parameters_are_those_the_schema_defines() -> None:
@@ -44,7 +48,8 @@ def test_schema_parameters_are_those_the_schema_defines() -> None:
     assert schema_parameters(torch.zeros(2, CERVICAL.num_points, 2), CERVICAL) == {}
 
 
-@pytest.mark.parametrize("schema,refine", [(CENTRES, False), (CERVICAL, True)])
+@pytest.mark.parametrize("schema,refine", [(CENTRES, False), (CERVICAL, True),
+                                           (C7_INFERIOR, True)])
 def test_pipeline_without_lumbar_endplates_predicts(schema: LandmarkSchema, refine: bool
                                                     ) -> None:
     torch.manual_seed(0)
