@@ -4,11 +4,14 @@ against (``docs/conventions.md``, "Shift score").
 Two descriptors per radiograph (:meth:`~spinelandmarks.pipeline.SpineLandmarkPipeline.descriptors`):
 the step-1 backbone's last feature map averaged over the image (``pooled``, C values) and
 :func:`intensity_statistics` (K values). For each, :class:`ShiftModel` keeps the training
-images' mean and Ledoit-Wolf shrunk covariance (as its inverse); an image's distance is the Mahalanobis distance under it, divided
-by the median distance of the validation images. The shift score is the larger of the two
-ratios: about 1 for an image like the validation images, whatever the backbone or the
-units. ``threshold`` (fitted on the validation images like the QC thresholds) marks an image
-``shifted``.
+images' mean and Ledoit-Wolf shrunk covariance (as its inverse); an image's distance is the
+Mahalanobis distance under it, divided by the median distance of the validation images
+(:meth:`ShiftModel.ratios`). The shift score is the pooled features' ratio: about 1 for an
+image like the validation images, whatever the backbone. ``threshold`` (fitted on the
+validation images like the QC thresholds) marks an image ``shifted``. The intensity ratio is
+kept for inspection but not scored: on the phantom benchmark it varied as much within a
+source as between sources, and taking the larger of the two ratios lowered the score's
+AUROC (``benchmarks/notes/shift.md``).
 
 This module holds data and arithmetic only (no pipeline), so the pipeline can load it.
 """
@@ -172,12 +175,16 @@ class ShiftModel:
                    float((val > threshold).double().mean()), train_pooled.shape[0],
                    val_pooled.shape[0])
 
+    def ratios(self, pooled: Tensor, intensity: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, C) pooled features and (B, K) intensity statistics -> their (B,) float64
+        Mahalanobis distances, each in units of the validation images' median."""
+        return (self.features.distance(pooled.cpu()) / self.feature_scale,
+                self.intensity.distance(intensity.cpu()) / self.intensity_scale)
+
     def score(self, pooled: Tensor, intensity: Tensor) -> Tensor:
-        """(B, C) pooled features and (B, K) intensity statistics -> (B,) float64 shift
-        scores: the larger of the two distances, each in units of the validation median."""
-        f = self.features.distance(pooled.cpu()) / self.feature_scale
-        i = self.intensity.distance(intensity.cpu()) / self.intensity_scale
-        return torch.maximum(f, i)
+        """(B,) float64 shift scores: the pooled features' ratio of :meth:`ratios`
+        (``intensity`` is accepted for the interface and not scored)."""
+        return self.ratios(pooled, intensity)[0]
 
     # -- persistence: a dict of tensors and numbers (loads with weights_only=True) ----------
     def to_dict(self) -> dict[str, Any]:
