@@ -259,7 +259,7 @@ def _markdown(res: dict[str, Any]) -> str:
                f"source {res['source_budget']} s per stage, fine-tuning {res['budget_s']:g} s")
     lines = [f"commit {res['commit']}, {res['date']}, {res['machine']}, training {budgets}, "
              f"{res['n_test']} test images, {res['minutes']:.1f} min", "",
-             "| source -> target | K | images | draw | unlabeled | levels right (images %) | "
+             "| source -> target | K | chosen | draw | unlabeled | levels right (images %) | "
              "mean abs. L1-L5 / L1-S1 / SS (deg) | median abs. L1-L5 / L1-S1 / SS (deg) | "
              "Pearson r L1-L5 / L1-S1 / SS | median NLE x / y (%) | p95 point error (mm) | "
              "failures | pseudo-labels kept | training (s) |",
