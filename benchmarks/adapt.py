@@ -255,11 +255,11 @@ _ANGLES = ("l1_l5_lordosis", "l1_s1_lordosis", "sacral_slope")
 
 
 def _markdown(res: dict[str, Any]) -> str:
-    lines = [f"commit {res['commit']}, {res['date']}, {res['machine']}, source budget "
-             f"{res['source_budget']} s, fine-tuning budget "
-             f"{'epochs' if res['smoke'] else format(res['budget_s'], 'g') + ' s'}, "
+    budgets = ("the smoke recipe's epochs" if res["smoke"] else
+               f"source {res['source_budget']} s per stage, fine-tuning {res['budget_s']:g} s")
+    lines = [f"commit {res['commit']}, {res['date']}, {res['machine']}, training {budgets}, "
              f"{res['n_test']} test images, {res['minutes']:.1f} min", "",
-             "| source -> target | K | images | draw | unlabeled | levels right (images %) | "
+             "| source -> target | K | chosen | draw | unlabeled | levels right (images %) | "
              "mean abs. L1-L5 / L1-S1 / SS (deg) | median abs. L1-L5 / L1-S1 / SS (deg) | "
              "Pearson r L1-L5 / L1-S1 / SS | median NLE x / y (%) | p95 point error (mm) | "
              "failures | pseudo-labels kept | training (s) |",

@@ -300,6 +300,31 @@ def _share(budget: dict[str, float], share: float) -> dict[str, float]:
     return {k: v * share for k, v in budget.items()}
 
 
+def _clear(run: Path) -> None:
+    """Remove what self-training wrote into ``run`` (``--overwrite``)."""
+    for item in ("teacher", "pseudo_labels", "adapt_data", "adaptation.json"):
+        target = run / item
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def _teacher(data_dir: str | os.PathLike[str] | None, run: Path, cfg: TrainConfig,
+             st: SelfTrainingConfig, overwrite: bool) -> Path:
+    """The teacher's pipeline directory: ``cfg.init_from`` fine-tuned on ``data_dir`` for
+    ``st.teacher_share`` of the budget (``RUN/teacher/``), or ``cfg.init_from`` itself
+    without annotated data."""
+    source = Path(str(cfg.init_from))
+    if not (source / "pipeline.json").is_file() and (source / "pipeline").is_dir():
+        source = source / "pipeline"  # a run directory
+    if data_dir is None:
+        return source
+    teacher_cfg = dataclasses.replace(cfg, time_budget_s=_share(cfg.time_budget_s,
+                                                                st.teacher_share))
+    return train_pipeline(str(data_dir), run / "teacher", teacher_cfg, overwrite=overwrite)
+
+
 def unlabeled_paths(spec: str | os.PathLike[str]) -> list[Path]:
     """The image files of ``--unlabeled``: a folder (searched recursively) or a ``.txt`` /
     ``.csv`` list of paths, as ``spinelandmarks predict`` reads its inputs."""
@@ -336,23 +361,11 @@ def train_with_unlabeled(data_dir: str | os.PathLike[str] | None,
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     if overwrite:
-        for item in ("teacher", "pseudo_labels", "adapt_data", "adaptation.json"):
-            target = run / item
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        _clear(run)
     n_annotated = _annotated_count(data_dir)
     paths = _without_annotated(unlabeled_paths(cfg.unlabeled), data_dir)
     inner = dataclasses.replace(cfg, unlabeled=None)
-    teacher_dir = Path(cfg.init_from)
-    if not (teacher_dir / "pipeline.json").is_file() and (teacher_dir / "pipeline").is_dir():
-        teacher_dir = teacher_dir / "pipeline"
-    if n_annotated:
-        teacher_cfg = dataclasses.replace(
-            inner, time_budget_s=_share(cfg.time_budget_s, st.teacher_share))
-        teacher_dir = train_pipeline(str(data_dir), run / "teacher", teacher_cfg,
-                                     overwrite=overwrite)
+    teacher_dir = _teacher(data_dir if n_annotated else None, run, inner, st, overwrite)
     teacher = SpineLandmarkPipeline.load(teacher_dir)
     pseudo = run / "pseudo_labels"
     if not (pseudo / "report.json").is_file():  # a resumed run keeps its pseudo-labels
