@@ -186,7 +186,7 @@ def _add_cache_option(p: argparse.ArgumentParser) -> None:
 
 
 def _add_overlay_options(p: argparse.ArgumentParser) -> None:
-    from .overlay import OVERLAY_MAX_SIDE
+    from ._overlay_settings import OVERLAY_MAX_SIDE
 
     p.add_argument("--overlay-size", type=int, default=OVERLAY_MAX_SIDE, metavar="PX",
                    help="long side of the overlays in pixels, 0 for full resolution "

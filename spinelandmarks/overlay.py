@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from ._atomic import atomic_write
+from ._overlay_settings import OVERLAY_MAX_SIDE
 from .data.intensity import robust_normalize
 from .data.io import Radiograph
 from .data.masks import mask_from_segmentation
@@ -25,8 +26,6 @@ from .schema import FEMORAL_HEADS, LandmarkSchema
 
 __all__ = ["OVERLAY_FORMATS", "OVERLAY_MAX_SIDE", "draw_overlay", "save_overlay"]
 
-#: Default long side of the overlays of ``predict``, pixels (smaller radiographs keep theirs).
-OVERLAY_MAX_SIDE = 1024
 #: File formats of :func:`save_overlay`, by file suffix.
 OVERLAY_FORMATS = {".png": "PNG", ".jpg": "JPEG"}
 #: JPEG quality of :func:`save_overlay` (text and thin lines stay legible).
