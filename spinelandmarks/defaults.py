@@ -54,3 +54,12 @@ CPU_DETECTOR: Final[dict[str, Any]] = {
 #: Long side of the overlay images ``predict`` writes, in pixels (smaller radiographs keep
 #: their size; ``--overlay-size 0``: full resolution).
 OVERLAY_MAX_SIDE: Final[int] = 1024
+
+#: Default byte budget of a training-data memory cache
+#: (:class:`~spinelandmarks.data.datasets.ImageCache`), per process (each worker has its own).
+DEFAULT_CACHE_BYTES: Final[int] = 1 << 30
+
+#: The crop datasets keep each radiograph at the resolution where its smallest training crop
+#: (jitter included) has this many source pixels per crop pixel (never above full resolution):
+#: the crops are then warped at twice their size at least and box-averaged.
+CROP_SOURCE_OVERSAMPLE: Final[float] = 2.0

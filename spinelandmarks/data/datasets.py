@@ -65,7 +65,13 @@ from torch.utils.data import Dataset, Sampler
 
 from .._atomic import atomic_write, atomic_write_text
 from .._types import StrPath
-from ..defaults import CROP_SCALE, CROP_SIZE, INPUT_SIZE
+from ..defaults import (
+    CROP_SCALE,
+    CROP_SIZE,
+    CROP_SOURCE_OVERSAMPLE,
+    DEFAULT_CACHE_BYTES,
+    INPUT_SIZE,
+)
 from ..geometry import (
     crop_matrix,
     hflip_matrix,
@@ -102,12 +108,6 @@ __all__ = [
 CacheMode = Literal["none", "memory", "disk"]
 #: A dataset key: a plain index, or ``(index, sample_seed)`` from :class:`EpochSampler`.
 Key = int | tuple[int, int]
-#: Default byte budget of a memory :class:`ImageCache`, per process (each worker has its own).
-DEFAULT_CACHE_BYTES = 1 << 30
-#: The crop datasets keep each radiograph at the resolution where its smallest training crop
-#: (jitter included) has this many source pixels per crop pixel (never above full resolution):
-#: the crops are then warped at twice their size at least and box-averaged, as before.
-CROP_SOURCE_OVERSAMPLE = 2.0
 #: Height loss from which :meth:`CropDataset.deformity_weights` counts a body as deformed.
 DEFORMITY_MIN_LOSS = 0.15
 #: A femoral head's radius over the mean vertebral body height (adult: about 24 mm over
