@@ -36,11 +36,6 @@ __all__ = ["INHERITED_FIELDS", "SourceSettings", "check_init_from", "inherit_set
 INHERITED_FIELDS = ("schema", "image_size", "crop_size", "crop_scale", "backbone",
                     "detector_backbone", "detector_kwargs")
 
-#: Stage -> the module class its file must hold.
-_CLASSES = {"detector": "VertebraDetector", "landmark": "LandmarkModel",
-            "refiner": "CropRefiner"}
-
-
 def pipeline_dir(source: str | os.PathLike[str]) -> Path:
     """The saved pipeline directory of ``source`` (``RUN/pipeline``, or ``RUN``)."""
     p = Path(source)
@@ -254,8 +249,11 @@ def check_init_from(cfg: TrainConfig, schema: LandmarkSchema,
                                     f"with a {stage} network (or leave the {stage} out of "
                                     "--stages)")
         payload = _payload(path)
-        if payload.get("class") != _CLASSES[stage]:
-            raise ValueError(f"{path}: a {payload.get('class')}, not a {_CLASSES[stage]}")
+        if payload.get("class") != type(network).__name__:
+            hint = (f"; train with --{stage}-class {payload['class_path']} to start from it"
+                    if payload.get("class_path") else "")
+            raise ValueError(f"{path}: a {payload.get('class')}, not a "
+                             f"{type(network).__name__}{hint}; nothing was written")
         problem = first_mismatch(network.state_dict(), payload["state_dict"])
         if problem is not None:
             here = describe_settings(schema, cfg.image_size, cfg.crop_size, cfg.crop_scale,

@@ -118,7 +118,8 @@ def test_predict_measure_evaluate(trained: tuple[Path, Path, Path], tmp_path: Pa
     # the tiny model is far from converged: its spines are implausible and must be flagged
     review = [im["needs_review"] for im in pred["images"]]
     assert all(isinstance(v, bool) for v in review)
-    assert [r[-3] for r in rows[1:]] == [str(int(v)) for v in review]
+    col = rows[0].index("needs_review")
+    assert [r[col] for r in rows[1:]] == [str(int(v)) for v in review]
     assert f"{sum(review)} of {len(images)} image(s) need review" in caplog.text
 
     csv_path = tmp_path / "gt.csv"
@@ -516,7 +517,10 @@ def test_predict_resumes_after_an_interruption_with_identical_outputs(
     part = tmp_path / "part"
     assert main([*base, "--out", str(part)]) == 130
     assert "run the same command again" in capsys.readouterr().err
-    assert len(json.loads((part / "predictions.json").read_text())["images"]) == 1
+    # the batches already handed to the overlay threads finish before the run stops: at least
+    # the first is done, never all of them
+    done = len(json.loads((part / "predictions.json").read_text())["images"])
+    assert 1 <= done < n
     monkeypatch.setattr(PredictionJournal, "append", append)
     with (part / "predictions.jsonl").open("a") as f:
         f.write('{"key": "cut short by a cra')  # a crash in the middle of a line

@@ -146,7 +146,7 @@ def test_train_cli_with_two_cpu_ranks_saves_once_and_resumes(tmp_path: Path) -> 
         assert str((run / stage / "best.pt").resolve()) in written
     pipeline_files = sorted((run / "pipeline").iterdir())
     assert {f.name for f in pipeline_files} == {"pipeline.json", "landmark.pt", "refiner.pt",
-                                                "detector.pt"}
+                                                "detector.pt", "shift.pt"}
     for f in pipeline_files:  # the saved pipeline is what rank 0 wrote, byte for byte
         assert written[str(f.resolve())] == _sha(f)
     for e in events:  # every load read a complete file that rank 0 had written

@@ -204,5 +204,5 @@ def test_train_a_subclass_then_predict_and_evaluate_in_a_fresh_process(
     tuned = tmp_path / "tuned"
     assert main(["train", str(data), "--out", str(tuned), "--stages", "landmark",
                  "--init-from", str(run), "--landmark-class", "user_tasks:WeightedModel",
-                 *TINY_TRAIN, "--max-epochs", "0"]) == 0
+                 *TINY_TRAIN]) == 0
     assert type(load_module(tuned / "landmark" / "best.pt")).__name__ == "WeightedModel"
