@@ -168,8 +168,9 @@ def _fine_tune(out: Path, cell: Cell, source: Path, cfg: dict[str, Any],
     seconds (pseudo-labelling included; NaN when resumed)."""
     cell_dir = out / "cells" / f"{cell.source}_{cell.target}" / cell.name
     run = cell_dir / "run"
-    if (run / "pipeline" / "pipeline.json").is_file():
-        return run, math.nan
+    seconds_file = cell_dir / "train_seconds.txt"
+    if (run / "pipeline" / "pipeline.json").is_file():  # resumed: the seconds it took then
+        return run, float(seconds_file.read_text()) if seconds_file.is_file() else math.nan
     archive = out / "data" / cell.target / "train"
     records = _annotated(out, cell, source, cell_dir, size)
     data = _subset(archive, cell_dir / "data", records) if records else None
@@ -187,7 +188,9 @@ def _fine_tune(out: Path, cell: Cell, source: Path, cfg: dict[str, Any],
         # K > 0: validation on the target's validation images, as in the fine-tuning rows of
         # BENCHMARKS.md; K = 0: on pseudo-labels (no annotated image at all)
         val_dir=str(out / "data" / cell.target / "val") if records else None))
-    return run, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    seconds_file.write_text(f"{seconds:.1f}\n")
+    return run, seconds
 
 
 def _evaluate(out: Path, run: Path, target: str, pred_dir: Path, n_test: int,
