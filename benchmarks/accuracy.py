@@ -45,7 +45,7 @@ from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.defaults import CPU_DETECTOR
 from spinelandmarks.demo import predict_and_evaluate
 from spinelandmarks.evaluation import evaluate
-from spinelandmarks.pipeline import SpineLandmarkPipeline
+from spinelandmarks.inference import SpineLandmarkPipeline
 from spinelandmarks.report import clinical_markdown, mask_markdown
 from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema, resolve_schema
 from spinelandmarks.training import TrainConfig, train_pipeline
@@ -209,7 +209,7 @@ def mask_timing(pipeline_dir: Path, test: Path, images: int = 20) -> dict[str, f
     rads = [read_image(f) for f in sorted((test / "images").iterdir())[:images]]
     out: dict[str, float] = {"images": len(rads)}
     for on in (False, True, False, True):  # alternate to spread any drift
-        pipe.masks = on
+        pipe.options = dataclasses.replace(pipe.options, masks=on)
         t0 = time.perf_counter()
         pipe.predict(rads, batch_size=1)
         key = "with_masks_s" if on else "without_masks_s"

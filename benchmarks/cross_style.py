@@ -40,7 +40,7 @@ from spinelandmarks.data.outline import OutlineConfig, generate_outline_dataset
 from spinelandmarks.data.projection import ProjectionConfig, generate_projection_dataset
 from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.evaluation import evaluate
-from spinelandmarks.pipeline import SpineLandmarkPipeline
+from spinelandmarks.inference import SpineLandmarkPipeline
 from spinelandmarks.predict import predict_files
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 from spinelandmarks.training import TrainConfig, train_pipeline

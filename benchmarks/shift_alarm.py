@@ -33,7 +33,7 @@ from spinelandmarks.data.datamodule import SpineDataModule
 from spinelandmarks.data.outline import generate_outline_dataset
 from spinelandmarks.data.projection import generate_projection_dataset
 from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
-from spinelandmarks.pipeline import SpineLandmarkPipeline
+from spinelandmarks.inference import SpineLandmarkPipeline
 
 STYLES = ("A", "B", "C")
 TEST_SEED = 10_000

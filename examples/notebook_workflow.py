@@ -11,7 +11,7 @@ import numpy as np
 
 from spinelandmarks.data.io import read_image
 from spinelandmarks.data.plot import draw_points, save_png
-from spinelandmarks.pipeline import SpineLandmarkPipeline
+from spinelandmarks.inference import SpineLandmarkPipeline
 from spinelandmarks.predict import resolve_pipeline_dir
 
 

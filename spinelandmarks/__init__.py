@@ -21,7 +21,7 @@ levels      level identification rules (sacral anchor, chain and detector, facin
 qc          plausibility checks and quality-control flags
 data        radiograph I/O, annotation formats, synthetic phantoms, DataModule
 models      landmark model, crop refiner, vertebra detector, backbones
-pipeline    the two-step pipeline on radiographs
+inference   the two-step pipeline on radiographs (its options, parts and results)
 predict     batch prediction on files (overlays, measurements.csv)
 training    the three-stage training recipe
 evaluation  metrics and report against ground truth
@@ -39,11 +39,16 @@ from ._version import __version__
 #: Public name -> submodule that defines it.
 _EXPORTS: dict[str, str] = {
     "LUMBAR_SAGITTAL": "schema",
+    "LUMBAR_MORPHOMETRY": "schema",
+    "LUMBOPELVIC_SAGITTAL": "schema",
+    "WHOLE_SPINE_SAGITTAL": "schema",
     "LandmarkSchema": "schema",
     "Level": "schema",
-    "SpineLandmarkPipeline": "pipeline",
-    "SpineResult": "pipeline",
+    "SpineLandmarkPipeline": "inference",
+    "PipelineOptions": "inference",
+    "SpineResult": "inference",
     "LandmarkModel": "models",
+    "LandmarkTask": "models",
     "CropRefiner": "models",
     "VertebraDetector": "models",
     "SpineDataModule": "data.datamodule",
@@ -62,12 +67,17 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "LUMBAR_MORPHOMETRY",
     "LUMBAR_SAGITTAL",
+    "LUMBOPELVIC_SAGITTAL",
+    "WHOLE_SPINE_SAGITTAL",
     "CropRefiner",
     "ImageRecord",
     "LandmarkModel",
     "LandmarkSchema",
+    "LandmarkTask",
     "Level",
+    "PipelineOptions",
     "Radiograph",
     "SpineDataModule",
     "SpineLandmarkPipeline",
@@ -117,10 +127,17 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real objects
     from .data.intensity import robust_normalize
     from .data.io import Radiograph, read_image
     from .evaluation import evaluate
+    from .inference import PipelineOptions, SpineLandmarkPipeline, SpineResult
     from .metrics import lumbar_parameters
-    from .models import CropRefiner, LandmarkModel, VertebraDetector
-    from .pipeline import SpineLandmarkPipeline, SpineResult
+    from .models import CropRefiner, LandmarkModel, LandmarkTask, VertebraDetector
     from .predict import predict_files
     from .qc import quality_flags
-    from .schema import LUMBAR_SAGITTAL, LandmarkSchema, Level
+    from .schema import (
+        LUMBAR_MORPHOMETRY,
+        LUMBAR_SAGITTAL,
+        LUMBOPELVIC_SAGITTAL,
+        WHOLE_SPINE_SAGITTAL,
+        LandmarkSchema,
+        Level,
+    )
     from .training import TrainConfig, train_pipeline

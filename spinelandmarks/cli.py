@@ -785,7 +785,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     from ._atomic import atomic_write_text
     from .adaptation.select import select_images
     from .data.annotation_tools import export_cvat, export_label_studio
-    from .pipeline import SpineLandmarkPipeline
+    from .inference import SpineLandmarkPipeline
     from .predict import resolve_pipeline_dir
 
     if args.export is not None and args.export_out is None:

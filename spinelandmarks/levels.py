@@ -35,13 +35,16 @@ rules here reconcile them, vectorized over a batch:
 Which network to trust when they disagree was decided by measurement on the validation sets of
 the cross-style benchmark (``docs/training.md``, "Level identification"): where the detector
 and the step-1 chain disagreed, the chain was right more often, so the pipeline keeps the
-chain by default (``level_rule="landmarks"``) and reports the disagreement as a QC flag;
-rules 1 and 2 are ``level_rule="detector"``. Rule 3 is on by default (``facing_check``).
+chain and reports the disagreement as a QC flag. Rules 1 and 2 are therefore not applied by
+the pipeline since 0.2 (its ``level_rule="detector"`` option was removed); they stay here,
+tested, for those who study level identification. Rules 3 (``facing_check``) and 4
+(:func:`repair_column`, ``column_repair``) are on by default.
 What cannot be reconciled is reported by the QC flags (:mod:`spinelandmarks.qc`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -50,8 +53,8 @@ from torch import Tensor
 from .metrics import level_centres, schema_parameters, vertebra_size
 from .schema import LandmarkSchema
 
-__all__ = ["anchor_to_sacrum", "column_expectation", "consistent_facing", "off_column",
-           "reconcile_chain"]
+__all__ = ["COLUMN_TOLERANCE", "RefineLevel", "anchor_to_sacrum", "column_expectation",
+           "consistent_facing", "off_column", "reconcile_chain", "repair_column"]
 
 #: A level further than this many typical body heights from where the column below it
 #: continues is re-cropped (:func:`column_expectation`).
@@ -394,3 +397,69 @@ def off_column(points: Tensor, schema: LandmarkSchema, order: list[int], j: int
         return off, expected, tolerance
     off &= ~(torch.linalg.vector_norm(centre - second, dim=-1) <= tolerance)
     return off, expected, tolerance
+
+
+#: ``refine(rows, points, scores, level)`` for :func:`repair_column`: refine level ``level``
+#: of the batch rows ``rows`` (a (R,) index tensor) from ``points``/``scores`` (R, P, ...) and
+#: return the refined points (R, P, 2), scores (R, P) and body masks (key -> (R, L, ...)).
+RefineLevel = Callable[[Tensor, Tensor, Tensor, int],
+                       tuple[Tensor, Tensor, dict[str, Tensor]]]
+
+
+def repair_column(points: Tensor, scores: Tensor, body: dict[str, Tensor],
+                  schema: LandmarkSchema, refine: RefineLevel
+                  ) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
+    """Rule 4: walking up from the caudal-most refined level, a level off the column
+    (:func:`off_column`) is moved to where the column below continues and refined there
+    (twice); the result replaces it when it lands within :data:`COLUMN_TOLERANCE` body
+    heights of the expectation and not within 0.75 body heights of another level (a body
+    taken).
+
+    Parameters
+    ----------
+    points : Tensor
+        (B, P, 2) step-2 points, pixels.
+    scores : Tensor
+        (B, P) their confidences.
+    body : dict of str to Tensor
+        Body masks per level, (B, L, ...) each (may be empty).
+    schema : LandmarkSchema
+    refine : RefineLevel
+        Step 2 on one level of some rows (the pipeline's refiner).
+
+    Returns
+    -------
+    points, scores, body
+        Copies with the repaired levels replaced.
+    repaired : Tensor
+        (B, L) bool.
+    """
+    points, scores = points.clone(), scores.clone()
+    body = {k: v.clone() for k, v in body.items()}
+    repaired = torch.zeros(points.shape[0], schema.num_levels, dtype=torch.bool,
+                           device=points.device)
+    order = [i for i, lv in enumerate(schema.level_names) if lv in schema.refined_levels]
+    for j in range(len(order) - 2, -1, -1):
+        level = order[j]
+        off, expected, tol = off_column(points, schema, order, j)
+        rows = off.nonzero()[:, 0]
+        if rows.numel() == 0:
+            continue
+        idx = schema.level_indices(schema.level_names[level])
+        new_pts = points[rows].clone()
+        shift = expected[rows] - level_centres(new_pts, schema)[:, level]
+        new_pts[:, idx] += shift[:, None].to(new_pts.dtype)
+        new_scores = scores[rows]
+        for _ in range(2):
+            new_pts, new_scores, new_body = refine(rows, new_pts, new_scores, level)
+        centres = level_centres(new_pts, schema)  # (R, L, 2)
+        gap = torch.linalg.vector_norm(centres - centres[:, level, None], dim=-1)
+        gap[:, level] = float("inf")
+        ok = ((torch.linalg.vector_norm(centres[:, level] - expected[rows], dim=-1)
+               < tol[rows]) & ~(gap < 1.5 * tol[rows, None]).any(-1))
+        hit = rows[ok]
+        points[hit], scores[hit] = new_pts[ok], new_scores[ok]
+        for key, value in new_body.items():
+            body[key][hit, level] = value[ok, level].to(body[key].dtype)
+        repaired[hit, level] = True
+    return points, scores, body, repaired

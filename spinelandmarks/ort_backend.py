@@ -25,7 +25,7 @@ from ._atomic import atomic_write
 from .models.landmark import LandmarkModel
 
 if TYPE_CHECKING:
-    from .pipeline import SpineLandmarkPipeline
+    from .inference import SpineLandmarkPipeline
 
 __all__ = ["BACKENDS", "OrtNetwork", "onnx_cache_dir", "use_onnxruntime"]
 
@@ -118,10 +118,13 @@ def use_onnxruntime(pipeline: SpineLandmarkPipeline, cache_dir: str | os.PathLik
     """
     _import_ort()
     folder = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
-    nets: list[LandmarkModel] = [pipeline.landmark_model]
-    if pipeline.refiner is not None and not pipeline.masks:  # the mask head stays eager
+    nets = [pipeline.landmark_model]
+    if pipeline.refiner is not None and not pipeline.options.masks:  # the mask head stays eager
         nets.append(pipeline.refiner)
     for net in nets:
+        if not isinstance(net, LandmarkModel):
+            raise TypeError(f"the onnxruntime backend runs LandmarkModel networks (and their "
+                            f"subclasses), not {type(net).__name__}; use backend='torch'")
         # the hook of LandmarkModel.predict_points (a plain attribute, not a submodule)
         net.__dict__["_compiled"] = OrtNetwork(_exported(net, folder), threads)
     return pipeline

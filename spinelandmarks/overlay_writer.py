@@ -17,8 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from .data.io import Radiograph
+from .inference import SpineLandmarkPipeline, SpineResult
 from .overlay import draw_overlay, save_overlay
-from .pipeline import SpineLandmarkPipeline, SpineResult
 
 __all__ = ["OverlayJob", "OverlayQueue"]
 

@@ -11,6 +11,7 @@ be read or predicted is reported and skipped; the others finish; a rerun resumes
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -31,9 +32,9 @@ from ._output import quiet_lightning
 from .adaptation.shift import SUMMARY, summarize, write_summary
 from .content_digest import pipeline_digest
 from .data.io import ImageReadError, Radiograph, read_image
+from .inference import SpineLandmarkPipeline, SpineResult
 from .overlay import OVERLAY_MAX_SIDE, draw_overlay
 from .overlay_writer import OverlayQueue
-from .pipeline import SpineLandmarkPipeline, SpineResult
 from .prediction_store import (
     JOURNAL,
     PredictionJournal,
@@ -299,13 +300,13 @@ def predict_files(run: str | os.PathLike[str], files: Sequence[Path],
     digest = pipeline_digest(pipe_dir)  # identity by content: a pipeline saved anew differs
     pipe = SpineLandmarkPipeline.load(pipe_dir, backend=backend)
     if tta is not None:
-        pipe.tta = tta
+        pipe.options = dataclasses.replace(pipe.options, tta=tta)
     if overlay_format.lower() not in ("png", "jpg", "jpeg"):
         raise ValueError(f"overlay_format must be 'png' or 'jpg', got {overlay_format!r}")
     overlay_settings = ({"overlay_size": overlay_size, "overlay_format": overlay_format.lower()}
                         if overlays else {})
     prepare_output_folder(out, files, run, overwrite,
-                          {"tta": pipe.tta, "precision": precision, "overlays": overlays,
+                          {"tta": pipe.options.tta, "precision": precision, "overlays": overlays,
                            **overlay_settings,
                            **({"backend": backend} if backend != "torch" else {})},
                           pipeline_sha256=digest)

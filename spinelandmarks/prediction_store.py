@@ -34,7 +34,7 @@ from ._atomic import atomic_write_text
 from .content_digest import short
 from .data.annotations import ImageRecord, write_coco
 from .evaluation import write_measurements_csv
-from .pipeline import SpineResult
+from .inference import SpineResult
 from .schema import LandmarkSchema
 
 __all__ = ["FINAL_OUTPUTS", "JOURNAL", "PredictionJournal", "assemble_outputs", "file_key",

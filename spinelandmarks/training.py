@@ -32,12 +32,12 @@ from .content_digest import pipeline_digest, short
 from .data.datamodule import SpineDataModule
 from .data.lenient import SKIPPED_FILE, skipped_summary, write_skipped
 from .defaults import BUDGET_SHARES, CROP_SCALE, CROP_SIZE, INPUT_SIZE
+from .inference import SpineLandmarkPipeline, load_module, save_module
 from .init_from import check_init_from
 from .models.base import LandmarkTask
 from .models.classes import class_path, import_class
 from .models.detector import VertebraDetector
 from .models.landmark import CropRefiner, LandmarkModel
-from .pipeline import SpineLandmarkPipeline, load_module, save_module
 
 __all__ = ["BUDGET_SHARES", "IDENTITY_FIELDS", "STAGES", "STAGE_CLASSES", "RunMismatchError",
            "TrainConfig", "run_identity", "split_time_budget", "stage_class", "train_pipeline"]
@@ -615,7 +615,8 @@ def _calibrate_qc(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) 
     _log.info("QC thresholds fitted on %d validation images in %.0f s: spread %.2f, detector "
               "distance %.2f, refinement jump %.2f body heights; fracture screen at %.3f height "
               "loss", n, time.perf_counter() - t0, th.max_spread_frac,
-              th.detector_distance_frac, th.refinement_jump_frac, pipe.fracture_screen_loss)
+              th.detector_distance_frac, th.refinement_jump_frac,
+              pipe.options.fracture_screen_loss)
 
 
 def _fit_shift(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) -> None:

@@ -124,8 +124,8 @@ def test_whole_spine_columns_and_lumbar_angles() -> None:
 
 
 def test_overlay_text_of_a_whole_spine() -> None:
+    from spinelandmarks.inference import SpineResult
     from spinelandmarks.overlay import _text_lines
-    from spinelandmarks.pipeline import SpineResult
 
     pts = straight_spine(1, c7_x=515.0)[0].numpy()
     nan = np.full(W.num_points, np.nan)

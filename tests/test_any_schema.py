@@ -15,9 +15,9 @@ from PIL import Image
 
 from spinelandmarks.data.annotations import ImageRecord
 from spinelandmarks.evaluation import evaluate, measure_records, write_measurements_csv
+from spinelandmarks.inference import SpineLandmarkPipeline
 from spinelandmarks.metrics import RadialError, defined_parameters, schema_parameters
 from spinelandmarks.models import CropRefiner, LandmarkModel
-from spinelandmarks.pipeline import SpineLandmarkPipeline
 from spinelandmarks.predict import predict_files
 from spinelandmarks.report import summary_table, write_report
 from spinelandmarks.schema import LUMBAR_SAGITTAL, LUMBOPELVIC_SAGITTAL, LandmarkSchema

@@ -44,8 +44,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
 def untrained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """``(data, test, run)`` like :func:`trained`, but ``RUN/pipeline`` holds untrained
     networks of the ``TINY_TRAIN`` settings, saved without training (the fast tier's run)."""
+    from spinelandmarks.inference import SpineLandmarkPipeline
     from spinelandmarks.models import CropRefiner, LandmarkModel
-    from spinelandmarks.pipeline import SpineLandmarkPipeline
 
     root = tmp_path_factory.mktemp("cli_untrained")
     data, test = root / "data", root / "test"
@@ -149,7 +149,7 @@ def test_predict_measure_evaluate(trained: tuple[Path, Path, Path], tmp_path: Pa
 
 def test_predict_no_tta_reaches_the_pipeline(untrained: tuple[Path, Path, Path], tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import spinelandmarks.pipeline as pipeline_mod
+    import spinelandmarks.inference.pipeline as pipeline_mod
 
     _, test, run = untrained
     image = sorted((test / "images").iterdir())[0]
@@ -157,7 +157,7 @@ def test_predict_no_tta_reaches_the_pipeline(untrained: tuple[Path, Path, Path],
     forward = pipeline_mod.SpineLandmarkPipeline.forward
 
     def spy(self: pipeline_mod.SpineLandmarkPipeline, images: torch.Tensor) -> dict:
-        seen.append(self.tta)
+        seen.append(self.options.tta)
         return forward(self, images)
 
     monkeypatch.setattr(pipeline_mod.SpineLandmarkPipeline, "forward", spy)
@@ -598,9 +598,9 @@ def test_other_schema_and_masks_train_and_predict_through_the_cli(tmp_path: Path
                  "--accelerator", "cpu", "--no-overlays"]) in (0, 1)
     recs = read_coco(out / "predictions.json", P)  # the schema of the run: 24 points
     assert len(recs) == 6 and all(r.points.shape == (24, 2) for r in recs)
-    from spinelandmarks.pipeline import SpineLandmarkPipeline
+    from spinelandmarks.inference import SpineLandmarkPipeline
     pipe = SpineLandmarkPipeline.load(run / "pipeline")
-    assert pipe.masks and pipe.refiner is not None and pipe.refiner.has_masks
+    assert pipe.options.masks and pipe.refiner is not None and pipe.refiner.has_masks
     assert pipe.refiner.hparams["height_weight"] == 0.5
     # one epoch segments little; whatever it found decodes at the image size
     for r in recs:
@@ -612,8 +612,8 @@ def test_other_schema_and_masks_train_and_predict_through_the_cli(tmp_path: Path
 
 def test_train_init_from_starts_each_stage_from_a_saved_pipeline(
         untrained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    from spinelandmarks.inference import load_module
     from spinelandmarks.models import CropRefiner, LandmarkModel
-    from spinelandmarks.pipeline import load_module
     from spinelandmarks.training import TrainConfig, _initialize, train_pipeline
 
     data, _, run = untrained

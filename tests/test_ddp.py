@@ -45,7 +45,7 @@ import torch.distributed as dist
 
 import spinelandmarks.training as training
 from spinelandmarks.cli import main
-from spinelandmarks.pipeline import SpineLandmarkPipeline
+from spinelandmarks.inference import SpineLandmarkPipeline
 
 LOG = Path(os.environ["TRACE_DIR"]) / f"{os.getpid()}.jsonl"
 
@@ -129,7 +129,7 @@ def _sha(path: Path) -> str:
 def test_train_cli_with_two_cpu_ranks_saves_once_and_resumes(tmp_path: Path) -> None:
     import torch
 
-    from spinelandmarks.pipeline import SpineLandmarkPipeline
+    from spinelandmarks.inference import SpineLandmarkPipeline
 
     data = generate_dataset(tmp_path / "data", 8, seed=1, config=PhantomConfig(long_side=256))
     script = tmp_path / "traced_cli.py"

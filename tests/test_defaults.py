@@ -12,8 +12,8 @@ from spinelandmarks import defaults, demo, training
 from spinelandmarks.data.datamodule import SpineDataModule
 from spinelandmarks.data.datasets import CropDataset, DetectionDataset, LandmarkDataset
 from spinelandmarks.geometry import vertebra_crop_params
+from spinelandmarks.inference import PipelineOptions
 from spinelandmarks.models import CropRefiner, LandmarkModel, VertebraDetector
-from spinelandmarks.pipeline import SpineLandmarkPipeline
 from spinelandmarks.prediction_store import PredictionJournal
 
 
@@ -33,7 +33,7 @@ def test_every_site_takes_its_default_from_defaults() -> None:
     assert _default(CropDataset, "scale") == defaults.CROP_SCALE
     assert _default(SpineDataModule, "crop_scale") == defaults.CROP_SCALE
     assert _default(vertebra_crop_params, "scale") == defaults.CROP_SCALE
-    assert _default(SpineLandmarkPipeline, "crop_scale") == defaults.CROP_SCALE
+    assert _default(PipelineOptions, "crop_scale") == defaults.CROP_SCALE
     cfg = training.TrainConfig()
     assert (cfg.image_size, cfg.crop_size, cfg.crop_scale) == (
         defaults.INPUT_SIZE, defaults.CROP_SIZE, defaults.CROP_SCALE)

@@ -10,10 +10,10 @@ import torch
 
 from spinelandmarks.cli import main
 from spinelandmarks.demo import CPU_DETECTOR
+from spinelandmarks.inference import SpineLandmarkPipeline
 from spinelandmarks.init_from import first_mismatch, inherit_settings, source_settings
 from spinelandmarks.models import CropRefiner, LandmarkModel
 from spinelandmarks.models.detector import VertebraDetector
-from spinelandmarks.pipeline import SpineLandmarkPipeline
 from spinelandmarks.training import TrainConfig
 
 SMALL = dict(CPU_DETECTOR)
@@ -115,7 +115,7 @@ def test_cli_corrected_rerun_takes_source_settings(source: Path, data: Path,
     with the source's sizes and weights."""
     import json
 
-    from spinelandmarks.pipeline import load_module
+    from spinelandmarks.inference import load_module
 
     out = tmp_path / "tuned"
     base = ["train", str(data), "--out", str(out), "--init-from", str(source), "--stages",

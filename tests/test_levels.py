@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ from spinelandmarks.levels import (
     column_expectation,
     off_column,
     reconcile_chain,
+    repair_column,
 )
 from spinelandmarks.metrics import level_centres, level_identification
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
@@ -178,9 +180,9 @@ def _oracle_refine(truth: torch.Tensor):
     bodies = [truth[0, S.level_indices(f"L{i}")] for i in range(1, 6)]
     bodies.insert(0, bodies[0] - torch.tensor([5.0, 45.0], dtype=truth.dtype))  # T12
 
-    def refine(images, points, scores, levels=None):
+    def refine(rows, points, scores, level):
         out = points.clone()
-        for lv in levels:
+        for lv in [level]:
             idx = S.level_indices(S.level_names[lv])
             for r in range(out.shape[0]):
                 c = out[r, idx].mean(0)
@@ -188,28 +190,26 @@ def _oracle_refine(truth: torch.Tensor):
                 out[r, idx] = bodies[int(np.argmin(dist))]
         masks = {"mask_probs": torch.zeros(out.shape[0], S.num_levels, 4, 4),
                  "mask_matrices": torch.zeros(out.shape[0], S.num_levels, 3, 3)}
-        masks["mask_probs"][:, levels] = 7.0  # the contract: (B, L, ...), zeros elsewhere
-        masks["mask_matrices"][:, levels] = torch.eye(3)
-        return out, scores, masks, torch.zeros(out.shape[0], S.num_levels, dtype=torch.bool)
+        masks["mask_probs"][:, level] = 7.0  # the contract: (R, L, ...), zeros elsewhere
+        masks["mask_matrices"][:, level] = torch.eye(3)
+        return out, scores, masks
     return refine
 
 
 @pytest.fixture(scope="module")
 def column_pipe():
+    from spinelandmarks.inference import SpineLandmarkPipeline
     from spinelandmarks.models import CropRefiner, LandmarkModel
-    from spinelandmarks.pipeline import SpineLandmarkPipeline
     torch.manual_seed(0)
     return SpineLandmarkPipeline(LandmarkModel(backbone="resnet_lite", input_size=(64, 48)),
                                  CropRefiner(backbone="resnet_lite", input_size=(32, 32)))
 
 
-def _repair(pipe, points: torch.Tensor, truth: torch.Tensor, monkeypatch):
-    monkeypatch.setattr(pipe, "_refine", _oracle_refine(truth))
-    images = torch.zeros(points.shape[0], 1, 8, 8)
+def _repair(points: torch.Tensor, truth: torch.Tensor):
     scores = torch.ones(points.shape[:2])
     body = {"mask_probs": torch.zeros(1, S.num_levels, 4, 4),
             "mask_matrices": torch.zeros(1, S.num_levels, 3, 3)}
-    out, _, body, repaired = pipe._repair_column(images, points, scores, body)
+    out, _, body, repaired = repair_column(points, scores, body, S, _oracle_refine(truth))
     names = [S.level_names[i] for i in repaired[0].nonzero()[:, 0].tolist()]
     # the repaired levels carry the masks of their new crops, the others keep theirs
     assert (body["mask_probs"][0, repaired[0]] == 7.0).all()
@@ -229,16 +229,16 @@ def test_column_expectation_from_s1_and_from_above() -> None:
         assert float(height[0]) == pytest.approx(30.0)
 
 
-def test_column_repair_keeps_a_good_spine(column_pipe, monkeypatch) -> None:
+def test_column_repair_keeps_a_good_spine() -> None:
     truth = _column()
-    out, repaired = _repair(column_pipe, truth.clone(), truth, monkeypatch)
+    out, repaired = _repair(truth.clone(), truth)
     assert repaired == []
     torch.testing.assert_close(out, truth)
 
 
 @pytest.mark.parametrize("case", ["L1 half on T12", "L5 on the sacral plate",
                                   "L3 on L4", "L1 missing, L2 half on L1"])
-def test_column_repair_moves_a_misplaced_level(column_pipe, monkeypatch, case: str) -> None:
+def test_column_repair_moves_a_misplaced_level(case: str) -> None:
     truth = _column()
     pts = truth.clone()
     if case == "L1 half on T12":
@@ -254,21 +254,21 @@ def test_column_repair_moves_a_misplaced_level(column_pipe, monkeypatch, case: s
         pts[0, S.level_indices("L1")] = float("nan")
         pts[0, S.level_indices("L2"), 1] -= 25.0
         moved = ["L2"]
-    out, repaired = _repair(column_pipe, pts, truth, monkeypatch)
+    out, repaired = _repair(pts, truth)
     assert repaired == moved
     ok = torch.isfinite(truth) & torch.isfinite(pts)
     torch.testing.assert_close(out[ok], truth[ok])
     assert torch.isnan(out[~torch.isfinite(pts)]).all()  # a missing level stays missing
 
 
-def test_column_repair_leaves_a_whole_shifted_chain(column_pipe, monkeypatch) -> None:
+def test_column_repair_leaves_a_whole_shifted_chain() -> None:
     """Every lumbar level one body too high: four consistent levels outvote the sacral link,
     so rule 4 does not move them (the QC spacing flag reports L5-S1)."""
     truth = _column()
     pts = truth.clone()
     body = [i for lv in ("L1", "L2", "L3", "L4", "L5") for i in S.level_indices(lv)]
     pts[0, body] -= torch.tensor([5.0, 45.0], dtype=pts.dtype)
-    out, repaired = _repair(column_pipe, pts, truth, monkeypatch)
+    out, repaired = _repair(pts, truth)
     assert repaired == []
     torch.testing.assert_close(out, pts)
 
@@ -287,19 +287,20 @@ def test_off_column_judges_from_both_sides() -> None:
 
 
 # -- recrop: step-2 crops across the column, and levels that moved refined again ----------------
-def _crop_angles(pipe, points: torch.Tensor, monkeypatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """The crop angle of each refined level (plain view) and the levels the pipe turned."""
-    import spinelandmarks.pipeline as pipeline_module
+def _crop_angles(step_two, points: torch.Tensor, monkeypatch
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The crop angle of each refined level (plain view) and the levels step 2 turned."""
+    import spinelandmarks.inference.refinement as refinement
     seen: list[torch.Tensor] = []
-    real = pipeline_module.crop_matrix
+    real = refinement.crop_matrix
 
     def recording(centers, sizes, angles, out_size):
         seen.append(angles.clone())
         return real(centers, sizes, angles, out_size)
-    monkeypatch.setattr(pipeline_module, "crop_matrix", recording)
+    monkeypatch.setattr(refinement, "crop_matrix", recording)
     images = torch.zeros(1, 1, 400, 500)
-    _, _, _, turned = pipe._refine(images, points, torch.ones(points.shape[:2]))
-    views = len(pipeline_module.TTA_VIEWS) if pipe.tta else 1
+    turned = step_two.refine(images, points, torch.ones(points.shape[:2])).turned
+    views = len(refinement.TTA_VIEWS) if step_two.tta else 1
     return seen[0].reshape(6, views)[:, 0], turned[0]
 
 
@@ -314,8 +315,8 @@ def test_collapsed_corners_get_a_crop_across_the_column(column_pipe, monkeypatch
     centre = pts[0, l3].mean(0)
     pts[0, l3] = centre + torch.tensor([[0.0, -15.0], [2.0, -5.0], [2.0, 15.0], [0.0, 5.0]],
                                        dtype=pts.dtype)
-    monkeypatch.setattr(column_pipe, "recrop", recrop)
-    angles, turned = _crop_angles(column_pipe, pts, monkeypatch)
+    step_two = dataclasses.replace(column_pipe.step_two(), recrop=recrop)
+    angles, turned = _crop_angles(step_two, pts, monkeypatch)
     across = -math.degrees(math.atan2(5.0, 45.0))
     if recrop:
         assert turned.tolist() == [name == "L3" for name in S.level_names]
@@ -329,7 +330,7 @@ def test_collapsed_corners_get_a_crop_across_the_column(column_pipe, monkeypatch
 
 
 def test_moved_levels_are_those_step_2_moved_off_their_crop(column_pipe) -> None:
-    from spinelandmarks.pipeline import RECROP_ANGLE_DEG, RECROP_SHIFT
+    from spinelandmarks.inference import RECROP_ANGLE_DEG, RECROP_SHIFT
     before = _column().clone()
     after = before.clone()
     # body extent 40 px (the larger side): L2 moves 0.3 of it, L3 0.2; L4 turns 12 deg.
@@ -341,24 +342,28 @@ def test_moved_levels_are_those_step_2_moved_off_their_crop(column_pipe) -> None
     rot = torch.tensor([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]],
                        dtype=after.dtype)
     after[0, l4] = (after[0, l4] - c) @ rot.T + c
-    moved = column_pipe._moved(before, after)[0]
+    moved = column_pipe.step_two().moved(before, after)[0]
     assert [S.level_names[i] for i in moved.nonzero()[:, 0].tolist()] == ["L2", "L4"]
 
 
 def test_refine_again_replaces_only_the_levels_named(column_pipe, monkeypatch) -> None:
     pts = _column().clone()
 
-    def shifted(images, points, scores, levels=None):
+    from spinelandmarks.inference.refinement import Refinement, StepTwo
+
+    def shifted(self, images, points, scores, levels=None):
         masks = {"mask_probs": torch.full((points.shape[0], S.num_levels, 4, 4), 7.0)}
-        return points + 10.0, scores * 0.5, masks, torch.zeros(points.shape[0], S.num_levels,
-                                                                 dtype=torch.bool)
-    monkeypatch.setattr(column_pipe, "_refine", shifted)
+        return Refinement(points + 10.0, scores * 0.5, masks,
+                          torch.zeros(points.shape[0], S.num_levels, dtype=torch.bool))
+    monkeypatch.setattr(StepTwo, "refine", shifted)
     two = torch.cat([pts, pts])
     levels = torch.zeros(2, S.num_levels, dtype=torch.bool)
     levels[1, S.level_names.index("L2")] = True
-    body = {"mask_probs": torch.zeros(2, S.num_levels, 4, 4)}
-    out, scores, body = column_pipe._refine_again(torch.zeros(2, 1, 8, 8), two,
-                                                  torch.ones(2, S.num_points), body, levels)
+    step = Refinement(two, torch.ones(2, S.num_points),
+                      {"mask_probs": torch.zeros(2, S.num_levels, 4, 4)},
+                      torch.zeros(2, S.num_levels, dtype=torch.bool))
+    again = column_pipe.step_two().refine_again(torch.zeros(2, 1, 8, 8), step, levels)
+    out, scores, body = again.points, again.scores, again.body
     l2 = S.level_indices("L2")
     others = [i for i in range(S.num_points) if i not in l2]
     torch.testing.assert_close(out[1, l2], pts[0, l2] + 10.0)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
+from spinelandmarks.inference import TTA_VIEWS, SpineLandmarkPipeline
 from spinelandmarks.models import CropRefiner, LandmarkModel
-from spinelandmarks.pipeline import TTA_VIEWS, SpineLandmarkPipeline
 
 ort = pytest.importorskip("onnxruntime")
 

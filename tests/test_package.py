@@ -20,7 +20,10 @@ def test_import_and_help_do_not_load_torch() -> None:
 #: Where each top-level name is defined (written out here, not read from the package).
 DEFINED_IN = {
     "LUMBAR_SAGITTAL": "schema", "LandmarkSchema": "schema", "Level": "schema",
-    "SpineLandmarkPipeline": "pipeline", "SpineResult": "pipeline",
+    "LUMBAR_MORPHOMETRY": "schema", "LUMBOPELVIC_SAGITTAL": "schema",
+    "WHOLE_SPINE_SAGITTAL": "schema", "SpineLandmarkPipeline": "inference.pipeline",
+    "SpineResult": "inference.results", "PipelineOptions": "inference.options",
+    "LandmarkTask": "models.base",
     "LandmarkModel": "models.landmark", "CropRefiner": "models.landmark",
     "VertebraDetector": "models.detector", "SpineDataModule": "data.datamodule",
     "ImageRecord": "data.annotations", "read_coco": "data.annotations",
@@ -49,3 +52,16 @@ def test_unknown_name_is_an_attribute_error() -> None:
 
 def test_all_lists_exactly_the_lazy_names() -> None:
     assert set(sl.__all__) == {*sl._EXPORTS, "__version__"}
+
+
+def test_the_old_pipeline_module_still_works_for_one_release_and_says_where_it_went() -> None:
+    import importlib
+    import sys
+
+    import spinelandmarks.inference as inference
+
+    sys.modules.pop("spinelandmarks.pipeline", None)
+    with pytest.warns(DeprecationWarning, match="import from spinelandmarks.inference"):
+        old = importlib.import_module("spinelandmarks.pipeline")
+    assert old.SpineLandmarkPipeline is inference.SpineLandmarkPipeline
+    assert old.load_module is inference.load_module and old.TTA_VIEWS is inference.TTA_VIEWS

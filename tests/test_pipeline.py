@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -14,8 +16,13 @@ from torch import Tensor
 
 from spinelandmarks.data.io import read_dicom, write_dicom
 from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
+from spinelandmarks.inference import (
+    PipelineOptions,
+    SpineLandmarkPipeline,
+    load_module,
+    save_module,
+)
 from spinelandmarks.models import CropRefiner, LandmarkModel
-from spinelandmarks.pipeline import SpineLandmarkPipeline, load_module, save_module
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +123,9 @@ def test_suspected_fractures_follow_the_screen_and_are_saved(phantom: tuple,
     lm = FixedSpine(backbone="resnet_lite", input_size=(128, 96))  # rectangles: no height loss
     p = SpineLandmarkPipeline(lm)
     res = p.predict(image)[0]
-    assert p.fracture_screen_loss == 0.25 and res.suspected_fractures == []
+    assert p.options.fracture_screen_loss == 0.25 and res.suspected_fractures == []
     # a screen line below any loss lists every body level, in the result and its record
-    p.fracture_screen_loss = -1.0
+    p.options = dataclasses.replace(p.options, fracture_screen_loss=-1.0)
     res = p.predict(image)[0]
     assert res.suspected_fractures == ["L1", "L2", "L3", "L4", "L5"]
     assert res.to_record(p.schema).meta["suspected_fractures"] == res.suspected_fractures
@@ -126,7 +133,7 @@ def test_suspected_fractures_follow_the_screen_and_are_saved(phantom: tuple,
     assert saved["fracture_screen_loss"] == -1.0
     # fitted on images whose bodies are all normal and measured so: the grade-1 line
     p.calibrate_qc([image] * 2, [res.points] * 2)
-    assert p.fracture_screen_loss == 0.20 and p.predict(image)[0].suspected_fractures == []
+    assert p.options.fracture_screen_loss == 0.20 and p.predict(image)[0].suspected_fractures == []
 
 
 def test_tta_views_average_back_in_the_image(phantom: tuple) -> None:
@@ -197,11 +204,13 @@ def test_save_load_and_checkpoint_round_trip(pipe: SpineLandmarkPipeline, phanto
     ref = pipe.predict(image)[0]
     loaded = SpineLandmarkPipeline.load(pipe.save(tmp_path / "p"))
     np.testing.assert_array_equal(loaded.predict(image)[0].points, ref.points)
-    assert loaded.tta and loaded.min_adjacent_score == 0.1
+    assert loaded.options == pipe.options
+    assert loaded.options.tta and loaded.options.min_adjacent_score == 0.1
     opts = SpineLandmarkPipeline(pipe.landmark_model, pipe.refiner, tta=False,
                                  min_level_score=0.4, min_adjacent_score=0.2)
     reloaded = SpineLandmarkPipeline.load(opts.save(tmp_path / "opts"))
-    assert (reloaded.tta, reloaded.min_level_score, reloaded.min_adjacent_score) == (False, 0.4, 0.2)
+    assert reloaded.options == dataclasses.replace(PipelineOptions(), tta=False, masks=False,
+                                                   min_level_score=0.4, min_adjacent_score=0.2)
     # A Lightning checkpoint loads weights-only into the same module.
     trainer = L.Trainer(logger=False, enable_checkpointing=False, max_epochs=0,
                         enable_progress_bar=False, enable_model_summary=False)
@@ -305,7 +314,7 @@ class BoxDetector(torch.nn.Module):
                 for _ in range(images.shape[0])]
 
 
-def test_levels_follow_the_detector_and_qc_reports(phantom: tuple) -> None:
+def test_the_chain_names_the_levels_and_qc_reports_the_detector(phantom: tuple) -> None:
     from spinelandmarks.metrics import level_centres
 
     image, _ = phantom
@@ -317,21 +326,13 @@ def test_levels_follow_the_detector_and_qc_reports(phantom: tuple) -> None:
     step = centres[4] - centres[3]
     det_c = torch.cat([centres[1:5], (centres[4] + step)[None], (centres[4] + 2 * step)[None]])
     boxes = torch.cat([det_c - 7.0, det_c + 7.0], dim=1)
-    p = SpineLandmarkPipeline(lm, detector=BoxDetector(boxes), level_rule="detector")
+    p = SpineLandmarkPipeline(lm, detector=BoxDetector(boxes))
     res = p.predict(image)[0]
-    old = SpineLandmarkPipeline(lm, detector=BoxDetector(boxes))  # default: the chain stands
-    res_old = old.predict(image)[0]
-    # S1's box holds no step-1 plate: a plate is only moved onto step-1 points in its box
-    assert res.relabelled_levels == ["L1", "L2", "L3", "L4", "L5"]
-    assert res_old.relabelled_levels == []
-    # L1..L4 take the corners the chain drew (as L2..L5) in their boxes
-    np.testing.assert_allclose(res.points[:16], res_old.points[4:20], atol=1e-4)
-    assert "detector_disagrees" in res_old.qc and res_old.needs_review
+    assert res.relabelled_levels == []  # the step-1 chain stands
+    np.testing.assert_allclose(res.points, res.points_step1)  # no refiner: step 1 is final
+    assert "detector_disagrees" in res.qc and res.needs_review
     record = res.to_record(p.schema)
-    assert record.meta["needs_review"] == res.needs_review
-    assert record.meta["relabelled_levels"] == res.relabelled_levels
-    with pytest.raises(ValueError, match="level_rule"):
-        SpineLandmarkPipeline(lm, level_rule="votes")
+    assert record.meta["needs_review"] and record.meta["qc"] == res.qc
 
 
 def test_overlay_circles_flagged_levels_only(pipe: SpineLandmarkPipeline, phantom: tuple) -> None:
@@ -371,10 +372,10 @@ def test_qc_thresholds_are_used_saved_and_calibrated(pipe: SpineLandmarkPipeline
     p = SpineLandmarkPipeline(pipe.landmark_model, pipe.refiner, qc_thresholds=loose)
     assert "low_confidence" not in p.predict(image)[0].qc
     loaded = SpineLandmarkPipeline.load(p.save(tmp_path / "pipe"))
-    assert loaded.qc_thresholds == loose
-    assert isinstance(loaded.qc_thresholds.aspect_range, tuple)
+    assert loaded.options.qc_thresholds == loose
+    assert isinstance(loaded.options.qc_thresholds.aspect_range, tuple)
     # an untrained pipeline identifies no level: nothing to fit, the thresholds stay
-    before = dataclasses.replace(pipe.qc_thresholds)
+    before = dataclasses.replace(pipe.options.qc_thresholds)
     assert pipe.calibrate_qc([image] * 2, [rec.points] * 2) == before
     with pytest.raises(ValueError, match="2 inputs but 1 ground truths"):
         pipe.calibrate_qc([image] * 2, [rec.points])
@@ -394,7 +395,7 @@ def test_calibrate_qc_fits_the_spread_of_correct_levels(phantom: tuple) -> None:
                            p.schema)["spread_frac"]
     th = p.calibrate_qc([image] * 4, [truth] * 4)  # 4 images x 6 levels >= 20 samples
     assert th.max_spread_frac == pytest.approx(1.25 * float(spread.max()), rel=1e-6)
-    assert p.qc_thresholds == th
+    assert p.options.qc_thresholds == th
     assert "low_confidence" not in p.predict(image)[0].qc
 
 
@@ -490,7 +491,7 @@ def test_pipeline_masks_are_pasted_back_around_their_level(phantom: tuple) -> No
     lm = FixedSpine(backbone="resnet_lite", input_size=(128, 96))  # a known straight spine
     ref = CentreMaskRefiner(backbone="resnet_lite", input_size=(48, 48), masks=True)
     pipe = SpineLandmarkPipeline(lm, ref, tta=False, facing_check=False)
-    assert pipe.masks
+    assert pipe.options.masks
     res = pipe.predict(image)[0]
     assert sorted(res.masks) == sorted(pipe.schema.body_levels)  # bodies, not S1
     for lv in pipe.schema.body_levels:
@@ -550,7 +551,7 @@ def pipe_schema():  # the default schema of the models
 def test_femoral_heads_keep_step1_points_and_are_not_cropped(phantom: tuple,
                                                              monkeypatch: pytest.MonkeyPatch
                                                              ) -> None:
-    from spinelandmarks.pipeline import TTA_VIEWS
+    from spinelandmarks.inference import TTA_VIEWS
     from spinelandmarks.schema import LUMBOPELVIC_SAGITTAL as LP
     torch.manual_seed(0)
     pipe = SpineLandmarkPipeline(
@@ -571,44 +572,46 @@ def test_femoral_heads_keep_step1_points_and_are_not_cropped(phantom: tuple,
     assert seen == [(LP.num_levels - 1) * len(TTA_VIEWS)]  # every level but FH, each view
 
 
-def test_middle_peak_radius_reads_only_the_endplate_middles_near_their_peak(
-        phantom: tuple, tmp_path: Path) -> None:
-    from spinelandmarks.dsnt import local_dsnt
-    from spinelandmarks.geometry import normalized_to_pixel
-    from spinelandmarks.schema import LUMBAR_MORPHOMETRY as LM
-    torch.manual_seed(0)
-    ref = CropRefiner(backbone="resnet_lite", input_size=(48, 48), schema=LM.to_dict()).eval()
-    # the refiner: outputs 4 and 5 (the middles) re-read within 2 cells of their peak
-    crops = torch.rand(3, 1, 48, 48, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        _, heatmaps = ref(crops)
-    plain, spread = ref.predict_points(crops)
-    local, local_spread = ref.predict_points(crops, [4, 5], 2.0)
-    torch.testing.assert_close(local[:, :4], plain[:, :4])
-    torch.testing.assert_close(local_spread, spread)
-    torch.testing.assert_close(local[:, 4:], normalized_to_pixel(
-        local_dsnt(heatmaps[:, 4:], 2.0), (48, 48)))
-    assert (local[:, 4:] - plain[:, 4:]).abs().max() > 0.01
-    # the pipeline: the corners do not move, the middles do; the option is saved
-    lm = LandmarkModel(backbone="resnet_lite", input_size=(128, 96), schema=LM.to_dict())
+def test_options_are_validated_and_set_only_as_a_whole(pipe: SpineLandmarkPipeline) -> None:
+    with pytest.raises(ValueError, match="crop_scale must be > 0"):
+        PipelineOptions(crop_scale=0.0)
+    with pytest.raises(ValueError, match="min_adjacent_score must be in"):
+        PipelineOptions(min_level_score=0.2, min_adjacent_score=0.3)
+    with pytest.raises(ValueError, match="fracture_screen_loss must be a finite number"):
+        SpineLandmarkPipeline(pipe.landmark_model, fracture_screen_loss=float("nan"))
+    assert type(PipelineOptions(crop_scale=np.float32(1.5)).crop_scale) is float  # JSON-safe
+    with pytest.raises(AttributeError, match=r"dataclasses.replace\(pipe.options, tta="):
+        pipe.tta = False  # an unchecked attribute would silently do nothing
+    with pytest.raises(AttributeError, match=r"pipe\.options\.tta"):
+        pipe.tta  # noqa: B018
+    with pytest.raises(ValueError, match="masks=True needs a refiner trained with masks"):
+        pipe.options = dataclasses.replace(pipe.options, masks=True)
+    with pytest.raises(TypeError, match="options= or option keywords, not both"):
+        SpineLandmarkPipeline(pipe.landmark_model, options=PipelineOptions(), tta=False)
+
+
+def test_removed_options_are_refused_when_given_and_ignored_with_a_warning_when_loaded(
+        pipe: SpineLandmarkPipeline, phantom: tuple, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"middle_peak_radius: removed in spinelandmarks 0\.2"):
+        SpineLandmarkPipeline(pipe.landmark_model, pipe.refiner, middle_peak_radius=2.0)
+    with pytest.raises(TypeError, match="level_rule: removed"):
+        SpineLandmarkPipeline(pipe.landmark_model, level_rule="detector")
+    saved = pipe.save(tmp_path / "p")
+    config = json.loads((saved / "pipeline.json").read_text())
+    # a file of 0.1 wrote every option at the top level, the removed ones at their defaults
+    old = {**config, "refine_iterations": 1, "middle_peak_radius": None,
+           "level_rule": "landmarks", "version": "0.1.0"}
+    (saved / "pipeline.json").write_text(json.dumps(old))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # defaults: no warning
+        assert SpineLandmarkPipeline.load(saved).options == pipe.options
+    (saved / "pipeline.json").write_text(json.dumps({**old, "refine_iterations": 2,
+                                                     "level_rule": "detector"}))
+    with pytest.warns(UserWarning, match="refine_iterations=2 was removed") as caught:
+        loaded = SpineLandmarkPipeline.load(saved)
+    assert any("level_rule='detector'" in str(w.message) for w in caught)
     image, _ = phantom
-    base = SpineLandmarkPipeline(lm, ref, column_repair=False, recrop=False)
-    peak = SpineLandmarkPipeline(lm, ref, column_repair=False, recrop=False,
-                                 middle_peak_radius=2.0)
-    a, b = base.predict(image)[0].points, peak.predict(image)[0].points
-    middle = np.array([n.split("_", 1)[1].startswith("middle") for n in LM.point_names])
-    np.testing.assert_array_equal(a[~middle], b[~middle])
-    assert np.abs(a[middle] - b[middle]).max() > 0.01
-    assert SpineLandmarkPipeline.load(peak.save(tmp_path / "p")).middle_peak_radius == 2.0
-    assert SpineLandmarkPipeline.load(base.save(tmp_path / "b")).middle_peak_radius is None
-    with pytest.raises(ValueError, match="middle_peak_radius must be > 0"):
-        SpineLandmarkPipeline(lm, ref, middle_peak_radius=0.0)
-    with pytest.raises(ValueError, match="middle_peak_radius must be > 0"):
-        base.middle_peak_radius = -1.0  # checked when set as an attribute too
-    base.middle_peak_radius = np.float32(2.0)
-    assert type(base.middle_peak_radius) is float  # saved as JSON
-    # corner-only refiners have no middles to read
-    with pytest.raises(ValueError, match="middle_superior / middle_inferior"):
-        SpineLandmarkPipeline(LandmarkModel(backbone="resnet_lite", input_size=(128, 96)),
-                              CropRefiner(backbone="resnet_lite", input_size=(48, 48)),
-                              middle_peak_radius=2.0)
+    np.testing.assert_array_equal(loaded.predict(image)[0].points, pipe.predict(image)[0].points)
+    (saved / "pipeline.json").write_text(json.dumps({**old, "crop_scale": -1}))
+    with pytest.raises(ValueError, match=r"pipeline.json: crop_scale must be > 0"):
+        SpineLandmarkPipeline.load(saved)

@@ -17,8 +17,8 @@ from spinelandmarks.cli import main
 from spinelandmarks.data.annotation_tools import read_cvat
 from spinelandmarks.data.io import write_png16
 from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
+from spinelandmarks.inference import SpineLandmarkPipeline, SpineResult
 from spinelandmarks.models import LandmarkModel
-from spinelandmarks.pipeline import SpineLandmarkPipeline, SpineResult
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 
 

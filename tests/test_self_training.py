@@ -22,7 +22,7 @@ from spinelandmarks.adaptation.self_training import (
 from spinelandmarks.cli import main
 from spinelandmarks.data.annotations import read_coco
 from spinelandmarks.data.io import Radiograph
-from spinelandmarks.pipeline import SpineResult
+from spinelandmarks.inference import SpineResult
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 
 H, W = 100, 80

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from spinelandmarks.cli import main
+from spinelandmarks.inference import SpineLandmarkPipeline, load_module, save_module
 from spinelandmarks.models import CropRefiner, LandmarkModel, LandmarkTask
 from spinelandmarks.models.classes import ClassPathError, class_path, import_class
-from spinelandmarks.pipeline import SpineLandmarkPipeline, load_module, save_module
 from spinelandmarks.training import TrainConfig, stage_class
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def test_subclass_saves_and_loads_in_a_fresh_process(user_module: Path, tmp_path
     expected = pipe.predict(image)[0].points
     out = fresh_python(textwrap.dedent(f"""
         import json, numpy as np
-        from spinelandmarks.pipeline import SpineLandmarkPipeline
+        from spinelandmarks.inference import SpineLandmarkPipeline
         pipe = SpineLandmarkPipeline.load({str(saved)!r})
         lm = pipe.landmark_model
         points = pipe.predict(np.load({str(tmp_path / "image.npy")!r}))[0].points

@@ -24,8 +24,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _tiny_pipeline(path: Path, seed: int = 0) -> Path:
+    from spinelandmarks.inference import SpineLandmarkPipeline
     from spinelandmarks.models import LandmarkModel
-    from spinelandmarks.pipeline import SpineLandmarkPipeline
 
     torch.manual_seed(seed)
     pipe = SpineLandmarkPipeline(LandmarkModel(backbone="resnet_lite", input_size=(64, 48)))

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from archive import _default_pipeline, _films
 
 from spinelandmarks.data.io import read_image
-from spinelandmarks.pipeline import SpineLandmarkPipeline
+from spinelandmarks.inference import SpineLandmarkPipeline
 from spinelandmarks.predict import predict_files
 
 WATCH = ("read_image", "predict_step", "draw_overlay", "save_png", "save_overlay", "_encode",

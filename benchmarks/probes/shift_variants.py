@@ -24,7 +24,7 @@ from spinelandmarks.adaptation.features import image_descriptors
 from spinelandmarks.adaptation.shift import archive_alarm
 from spinelandmarks.adaptation.shift_model import SHIFT_MARGIN, SHIFT_QUANTILE, ShiftModel
 from spinelandmarks.data.datamodule import SpineDataModule
-from spinelandmarks.pipeline import SpineLandmarkPipeline
+from spinelandmarks.inference import SpineLandmarkPipeline
 
 COMBINE = {
     "max (library)": lambda f, i: torch.maximum(f, i),

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from ..data.intensity import robust_normalize
-from ..pipeline import PipelineInput, SpineLandmarkPipeline, _to_radiograph
+from ..inference import PipelineInput, SpineLandmarkPipeline
+from ..inference.inputs import to_radiograph
 
 __all__ = ["image_descriptors", "pooled_features"]
 
@@ -18,7 +19,7 @@ __all__ = ["image_descriptors", "pooled_features"]
 @torch.no_grad()
 def image_descriptors(pipeline: SpineLandmarkPipeline, inputs: Sequence[PipelineInput],
                       batch_size: int = 8) -> dict[str, Tensor]:
-    """The descriptors of :meth:`~spinelandmarks.pipeline.SpineLandmarkPipeline.descriptors`
+    """The descriptors of :meth:`~spinelandmarks.inference.SpineLandmarkPipeline.descriptors`
     for every input, in order.
 
     Parameters
@@ -39,7 +40,7 @@ def image_descriptors(pipeline: SpineLandmarkPipeline, inputs: Sequence[Pipeline
     ValueError, OSError
         An input cannot be read or used (the message names it).
     """
-    dev = next(pipeline.landmark_model.parameters()).device
+    dev = next(pipeline.parameters()).device
     parts: dict[str, list[Tensor]] = {"pooled": [], "intensity": []}
     batch: list[np.ndarray] = []
 
@@ -50,7 +51,7 @@ def image_descriptors(pipeline: SpineLandmarkPipeline, inputs: Sequence[Pipeline
         batch.clear()
 
     for x in inputs:
-        pixels = robust_normalize(_to_radiograph(x).pixels)
+        pixels = robust_normalize(to_radiograph(x).pixels)
         if batch and (len(batch) == batch_size or batch[0].shape != pixels.shape):
             flush()
         batch.append(pixels)

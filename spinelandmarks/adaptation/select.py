@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..pipeline import SpineLandmarkPipeline, SpineResult
+from ..inference import SpineLandmarkPipeline, SpineResult
 from ..qc import qc_statistics
 from .features import pooled_features
 
@@ -83,7 +83,7 @@ def uncertainty(result: SpineResult, pipeline: SpineLandmarkPipeline) -> tuple[f
     score : float
     reason : str
     """
-    th = pipeline.qc_thresholds
+    th = pipeline.options.qc_thresholds
     schema = pipeline.schema
 
     def t(x: np.ndarray) -> Tensor:

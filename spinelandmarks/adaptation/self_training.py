@@ -42,7 +42,7 @@ import numpy as np
 from .._atomic import atomic_write_text
 from ..data.annotations import ImageRecord, read_coco, write_coco
 from ..data.io import Radiograph, read_image
-from ..pipeline import SpineLandmarkPipeline, SpineResult
+from ..inference import SpineLandmarkPipeline, SpineResult
 from ..schema import LandmarkSchema
 from ..training import TrainConfig, train_pipeline
 
@@ -397,7 +397,8 @@ def train_with_unlabeled(data_dir: str | os.PathLike[str] | None,
     out = train_pipeline(data, run, student_cfg, overwrite=overwrite)
     if not student_cfg.calibrate_qc:  # thresholds fitted on real labels, not pseudo-labels
         pipe = SpineLandmarkPipeline.load(out)
-        pipe.qc_thresholds = teacher.qc_thresholds
-        pipe.fracture_screen_loss = teacher.fracture_screen_loss
+        pipe.options = dataclasses.replace(
+            pipe.options, qc_thresholds=teacher.options.qc_thresholds,
+            fracture_screen_loss=teacher.options.fracture_screen_loss)
         pipe.save(out)
     return out

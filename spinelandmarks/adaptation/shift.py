@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_write_text
-from ..pipeline import PipelineInput, SpineLandmarkPipeline, SpineResult
+from ..inference import PipelineInput, SpineLandmarkPipeline, SpineResult
 from .features import image_descriptors
 from .shift_model import ShiftModel
 

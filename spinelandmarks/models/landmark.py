@@ -9,7 +9,6 @@ the points of one level).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from torchmetrics import Metric, MetricCollection
 
 from ..data.batch import LandmarkBatch
 from ..defaults import CROP_SIZE, INPUT_SIZE
-from ..dsnt import DSNTHead, euclidean_loss, heatmap_spread, js_reg_loss, local_dsnt, masked_mean
+from ..dsnt import DSNTHead, euclidean_loss, heatmap_spread, js_reg_loss, masked_mean
 from ..geometry import normalized_to_pixel, pixel_to_normalized, transform_points
 from ..metrics import EuclideanError, NormalizedLocalizationError, RadialError
 from ..schema import CORNERS, LandmarkSchema, Level
@@ -234,43 +233,41 @@ class LandmarkModel(LandmarkTask):
         # parameters, which must not appear twice in state_dict().
         self.__dict__["_compiled"] = torch.compile(self.network(), **kwargs)
 
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(H, W) of the network's input, pixels."""
+        h, w = self.hparams["input_size"]
+        return int(h), int(w)
+
     @torch.no_grad()
-    def predict_points(self, images: Tensor, peak_outputs: Sequence[int] = (),
-                       peak_radius: float = 2.0) -> tuple[Tensor, Tensor]:
+    def predict_points(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Points in input pixels and their heatmap spread.
 
         Parameters
         ----------
         images : Tensor
             (B, C, H, W) network inputs.
-        peak_outputs : sequence of int
-            Outputs decoded by :func:`~spinelandmarks.dsnt.local_dsnt` (the expectation
-            within ``peak_radius`` heatmap cells of the map's peak) instead of the whole
-            map's expectation; none by default.
-        peak_radius : float
-            Radius of that disc in heatmap cells.
 
         Returns
         -------
         points : Tensor
             (B, P, 2) float32 pixels of the input images.
         spread : Tensor
-            (B, P) float32 radial heatmap standard deviation in input pixels (of the whole
-            map, also for the ``peak_outputs``).
+            (B, P) float32 radial heatmap standard deviation in input pixels.
         """
         net = self.__dict__.get("_compiled") or self
         coords, heatmaps = net(images)
-        return self._decode(images, coords, heatmaps, peak_outputs, peak_radius)
+        return self._decode(images, coords, heatmaps)
+
+    @torch.no_grad()
+    def pooled_features(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, C') float32: the backbone's last (stride-32) feature map
+        averaged over its positions (the shift model's image descriptor)."""
+        return self.backbone(images)[-1].float().mean(dim=(-2, -1))
 
     @staticmethod
-    def _decode(images: Tensor, coords: Tensor, heatmaps: Tensor, peak_outputs: Sequence[int],
-                peak_radius: float) -> tuple[Tensor, Tensor]:
-        """Normalized coordinates -> input pixels (the ``peak_outputs`` re-read near their
-        peak) and the maps' spread in input pixels."""
-        if len(peak_outputs):
-            index = torch.as_tensor(list(peak_outputs), device=coords.device)
-            local = local_dsnt(heatmaps[:, index], peak_radius).to(coords.dtype)
-            coords = coords.index_copy(1, index, local)
+    def _decode(images: Tensor, coords: Tensor, heatmaps: Tensor) -> tuple[Tensor, Tensor]:
+        """Normalized coordinates -> input pixels, and the maps' spread in input pixels."""
         stride = images.shape[-1] / heatmaps.shape[-1]
         return normalized_to_pixel(coords, images.shape[-2:]), heatmap_spread(heatmaps) * stride
 
@@ -374,11 +371,10 @@ class CropRefiner(LandmarkModel):
         return loss, parts
 
     @torch.no_grad()
-    def predict_points_and_masks(self, images: Tensor, peak_outputs: Sequence[int] = (),
-                                 peak_radius: float = 2.0) -> tuple[Tensor, Tensor, Tensor]:
+    def predict_points_and_masks(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """:meth:`predict_points` and the body-mask probability (B, 1, H, W) in [0, 1]."""
         coords, heatmaps, logits = self.forward_masks(images)
-        points, spread = self._decode(images, coords, heatmaps, peak_outputs, peak_radius)
+        points, spread = self._decode(images, coords, heatmaps)
         return points, spread, torch.sigmoid(logits)
 
     @property
