@@ -45,8 +45,8 @@ from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.defaults import CPU_DETECTOR
 from spinelandmarks.demo import predict_and_evaluate
 from spinelandmarks.evaluation import evaluate
+from spinelandmarks.evaluation.report import clinical_markdown, mask_markdown
 from spinelandmarks.inference import SpineLandmarkPipeline
-from spinelandmarks.report import clinical_markdown, mask_markdown
 from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema, resolve_schema
 from spinelandmarks.training import TrainConfig, train_pipeline
 

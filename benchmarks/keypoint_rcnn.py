@@ -30,10 +30,10 @@ from spinelandmarks.data.annotations import ImageRecord, read_coco
 from spinelandmarks.data.batch import LandmarkBatch, collate
 from spinelandmarks.data.datasets import LandmarkDataset
 from spinelandmarks.evaluation import evaluate
+from spinelandmarks.evaluation.report import write_report
 from spinelandmarks.geometry import transform_points
 from spinelandmarks.models.backbones import Backbone
 from spinelandmarks.models.detector import _BackboneFPN
-from spinelandmarks.report import write_report
 from spinelandmarks.schema import LUMBAR_SAGITTAL as SCHEMA
 
 

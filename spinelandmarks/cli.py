@@ -674,7 +674,7 @@ def _print_shift_advice(out: Path, run: str) -> None:
 def cmd_measure(args: argparse.Namespace) -> int:
     from .data.annotations import read_coco
     from .data.datamodule import schema_for
-    from .evaluation import write_measurements_csv
+    from .measurement_table import write_measurements_csv
 
     schema = schema_for(args.schema, [Path(args.annotations)])
     records = read_coco(args.annotations, schema)
@@ -687,7 +687,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.annotations import read_coco
     from .data.datamodule import schema_for
     from .evaluation import coverage, coverage_line, evaluate, match_to_ground_truth
-    from .report import summary_table, write_report
+    from .evaluation.report import summary_table, write_report
 
     schema = schema_for(args.schema, [Path(args.ground_truth)])
     gt = read_coco(args.ground_truth, schema)

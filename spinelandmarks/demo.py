@@ -21,8 +21,8 @@ from .defaults import CPU_BUDGET_S as CPU_BUDGET_S  # re-exported: demo.CPU_BUDG
 from .defaults import CPU_DETECTOR as CPU_DETECTOR
 from .defaults import GPU_BUDGET_S as GPU_BUDGET_S
 from .evaluation import evaluate
+from .evaluation.report import summary_table, write_report
 from .predict import predict_files
-from .report import summary_table, write_report
 from .schema import LUMBAR_SAGITTAL, LandmarkSchema
 from .training import TrainConfig, train_pipeline
 

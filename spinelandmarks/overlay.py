@@ -19,8 +19,8 @@ from .data.io import Radiograph
 from .data.masks import mask_from_segmentation
 from .data.plot import draw_points
 from .defaults import OVERLAY_MAX_SIDE
-from .evaluation import ANGLE_LABELS
 from .inference import SpineLandmarkPipeline, SpineResult
+from .measurement_table import ANGLE_LABELS
 from .measurements import genant_grades, morphometry, spinopelvic_parameters
 from .qc import LEVEL_FLAGS
 from .schema import FEMORAL_HEADS, LandmarkSchema

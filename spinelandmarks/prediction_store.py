@@ -33,8 +33,8 @@ import numpy as np
 from ._atomic import atomic_write_text
 from .content_digest import short
 from .data.annotations import ImageRecord, write_coco
-from .evaluation import write_measurements_csv
 from .inference import SpineResult
+from .measurement_table import write_measurements_csv
 from .schema import LandmarkSchema
 
 __all__ = ["FINAL_OUTPUTS", "JOURNAL", "PredictionJournal", "assemble_outputs", "file_key",

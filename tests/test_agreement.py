@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from spinelandmarks.agreement import (
+from spinelandmarks.evaluation.agreement import (
     binary_agreement,
     continuous_agreement,
     fracture_agreement,

@@ -12,7 +12,7 @@ import torch
 
 from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.evaluation import evaluate
-from spinelandmarks.report import write_report
+from spinelandmarks.evaluation.report import write_report
 from spinelandmarks.schema import LUMBAR_MORPHOMETRY, LUMBOPELVIC_SAGITTAL
 
 
@@ -68,7 +68,7 @@ def test_spinopelvic_errors_follow_a_moved_hip_axis() -> None:
 
 
 def test_suspected_fractures_are_scored_against_grade_2(tmp_path: Path) -> None:
-    from spinelandmarks.evaluation import write_measurements_csv
+    from spinelandmarks.measurement_table import write_measurements_csv
     from spinelandmarks.measurements import genant_grades, morphometry
 
     gt = _records(LUMBAR_MORPHOMETRY)

@@ -14,14 +14,9 @@ from PIL import Image
 from spines import spine_points
 
 from spinelandmarks.data.annotations import ImageRecord
-from spinelandmarks.evaluation import (
-    REFERENCE,
-    evaluate,
-    measure_records,
-    metrics_to_json,
-    write_measurements_csv,
-)
-from spinelandmarks.report import write_report
+from spinelandmarks.evaluation import REFERENCE, evaluate, metrics_to_json
+from spinelandmarks.evaluation.report import write_report
+from spinelandmarks.measurement_table import measure_records, write_measurements_csv
 from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema, Level
 
 S = LUMBAR_SAGITTAL

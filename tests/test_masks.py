@@ -63,7 +63,7 @@ def test_a_malformed_segmentation_is_reported_with_its_record(tmp_path: Path) ->
 
 
 def test_dice_iou_and_hd95_by_hand() -> None:
-    from spinelandmarks.mask_metrics import dice, hausdorff95, iou
+    from spinelandmarks.evaluation.masks import dice, hausdorff95, iou
 
     a = np.zeros((20, 20), bool)
     a[5:9, 5:9] = True  # 4 x 4
@@ -81,7 +81,7 @@ def test_dice_iou_and_hd95_by_hand() -> None:
 def test_hd95_agrees_with_brute_force_surface_distances() -> None:
     from scipy import ndimage
 
-    from spinelandmarks.mask_metrics import hausdorff95
+    from spinelandmarks.evaluation.masks import hausdorff95
 
     rng = np.random.default_rng(0)
     a = ndimage.binary_opening(rng.random((40, 50)) > 0.45, iterations=2)
@@ -97,7 +97,7 @@ def test_hd95_agrees_with_brute_force_surface_distances() -> None:
 
 
 def test_evaluate_masks_per_level_and_missed() -> None:
-    from spinelandmarks.mask_metrics import evaluate_masks
+    from spinelandmarks.evaluation.masks import evaluate_masks
 
     gt = ImageRecord.empty(S, "a.png", 12, 10, pixel_spacing=(0.5, 0.5),
                            masks={"L1": SQUARE, "L2": SQUARE})
@@ -114,7 +114,7 @@ def test_evaluate_masks_per_level_and_missed() -> None:
 def test_evaluate_and_report_include_masks(tmp_path: Path) -> None:
     from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
     from spinelandmarks.evaluation import evaluate
-    from spinelandmarks.report import write_report
+    from spinelandmarks.evaluation.report import write_report
 
     gt = [dataclasses.replace(generate_phantom(i, PhantomConfig(long_side=192))[1],
                               file_name=f"{i}.png") for i in range(2)]
@@ -148,5 +148,5 @@ def test_warp_segmentation_polygon_and_rle_agree() -> None:
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    from spinelandmarks.mask_metrics import dice as _dice
+    from spinelandmarks.evaluation.masks import dice as _dice
     return _dice(a, b)

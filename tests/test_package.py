@@ -54,14 +54,29 @@ def test_all_lists_exactly_the_lazy_names() -> None:
     assert set(sl.__all__) == {*sl._EXPORTS, "__version__"}
 
 
-def test_the_old_pipeline_module_still_works_for_one_release_and_says_where_it_went() -> None:
+@pytest.mark.parametrize(("old", "new", "name"), [
+    ("pipeline", "inference", "SpineLandmarkPipeline"),
+    ("clinical_evaluation", "evaluation.clinical", "evaluate_clinical"),
+    ("agreement", "evaluation.agreement", "continuous_agreement"),
+    ("mask_metrics", "evaluation.masks", "dice"),
+    ("report", "evaluation.report", "write_report"),
+])
+def test_a_moved_module_still_works_for_one_release_and_says_where_it_went(
+        old: str, new: str, name: str) -> None:
     import importlib
-    import sys
 
-    import spinelandmarks.inference as inference
+    sys.modules.pop(f"spinelandmarks.{old}", None)
+    with pytest.warns(DeprecationWarning, match=f"import from spinelandmarks.{new}"):
+        module = importlib.import_module(f"spinelandmarks.{old}")
+    assert getattr(module, name) is getattr(importlib.import_module(f"spinelandmarks.{new}"),
+                                            name)
 
-    sys.modules.pop("spinelandmarks.pipeline", None)
-    with pytest.warns(DeprecationWarning, match="import from spinelandmarks.inference"):
-        old = importlib.import_module("spinelandmarks.pipeline")
-    assert old.SpineLandmarkPipeline is inference.SpineLandmarkPipeline
-    assert old.load_module is inference.load_module and old.TTA_VIEWS is inference.TTA_VIEWS
+
+def test_measurement_names_left_evaluation_with_a_warning() -> None:
+    import spinelandmarks.measurement_table as table
+    from spinelandmarks import evaluation
+
+    with pytest.warns(DeprecationWarning, match="spinelandmarks.measurement_table"):
+        assert evaluation.write_measurements_csv is table.write_measurements_csv
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        evaluation.nothing  # noqa: B018

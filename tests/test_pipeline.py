@@ -516,7 +516,7 @@ def test_refiner_overfits_body_masks(tmp_path: Path) -> None:
     from spinelandmarks.data.batch import collate
     from spinelandmarks.data.datasets import CropDataset
     from spinelandmarks.data.synthetic import generate_dataset
-    from spinelandmarks.mask_metrics import dice
+    from spinelandmarks.evaluation.masks import dice
 
     root = generate_dataset(tmp_path / "d", 2, seed=4, config=PhantomConfig(long_side=256))
     from spinelandmarks.data.annotations import read_coco

@@ -166,7 +166,7 @@ def test_level_identification_metric_rates_and_chunks() -> None:
 def test_evaluate_reports_identification_and_tails(tmp_path: object) -> None:
     from spinelandmarks.data.annotations import ImageRecord
     from spinelandmarks.evaluation import evaluate
-    from spinelandmarks.report import write_report
+    from spinelandmarks.evaluation.report import write_report
 
     def rec(name: str, pts: np.ndarray) -> ImageRecord:
         return ImageRecord(name, 512, 512, pts, np.full(22, 2, np.int8),

@@ -1,13 +1,7 @@
-"""Measurements and evaluation against ground truth: the measurement CSV and the metrics.
-
-- :func:`measure_records` / :func:`write_measurements_csv` -- the clinical parameters of every
-  image of an annotation or prediction file (backs ``spinelandmarks measure`` and the CSV that
-  ``predict`` writes).
-- :func:`evaluate` -- predictions against ground truth with the metric classes of
-  :mod:`spinelandmarks.metrics` (conventions section 5), step 2 and optionally step 1 side by
-  side, plus the figures of the reference study (Cina et al. 2021).
-
-The report for people (``report.md``, plots) is :mod:`spinelandmarks.report`.
+"""Predictions against ground truth: localization, angle and identification errors with
+their tails, side by side for step 2 and step 1, and the figures of the reference study
+(Cina et al. 2021), with the metric classes of :mod:`spinelandmarks.metrics` (conventions
+section 5).
 
 Records are matched by ``file_name``. A ground-truth image without a prediction is *missed*
 (all its points count as not found), never dropped; predictions without ground truth are
@@ -16,13 +10,11 @@ ignored and counted (with a warning).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import itertools
 import json
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
@@ -31,13 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._atomic import atomic_write
-from ._types import StrPath
-from .clinical_evaluation import evaluate_clinical
-from .data.annotations import ImageRecord
-from .mask_metrics import evaluate_masks
-from .measurements import clinical_columns
-from .metrics import (
+from .._types import StrPath
+from ..data.annotations import ImageRecord
+from ..measurement_table import record_points
+from ..metrics import (
     LUMBAR_PARAMETERS,
     AngleError,
     EuclideanError,
@@ -46,46 +35,17 @@ from .metrics import (
     RadialError,
     SuccessDetectionRate,
     defined_parameters,
-    facing,
     level_identification,
     schema_parameters,
     segmental_angle_names,
     segmental_angles,
 )
-from .schema import LandmarkSchema
+from ..schema import LandmarkSchema
+from .clinical import evaluate_clinical
+from .masks import evaluate_masks
 
-__all__ = [
-    "ANGLE_COLUMNS",
-    "ANGLE_LABELS",
-    "REFERENCE",
-    "SDR_THRESHOLDS_MM",
-    "angle_columns",
-    "coverage",
-    "coverage_line",
-    "evaluate",
-    "match_to_ground_truth",
-    "measure_records",
-    "metrics_to_json",
-    "tail_figures",
-    "write_measurements_csv",
-]
-
-#: CSV column of each clinical parameter, in the order they follow ``file_name``.
-ANGLE_COLUMNS: dict[str, str] = {name: f"{name}_deg" for name in LUMBAR_PARAMETERS}
-
-
-
-def angle_columns(schema: LandmarkSchema) -> dict[str, str]:
-    """The :data:`ANGLE_COLUMNS` of the parameters ``schema`` defines
-    (:func:`~spinelandmarks.metrics.defined_parameters`): none for a schema without the
-    lumbar endplates."""
-    return {name: ANGLE_COLUMNS[name] for name in defined_parameters(schema)}
-
-
-#: Human-readable names of the clinical parameters.
-ANGLE_LABELS: dict[str, str] = {"l1_l5_lordosis": "L1-L5 lordosis",
-                                "l1_s1_lordosis": "L1-S1 lordosis",
-                                "sacral_slope": "Sacral slope"}
+__all__ = ["REFERENCE", "SDR_THRESHOLDS_MM", "coverage", "coverage_line", "evaluate",
+           "match_to_ground_truth", "metrics_to_json", "pair_records", "tail_figures"]
 
 #: Radii of the success detection rate, millimetres.
 SDR_THRESHOLDS_MM: tuple[float, ...] = (2.0, 2.5, 3.0, 4.0)
@@ -146,33 +106,6 @@ _TAIL_FRACTIONS = frozenset({"levels_identified_images", "levels_identified", "o
 _DT = torch.float64
 
 
-# ---------------------------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------------------------
-def _check_record(rec: ImageRecord, schema: LandmarkSchema) -> None:
-    if rec.points.shape != (schema.num_points, 2) or rec.visibility.shape != (schema.num_points,):
-        raise ValueError(f"record {rec.file_name!r}: points {rec.points.shape} / visibility "
-                         f"{rec.visibility.shape} do not match schema {schema.name!r} with "
-                         f"{schema.num_points} points")
-
-
-def _points(records: Sequence[ImageRecord | None], schema: LandmarkSchema) -> Tensor:
-    """(B, P, 2) float64 points; NaN where absent (visibility 0) or where the record is None."""
-    out = torch.full((len(records), schema.num_points, 2), math.nan, dtype=_DT)
-    for i, rec in enumerate(records):
-        if rec is None:
-            continue
-        _check_record(rec, schema)
-        pts = torch.as_tensor(np.asarray(rec.points, dtype=np.float64))
-        vis = torch.as_tensor(np.asarray(rec.visibility) > 0)
-        out[i] = torch.where(vis[:, None], pts, torch.full_like(pts, math.nan))
-    return out
-
-
-def _f(t: Tensor | float) -> float:
-    return float(t)
-
-
 def _nanless(obj: Any) -> Any:
     """A copy with NaN / inf floats as None and tuples as lists (JSON-ready)."""
     if isinstance(obj, Mapping):
@@ -193,137 +126,6 @@ def metrics_to_json(metrics: Mapping[str, Any]) -> str:
     return json.dumps(_nanless(metrics), indent=2, allow_nan=False) + "\n"
 
 
-# ---------------------------------------------------------------------------------------------
-# measurements
-# ---------------------------------------------------------------------------------------------
-def measure_records(records: Sequence[ImageRecord],
-                    schema: LandmarkSchema) -> list[dict[str, Any]]:
-    """Clinical parameters of every record (annotations or predictions).
-
-    Parameters
-    ----------
-    records : sequence of ImageRecord
-        Points in the flat order of ``schema``; points with visibility 0 are absent.
-    schema : LandmarkSchema
-
-    Returns
-    -------
-    list of dict
-        One row per record, keys in column order: ``file_name``; those of
-        ``l1_l5_lordosis_deg``, ``l1_s1_lordosis_deg``, ``sacral_slope_deg`` the schema
-        defines (:func:`angle_columns`; degrees, signed, conventions section 4);
-        the segmental angles ``<upper>-<lower>_deg`` (e.g. ``L1-L2_deg``); ``facing`` (+1 when
-        the anterior side is to the right of the image, -1 to the left, NaN when no endplate
-        is complete; schemas with endplates only); ``missing_levels`` (space-separated levels without any point); for
-        predictions of the pipeline (records with ``meta["needs_review"]``) also
-        ``needs_review`` (1 / 0), ``qc`` (the raised quality-control flags, e.g.
-        ``overlap: L5 S1; angle_range: l1_l5_lordosis``, see :mod:`spinelandmarks.qc`) and
-        ``suspected_fractures`` (space-separated levels,
-        ``SpineResult.suspected_fractures``), ``shift_score`` and ``shifted`` (1 / 0; empty
-        when the pipeline has no shift model); then
-        the clinical measurements of
-        :func:`~spinelandmarks.measurements.clinical_columns` (pelvic parameters, body
-        heights and Genant grades, disc heights, slips; lengths in mm where the pixel spacing
-        is known, ``length_unit_mm``). Angles are floats, NaN where a needed point is absent.
-    """
-    recs = list(records)
-    with_qc = any("needs_review" in r.meta for r in recs)
-    pts = _points(recs, schema)
-    params = schema_parameters(pts, schema)
-    seg_names = segmental_angle_names(schema)
-    seg = segmental_angles(pts, schema) if seg_names else pts.new_empty((len(recs), 0))
-    face = facing(pts, schema)
-    eps = schema.endplates()
-    complete = torch.zeros(len(recs), dtype=torch.bool)
-    for e in eps:
-        complete |= torch.isfinite(pts[:, [e.posterior, e.anterior]]).all(dim=-1).all(dim=-1)
-    spacing = torch.tensor([r.pixel_spacing if r.pixel_spacing is not None
-                            else (math.nan, math.nan) for r in recs],
-                           dtype=torch.float64).reshape(-1, 2)
-    clinical = clinical_columns(pts, schema, spacing)
-    rows: list[dict[str, Any]] = []
-    for i, rec in enumerate(recs):
-        row: dict[str, Any] = {"file_name": rec.file_name}
-        for name, col in angle_columns(schema).items():
-            row[col] = _f(params[name][i])
-        for j, name in enumerate(seg_names):
-            row[f"{name}_deg"] = _f(seg[i, j])
-        if eps:
-            row["facing"] = _f(face[i]) if bool(complete[i]) else math.nan
-        found = torch.isfinite(pts[i]).all(dim=-1)
-        row["missing_levels"] = " ".join(
-            lv for lv in schema.level_names if not bool(found[schema.level_indices(lv)].any()))
-        row.update({k: _f(v[i]) for k, v in clinical.items()})
-        if with_qc:
-            row["needs_review"] = int(bool(rec.meta.get("needs_review", False)))
-            row["qc"] = "; ".join(f"{k}: {' '.join(v)}"
-                                  for k, v in rec.meta.get("qc", {}).items())
-            row["suspected_fractures"] = " ".join(rec.meta.get("suspected_fractures", ()))
-            row["shift_score"] = rec.meta.get("shift_score")
-            shifted = rec.meta.get("shifted")
-            row["shifted"] = None if shifted is None else int(bool(shifted))
-        rows.append(row)
-    return rows
-
-
-def _csv_cell(value: Any, column: str) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        if not math.isfinite(v):
-            return ""
-        if column in ("facing", "needs_review", "length_unit_mm") or column.endswith(
-                ("_genant_grade", "_meyerding")):
-            return str(int(v))
-        return f"{v:.4f}"
-    return str(value)
-
-
-def write_measurements_csv(records: Iterable[ImageRecord], schema: LandmarkSchema,
-                           path: StrPath, *, chunk: int = 256) -> Path:
-    """Write :func:`measure_records` as CSV, atomically; NaN as empty cells.
-
-    Parameters
-    ----------
-    records : iterable of ImageRecord
-        Measured ``chunk`` records at a time (memory independent of their number).
-    schema : LandmarkSchema
-    path : str or PathLike
-        Destination CSV (written to a temp file next to it, then moved into place).
-
-    Returns
-    -------
-    Path
-        ``path``. Columns: ``file_name``, those of ``l1_l5_lordosis_deg,l1_s1_lordosis_deg,
-        sacral_slope_deg`` the schema defines, then the segmental angles, ``facing`` (schemas
-        with endplates), ``missing_levels``, the
-        clinical measurements (:func:`~spinelandmarks.measurements.clinical_columns`) and,
-        for pipeline predictions (the first record has ``meta["needs_review"]``),
-        ``needs_review``, ``qc``, ``suspected_fractures``, ``shift_score`` and ``shifted``;
-        values with 4 decimals.
-    """
-    columns = ["file_name", *angle_columns(schema).values(),
-               *[f"{n}_deg" for n in segmental_angle_names(schema)],
-               *(["facing"] if schema.endplates() else []), "missing_levels",
-               *clinical_columns(torch.full((1, schema.num_points, 2), math.nan), schema)]
-    it = iter(records)
-    first = next(it, None)
-    if first is not None and "needs_review" in first.meta:
-        columns += ["needs_review", "qc", "suspected_fractures", "shift_score", "shifted"]
-    rest = it if first is None else itertools.chain([first], it)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(columns)
-            while batch := list(itertools.islice(rest, chunk)):
-                for row in measure_records(batch, schema):
-                    writer.writerow([_csv_cell(row.get(c), c) for c in columns])
-
-    out = Path(path)
-    atomic_write(out, write)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,7 +221,7 @@ def pair_records(pred_records: Sequence[ImageRecord], gt_records: Sequence[Image
         warnings.warn(f"{duplicates} duplicate {what}(s) of an image ignored (first one kept)",
                       stacklevel=3)
     preds = [by_name.get(r.file_name) for r in gts]
-    gt = _points(gts, schema)
+    gt = record_points(gts, schema)
     vis = torch.zeros((len(gts), schema.num_points), dtype=torch.long)
     spacing = torch.full((len(gts), 2), math.nan, dtype=_DT)
     for i, r in enumerate(gts):
@@ -427,7 +229,7 @@ def pair_records(pred_records: Sequence[ImageRecord], gt_records: Sequence[Image
         if r.pixel_spacing is not None:
             spacing[i] = torch.tensor([float(r.pixel_spacing[0]), float(r.pixel_spacing[1])],
                                       dtype=_DT)
-    return _Paired([r.file_name for r in gts], gt, vis, _points(preds, schema), spacing,
+    return _Paired([r.file_name for r in gts], gt, vis, record_points(preds, schema), spacing,
                    [r.file_name for r, p in zip(gts, preds, strict=True) if p is None],
                    unmatched, duplicates, preds)
 
@@ -445,7 +247,7 @@ def _suspected(preds: Sequence[ImageRecord | None], schema: LandmarkSchema
 
 
 def _floats(d: Mapping[str, Tensor]) -> dict[str, float]:
-    return {k: _f(v) for k, v in d.items()}
+    return {k: float(v) for k, v in d.items()}
 
 
 def _angle_block(pred: Mapping[str, Tensor], gt: Mapping[str, Tensor],
@@ -672,7 +474,7 @@ def evaluate(pred_records: Sequence[ImageRecord], gt_records: Sequence[ImageReco
         whose endplates the schema has.
         ``clinical`` (step 2): spinopelvic angles, heights, disc heights and slips with MAE,
         bias, limits of agreement, Pearson r and ICCs, and fracture detection per vertebra
-        and per patient (:func:`~spinelandmarks.clinical_evaluation.evaluate_clinical`).
+        and per patient (:func:`~spinelandmarks.evaluation.clinical.evaluate_clinical`).
 
     Warns
     -----
