@@ -41,12 +41,12 @@ import torch
 
 from spinelandmarks.data.annotations import ImageRecord
 from spinelandmarks.data.io import read_image
-from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.defaults import CPU_DETECTOR
 from spinelandmarks.demo import predict_and_evaluate
 from spinelandmarks.evaluation import evaluate
 from spinelandmarks.evaluation.report import clinical_markdown, mask_markdown
 from spinelandmarks.inference import SpineLandmarkPipeline
+from spinelandmarks.phantoms import PhantomConfig, generate_dataset
 from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema, resolve_schema
 from spinelandmarks.training import TrainConfig, train_pipeline
 

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from spinelandmarks.data.io import read_image, write_png16
-from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.inference import SpineLandmarkPipeline
 from spinelandmarks.models import CropRefiner, LandmarkModel
 from spinelandmarks.models.detector import VertebraDetector
+from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 from spinelandmarks.predict import predict_files
 
 OUTPUTS = ("predictions.json", "predictions_step1.json", "measurements.csv", "failures.csv")

@@ -1,8 +1,8 @@
 """Cross-style robustness benchmark: train on one phantom style, test on the others.
 
-Style A is :mod:`spinelandmarks.data.synthetic` (512 px), style B
-:mod:`spinelandmarks.data.projection` (960 x 768 px, 12-bit PNG and MONOCHROME1/2 DICOM, cone
-beam, thoracic and pelvic anatomy), style C :mod:`spinelandmarks.data.outline` (1024 x 832 px,
+Style A is :mod:`spinelandmarks.phantoms` (512 px), style B
+:mod:`spinelandmarks.phantoms.projection` (960 x 768 px, 12-bit PNG and MONOCHROME1/2 DICOM, cone
+beam, thoracic and pelvic anatomy), style C :mod:`spinelandmarks.phantoms.outline` (1024 x 832 px,
 8-bit PNG and JPEG, display-domain outlines, fused sacrum, hardware); no two share rendering
 code. Training sets, all with the ``--mode cpu`` recipe and budget: ``A`` (400 images), ``B``
 (400), ``mix`` (200 A + 200 B), and, to measure whether the library's own phantoms of another
@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 
 from spinelandmarks.data.annotations import ImageRecord, read_coco, write_coco
-from spinelandmarks.data.outline import OutlineConfig, generate_outline_dataset
-from spinelandmarks.data.projection import ProjectionConfig, generate_projection_dataset
-from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.evaluation import evaluate
 from spinelandmarks.inference import SpineLandmarkPipeline
+from spinelandmarks.phantoms import PhantomConfig, generate_dataset
+from spinelandmarks.phantoms.outline import OutlineConfig, generate_outline_dataset
+from spinelandmarks.phantoms.projection import ProjectionConfig, generate_projection_dataset
 from spinelandmarks.predict import predict_files
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 from spinelandmarks.training import TrainConfig, train_pipeline

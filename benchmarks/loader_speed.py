@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 
 from spinelandmarks.data.datamodule import SpineDataModule
-from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.models import CropRefiner, LandmarkModel
 from spinelandmarks.models.base import LandmarkTask
+from spinelandmarks.phantoms import PhantomConfig, generate_dataset
 
 
 def _size(text: str) -> tuple[int, int]:

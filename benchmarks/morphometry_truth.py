@@ -16,8 +16,8 @@ import collections
 import numpy as np
 import torch
 
-from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.measurements import genant_grades, listhesis, morphometry
+from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 from spinelandmarks.schema import resolve_schema
 
 

@@ -3,8 +3,8 @@ test images, and does the run-level alarm fire on the cross-style sets only?
 
 Fits the shift model of ``--pipeline`` on the training images of ``--data`` (the split
 ``train`` uses: 90 / 10 by patient, seed 0, or ``--val``), then scores the test images of
-each phantom style (A: :mod:`spinelandmarks.data.synthetic`, B:
-:mod:`spinelandmarks.data.projection`, C: :mod:`spinelandmarks.data.outline`; generated under
+each phantom style (A: :mod:`spinelandmarks.phantoms`, B:
+:mod:`spinelandmarks.phantoms.projection`, C: :mod:`spinelandmarks.phantoms.outline`; generated under
 ``OUT/data/<style>`` with seed 10000 unless ``--test-A`` etc. name existing sets) and writes
 ``OUT/shift_results.json`` and ``OUT/shift_results.md``: the AUROC of the shift score between
 the in-style set and each other style (and of each descriptor alone), the fraction of each
@@ -30,10 +30,10 @@ from scipy.stats import mannwhitneyu
 from spinelandmarks.adaptation.features import image_descriptors
 from spinelandmarks.adaptation.shift import archive_alarm, fit_shift_model
 from spinelandmarks.data.datamodule import SpineDataModule
-from spinelandmarks.data.outline import generate_outline_dataset
-from spinelandmarks.data.projection import generate_projection_dataset
-from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.inference import SpineLandmarkPipeline
+from spinelandmarks.phantoms import PhantomConfig, generate_dataset
+from spinelandmarks.phantoms.outline import generate_outline_dataset
+from spinelandmarks.phantoms.projection import generate_projection_dataset
 
 STYLES = ("A", "B", "C")
 TEST_SEED = 10_000

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from spinelandmarks.data.io import read_image, write_png16
-from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.demo import CPU_DETECTOR
 from spinelandmarks.inference import SpineLandmarkPipeline
 from spinelandmarks.models import CropRefiner, LandmarkModel
 from spinelandmarks.models.detector import VertebraDetector
 from spinelandmarks.ort_backend import use_onnxruntime
+from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 
 
 def matmul_rate(seconds: float = 1.0, n: int = 2048) -> float:

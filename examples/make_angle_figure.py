@@ -15,8 +15,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from spinelandmarks.data.plot import draw_points, save_png
-from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.metrics import lumbar_parameters
+from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 
 LINES = {("L1", "superior"): (66, 135, 245), ("L5", "inferior"): (245, 166, 35),

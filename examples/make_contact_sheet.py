@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
+from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 
 
 def tile(seed: int, config: PhantomConfig, width: int) -> Image.Image:

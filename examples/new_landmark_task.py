@@ -23,8 +23,8 @@ from torch import Tensor
 from spinelandmarks.data.annotations import ImageRecord, read_coco, write_coco
 from spinelandmarks.data.batch import LandmarkBatch
 from spinelandmarks.data.datamodule import SpineDataModule
-from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.models import LandmarkModel
+from spinelandmarks.phantoms import PhantomConfig, generate_dataset
 from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema
 
 CENTRES = LandmarkSchema.from_levels("lumbar_centres", LUMBAR_SAGITTAL.level_names,

@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.demo import CPU_DETECTOR
 from spinelandmarks.init_from import inherit_settings
+from spinelandmarks.phantoms import PhantomConfig, generate_dataset
 from spinelandmarks.training import TrainConfig, train_pipeline
 
 

@@ -19,12 +19,13 @@ geometry    coordinate conventions, oriented crops, letterbox, converters
 metrics     clinical angles, normalized localization errors, torchmetrics metrics
 levels      level identification rules (sacral anchor, chain and detector, facing)
 qc          plausibility checks and quality-control flags
-data        radiograph I/O, annotation formats, synthetic phantoms, DataModule
+data        radiograph I/O, annotation formats, datasets, DataModule
+phantoms    synthetic radiographs with exact ground truth (three styles)
 models      landmark model, crop refiner, vertebra detector, backbones
 inference   the two-step pipeline on radiographs (its options, parts and results)
 predict     batch prediction on files (overlays, measurements.csv)
 training    the three-stage training recipe
-evaluation  metrics and report against ground truth
+evaluation  errors, clinical agreement, masks and the report against ground truth
 """
 
 from __future__ import annotations

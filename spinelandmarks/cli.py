@@ -471,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- verbs ---------------------------------------------------------------------------------------
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .data.synthetic import PhantomConfig, generate_dataset
+    from .phantoms import PhantomConfig, generate_dataset
     from .schema import NON_VERTEBRAL_LEVEL, resolve_schema
 
     fov = args.fov_mm

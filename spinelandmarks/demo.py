@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from .data.annotations import ImageRecord, read_coco
-from .data.synthetic import PhantomConfig, generate_dataset
 from .defaults import CPU_BUDGET_S as CPU_BUDGET_S  # re-exported: demo.CPU_BUDGET_S
 from .defaults import CPU_DETECTOR as CPU_DETECTOR
 from .defaults import GPU_BUDGET_S as GPU_BUDGET_S
 from .evaluation import evaluate
 from .evaluation.report import summary_table, write_report
+from .phantoms import PhantomConfig, generate_dataset
 from .predict import predict_files
 from .schema import LUMBAR_SAGITTAL, LandmarkSchema
 from .training import TrainConfig, train_pipeline

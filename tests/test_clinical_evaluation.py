@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.evaluation import evaluate
 from spinelandmarks.evaluation.report import write_report
+from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 from spinelandmarks.schema import LUMBAR_MORPHOMETRY, LUMBOPELVIC_SAGITTAL
 
 

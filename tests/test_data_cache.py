@@ -21,7 +21,7 @@ from spinelandmarks.data.datasets import (
     LandmarkDataset,
     quantize,
 )
-from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
+from spinelandmarks.phantoms import PhantomConfig, generate_dataset
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 
 CROP = (32, 32)

@@ -23,8 +23,8 @@ from spinelandmarks.data.datasets import (
 )
 from spinelandmarks.data.intensity import NORMALIZE_PERCENTILES
 from spinelandmarks.data.io import write_png16
-from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.geometry import transform_points
+from spinelandmarks.phantoms import PhantomConfig, generate_dataset
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 
 N_IMAGES = 8

@@ -9,8 +9,8 @@ import pytest
 import torch.distributed as dist
 
 from spinelandmarks.data.datamodule import SpineDataModule
-from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.models import LandmarkModel
+from spinelandmarks.phantoms import PhantomConfig, generate_dataset
 
 
 @pytest.mark.slow

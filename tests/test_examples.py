@@ -60,7 +60,7 @@ def test_train_then_notebook_workflow(tmp_path: Path) -> None:
 
 
 def test_contact_sheet_tile_marks_every_visible_corner() -> None:
-    from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
+    from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 
     config = PhantomConfig(long_side=256)
     image, rec = generate_phantom(2, config)

@@ -112,9 +112,9 @@ def test_evaluate_masks_per_level_and_missed() -> None:
 
 
 def test_evaluate_and_report_include_masks(tmp_path: Path) -> None:
-    from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
     from spinelandmarks.evaluation import evaluate
     from spinelandmarks.evaluation.report import write_report
+    from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 
     gt = [dataclasses.replace(generate_phantom(i, PhantomConfig(long_side=192))[1],
                               file_name=f"{i}.png") for i in range(2)]

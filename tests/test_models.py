@@ -13,9 +13,9 @@ from spinelandmarks.data.annotations import read_coco
 from spinelandmarks.data.batch import collate
 from spinelandmarks.data.datamodule import SpineDataModule
 from spinelandmarks.data.datasets import CropDataset, LandmarkDataset
-from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.models import BACKBONES, Backbone, CropRefiner, LandmarkModel
 from spinelandmarks.models.landmark import height_pairs, relative_height_error
+from spinelandmarks.phantoms import PhantomConfig, generate_dataset
 from spinelandmarks.schema import CORNERS, LUMBAR_MORPHOMETRY, LUMBAR_SAGITTAL
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.inference import TTA_VIEWS, SpineLandmarkPipeline
 from spinelandmarks.models import CropRefiner, LandmarkModel
+from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 
 ort = pytest.importorskip("onnxruntime")
 

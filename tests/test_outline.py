@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from spinelandmarks.data import outline
 from spinelandmarks.data.annotations import read_coco, validate
 from spinelandmarks.data.io import read_image
-from spinelandmarks.data.outline import (
+from spinelandmarks.metrics import level_centres, lumbar_parameters
+from spinelandmarks.phantoms import outline
+from spinelandmarks.phantoms.outline import (
     OutlineConfig,
     generate_outline_dataset,
     generate_outline_phantom,
 )
-from spinelandmarks.metrics import level_centres, lumbar_parameters
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 
 SMALL = OutlineConfig(height=256, width=208)

@@ -13,10 +13,10 @@ from PIL import Image
 
 from spinelandmarks import overlay_writer
 from spinelandmarks.data.io import Radiograph
-from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset
 from spinelandmarks.inference import SpineLandmarkPipeline
 from spinelandmarks.models import CropRefiner, LandmarkModel
 from spinelandmarks.overlay import draw_overlay, save_overlay
+from spinelandmarks.phantoms import PhantomConfig, generate_dataset
 from spinelandmarks.predict import predict_files
 from spinelandmarks.prediction_store import PredictionJournal
 

@@ -60,6 +60,9 @@ def test_all_lists_exactly_the_lazy_names() -> None:
     ("agreement", "evaluation.agreement", "continuous_agreement"),
     ("mask_metrics", "evaluation.masks", "dice"),
     ("report", "evaluation.report", "write_report"),
+    ("data.synthetic", "phantoms", "generate_phantom"),
+    ("data.projection", "phantoms.projection", "generate_projection_phantom"),
+    ("data.outline", "phantoms.outline", "generate_outline_phantom"),
 ])
 def test_a_moved_module_still_works_for_one_release_and_says_where_it_went(
         old: str, new: str, name: str) -> None:

@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from spinelandmarks.data.io import read_dicom, write_dicom
-from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.inference import (
     PipelineOptions,
     SpineLandmarkPipeline,
@@ -23,6 +22,7 @@ from spinelandmarks.inference import (
     save_module,
 )
 from spinelandmarks.models import CropRefiner, LandmarkModel
+from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 
 
 @pytest.fixture(scope="module")
@@ -515,8 +515,8 @@ def test_pipeline_masks_are_pasted_back_around_their_level(phantom: tuple) -> No
 def test_refiner_overfits_body_masks(tmp_path: Path) -> None:
     from spinelandmarks.data.batch import collate
     from spinelandmarks.data.datasets import CropDataset
-    from spinelandmarks.data.synthetic import generate_dataset
     from spinelandmarks.evaluation.masks import dice
+    from spinelandmarks.phantoms import generate_dataset
 
     root = generate_dataset(tmp_path / "d", 2, seed=4, config=PhantomConfig(long_side=256))
     from spinelandmarks.data.annotations import read_coco

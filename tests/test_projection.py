@@ -11,12 +11,12 @@ import torch
 
 from spinelandmarks.data.annotations import read_coco, validate
 from spinelandmarks.data.io import read_image
-from spinelandmarks.data.projection import (
+from spinelandmarks.metrics import level_centres, lumbar_parameters
+from spinelandmarks.phantoms.projection import (
     ProjectionConfig,
     generate_projection_dataset,
     generate_projection_phantom,
 )
-from spinelandmarks.metrics import level_centres, lumbar_parameters
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 
 SMALL = ProjectionConfig(height=192, width=160, slices=5)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from spines import spine_points
 
-from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.metrics import level_centres, lumbar_parameters
+from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 from spinelandmarks.qc import (
     LEVEL_FLAGS,
     QCThresholds,

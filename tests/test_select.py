@@ -16,9 +16,9 @@ from spinelandmarks.adaptation.select import Selection, diverse_order, select_im
 from spinelandmarks.cli import main
 from spinelandmarks.data.annotation_tools import read_cvat
 from spinelandmarks.data.io import write_png16
-from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.inference import SpineLandmarkPipeline, SpineResult
 from spinelandmarks.models import LandmarkModel
+from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 
 

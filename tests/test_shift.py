@@ -22,9 +22,9 @@ from spinelandmarks.adaptation.shift import (
     summarize,
 )
 from spinelandmarks.adaptation.shift_model import ShiftModel, intensity_statistics, ledoit_wolf
-from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.inference import SpineLandmarkPipeline, SpineResult
 from spinelandmarks.models import LandmarkModel
+from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 
 
 def test_ledoit_wolf_matches_the_closed_form() -> None:

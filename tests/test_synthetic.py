@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spinelandmarks.data.synthetic import PhantomConfig, generate_dataset, generate_phantom
+from spinelandmarks.phantoms import PhantomConfig, generate_dataset, generate_phantom
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 
 SMALL = PhantomConfig(long_side=256)
@@ -335,7 +335,7 @@ def test_endplate_rim_keeps_the_corners_and_the_depression() -> None:
     outline's depth at t = 0.5 is c / (1 + c / reach) = 10 / (1 + 10 / 30) = 7.5 mm with or
     without a rim; at t = 0.05 the arc (rim 0) is already 1.56 / (1 + 1.56 / 30) = 1.49 mm
     deep, while a 0.1 rim leaves the edge where it was."""
-    from spinelandmarks.data.synthetic.canvas import _sd_convex
+    from spinelandmarks.phantoms.canvas import _sd_convex
 
     box = np.array([[0.0, 0.0], [40.0, 0.0], [40.0, 30.0], [0.0, 30.0]])
 

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from spinelandmarks.data.io import Radiograph
-from spinelandmarks.data.synthetic import PhantomConfig, generate_phantom
 from spinelandmarks.inference import SpineLandmarkPipeline
 from spinelandmarks.models import CropRefiner, LandmarkModel
 from spinelandmarks.overlay import draw_overlay, save_overlay
+from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Radiograph I/O, annotation formats, synthetic phantoms and the DataModule.
+"""Radiograph I/O, annotation formats, validation, augmentation, datasets and the DataModule
+(the synthetic phantoms moved to :mod:`spinelandmarks.phantoms` in 0.2).
 
 Submodules are imported on first access (``spinelandmarks.data.annotations`` after ``import
 spinelandmarks as sl``: ``sl.data.annotations``), so importing the package stays light.
