@@ -16,7 +16,7 @@ import collections
 import numpy as np
 import torch
 
-from spinelandmarks.measurements import genant_grades, listhesis, morphometry
+from spinelandmarks.anatomy.measurements import genant_grades, listhesis, morphometry
 from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 from spinelandmarks.schema import resolve_schema
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from spinelandmarks.anatomy.angles import lumbar_parameters
 from spinelandmarks.data.plot import draw_points, save_png
-from spinelandmarks.metrics import lumbar_parameters
 from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 

@@ -16,7 +16,8 @@ Submodules
 schema      landmark schemas (levels and their ordered points)
 dsnt        differentiable spatial to numerical transform, its losses and head
 geometry    coordinate conventions, oriented crops, letterbox, converters
-metrics     clinical angles, normalized localization errors, torchmetrics metrics
+anatomy     the clinical definitions: angles, vertebra sizes, measurements, alignment
+metrics     normalized localization errors, level identification, torchmetrics metrics
 levels      level identification rules (sacral anchor, chain and detector, facing)
 qc          plausibility checks and quality-control flags
 data        radiograph I/O, annotation formats, datasets, DataModule
@@ -59,7 +60,7 @@ _EXPORTS: dict[str, str] = {
     "Radiograph": "data.io",
     "read_image": "data.io",
     "robust_normalize": "data.intensity",
-    "lumbar_parameters": "metrics",
+    "lumbar_parameters": "anatomy",
     "quality_flags": "qc",
     "predict_files": "predict",
     "TrainConfig": "training",
@@ -123,13 +124,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the real objects
+    from .anatomy.angles import lumbar_parameters
     from .data.annotations import ImageRecord, read_coco, write_coco
     from .data.datamodule import SpineDataModule
     from .data.intensity import robust_normalize
     from .data.io import Radiograph, read_image
     from .evaluation import evaluate
     from .inference import PipelineOptions, SpineLandmarkPipeline, SpineResult
-    from .metrics import lumbar_parameters
     from .models import CropRefiner, LandmarkModel, LandmarkTask, VertebraDetector
     from .predict import predict_files
     from .qc import quality_flags

@@ -50,7 +50,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .metrics import level_centres, schema_parameters, vertebra_size
+from .anatomy.angles import schema_parameters
+from .anatomy.vertebrae import level_centres, vertebra_size
 from .schema import LandmarkSchema
 
 __all__ = ["COLUMN_TOLERANCE", "RefineLevel", "anchor_to_sacrum", "column_expectation",

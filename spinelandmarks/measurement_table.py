@@ -17,9 +17,7 @@ from torch import Tensor
 
 from ._atomic import atomic_write
 from ._types import StrPath
-from .data.annotations import ImageRecord
-from .measurements import clinical_columns
-from .metrics import (
+from .anatomy.angles import (
     LUMBAR_PARAMETERS,
     defined_parameters,
     facing,
@@ -27,6 +25,8 @@ from .metrics import (
     segmental_angle_names,
     segmental_angles,
 )
+from .anatomy.measurements import clinical_columns
+from .data.annotations import ImageRecord
 from .schema import LandmarkSchema
 
 __all__ = ["ANGLE_COLUMNS", "ANGLE_LABELS", "angle_columns", "measure_records",
@@ -39,7 +39,7 @@ ANGLE_COLUMNS: dict[str, str] = {name: f"{name}_deg" for name in LUMBAR_PARAMETE
 
 def angle_columns(schema: LandmarkSchema) -> dict[str, str]:
     """The :data:`ANGLE_COLUMNS` of the parameters ``schema`` defines
-    (:func:`~spinelandmarks.metrics.defined_parameters`): none for a schema without the
+    (:func:`~spinelandmarks.anatomy.angles.defined_parameters`): none for a schema without the
     lumbar endplates."""
     return {name: ANGLE_COLUMNS[name] for name in defined_parameters(schema)}
 
@@ -109,7 +109,7 @@ def measure_records(records: Sequence[ImageRecord],
         ``SpineResult.suspected_fractures``), ``shift_score`` and ``shifted`` (1 / 0; empty
         when the pipeline has no shift model); then
         the clinical measurements of
-        :func:`~spinelandmarks.measurements.clinical_columns` (pelvic parameters, body
+        :func:`~spinelandmarks.anatomy.measurements.clinical_columns` (pelvic parameters, body
         heights and Genant grades, disc heights, slips; lengths in mm where the pixel spacing
         is known, ``length_unit_mm``). Angles are floats, NaN where a needed point is absent.
     """
@@ -185,7 +185,7 @@ def write_measurements_csv(records: Iterable[ImageRecord], schema: LandmarkSchem
         ``path``. Columns: ``file_name``, those of ``l1_l5_lordosis_deg,l1_s1_lordosis_deg,
         sacral_slope_deg`` the schema defines, then the segmental angles, ``facing`` (schemas
         with endplates), ``missing_levels``, the
-        clinical measurements (:func:`~spinelandmarks.measurements.clinical_columns`) and,
+        clinical measurements (:func:`~spinelandmarks.anatomy.measurements.clinical_columns`) and,
         for pipeline predictions (the first record has ``meta["needs_review"]``),
         ``needs_review``, ``qc``, ``suspected_fractures``, ``shift_score`` and ``shifted``;
         values with 4 decimals.

@@ -1,4 +1,5 @@
-"""Clinical parameters and localization metrics, batched and vectorized in torch.
+"""Localization metrics, batched and vectorized in torch; the clinical definitions they use
+are in :mod:`spinelandmarks.anatomy`.
 
 Every function works on a batch of point sets ``points`` of shape ``(B, P, 2)`` in pixel
 coordinates ``(x, y)`` (conventions section 1), ordered as the flat points of a
@@ -7,17 +8,10 @@ zero in an optional visibility mask ``(B, P)`` (0 = absent, 1 or 2 = labelled). 
 propagate as NaN: a quantity that needs an absent point is NaN, never a number computed from a
 placeholder.
 
-Functional API (angles in degrees, signed; conventions section 4)
+Functional API
 
-- :func:`facing` -- +1 / -1 per image, majority over endplates.
-- :func:`endplate_tilts` -- tilt of every endplate of the schema.
-- :func:`lordosis`, :func:`lumbar_parameters`, :func:`segmental_angles`.
-- :func:`schema_parameters` -- the lumbar parameters a schema defines, and only those.
-- :func:`vertebra_size` -- ground-truth width / height per level (conventions section 5).
 - :func:`normalized_errors`, :func:`euclidean_errors`.
-- :func:`level_centres`, :func:`level_identification` -- each level on the right vertebra?
-- :func:`wrap_angle` -- every reported angle lies in (-180, 180].
-
+- :func:`level_identification` -- each level on the right vertebra?
 Metric classes (:class:`torchmetrics.Metric`). They buffer per-sample values in flat (1-D) list
 states reduced with ``dist_reduce_fx="cat"``, so ``compute()`` after a DDP sync sees the samples
 of every process and medians / correlations are exact, not averages of per-process figures (a
@@ -46,21 +40,23 @@ reported separately as a detection rate (``NormalizedLocalizationError``), a ``m
 
 from __future__ import annotations
 
-import itertools
+import importlib
 import math
+import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema
+from .anatomy._points import _check_points, _masked, _nan, _present
+from .anatomy.angles import LUMBAR_PARAMETERS, wrap_angle
+from .anatomy.vertebrae import level_centres, vertebra_size
+from .schema import LUMBAR_SAGITTAL, LandmarkSchema
 
 __all__ = [
-    "LUMBAR_PARAMETERS",
-    "LUMBAR_PARAMETER_ENDPLATES",
     "OUTLIER_MM",
     "OUTLIER_PCT",
     "RADIAL_THRESHOLDS",
@@ -70,22 +66,28 @@ __all__ = [
     "NormalizedLocalizationError",
     "RadialError",
     "SuccessDetectionRate",
-    "defined_parameters",
-    "endplate_tilts",
     "euclidean_errors",
-    "facing",
-    "level_centres",
     "level_identification",
-    "lordosis",
-    "lumbar_parameters",
-    "lumbar_parameters_or_nan",
     "normalized_errors",
-    "schema_parameters",
-    "segmental_angle_names",
-    "segmental_angles",
-    "vertebra_size",
-    "wrap_angle",
 ]
+
+#: Names that moved to :mod:`spinelandmarks.anatomy` in 0.2 (kept here until 0.3).
+_MOVED = {"LUMBAR_PARAMETERS": "angles", "LUMBAR_PARAMETER_ENDPLATES": "angles",
+          "defined_parameters": "angles", "endplate_tilts": "angles", "facing": "angles",
+          "lordosis": "angles", "lumbar_parameters": "angles",
+          "lumbar_parameters_or_nan": "angles", "schema_parameters": "angles",
+          "segmental_angle_names": "angles", "segmental_angles": "angles",
+          "wrap_angle": "angles", "level_centres": "vertebrae", "vertebra_size": "vertebrae"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        warnings.warn(f"spinelandmarks.metrics.{name} is deprecated: import it from "
+                      "spinelandmarks.anatomy", DeprecationWarning, stacklevel=2)
+        module = importlib.import_module(f".anatomy.{_MOVED[name]}", __package__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: A point further than this from the truth is an outlier (:class:`EuclideanError`), mm.
 OUTLIER_MM: float = 5.0
@@ -93,45 +95,12 @@ OUTLIER_MM: float = 5.0
 #: outlier (:class:`NormalizedLocalizationError`), percent.
 OUTLIER_PCT: float = 10.0
 
-#: Names of the parameters returned by :func:`lumbar_parameters`, in order.
-LUMBAR_PARAMETERS: tuple[str, str, str] = ("l1_l5_lordosis", "l1_s1_lordosis", "sacral_slope")
 
-Side = Literal["superior", "inferior"]
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def _check_points(points: Tensor, schema: LandmarkSchema | None, name: str = "points") -> None:
-    if points.ndim != 3 or points.shape[-1] != 2:
-        raise ValueError(f"{name} must have shape (B, P, 2), got {tuple(points.shape)}")
-    if schema is not None and points.shape[1] != schema.num_points:
-        raise ValueError(f"{name} has {points.shape[1]} points but schema {schema.name!r} "
-                         f"has {schema.num_points}")
-    if not points.is_floating_point():
-        raise TypeError(f"{name} must be a floating point tensor, got {points.dtype}")
-
-
-def _masked(points: Tensor, visibility: Tensor | None) -> Tensor:
-    """``points`` with the points whose visibility is 0 set to NaN (a copy when masked)."""
-    if visibility is None:
-        return points
-    if visibility.shape != points.shape[:-1]:
-        raise ValueError(f"visibility must have shape {tuple(points.shape[:-1])}, "
-                         f"got {tuple(visibility.shape)}")
-    absent = (visibility.to(points.device) <= 0).unsqueeze(-1)
-    return points.masked_fill(absent, math.nan)
-
-
-def _present(points: Tensor) -> Tensor:
-    """(B, P) bool: both coordinates finite."""
-    return torch.isfinite(points).all(dim=-1)
-
-
-def _nan(like: Tensor) -> Tensor:
-    return torch.full((), math.nan, dtype=like.dtype, device=like.device)
-
-
 def _median(x: Tensor) -> Tensor:
     """Median of the finite values of ``x`` (mean of the two middle ones, like NumPy); NaN if none."""
     x = x[torch.isfinite(x)]
@@ -164,28 +133,6 @@ def _mean(x: Tensor) -> Tensor:
     return x.mean() if x.numel() else _nan(x)
 
 
-def wrap_angle(deg: Tensor) -> Tensor:
-    """Angles (or angle differences) in degrees mapped to ``(-180, 180]``; NaN stays NaN.
-
-    A difference of two tilts can leave that interval (e.g. ``170 - (-35) = 205``): the angle
-    between two lines is only defined modulo 360 degrees, so every angle this module reports
-    goes through this function.
-
-    Examples
-    --------
-    >>> wrap_angle(torch.tensor([205.0, -180.0, 180.0, -190.0])).tolist()
-    [-155.0, 180.0, 180.0, 170.0]
-    """
-    return 180.0 - torch.remainder(180.0 - deg, 360.0)
-
-
-def _endplate_position(schema: LandmarkSchema, level: str, side: Side) -> int:
-    for i, e in enumerate(schema.endplates()):
-        if e.level == level and e.side == side:
-            return i
-    raise KeyError(f"schema {schema.name!r} has no {side} endplate for level {level!r}")
-
-
 def _cat_state(state: list[Tensor] | Tensor, like: Tensor) -> Tensor:
     """Concatenate a 1-D list state (empty list -> empty tensor)."""
     if isinstance(state, Tensor):
@@ -195,322 +142,10 @@ def _cat_state(state: list[Tensor] | Tensor, like: Tensor) -> Tensor:
     return dim_zero_cat([s.reshape(-1) for s in state])
 
 
-# ---------------------------------------------------------------------------------------------
-# angles
-# ---------------------------------------------------------------------------------------------
-def _facing(points: Tensor, schema: LandmarkSchema) -> Tensor:
-    eps = schema.endplates()
-    if not eps:
-        return points.new_ones(points.shape[0])
-    post = torch.tensor([e.posterior for e in eps], dtype=torch.long, device=points.device)
-    ant = torch.tensor([e.anterior for e in eps], dtype=torch.long, device=points.device)
-    dx = points[:, ant, 0] - points[:, post, 0]  # (B, E); NaN compares False
-    votes = (dx > 0).sum(dim=1) - (dx < 0).sum(dim=1)
-    return torch.where(votes < 0, -1.0, 1.0).to(points.dtype)
-
-
-def facing(points: Tensor, schema: LandmarkSchema, visibility: Tensor | None = None) -> Tensor:
-    """Facing direction of every image: sign of (anterior x - posterior x), by majority.
-
-    Parameters
-    ----------
-    points : Tensor, shape (B, P, 2)
-        Pixel coordinates, NaN where absent.
-    schema : LandmarkSchema
-        Schema of the points.
-    visibility : Tensor, shape (B, P), optional
-        0 marks an absent point.
-
-    Returns
-    -------
-    Tensor, shape (B,)
-        +1 (anterior to the right) or -1, dtype of ``points``. Endplates with an absent point or
-        a vertical direction do not vote; ties (and images without any endplate) give +1.
-    """
-    _check_points(points, schema)
-    return _facing(_masked(points, visibility), schema)
-
-
-def endplate_tilts(points: Tensor, schema: LandmarkSchema, facing: Tensor | None = None,
-                   visibility: Tensor | None = None) -> Tensor:
-    """Tilt of every endplate of the schema, ``atan2(A.y - P.y, facing * (A.x - P.x))``.
-
-    Parameters
-    ----------
-    points : Tensor, shape (B, P, 2)
-        Pixel coordinates (x right, y down), NaN where absent.
-    schema : LandmarkSchema
-        Schema of the points; columns follow ``schema.endplates()``.
-    facing : Tensor, shape (B,), optional
-        +1 / -1 per image; computed with :func:`facing` when omitted.
-    visibility : Tensor, shape (B, P), optional
-        0 marks an absent point.
-
-    Returns
-    -------
-    Tensor, shape (B, E)
-        Degrees in (-180, 180]; positive when the anterior end is lower in the image. NaN where
-        either point of the endplate is absent.
-    """
-    _check_points(points, schema)
-    points = _masked(points, visibility)
-    eps = schema.endplates()
-    if facing is None:
-        facing = _facing(points, schema)
-    f = facing.to(device=points.device, dtype=points.dtype).reshape(-1, 1)
-    post = torch.tensor([e.posterior for e in eps], dtype=torch.long, device=points.device)
-    ant = torch.tensor([e.anterior for e in eps], dtype=torch.long, device=points.device)
-    d = points[:, ant] - points[:, post]  # (B, E, 2)
-    return torch.rad2deg(torch.atan2(d[..., 1], f * d[..., 0]))
-
-
-def lordosis(points: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
-             upper: tuple[str, Side] = ("L1", "superior"),
-             lower: tuple[str, Side] = ("L5", "inferior"),
-             visibility: Tensor | None = None, facing: Tensor | None = None) -> Tensor:
-    """Angle between two endplates, ``tilt(lower) - tilt(upper)``.
-
-    Parameters
-    ----------
-    points : Tensor, shape (B, P, 2)
-        Pixel coordinates, NaN where absent.
-    schema : LandmarkSchema
-        Schema of the points.
-    upper, lower : (level, side)
-        Cranial and caudal endplates, e.g. ``("L1", "superior")`` and ``("S1", "superior")``.
-    visibility : Tensor, shape (B, P), optional
-        0 marks an absent point.
-    facing : Tensor, shape (B,), optional
-        +1 / -1 per image; computed from all endplates when omitted.
-
-    Returns
-    -------
-    Tensor, shape (B,)
-        Degrees in (-180, 180]; lordosis positive, kyphosis negative; NaN where a needed point
-        is absent.
-    """
-    iu = _endplate_position(schema, *upper)
-    il = _endplate_position(schema, *lower)
-    tilts = endplate_tilts(points, schema, facing=facing, visibility=visibility)
-    return wrap_angle(tilts[:, il] - tilts[:, iu])
-
-
-def lumbar_parameters(points: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
-                      visibility: Tensor | None = None) -> dict[str, Tensor]:
-    """Lumbar lordosis (L1-L5, L1-S1) and sacral slope of every image.
-
-    Parameters
-    ----------
-    points : Tensor, shape (B, P, 2)
-        Pixel coordinates, NaN where absent.
-    schema : LandmarkSchema
-        Must have L1 superior, L5 inferior and S1 superior endplates.
-    visibility : Tensor, shape (B, P), optional
-        0 marks an absent point.
-
-    Returns
-    -------
-    dict[str, Tensor]
-        ``l1_l5_lordosis`` = tilt(L5 inferior) - tilt(L1 superior),
-        ``l1_s1_lordosis`` = tilt(S1 superior) - tilt(L1 superior),
-        ``sacral_slope`` = tilt(S1 superior); each (B,) degrees in (-180, 180], signed, NaN
-        where a needed point is absent. The facing direction is taken by majority over all endplates.
-    """
-    tilts = endplate_tilts(points, schema, visibility=visibility)
-    l1 = tilts[:, _endplate_position(schema, "L1", "superior")]
-    l5 = tilts[:, _endplate_position(schema, "L5", "inferior")]
-    s1 = tilts[:, _endplate_position(schema, "S1", "superior")]
-    return {"l1_l5_lordosis": wrap_angle(l5 - l1), "l1_s1_lordosis": wrap_angle(s1 - l1),
-            "sacral_slope": s1}
-
-
-def lumbar_parameters_or_nan(points: Tensor, schema: LandmarkSchema) -> dict[str, Tensor]:
-    """:func:`lumbar_parameters`, or NaN for every parameter when the schema lacks an endplate."""
-    try:
-        return lumbar_parameters(points, schema)
-    except KeyError:
-        nan = torch.full((points.shape[0],), math.nan, dtype=points.dtype)
-        return {name: nan.clone() for name in LUMBAR_PARAMETERS}
-
-
-#: The endplates each of :data:`LUMBAR_PARAMETERS` is measured on.
-LUMBAR_PARAMETER_ENDPLATES: dict[str, tuple[tuple[str, Side], ...]] = {
-    "l1_l5_lordosis": (("L1", "superior"), ("L5", "inferior")),
-    "l1_s1_lordosis": (("L1", "superior"), ("S1", "superior")),
-    "sacral_slope": (("S1", "superior"),),
-}
-
-
-def defined_parameters(schema: LandmarkSchema) -> tuple[str, ...]:
-    """The names of :data:`LUMBAR_PARAMETERS` whose endplates ``schema`` has, in order.
-
-    Examples
-    --------
-    >>> from spinelandmarks.schema import LandmarkSchema
-    >>> defined_parameters(LandmarkSchema.from_levels("c", ["C2", "C3"]))
-    ()
-    >>> defined_parameters(LUMBAR_SAGITTAL)
-    ('l1_l5_lordosis', 'l1_s1_lordosis', 'sacral_slope')
-    """
-    return tuple(name for name in LUMBAR_PARAMETERS
-                 if all(schema.has_endplate(*e) for e in LUMBAR_PARAMETER_ENDPLATES[name]))
-
-
-def schema_parameters(points: Tensor, schema: LandmarkSchema,
-                      visibility: Tensor | None = None) -> dict[str, Tensor]:
-    """The lumbar parameters ``schema`` defines (:func:`defined_parameters`), and only those.
-
-    What a pipeline reports: a schema without the lumbar endplates (cervical levels, one
-    centre per level) gives an empty dict, not NaN figures or an error.
-
-    Parameters
-    ----------
-    points : Tensor, shape (B, P, 2)
-        Pixel coordinates, NaN where absent.
-    schema : LandmarkSchema
-    visibility : Tensor, shape (B, P), optional
-        0 marks an absent point.
-
-    Returns
-    -------
-    dict[str, Tensor]
-        Name -> (B,) degrees, defined as in :func:`lumbar_parameters`.
-    """
-    names = defined_parameters(schema)
-    if not names:
-        return {}
-    tilts = endplate_tilts(points, schema, visibility=visibility)
-
-    def tilt(level: str, side: Side) -> Tensor:
-        return tilts[:, _endplate_position(schema, level, side)]
-
-    out: dict[str, Tensor] = {}
-    for name in names:
-        plates = LUMBAR_PARAMETER_ENDPLATES[name]
-        value = tilt(*plates[0]) if len(plates) == 1 else tilt(*plates[1]) - tilt(*plates[0])
-        out[name] = wrap_angle(value)
-    return out
-
-
-def _superior_levels(schema: LandmarkSchema) -> list[str]:
-    return [e.level for e in schema.endplates() if e.side == "superior"]
-
-
-def segmental_angle_names(schema: LandmarkSchema) -> list[str]:
-    """Names ``"<upper>-<lower>"`` of the columns of :func:`segmental_angles`, e.g. ``"L5-S1"``."""
-    lv = _superior_levels(schema)
-    return [f"{a}-{b}" for a, b in itertools.pairwise(lv)]
-
-
-def segmental_angles(points: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
-                     visibility: Tensor | None = None) -> Tensor:
-    """Segmental lordosis between the superior endplates of consecutive levels.
-
-    Parameters
-    ----------
-    points : Tensor, shape (B, P, 2)
-        Pixel coordinates, NaN where absent.
-    schema : LandmarkSchema
-        Schema of the points; every level with a superior endplate takes part (for
-        ``LUMBAR_SAGITTAL``: L1 .. L5 and S1, giving L1-L2, ..., L5-S1).
-    visibility : Tensor, shape (B, P), optional
-        0 marks an absent point.
-
-    Returns
-    -------
-    Tensor, shape (B, K - 1)
-        ``tilt(sup[k + 1]) - tilt(sup[k])`` in degrees (lordosis positive), K = number of levels
-        with a superior endplate; column names from :func:`segmental_angle_names`.
-    """
-    tilts = endplate_tilts(points, schema, visibility=visibility)
-    cols = [i for i, e in enumerate(schema.endplates()) if e.side == "superior"]
-    sup = tilts[:, torch.tensor(cols, dtype=torch.long, device=tilts.device)]
-    return wrap_angle(sup[:, 1:] - sup[:, :-1])
-
 
 # ---------------------------------------------------------------------------------------------
-# sizes and localization errors
+# localization errors
 # ---------------------------------------------------------------------------------------------
-def _size_tables(schema: LandmarkSchema) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Index tables for :func:`vertebra_size`.
-
-    Returns ``w_pairs`` (L, 2, 2) (two endplates, each (posterior, anterior)), ``h_pairs``
-    (L, 2, 2) (anterior wall, posterior wall, each (superior, inferior)), both -1 where the
-    segment does not exist, ``h_source`` (L,) the level whose walls give the height
-    (-1 if none) and ``body`` (L,) bool.
-    """
-    nl = schema.num_levels
-    w_pairs = torch.full((nl, 2, 2), -1, dtype=torch.long)
-    h_pairs = torch.full((nl, 2, 2), -1, dtype=torch.long)
-    body = torch.tensor([lv.has_body for lv in schema.levels])
-    sides: tuple[Side, Side] = ("superior", "inferior")
-    for i, lv in enumerate(schema.levels):
-        for j, side in enumerate(sides):
-            if schema.has_endplate(lv.name, side):
-                e = schema.endplate(lv.name, side)
-                w_pairs[i, j] = torch.tensor([e.posterior, e.anterior])
-        if lv.has_body:
-            for j, wall in enumerate(("anterior", "posterior")):
-                h_pairs[i, j] = torch.tensor([schema.index(lv.name, f"{wall}_superior"),
-                                              schema.index(lv.name, f"{wall}_inferior")])
-    body_idx = [i for i in range(nl) if bool(body[i])]
-    h_source = torch.full((nl,), -1, dtype=torch.long)
-    for i in range(nl):
-        if body[i]:
-            h_source[i] = i
-        else:
-            before = [j for j in body_idx if j < i]
-            after = [j for j in body_idx if j > i]
-            if before:
-                h_source[i] = before[-1]
-            elif after:
-                h_source[i] = after[0]
-    return w_pairs, h_pairs, h_source, body
-
-
-def _pair_lengths(points: Tensor, pairs: Tensor) -> Tensor:
-    """Lengths (B, *pairs.shape[:-1]) of segments given by index pairs, NaN where index is -1."""
-    pairs = pairs.to(points.device)
-    valid = (pairs >= 0).all(dim=-1)
-    safe = pairs.clamp_min(0)
-    a = points[:, safe[..., 0]]
-    b = points[:, safe[..., 1]]
-    length = torch.linalg.vector_norm(a - b, dim=-1)
-    return length.masked_fill(~valid, math.nan)
-
-
-def vertebra_size(points: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
-                  visibility: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Width and height of every level, from ground-truth points (conventions section 5).
-
-    Parameters
-    ----------
-    points : Tensor, shape (B, P, 2)
-        Ground-truth pixel coordinates, NaN where absent.
-    schema : LandmarkSchema
-        Schema of the points.
-    visibility : Tensor, shape (B, P), optional
-        0 marks an absent point.
-
-    Returns
-    -------
-    width, height : Tensor, shape (B, num_levels)
-        Pixels. W = mean length of the superior and inferior endplates (mean over those
-        present); H = mean length of the anterior (A_sup - A_inf) and posterior (P_sup - P_inf)
-        walls (mean over those present). A level without four corners (S1) uses its endplate
-        length as W and the height of the nearest preceding body level (L5) as H (the nearest
-        following one if there is none before it). NaN where nothing needed is present.
-    """
-    _check_points(points, schema)
-    points = _masked(points, visibility)
-    w_pairs, h_pairs, h_source, _ = _size_tables(schema)
-    width = torch.nanmean(_pair_lengths(points, w_pairs), dim=-1)  # (B, L)
-    h_own = torch.nanmean(_pair_lengths(points, h_pairs), dim=-1)  # (B, L), NaN for non-body
-    src = h_source.to(points.device)
-    height = h_own[:, src.clamp_min(0)].masked_fill((src < 0).unsqueeze(0), math.nan)
-    return width, height
-
-
 def normalized_errors(pred: Tensor, gt: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
                       visibility: Tensor | None = None) -> Tensor:
     """Normalized localization error of every point, in percent of its vertebra's size.
@@ -577,33 +212,6 @@ def euclidean_errors(pred: Tensor, gt: Tensor, pixel_spacing: Tensor | None = No
                              f"got {tuple(sp.shape)}")
         d = d * sp.flip(-1).unsqueeze(1)  # (col_mm, row_mm) multiplies (dx, dy)
     return torch.linalg.vector_norm(d, dim=-1)
-
-
-def level_centres(points: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,
-                  visibility: Tensor | None = None) -> Tensor:
-    """Centre of every level: the mean of its points (NaN unless all of them are present).
-
-    Parameters
-    ----------
-    points : Tensor, shape (B, P, 2)
-        Pixel coordinates, NaN where absent.
-    schema : LandmarkSchema
-        Schema of the points.
-    visibility : Tensor, shape (B, P), optional
-        0 marks an absent point.
-
-    Returns
-    -------
-    Tensor, shape (B, num_levels, 2)
-        Pixels. For a body level the mean of its four corners; for S1 the middle of its plate.
-    """
-    _check_points(points, schema)
-    points = _masked(points, visibility)
-    table = schema.level_point_table().to(points.device)  # (L, K), -1 padding
-    valid = table >= 0
-    pts = points[:, table.clamp_min(0)]  # (B, L, K, 2)
-    total = torch.where(valid[None, :, :, None], pts, torch.zeros_like(pts)).sum(dim=2)
-    return total / valid.sum(dim=1).to(points.dtype)[None, :, None]
 
 
 def level_identification(pred: Tensor, gt: Tensor, schema: LandmarkSchema = LUMBAR_SAGITTAL,

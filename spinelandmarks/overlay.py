@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from ._atomic import atomic_write
-from .alignment import sagittal_alignment
+from .anatomy.alignment import sagittal_alignment
+from .anatomy.measurements import genant_grades, morphometry, spinopelvic_parameters
 from .data.intensity import robust_normalize
 from .data.io import Radiograph
 from .data.masks import mask_from_segmentation
@@ -21,7 +22,6 @@ from .data.plot import draw_points
 from .defaults import OVERLAY_MAX_SIDE
 from .inference import SpineLandmarkPipeline, SpineResult
 from .measurement_table import ANGLE_LABELS
-from .measurements import genant_grades, morphometry, spinopelvic_parameters
 from .qc import LEVEL_FLAGS
 from .schema import FEMORAL_HEADS, LandmarkSchema
 

@@ -44,7 +44,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .metrics import level_centres, vertebra_size, wrap_angle
+from .anatomy.angles import wrap_angle
+from .anatomy.vertebrae import level_centres, vertebra_size
 from .schema import LandmarkSchema
 
 __all__ = ["CALIBRATED", "CALIBRATED_BELOW", "IMAGE_FLAGS", "LEVEL_FLAGS", "PLAUSIBLE_DEG", "QCThresholds",
@@ -283,7 +284,7 @@ def quality_flags(points: Tensor, points_step1: Tensor, point_scores: Tensor,
     point_scores : Tensor, shape (B, P)
         ``1 / (1 + spread)`` with the heatmap spread in image pixels (NaN where not found).
     parameters : dict of str to Tensor
-        Clinical parameters ``name -> (B,)`` degrees (:func:`~spinelandmarks.metrics.lumbar_parameters`).
+        Clinical parameters ``name -> (B,)`` degrees (:func:`~spinelandmarks.anatomy.angles.lumbar_parameters`).
     parameters_step1 : dict of str to Tensor, optional
         The same from the step-1 points (for ``steps_disagree``).
     schema : LandmarkSchema

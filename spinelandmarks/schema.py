@@ -307,7 +307,7 @@ WHOLE_SPINE_BODIES: tuple[str, ...] = (
 
 #: A standing full-length lateral radiograph (76 points): the four corners of C7 to L5, the
 #: S1 superior plate and the two femoral head centres. C7 carries all four corners (its body
-#: centre is the origin of the C7 plumb line, :func:`~spinelandmarks.alignment.sagittal_alignment`).
+#: centre is the origin of the C7 plumb line, :func:`~spinelandmarks.anatomy.alignment.sagittal_alignment`).
 WHOLE_SPINE_SAGITTAL = LandmarkSchema("whole_spine_sagittal", (
     *(Level(lv, CORNERS) for lv in WHOLE_SPINE_BODIES),
     Level("S1", ("anterior_superior", "posterior_superior")), FEMORAL_HEADS))

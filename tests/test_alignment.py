@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from spinelandmarks.alignment import defined_alignment, sagittal_alignment
-from spinelandmarks.measurements import clinical_columns
-from spinelandmarks.metrics import schema_parameters
+from spinelandmarks.anatomy.alignment import defined_alignment, sagittal_alignment
+from spinelandmarks.anatomy.angles import schema_parameters
+from spinelandmarks.anatomy.measurements import clinical_columns
 from spinelandmarks.schema import (
     LUMBOPELVIC_SAGITTAL,
     WHOLE_SPINE_BODIES,

@@ -13,12 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
+from spinelandmarks.anatomy.angles import defined_parameters, schema_parameters
 from spinelandmarks.data.annotations import ImageRecord
 from spinelandmarks.evaluation import evaluate
 from spinelandmarks.evaluation.report import summary_table, write_report
 from spinelandmarks.inference import SpineLandmarkPipeline
 from spinelandmarks.measurement_table import measure_records, write_measurements_csv
-from spinelandmarks.metrics import RadialError, defined_parameters, schema_parameters
+from spinelandmarks.metrics import RadialError
 from spinelandmarks.models import CropRefiner, LandmarkModel
 from spinelandmarks.predict import predict_files
 from spinelandmarks.schema import LUMBAR_SAGITTAL, LUMBOPELVIC_SAGITTAL, LandmarkSchema

@@ -68,8 +68,8 @@ def test_spinopelvic_errors_follow_a_moved_hip_axis() -> None:
 
 
 def test_suspected_fractures_are_scored_against_grade_2(tmp_path: Path) -> None:
+    from spinelandmarks.anatomy.measurements import genant_grades, morphometry
     from spinelandmarks.measurement_table import write_measurements_csv
-    from spinelandmarks.measurements import genant_grades, morphometry
 
     gt = _records(LUMBAR_MORPHOMETRY)
     pts = np.stack([np.where((r.visibility > 0)[:, None], r.points, np.nan) for r in gt])

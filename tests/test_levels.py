@@ -10,6 +10,7 @@ import pytest
 import torch
 from spines import spine_points
 
+from spinelandmarks.anatomy.vertebrae import level_centres
 from spinelandmarks.levels import (
     anchor_to_sacrum,
     column_expectation,
@@ -17,7 +18,7 @@ from spinelandmarks.levels import (
     reconcile_chain,
     repair_column,
 )
-from spinelandmarks.metrics import level_centres, level_identification
+from spinelandmarks.metrics import level_identification
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 
 DT = torch.float64
@@ -152,8 +153,8 @@ def test_consistent_facing_fixes_mirrored_levels() -> None:
 
 
 def test_consistent_facing_turns_a_whole_spine_facing_the_wrong_way() -> None:
+    from spinelandmarks.anatomy.angles import lumbar_parameters
     from spinelandmarks.levels import consistent_facing
-    from spinelandmarks.metrics import lumbar_parameters
 
     gt = truth()
     mirrored = _mirror_levels(gt, list(S.level_names))  # every level: a kyphotic, back-tilted

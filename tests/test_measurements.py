@@ -11,7 +11,7 @@ import pytest
 import torch
 from spines import IMG_W, spine_points
 
-from spinelandmarks.measurements import (
+from spinelandmarks.anatomy.measurements import (
     disc_heights,
     fit_fracture_screen,
     genant_grades,

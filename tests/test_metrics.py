@@ -17,21 +17,23 @@ import torch.multiprocessing as mp
 from spines import IMG_W, dirs, spine_points
 from torchmetrics import Metric
 
-from spinelandmarks.metrics import (
+from spinelandmarks.anatomy.angles import (
     LUMBAR_PARAMETERS,
+    endplate_tilts,
+    facing,
+    lordosis,
+    lumbar_parameters,
+    segmental_angle_names,
+    segmental_angles,
+)
+from spinelandmarks.anatomy.vertebrae import vertebra_size
+from spinelandmarks.metrics import (
     AngleError,
     EuclideanError,
     NormalizedLocalizationError,
     SuccessDetectionRate,
-    endplate_tilts,
     euclidean_errors,
-    facing,
-    lordosis,
-    lumbar_parameters,
     normalized_errors,
-    segmental_angle_names,
-    segmental_angles,
-    vertebra_size,
 )
 from spinelandmarks.schema import LUMBAR_SAGITTAL, LandmarkSchema, Level
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from spinelandmarks.anatomy.angles import lumbar_parameters
+from spinelandmarks.anatomy.vertebrae import level_centres
 from spinelandmarks.data.annotations import read_coco, validate
 from spinelandmarks.data.io import read_image
-from spinelandmarks.metrics import level_centres, lumbar_parameters
 from spinelandmarks.phantoms import outline
 from spinelandmarks.phantoms.outline import (
     OutlineConfig,

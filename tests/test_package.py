@@ -28,7 +28,7 @@ DEFINED_IN = {
     "VertebraDetector": "models.detector", "SpineDataModule": "data.datamodule",
     "ImageRecord": "data.annotations", "read_coco": "data.annotations",
     "write_coco": "data.annotations", "Radiograph": "data.io", "read_image": "data.io",
-    "robust_normalize": "data.intensity", "lumbar_parameters": "metrics",
+    "robust_normalize": "data.intensity", "lumbar_parameters": "anatomy.angles",
     "quality_flags": "qc", "predict_files": "predict", "TrainConfig": "training",
     "train_pipeline": "training", "evaluate": "evaluation",
 }
@@ -63,6 +63,8 @@ def test_all_lists_exactly_the_lazy_names() -> None:
     ("data.synthetic", "phantoms", "generate_phantom"),
     ("data.projection", "phantoms.projection", "generate_projection_phantom"),
     ("data.outline", "phantoms.outline", "generate_outline_phantom"),
+    ("measurements", "anatomy.measurements", "height_loss"),
+    ("alignment", "anatomy.alignment", "sagittal_alignment"),
 ])
 def test_a_moved_module_still_works_for_one_release_and_says_where_it_went(
         old: str, new: str, name: str) -> None:
@@ -83,3 +85,15 @@ def test_measurement_names_left_evaluation_with_a_warning() -> None:
         assert evaluation.write_measurements_csv is table.write_measurements_csv
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         evaluation.nothing  # noqa: B018
+
+
+def test_clinical_definitions_left_metrics_with_a_warning() -> None:
+    from spinelandmarks import metrics
+    from spinelandmarks.anatomy import angles, vertebrae
+
+    with pytest.warns(DeprecationWarning, match="spinelandmarks.anatomy"):
+        assert metrics.schema_parameters is angles.schema_parameters
+    with pytest.warns(DeprecationWarning, match="spinelandmarks.anatomy"):
+        assert metrics.level_centres is vertebrae.level_centres
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        metrics.nothing  # noqa: B018

@@ -315,7 +315,7 @@ class BoxDetector(torch.nn.Module):
 
 
 def test_the_chain_names_the_levels_and_qc_reports_the_detector(phantom: tuple) -> None:
-    from spinelandmarks.metrics import level_centres
+    from spinelandmarks.anatomy.vertebrae import level_centres
 
     image, _ = phantom
     lm = FixedSpine(backbone="resnet_lite", input_size=(128, 96))

@@ -9,7 +9,8 @@ import pytest
 import torch
 from spines import spine_points
 
-from spinelandmarks.metrics import level_centres, lumbar_parameters
+from spinelandmarks.anatomy.angles import lumbar_parameters
+from spinelandmarks.anatomy.vertebrae import level_centres
 from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 from spinelandmarks.qc import (
     LEVEL_FLAGS,

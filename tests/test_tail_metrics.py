@@ -9,16 +9,14 @@ import pytest
 import torch
 from spines import spine_points
 
+from spinelandmarks.anatomy.angles import lumbar_parameters, segmental_angles, wrap_angle
+from spinelandmarks.anatomy.vertebrae import level_centres
 from spinelandmarks.metrics import (
     AngleError,
     EuclideanError,
     LevelIdentification,
     NormalizedLocalizationError,
-    level_centres,
     level_identification,
-    lumbar_parameters,
-    segmental_angles,
-    wrap_angle,
 )
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 

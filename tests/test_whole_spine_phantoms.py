@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from spinelandmarks.alignment import sagittal_alignment
+from spinelandmarks.anatomy.alignment import sagittal_alignment
+from spinelandmarks.anatomy.angles import schema_parameters
+from spinelandmarks.anatomy.measurements import spinopelvic_parameters
 from spinelandmarks.cli import main
 from spinelandmarks.data.annotations import read_coco
-from spinelandmarks.measurements import spinopelvic_parameters
-from spinelandmarks.metrics import schema_parameters
 from spinelandmarks.phantoms import PhantomConfig
 from spinelandmarks.phantoms.whole_spine import generate_whole_spine_phantom
 from spinelandmarks.schema import WHOLE_SPINE_SAGITTAL as W

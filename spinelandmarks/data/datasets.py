@@ -65,6 +65,7 @@ from torch.utils.data import Dataset, Sampler
 
 from .._atomic import atomic_write, atomic_write_text
 from .._types import StrPath
+from ..anatomy.measurements import height_loss
 from ..defaults import (
     CROP_SCALE,
     CROP_SIZE,
@@ -80,7 +81,6 @@ from ..geometry import (
     transform_points,
     vertebra_crop_params,
 )
-from ..measurements import height_loss
 from ..schema import NON_VERTEBRAL_LEVEL, LandmarkSchema
 from .annotations import ImageRecord
 from .intensity import robust_normalize
@@ -430,7 +430,7 @@ def _save_npy(path: str, px: np.ndarray) -> None:
 def reference_height_loss(records: Sequence[ImageRecord], schema: LandmarkSchema
                           ) -> np.ndarray:
     """Height loss of every body from the records' reference points
-    (:func:`~spinelandmarks.measurements.height_loss`: wedge, biconcave -- with endplate
+    (:func:`~spinelandmarks.anatomy.measurements.height_loss`: wedge, biconcave -- with endplate
     middles in the schema -- or crush).
 
     Returns

@@ -1,6 +1,6 @@
 """Clinical measurements of predictions against the reference, as a study reports them.
 
-From the predicted and reference points of every image (:mod:`spinelandmarks.measurements`):
+From the predicted and reference points of every image (:mod:`spinelandmarks.anatomy.measurements`):
 spinopelvic angles (PI, PT, SS, LL, PI-LL; schemas with femoral heads), vertebral heights and
 disc heights (mm where the pixel spacing is known), slip percentages, each with
 :func:`~spinelandmarks.evaluation.agreement.continuous_agreement`; and compression fractures from the
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..measurements import GENANT_LOSS, clinical_columns, genant_grades, morphometry
-from ..metrics import schema_parameters
+from ..anatomy.angles import schema_parameters
+from ..anatomy.measurements import GENANT_LOSS, clinical_columns, genant_grades, morphometry
 from ..schema import FEMORAL_HEADS, LandmarkSchema
 from .agreement import continuous_agreement, fracture_agreement, fracture_operating_points
 

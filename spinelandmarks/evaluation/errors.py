@@ -24,21 +24,23 @@ import torch
 from torch import Tensor
 
 from .._types import StrPath
+from ..anatomy.angles import (
+    LUMBAR_PARAMETERS,
+    defined_parameters,
+    schema_parameters,
+    segmental_angle_names,
+    segmental_angles,
+)
 from ..data.annotations import ImageRecord
 from ..measurement_table import record_points
 from ..metrics import (
-    LUMBAR_PARAMETERS,
     AngleError,
     EuclideanError,
     LevelIdentification,
     NormalizedLocalizationError,
     RadialError,
     SuccessDetectionRate,
-    defined_parameters,
     level_identification,
-    schema_parameters,
-    segmental_angle_names,
-    segmental_angles,
 )
 from ..schema import LandmarkSchema
 from .clinical import evaluate_clinical

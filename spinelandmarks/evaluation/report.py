@@ -15,10 +15,11 @@ import numpy as np
 
 from .._atomic import atomic_write, atomic_write_text
 from .._types import StrPath
+from ..anatomy.angles import defined_parameters, schema_parameters
+from ..anatomy.measurements import SCREEN_SPECIFICITY
 from ..data.annotations import ImageRecord
 from ..measurement_table import ANGLE_LABELS
-from ..measurements import SCREEN_SPECIFICITY
-from ..metrics import defined_parameters, normalized_errors, schema_parameters
+from ..metrics import normalized_errors
 from ..schema import LandmarkSchema
 from .clinical import CLINICAL_REFERENCE
 from .errors import metrics_to_json, pair_records

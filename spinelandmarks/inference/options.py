@@ -9,8 +9,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..anatomy.measurements import GENANT_LOSS
 from ..defaults import CROP_SCALE
-from ..measurements import GENANT_LOSS
 from ..qc import QCThresholds
 
 __all__ = ["REMOVED_OPTIONS", "PipelineOptions"]

@@ -24,12 +24,12 @@ import torch
 from torch import Tensor, nn
 
 from ..adaptation.shift_model import ShiftModel, intensity_statistics
+from ..anatomy.measurements import fit_fracture_screen, height_loss
 from ..data.intensity import robust_normalize
 from ..data.io import Radiograph
 from ..defaults import CROP_SIZE
 from ..geometry import letterbox, transform_points
 from ..levels import consistent_facing, repair_column
-from ..measurements import fit_fracture_screen, height_loss
 from ..metrics import level_identification
 from ..models.detector import confirm_levels
 from ..qc import QCThresholds, calibrate_thresholds, qc_statistics
@@ -425,7 +425,7 @@ class SpineLandmarkPipeline(nn.Module):
         Predicts ``inputs``, keeps the levels it identified correctly (centre within half the
         true body height of the true centre) and sets ``options.qc_thresholds`` by
         :func:`~spinelandmarks.qc.calibrate_thresholds`, and ``options.fracture_screen_loss``
-        by :func:`~spinelandmarks.measurements.fit_fracture_screen` from every measurable body
+        by :func:`~spinelandmarks.anatomy.measurements.fit_fracture_screen` from every measurable body
         (both saved with the pipeline). Use images the networks were not trained on (the
         validation set): ``train`` does this itself.
 

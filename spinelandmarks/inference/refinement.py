@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..anatomy.vertebrae import level_centres
 from ..geometry import (
     MAX_AXIS_DEPARTURE_DEG,
     axis_departures,
@@ -25,7 +26,6 @@ from ..geometry import (
     transform_points,
     vertebra_crop_params,
 )
-from ..metrics import level_centres
 from ..schema import LandmarkSchema
 from .protocols import StepTwoModel
 

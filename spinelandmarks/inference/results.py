@@ -11,12 +11,12 @@ import torch
 from torch import Tensor
 
 from ..adaptation.shift_model import ShiftModel
+from ..anatomy.angles import schema_parameters
+from ..anatomy.measurements import height_loss
 from ..data.annotations import ImageRecord
 from ..data.io import Radiograph
 from ..data.masks import rle_from_mask
 from ..geometry import uncrop
-from ..measurements import height_loss
-from ..metrics import schema_parameters
 from ..qc import LEVEL_FLAGS, disagreeing_parameters, implausible_angles, quality_flags
 from ..schema import LandmarkSchema
 from .options import PipelineOptions
