@@ -265,7 +265,7 @@ def _module(stage: str, cfg: TrainConfig, schema: dict[str, Any]) -> LandmarkTas
                    weights_path=cfg.weights_path, input_size=cfg.image_size, lr=cfg.lr)
     return cls(schema=schema, backbone=cfg.backbone,
                weights_path=cfg.weights_path, input_size=cfg.crop_size, lr=cfg.lr,
-               masks=cfg.masks, height_weight=cfg.height_weight)
+               masks=cfg.masks, height_weight=cfg.height_weight, crop_scale=cfg.crop_scale)
 
 
 def _epochs(stage: str, cfg: TrainConfig) -> int:
@@ -444,8 +444,7 @@ def _assemble(weights: dict[str, Path], data_dir: str, run: Path, cfg: TrainConf
     landmark = load_module(weights["landmark"])
     refiner = load_module(weights["refiner"]) if "refiner" in weights else None
     detector = load_module(weights["detector"]) if "detector" in weights else None
-    pipe = SpineLandmarkPipeline(landmark, refiner, detector,  # type: ignore[arg-type]
-                                 crop_scale=cfg.crop_scale)
+    pipe = SpineLandmarkPipeline(landmark, refiner, detector)  # type: ignore[arg-type]
     if cfg.calibrate_qc:
         _calibrate_qc(pipe, data_dir, cfg)
     if cfg.fit_shift:

@@ -33,7 +33,8 @@ def test_every_site_takes_its_default_from_defaults() -> None:
     assert _default(CropDataset, "scale") == defaults.CROP_SCALE
     assert _default(SpineDataModule, "crop_scale") == defaults.CROP_SCALE
     assert _default(vertebra_crop_params, "scale") == defaults.CROP_SCALE
-    assert _default(PipelineOptions, "crop_scale") == defaults.CROP_SCALE
+    assert _default(CropRefiner, "crop_scale") == defaults.CROP_SCALE
+    assert _default(PipelineOptions, "crop_scale") is None  # the refiner's
     cfg = training.TrainConfig()
     assert (cfg.image_size, cfg.crop_size, cfg.crop_scale) == (
         defaults.INPUT_SIZE, defaults.CROP_SIZE, defaults.CROP_SCALE)

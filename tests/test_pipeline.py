@@ -210,6 +210,7 @@ def test_save_load_and_checkpoint_round_trip(pipe: SpineLandmarkPipeline, phanto
                                  min_level_score=0.4, min_adjacent_score=0.2)
     reloaded = SpineLandmarkPipeline.load(opts.save(tmp_path / "opts"))
     assert reloaded.options == dataclasses.replace(PipelineOptions(), tta=False, masks=False,
+                                                   crop_scale=1.6,
                                                    min_level_score=0.4, min_adjacent_score=0.2)
     # A Lightning checkpoint loads weights-only into the same module.
     trainer = L.Trainer(logger=False, enable_checkpointing=False, max_epochs=0,
@@ -615,3 +616,16 @@ def test_removed_options_are_refused_when_given_and_ignored_with_a_warning_when_
     (saved / "pipeline.json").write_text(json.dumps({**old, "crop_scale": -1}))
     with pytest.raises(ValueError, match=r"pipeline.json: crop_scale must be > 0"):
         SpineLandmarkPipeline.load(saved)
+
+
+def test_the_refiner_carries_its_crop_scale_into_the_pipeline(tmp_path: Path) -> None:
+    lm = LandmarkModel(backbone="resnet_lite", input_size=(128, 96))
+    ref = CropRefiner(backbone="resnet_lite", input_size=(48, 48), crop_scale=1.4)
+    pipe = SpineLandmarkPipeline(lm, ref)
+    assert pipe.options.crop_scale == 1.4 and pipe.step_two().crop_scale == 1.4
+    loaded = SpineLandmarkPipeline.load(pipe.save(tmp_path / "p"))
+    assert loaded.refiner.crop_scale == 1.4 and loaded.options.crop_scale == 1.4
+    assert SpineLandmarkPipeline(lm, ref, crop_scale=1.8).step_two().crop_scale == 1.8
+    assert SpineLandmarkPipeline(lm).options.crop_scale == 1.6  # no refiner: the default
+    with pytest.raises(ValueError, match="crop_scale must be > 0"):
+        CropRefiner(backbone="resnet_lite", crop_scale=0.0)

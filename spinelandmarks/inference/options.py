@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..anatomy.measurements import GENANT_LOSS
-from ..defaults import CROP_SCALE
 from ..qc import QCThresholds
 
 __all__ = ["REMOVED_OPTIONS", "PipelineOptions"]
@@ -33,9 +32,9 @@ class PipelineOptions:
 
     Attributes
     ----------
-    crop_scale : float
-        Step-2 crop side as a multiple of the step-1 body extent (the refiner's training
-        value; > 0).
+    crop_scale : float or None
+        Step-2 crop side as a multiple of the step-1 body extent (> 0); ``None``: the scale
+        the refiner was trained at (its ``crop_scale``; the pipeline resolves it when built).
     min_level_score : float
         Detector score in [0, 1] that confirms a level on its own.
     min_adjacent_score : float
@@ -70,7 +69,7 @@ class PipelineOptions:
         Thresholds of the QC flags (fitted by ``calibrate_qc``).
     """
 
-    crop_scale: float = CROP_SCALE
+    crop_scale: float | None = None
     min_level_score: float = 0.3
     min_adjacent_score: float = 0.1
     facing_check: bool = True
@@ -85,6 +84,8 @@ class PipelineOptions:
         for name in ("crop_scale", "min_level_score", "min_adjacent_score",
                      "fracture_screen_loss"):
             value = getattr(self, name)
+            if value is None and name == "crop_scale":
+                continue
             if isinstance(value, bool) or not isinstance(value, numbers.Real) \
                     or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -93,7 +94,7 @@ class PipelineOptions:
             object.__setattr__(self, name, bool(getattr(self, name)))
         if self.masks is not None:
             object.__setattr__(self, "masks", bool(self.masks))
-        if not self.crop_scale > 0:
+        if self.crop_scale is not None and not self.crop_scale > 0:
             raise ValueError(f"crop_scale must be > 0, got {self.crop_scale}")
         if not 0.0 <= self.min_level_score <= 1.0:
             raise ValueError(f"min_level_score must be in [0, 1], got {self.min_level_score}")

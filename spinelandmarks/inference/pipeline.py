@@ -27,7 +27,7 @@ from ..adaptation.shift_model import ShiftModel, intensity_statistics
 from ..anatomy.measurements import fit_fracture_screen, height_loss
 from ..data.intensity import robust_normalize
 from ..data.io import Radiograph
-from ..defaults import CROP_SIZE
+from ..defaults import CROP_SCALE, CROP_SIZE
 from ..geometry import letterbox, transform_points
 from ..levels import consistent_facing, repair_column
 from ..metrics import level_identification
@@ -141,6 +141,9 @@ class SpineLandmarkPipeline(nn.Module):
                              "masks=True), `spinelandmarks train --masks`)")
         if value.masks is None:
             value = dataclasses.replace(value, masks=can_mask)
+        if value.crop_scale is None:  # the scale the refiner was trained at
+            value = dataclasses.replace(value, crop_scale=self.refiner.crop_scale
+                                        if self.refiner is not None else CROP_SCALE)
         object.__setattr__(self, "_options", value)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -252,8 +255,9 @@ class SpineLandmarkPipeline(nn.Module):
         if self.refiner is None:
             raise RuntimeError("step 2 needs a refiner; this pipeline has none")
         opts = self.options
-        return StepTwo(self.refiner, self.schema, self.crop_size, opts.crop_scale, opts.tta,
-                       opts.recrop, bool(opts.masks), self.channels_last)
+        scale = opts.crop_scale if opts.crop_scale is not None else self.refiner.crop_scale
+        return StepTwo(self.refiner, self.schema, self.crop_size, scale, opts.tta, opts.recrop,
+                       bool(opts.masks), self.channels_last)
 
     def _step_two(self, images: Tensor, step1: Tensor, scores: Tensor
                   ) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:

@@ -53,6 +53,11 @@ class StepTwoModel(PointModel, Protocol):
         ...
 
     @property
+    def crop_scale(self) -> float:
+        """Crop side as a multiple of the body extent that it was trained on."""
+        ...
+
+    @property
     def has_masks(self) -> bool:
         """Whether :meth:`predict_points_and_masks` is available."""
         ...

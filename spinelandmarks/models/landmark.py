@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
 from ..data.batch import LandmarkBatch
-from ..defaults import CROP_SIZE, INPUT_SIZE
+from ..defaults import CROP_SCALE, CROP_SIZE, INPUT_SIZE
 from ..dsnt import DSNTHead, euclidean_loss, heatmap_spread, js_reg_loss, masked_mean
 from ..geometry import normalized_to_pixel, pixel_to_normalized, transform_points
 from ..metrics import EuclideanError, NormalizedLocalizationError, RadialError
@@ -297,6 +297,10 @@ class CropRefiner(LandmarkModel):
         and (with endplate mid-points) middle heights, ``|H_pred / H_ref - 1|``. The point
         loss alone lets the refiner shrink a deformed body's heights towards the common
         shapes' (``docs/training.md``, "Height term"); 0 disables it.
+    crop_scale : float
+        Crop side as a multiple of the body extent that the refiner is trained on (the data
+        module's ``crop_scale``); the pipeline cuts its crops at this scale unless its options
+        say otherwise.
     """
 
     def __init__(self, schema: LandmarkSchema | dict[str, Any] | str | None = None,
@@ -305,13 +309,21 @@ class CropRefiner(LandmarkModel):
                  js_weight: float = 1.0, input_size: tuple[int, int] = CROP_SIZE,
                  lr: float = 1e-3, weight_decay: float = 1e-4, scheduler: str = "cosine",
                  warmup_epochs: int = 0, masks: bool = False, mask_weight: float = 1.0,
-                 height_weight: float = 0.0) -> None:
+                 height_weight: float = 0.0, crop_scale: float = CROP_SCALE) -> None:
+        if not crop_scale > 0:
+            raise ValueError(f"crop_scale must be > 0, got {crop_scale}")
         self._masks = bool(masks)  # read by configure_models, which the base __init__ calls
         super().__init__(schema, backbone, weights_path, decoder_channels, head_stride, sigma_px,
                          js_weight, input_size, lr, weight_decay, scheduler, warmup_epochs)
         self.hparams["masks"], self.hparams["mask_weight"] = bool(masks), float(mask_weight)
         self.hparams["height_weight"] = float(height_weight)
+        self.hparams["crop_scale"] = float(crop_scale)
         self._height_pairs = height_pairs(self.crop_point_names)
+
+    @property
+    def crop_scale(self) -> float:
+        """Crop side as a multiple of the body extent, as trained."""
+        return float(self.hparams.get("crop_scale", CROP_SCALE))
 
     @property
     def has_masks(self) -> bool:
