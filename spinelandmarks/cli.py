@@ -281,7 +281,7 @@ def _add_cache_option(p: argparse.ArgumentParser) -> None:
 
 
 def _add_overlay_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--overlay-size", type=int, default=OVERLAY_MAX_SIDE, metavar="PX",
+    p.add_argument("--overlay-size", type=int_at_least(0), default=OVERLAY_MAX_SIDE, metavar="PX",
                    help="long side of the overlays in pixels, 0 for full resolution "
                         f"(default: {OVERLAY_MAX_SIDE}; smaller radiographs keep their size)")
     p.add_argument("--overlay-format", choices=["png", "jpg"], default="png",
@@ -415,7 +415,7 @@ def _verb_select(sub: Any) -> None:
     p.add_argument("run", help="run directory from `train` (or a pipeline directory)")
     p.add_argument("inputs", nargs="+",
                    help="image files, folders (searched recursively) or .txt / .csv lists")
-    p.add_argument("--n", type=int, required=True, metavar="K", help="images to choose")
+    p.add_argument("--n", type=int_at_least(1), required=True, metavar="K", help="images to choose")
     p.add_argument("--out", required=True, help="text file to write the chosen paths to")
     p.add_argument("--export", choices=["cvat", "label-studio"], default=None,
                    help="also write the chosen images' predictions for this tool")

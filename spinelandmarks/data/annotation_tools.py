@@ -131,6 +131,18 @@ def _cvat_labels(schema: LandmarkSchema) -> list[dict[str, Any]]:
              "svg": _cvat_svg(lv.points)} for lv in schema.levels]
 
 
+def _cvat_prologue(records: Sequence[ImageRecord], schema: LandmarkSchema, out: StrPath
+                   ) -> tuple[list[ImageRecord], Path]:
+    """What both CVAT exports start with: the records named as CVAT knows the images (a
+    duplicate refused before anything is written), the output folder and
+    ``cvat_labels.json`` in it."""
+    named = _tool_records(records)
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(d / "cvat_labels.json", json.dumps(_cvat_labels(schema), indent=2) + "\n")
+    return named, d
+
+
 def export_cvat(records: Sequence[ImageRecord], schema: LandmarkSchema, out: StrPath) -> Path:
     """Write ``out/annotations.xml`` (*CVAT for images 1.1*, one skeleton per level) and
     ``out/cvat_labels.json`` (the skeleton labels for the project's *Raw* label editor).
@@ -154,10 +166,7 @@ def export_cvat(records: Sequence[ImageRecord], schema: LandmarkSchema, out: Str
     ValueError
         An image is listed twice; nothing is written.
     """
-    named = _tool_records(records)
-    d = Path(out)
-    d.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(d / "cvat_labels.json", json.dumps(_cvat_labels(schema), indent=2) + "\n")
+    named, d = _cvat_prologue(records, schema, out)
     return write_cvat_xml(named, schema, d / CVAT_XML,
                           svgs={lv.name: _cvat_svg(lv.points) for lv in schema.levels})
 
@@ -177,16 +186,12 @@ def export_coco(records: Sequence[ImageRecord], schema: LandmarkSchema, out: Str
     ValueError
         An image is listed twice; nothing is written.
     """
-    named = _tool_records(records)
-    d = Path(out)
-    d.mkdir(parents=True, exist_ok=True)
+    named, d = _cvat_prologue(records, schema, out)
     with tempfile.TemporaryDirectory() as tmp:
         ann = Path(tmp) / "ann.json"
         write_coco(named, schema, ann)
         doc = _coco_sections(json.loads(ann.read_text(encoding="utf-8")))
         ann.write_text(json.dumps(doc, indent=1, allow_nan=False), encoding="utf-8")
-        atomic_write_text(d / "cvat_labels.json",
-                          json.dumps(_cvat_labels(schema), indent=2) + "\n")
         part = d / "coco_keypoints.zip.part"
         with zipfile.ZipFile(part, "w", zipfile.ZIP_DEFLATED) as z:
             z.write(ann, _CVAT_JSON)

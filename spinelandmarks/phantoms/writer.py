@@ -54,14 +54,20 @@ def write_phantom_dataset(out_dir: str | os.PathLike[str], one: Callable[[Phanto
 
 
 def _one(job: PhantomJob) -> ImageRecord:
+    """Draw, write and return image ``index`` of a data set (run in a worker process)."""
     from ..data.io import write_dicom, write_png16
 
     index, ss, seed, out_dir, (cfg, fmt, schema) = job
-    ext = "dcm" if fmt == "dicom" else "png"
-    name = f"images/{index:05d}.{ext}"
-    img, rec = generate_phantom(np.random.default_rng(ss), cfg, file_name=name,
-                                image_id=index + 1, patient_id=f"synth-{seed}-{index:06d}",
-                                schema=schema)
+    name = f"images/{index:05d}.{'dcm' if fmt == 'dicom' else 'png'}"
+    rng, patient = np.random.default_rng(ss), f"synth-{seed}-{index:06d}"
+    if schema == WHOLE_SPINE_SAGITTAL:  # full-length films: their own style
+        from .whole_spine import generate_whole_spine_phantom
+
+        img, rec = generate_whole_spine_phantom(rng, cfg, file_name=name, image_id=index + 1,
+                                                patient_id=patient)
+    else:
+        img, rec = generate_phantom(rng, cfg, file_name=name, image_id=index + 1,
+                                    patient_id=patient, schema=schema)
     path = Path(out_dir) / name
     if fmt == "dicom":
         write_dicom(path, img, pixel_spacing=rec.pixel_spacing, patient_id=rec.patient_id)
@@ -105,25 +111,6 @@ def generate_dataset(out_dir: str | os.PathLike[str], num_images: int, seed: int
     if fmt not in ("png", "dicom"):
         raise ValueError(f"fmt must be 'png' or 'dicom', got {fmt!r}")
     cfg = config or PhantomConfig()
-    if resolve_schema(schema) == WHOLE_SPINE_SAGITTAL:  # full-length films, their own style
-        return write_phantom_dataset(out_dir, _one_whole_spine, num_images, seed, (cfg, fmt),
-                                     WHOLE_SPINE_SAGITTAL, workers)
-    sch = check_schema(schema)
+    sch = (WHOLE_SPINE_SAGITTAL if resolve_schema(schema) == WHOLE_SPINE_SAGITTAL
+           else check_schema(schema))
     return write_phantom_dataset(out_dir, _one, num_images, seed, (cfg, fmt, sch), sch, workers)
-
-
-def _one_whole_spine(job: PhantomJob) -> ImageRecord:
-    from ..data.io import write_dicom, write_png16
-    from .whole_spine import generate_whole_spine_phantom
-
-    index, ss, seed, out_dir, (cfg, fmt) = job
-    name = f"images/{index:05d}.{'dcm' if fmt == 'dicom' else 'png'}"
-    img, rec = generate_whole_spine_phantom(np.random.default_rng(ss), cfg, file_name=name,
-                                            image_id=index + 1,
-                                            patient_id=f"synth-{seed}-{index:06d}")
-    path = Path(out_dir) / name
-    if fmt == "dicom":
-        write_dicom(path, img, pixel_spacing=rec.pixel_spacing, patient_id=rec.patient_id)
-    else:
-        write_png16(path, img)
-    return rec
