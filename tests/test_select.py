@@ -80,7 +80,7 @@ def test_uncertainty_by_hand(pipe: SpineLandmarkPipeline) -> None:
                       parameters={"sacral_slope": 30.0}, parameters_step1={"sacral_slope": 31.0},
                       level_boxes=np.full((6, 4), np.nan))
     score, reason = uncertainty(res, pipe)
-    assert pipe.qc_thresholds.max_spread_frac == 0.35
+    assert pipe.options.qc_thresholds.max_spread_frac == 0.35
     assert score == pytest.approx(3 + 1 + 2.0)
     assert reason == ("3 QC flag(s) (overlap: L5 S1; angle_range: sacral_slope), missing L1, "
                       "heatmap spread 2.00 x its threshold")
