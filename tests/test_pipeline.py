@@ -629,3 +629,37 @@ def test_the_refiner_carries_its_crop_scale_into_the_pipeline(tmp_path: Path) ->
     assert SpineLandmarkPipeline(lm).options.crop_scale == 1.6  # no refiner: the default
     with pytest.raises(ValueError, match="crop_scale must be > 0"):
         CropRefiner(backbone="resnet_lite", crop_scale=0.0)
+
+
+def test_a_pipeline_saved_by_version_0_1_loads_and_predicts_the_same(tmp_path: Path) -> None:
+    """The directory layout of 0.1.0 (its save, reproduced): network files without a class
+    path, a refiner without ``crop_scale``, every option of 0.1 at the top of pipeline.json."""
+    torch.manual_seed(0)
+    lm = LandmarkModel(backbone="resnet_lite", input_size=(64, 48), decoder_channels=16)
+    ref = CropRefiner(backbone="resnet_lite", input_size=(32, 32), decoder_channels=16)
+    old = tmp_path / "v0_1"
+    old.mkdir()
+    for role, net in (("landmark", lm), ("refiner", ref)):
+        hparams = {k: v for k, v in net.hparams.items() if k != "crop_scale"}
+        torch.save({"class": type(net).__name__, "hyper_parameters": hparams,
+                    "state_dict": net.state_dict(), "version": "0.1.0"}, old / f"{role}.pt")
+    config = {"version": "0.1.0", "schema": lm.schema.to_dict(),
+              "models": {"landmark": "landmark.pt", "refiner": "refiner.pt"},
+              "crop_scale": 1.5, "refine_iterations": 1, "min_level_score": 0.4,
+              "min_adjacent_score": 0.2, "level_rule": "landmarks", "facing_check": True,
+              "column_repair": True, "recrop": True, "tta": False, "masks": False,
+              "fracture_screen_loss": 0.25, "middle_peak_radius": None,
+              "qc_thresholds": {"max_spread_frac": 0.5, "aspect_range": [0.7, 4.0]}}
+    (old / "pipeline.json").write_text(json.dumps(config))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing removed was set: no warning
+        loaded = SpineLandmarkPipeline.load(old)
+    assert loaded.options.crop_scale == 1.5 and not loaded.options.tta
+    assert loaded.options.qc_thresholds.max_spread_frac == 0.5
+    assert loaded.options.qc_thresholds.aspect_range == (0.7, 4.0)
+    assert loaded.refiner is not None and loaded.refiner.crop_scale == 1.6  # 0.1's default
+    same = SpineLandmarkPipeline(lm, ref, tta=False, min_level_score=0.4,
+                                 min_adjacent_score=0.2, crop_scale=1.5,
+                                 qc_thresholds=loaded.options.qc_thresholds)
+    image = np.random.default_rng(0).random((200, 160)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(image)[0].points, same.predict(image)[0].points)
