@@ -39,7 +39,9 @@ chain and reports the disagreement as a QC flag. Rules 1 and 2 are therefore not
 the pipeline since 0.2 (its ``level_rule="detector"`` option was removed); they stay here,
 tested, for those who study level identification. Rules 3 (``facing_check``) and 4
 (:func:`repair_column`, ``column_repair``) are on by default.
-What cannot be reconciled is reported by the QC flags (:mod:`spinelandmarks.qc`).
+Which levels are present at all is decided from the detector's scores by
+:func:`confirm_levels` (hysteresis along the spine, gaps filled). What cannot be reconciled is
+reported by the QC flags (:mod:`spinelandmarks.qc`).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from .anatomy.vertebrae import level_centres, vertebra_size
 from .schema import LandmarkSchema
 
 __all__ = ["COLUMN_TOLERANCE", "RefineLevel", "anchor_to_sacrum", "column_expectation",
-           "consistent_facing", "off_column", "reconcile_chain", "repair_column"]
+           "confirm_levels", "consistent_facing", "off_column", "reconcile_chain", "repair_column"]
 
 #: A level further than this many typical body heights from where the column below it
 #: continues is re-cropped (:func:`column_expectation`).
@@ -464,3 +466,59 @@ def repair_column(points: Tensor, scores: Tensor, body: dict[str, Tensor],
             body[key][hit, level] = value[ok, level].to(body[key].dtype)
         repaired[hit, level] = True
     return points, scores, body, repaired
+
+
+def confirm_levels(scores: Tensor, found: Tensor, min_score: float = 0.3,
+                   min_adjacent_score: float = 0.1, fill_gaps: bool = True) -> Tensor:
+    """Decide which levels are present from per-level scores, using that the spine is contiguous.
+
+    Hysteresis along the cranio-caudal chain of levels (as in Canny edge linking): a level
+    scoring at least ``min_score`` is present; a level scoring at least ``min_adjacent_score``
+    is present when it is joined to such a level through other present levels. With
+    ``fill_gaps``, every level between two present levels is present too, whatever its score:
+    a vertebra cannot be absent between two others, so a gap is a detector miss.
+
+    Parameters
+    ----------
+    scores : Tensor
+        (B, L) detector scores per level in [0, 1] (0 where no box was assigned), levels in
+        schema (cranio-caudal) order.
+    found : Tensor
+        (B, L) bool, a box was assigned to the level (:attr:`LevelDetections.present`).
+    min_score : float
+        Score that makes a level present on its own.
+    min_adjacent_score : float
+        Lower score accepted next to a present level (``>= min_score`` disables the extension).
+    fill_gaps : bool
+        Mark levels between the first and last present level present.
+
+    Returns
+    -------
+    Tensor
+        (B, L) bool, on the device of ``scores``.
+
+    Examples
+    --------
+    >>> s = torch.tensor([[0.15, 0.9, 0.0, 0.8, 0.05, 0.9]])
+    >>> confirm_levels(s, s > 0).int().tolist()
+    [[1, 1, 1, 1, 1, 1]]
+    >>> confirm_levels(s, s > 0, fill_gaps=False).int().tolist()
+    [[1, 1, 0, 1, 0, 1]]
+    """
+    if scores.shape != found.shape or scores.dim() != 2:
+        raise ValueError(f"scores {tuple(scores.shape)} and found {tuple(found.shape)} must be "
+                         "the same (B, L) shape")
+    found = found.bool()
+    present = found & (scores >= min_score)
+    weak = found & (scores >= min(min_adjacent_score, min_score))
+    # Grow the present set by one level per pass through weak levels: L - 1 passes reach every
+    # level (L is the number of levels, ~6); each is a vectorized dilation over the whole batch,
+    # with no early exit, which would synchronize with the host on every pass.
+    for _ in range(scores.shape[1] - 1):
+        grown = torch.nn.functional.max_pool1d(present.float().unsqueeze(1), 3, 1, 1)
+        present = (grown.squeeze(1) > 0) & weak
+    if fill_gaps:
+        after_first = present.int().cummax(1).values.bool()
+        before_last = present.flip(1).int().cummax(1).values.flip(1).bool()
+        present = after_first & before_last
+    return present

@@ -14,12 +14,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from spinelandmarks.data.batch import LandmarkBatch, collate
+from spinelandmarks.levels import confirm_levels
 from spinelandmarks.models.detector import (
     LevelAccuracy,
     LevelDetections,
     VertebraDetector,
     assign_levels,
-    confirm_levels,
 )
 from spinelandmarks.schema import LUMBAR_SAGITTAL
 
@@ -363,3 +363,10 @@ def test_torchscript_export_gives_same_detections(tmp_path: Path) -> None:
     torch.testing.assert_close(got[0]["scores"], ref["scores"])
     with pytest.raises(ValueError, match=r"exports to .torchscript. only"):
         det.export(tmp_path / "d.onnx", fmt="onnx")
+
+
+def test_confirm_levels_moved_to_the_level_rules_with_a_warning() -> None:
+    import spinelandmarks.models.detector as detector
+
+    with pytest.warns(DeprecationWarning, match="from spinelandmarks.levels"):
+        assert detector.confirm_levels is confirm_levels

@@ -40,7 +40,7 @@ class PipelineOptions:
     min_adjacent_score : float
         Lower detector score in [0, ``min_level_score``] that confirms a level next to a
         confirmed one; levels between two confirmed levels are always kept
-        (:func:`~spinelandmarks.models.detector.confirm_levels`). Other levels are missing.
+        (:func:`~spinelandmarks.levels.confirm_levels`). Other levels are missing.
     facing_check : bool
         Give all levels the facing of most of them, and the spine a standing patient's
         (:func:`~spinelandmarks.levels.consistent_facing`), before and after step 2.

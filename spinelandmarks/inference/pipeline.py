@@ -29,9 +29,8 @@ from ..data.intensity import robust_normalize
 from ..data.io import Radiograph
 from ..defaults import CROP_SCALE, CROP_SIZE
 from ..geometry import letterbox, transform_points
-from ..levels import consistent_facing, repair_column
+from ..levels import confirm_levels, consistent_facing, repair_column
 from ..metrics import level_identification
-from ..models.detector import confirm_levels
 from ..qc import QCThresholds, calibrate_thresholds, qc_statistics
 from ..schema import LandmarkSchema
 from .inputs import PipelineInput, describe, equal_size_batches, is_single, to_radiograph

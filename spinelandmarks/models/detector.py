@@ -45,7 +45,6 @@ __all__ = [
     "MeanAveragePrecision50",
     "VertebraDetector",
     "assign_levels",
-    "confirm_levels",
 ]
 
 #: ResNet names accepted as detector backbones (torchvision ``resnet_fpn_backbone``).
@@ -134,62 +133,6 @@ def _spine_order(centres: Tensor, weights: Tensor) -> Tensor:
     # Stable sort with y as tie-breaker keeps the order deterministic for coincident projections.
     order = sorted(range(n), key=lambda i: (round(float(proj[i]), 6), float(centres[i, 1])))
     return torch.tensor(order, dtype=torch.long)
-
-
-def confirm_levels(scores: Tensor, found: Tensor, min_score: float = 0.3,
-                   min_adjacent_score: float = 0.1, fill_gaps: bool = True) -> Tensor:
-    """Decide which levels are present from per-level scores, using that the spine is contiguous.
-
-    Hysteresis along the cranio-caudal chain of levels (as in Canny edge linking): a level
-    scoring at least ``min_score`` is present; a level scoring at least ``min_adjacent_score``
-    is present when it is joined to such a level through other present levels. With
-    ``fill_gaps``, every level between two present levels is present too, whatever its score:
-    a vertebra cannot be absent between two others, so a gap is a detector miss.
-
-    Parameters
-    ----------
-    scores : Tensor
-        (B, L) detector scores per level in [0, 1] (0 where no box was assigned), levels in
-        schema (cranio-caudal) order.
-    found : Tensor
-        (B, L) bool, a box was assigned to the level (:attr:`LevelDetections.present`).
-    min_score : float
-        Score that makes a level present on its own.
-    min_adjacent_score : float
-        Lower score accepted next to a present level (``>= min_score`` disables the extension).
-    fill_gaps : bool
-        Mark levels between the first and last present level present.
-
-    Returns
-    -------
-    Tensor
-        (B, L) bool, on the device of ``scores``.
-
-    Examples
-    --------
-    >>> s = torch.tensor([[0.15, 0.9, 0.0, 0.8, 0.05, 0.9]])
-    >>> confirm_levels(s, s > 0).int().tolist()
-    [[1, 1, 1, 1, 1, 1]]
-    >>> confirm_levels(s, s > 0, fill_gaps=False).int().tolist()
-    [[1, 1, 0, 1, 0, 1]]
-    """
-    if scores.shape != found.shape or scores.dim() != 2:
-        raise ValueError(f"scores {tuple(scores.shape)} and found {tuple(found.shape)} must be "
-                         "the same (B, L) shape")
-    found = found.bool()
-    present = found & (scores >= min_score)
-    weak = found & (scores >= min(min_adjacent_score, min_score))
-    # Grow the present set by one level per pass through weak levels: L - 1 passes reach every
-    # level (L is the number of levels, ~6); each is a vectorized dilation over the whole batch,
-    # with no early exit, which would synchronize with the host on every pass.
-    for _ in range(scores.shape[1] - 1):
-        grown = torch.nn.functional.max_pool1d(present.float().unsqueeze(1), 3, 1, 1)
-        present = (grown.squeeze(1) > 0) & weak
-    if fill_gaps:
-        after_first = present.int().cummax(1).values.bool()
-        before_last = present.flip(1).int().cummax(1).values.flip(1).bool()
-        present = after_first & before_last
-    return present
 
 
 def assign_levels(boxes: Tensor, scores: Tensor, labels: Tensor, num_levels: int,
@@ -681,3 +624,15 @@ class VertebraDetector(LandmarkTask):
             self.train(was_training)
         return self.postprocess([{k: v.float() if v.is_floating_point() else v
                                   for k, v in d.items()} for d in raw])
+
+
+def __getattr__(name: str) -> Any:
+    if name == "confirm_levels":  # moved to the level rules in 0.2
+        import warnings
+
+        from ..levels import confirm_levels
+
+        warnings.warn("spinelandmarks.models.detector.confirm_levels is deprecated: import it "
+                      "from spinelandmarks.levels", DeprecationWarning, stacklevel=2)
+        return confirm_levels
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
