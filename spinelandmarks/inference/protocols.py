@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 
-from ..models.detector import LevelDetections
+from ..models.level_assignment import LevelDetections
 from ..schema import LandmarkSchema
 
 __all__ = ["LevelDetector", "PointModel", "StepTwoModel"]

@@ -2,9 +2,10 @@
 
 :class:`VertebraDetector` is a torchvision Faster R-CNN on a ResNet-FPN backbone with one class
 per level of the schema (class 0 is background). Its raw detections can hold several boxes per
-level and boxes in an impossible order (L3 above L2); :func:`assign_levels` turns them into an
-anatomically consistent result, at most one box per level with the levels in cranio-caudal order,
-by a dynamic program over the candidates ordered along the spine.
+level and boxes in an impossible order (L3 above L2);
+:func:`~spinelandmarks.models.level_assignment.assign_levels` turns them into an anatomically
+consistent result, at most one box per level with the levels in cranio-caudal order. Its
+validation metrics are in :mod:`~spinelandmarks.models.detector_metrics`.
 
 Boxes are ``(x1, y1, x2, y2)`` in model-input pixels (conventions section 1); labels are 1-based
 level indices (``1`` is the first level of the schema, ``L1`` for ``LUMBAR_SAGITTAL``).
@@ -14,21 +15,17 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torchvision
 from torch import Tensor, nn
-from torchmetrics import Metric, MetricCollection
-from torchmetrics.detection import MeanAveragePrecision
+from torchmetrics import MetricCollection
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.ops import box_iou
 from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
@@ -37,15 +34,11 @@ from ..defaults import INPUT_SIZE
 from ..schema import LandmarkSchema
 from .backbones import BACKBONES, Backbone, load_backbone_weights
 from .base import LandmarkTask
+from .detector_metrics import LevelAccuracy, MeanAveragePrecision50
+from .level_assignment import LevelDetections, assign_levels
 
-__all__ = [
-    "DETECTOR_BACKBONES",
-    "LevelAccuracy",
-    "LevelDetections",
-    "MeanAveragePrecision50",
-    "VertebraDetector",
-    "assign_levels",
-]
+__all__ = ["DETECTOR_BACKBONES", "LevelAccuracy", "LevelDetections", "MeanAveragePrecision50",
+           "VertebraDetector", "assign_levels"]
 
 #: ResNet names accepted as detector backbones (torchvision ``resnet_fpn_backbone``).
 DETECTOR_BACKBONES: tuple[str, ...] = (
@@ -56,296 +49,6 @@ DETECTOR_BACKBONES: tuple[str, ...] = (
 #: them, so a local ImageNet checkpoint sees the input it was trained on.
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-# ------------------------------------------------------------------------------------------------
-# Post-processing
-# ------------------------------------------------------------------------------------------------
-@dataclass
-class LevelDetections:
-    """One box per level of the schema for one image (the output of :func:`assign_levels`).
-
-    Attributes
-    ----------
-    boxes : Tensor
-        (K, 4) float32 ``(x1, y1, x2, y2)`` in model-input pixels, row ``k`` for level ``k``
-        (0-based, schema order); NaN rows for levels not found.
-    scores : Tensor
-        (K,) float32 detector score of the chosen box for its level, 0 for levels not found.
-    present : Tensor
-        (K,) bool, whether the level was found.
-    missing : list of str
-        Names of the levels not found, in schema order.
-    level_names : tuple of str
-        Names of the K levels, in schema order.
-    """
-
-    boxes: Tensor
-    scores: Tensor
-    present: Tensor
-    missing: list[str]
-    level_names: tuple[str, ...]
-
-    @property
-    def num_levels(self) -> int:
-        return int(self.present.shape[0])
-
-    @property
-    def labels(self) -> Tensor:
-        """(n,) int64 1-based labels of the present levels (torchvision convention)."""
-        return torch.nonzero(self.present).flatten() + 1
-
-    def to(self, device: torch.device | str) -> LevelDetections:
-        """Copy the tensors to ``device``."""
-        return LevelDetections(self.boxes.to(device), self.scores.to(device),
-                               self.present.to(device), list(self.missing), self.level_names)
-
-
-def _spine_order(centres: Tensor, weights: Tensor) -> Tensor:
-    """Order of points along the principal axis of their weighted centres, cranial first.
-
-    Parameters
-    ----------
-    centres : Tensor
-        (N, 2) float64 box centres in pixels (x, y).
-    weights : Tensor
-        (N,) float64 positive weights (detection scores).
-
-    Returns
-    -------
-    Tensor
-        (N,) int64 permutation sorting the centres from cranial (smaller y) to caudal.
-    """
-    n = centres.shape[0]
-    if n <= 1:
-        return torch.arange(n)
-    w = weights / weights.sum()
-    mean = (w[:, None] * centres).sum(0)
-    d = centres - mean
-    cov = (w[:, None, None] * d[:, :, None] * d[:, None, :]).sum(0)
-    _, vecs = torch.linalg.eigh(cov)
-    axis = vecs[:, -1]  # eigenvalues ascending: the last vector is the principal axis
-    # Cranial is up in a lateral radiograph: orient the axis towards +y (x decides a tie, which
-    # only happens for a horizontal spine and has no anatomical meaning).
-    if axis[1] < -1e-9 or (abs(float(axis[1])) <= 1e-9 and axis[0] < 0):
-        axis = -axis
-    proj = d @ axis
-    # Stable sort with y as tie-breaker keeps the order deterministic for coincident projections.
-    order = sorted(range(n), key=lambda i: (round(float(proj[i]), 6), float(centres[i, 1])))
-    return torch.tensor(order, dtype=torch.long)
-
-
-def assign_levels(boxes: Tensor, scores: Tensor, labels: Tensor, num_levels: int,
-                  min_score: float = 0.05, *, level_names: Sequence[str] | None = None,
-                  group_iou: float = 0.5) -> LevelDetections:
-    """Anatomically consistent levels from raw per-class detections of one image.
-
-    1. Detections scoring at least ``min_score`` are grouped class-agnostically: in decreasing
-       score order, a box joins the first group whose leading (best) box it overlaps with
-       IoU >= ``group_iou``, else it leads a new group (NMS that keeps the suppressed boxes).
-       A group is one candidate vertebra with a score per level: the best score of its members
-       with that label (0 if none).
-    2. Candidates are ordered along the spine: the principal axis of their score-weighted
-       centres, oriented so that the cranial end has the smaller y (cranial is up in a standing
-       lateral radiograph). The facing direction (left / right) plays no role.
-    3. A dynamic program (Needleman-Wunsch / longest-common-subsequence style, O(N K)) chooses
-       a monotone matching of levels 0..K-1 to candidates, levels strictly increasing along the
-       axis, each used at most once, candidates and levels may be skipped, maximizing the sum of
-       the matched candidates' scores for their levels. A level takes the box of the group's
-       best member with that label (its class-specific regression).
-
-    Parameters
-    ----------
-    boxes : Tensor
-        (N, 4) ``(x1, y1, x2, y2)`` pixels.
-    scores : Tensor
-        (N,) detection scores in [0, 1].
-    labels : Tensor
-        (N,) int 1-based level labels; labels outside 1..K are ignored.
-    num_levels : int
-        K, levels of the schema.
-    min_score : float
-        Detections scoring below are ignored.
-    level_names : sequence of str, optional
-        Names of the K levels (default ``"1"`` .. ``"K"``), used for ``missing``.
-    group_iou : float
-        IoU above which two boxes are the same vertebra.
-
-    Returns
-    -------
-    LevelDetections
-        On the device of ``boxes``; boxes and scores float32.
-    """
-    names = tuple(level_names) if level_names is not None else tuple(
-        str(k + 1) for k in range(num_levels))
-    if len(names) != num_levels:
-        raise ValueError(f"{len(names)} level names for {num_levels} levels")
-    device = boxes.device
-    b = boxes.detach().to("cpu", torch.float64).reshape(-1, 4)
-    s = scores.detach().to("cpu", torch.float64).reshape(-1)
-    lab = labels.detach().to("cpu", torch.long).reshape(-1)
-    if not b.shape[0] == s.shape[0] == lab.shape[0]:
-        raise ValueError(f"boxes {tuple(boxes.shape)}, scores {tuple(scores.shape)} and labels "
-                         f"{tuple(labels.shape)} disagree")
-    keep = (s >= min_score) & (lab >= 1) & (lab <= num_levels) & torch.isfinite(b).all(1) \
-        & torch.isfinite(s)
-    b, s, lab = b[keep], s[keep], lab[keep] - 1
-
-    out_boxes = torch.full((num_levels, 4), float("nan"), dtype=torch.float64)
-    out_scores = torch.zeros(num_levels, dtype=torch.float64)
-    present = torch.zeros(num_levels, dtype=torch.bool)
-    if b.shape[0] > 0:
-        by_score = torch.argsort(s, descending=True, stable=True)
-        b, s, lab = b[by_score], s[by_score], lab[by_score]
-        leaders, level_score, level_member = _group_detections(b, s, lab, num_levels,
-                                                               group_iou)
-        lead_boxes = b[leaders]
-        order = _spine_order((lead_boxes[:, :2] + lead_boxes[:, 2:]) / 2,
-                             level_score.max(1).values)
-        for cand, k in _monotone_match(level_score[order].tolist(), num_levels):
-            member = int(level_member[int(order[cand]), k])
-            out_boxes[k], out_scores[k], present[k] = b[member], s[member], True
-    missing = [names[k] for k in range(num_levels) if not present[k]]
-    return LevelDetections(out_boxes.to(device, torch.float32),
-                           out_scores.to(device, torch.float32), present.to(device), missing,
-                           names)
-
-
-def _group_detections(b: Tensor, s: Tensor, lab: Tensor, num_levels: int, group_iou: float
-                      ) -> tuple[list[int], Tensor, Tensor]:
-    """Class-agnostic grouping of score-sorted boxes, keeping every member (step 1).
-
-    Returns the leader (best box) of each group, the (G, K) best score per group and level,
-    and the (G, K) index of that member (-1 if none).
-    """
-    iou = box_iou(b, b)
-    leaders: list[int] = []
-    group_of = [0] * b.shape[0]
-    for i in range(b.shape[0]):
-        for g, lead in enumerate(leaders):
-            if iou[i, lead] >= group_iou:
-                group_of[i] = g
-                break
-        else:
-            group_of[i] = len(leaders)
-            leaders.append(i)
-    level_score = torch.zeros(len(leaders), num_levels, dtype=torch.float64)
-    level_member = torch.full((len(leaders), num_levels), -1, dtype=torch.long)
-    for i in range(b.shape[0]):  # sorted by score: the first member of a label is its best
-        g, k = group_of[i], int(lab[i])
-        if level_member[g, k] < 0:
-            level_member[g, k] = i
-            level_score[g, k] = s[i]
-    return leaders, level_score, level_member
-
-
-def _monotone_match(sc: list[list[float]], num_levels: int) -> list[tuple[int, int]]:
-    """Step 3: (candidate, level) pairs of the best monotone matching of the levels to the
-    candidates in spine order (``sc[i][k]``: candidate i's score for level k)."""
-    n = len(sc)
-    dp = [[0.0] * (num_levels + 1) for _ in range(n + 1)]  # best total: i candidates, k levels
-    for i in range(1, n + 1):
-        row, prev = dp[i], dp[i - 1]
-        for k in range(1, num_levels + 1):
-            best = max(prev[k], row[k - 1])
-            v = sc[i - 1][k - 1]
-            if v > 0:
-                best = max(best, prev[k - 1] + v)
-            row[k] = best
-    pairs: list[tuple[int, int]] = []
-    i, k = n, num_levels
-    while i > 0 and k > 0:
-        v = sc[i - 1][k - 1]
-        if v > 0 and dp[i][k] == dp[i - 1][k - 1] + v:
-            pairs.append((i - 1, k - 1))
-            i, k = i - 1, k - 1
-        elif dp[i][k] == dp[i - 1][k]:
-            i -= 1
-        else:
-            k -= 1
-    return pairs
-
-
-# ------------------------------------------------------------------------------------------------
-# Metrics
-# ------------------------------------------------------------------------------------------------
-class MeanAveragePrecision50(MeanAveragePrecision):
-    """COCO mAP at IoU 0.5 over the level classes, as one scalar.
-
-    ``update(preds, target)`` as :class:`torchmetrics.detection.MeanAveragePrecision` (lists of
-    dicts with ``boxes`` (n, 4) xyxy pixels, ``scores`` (n,), ``labels`` (n,)); ``compute()``
-    returns the 0-d ``map_50`` tensor (-1 when no ground-truth box was seen). Needs
-    ``pycocotools`` (or ``faster-coco-eval`` with ``backend="faster_coco_eval"``).
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("iou_thresholds", [0.5])
-        kwargs.setdefault("box_format", "xyxy")
-        super().__init__(**kwargs)
-
-    def compute(self) -> Tensor:  # type: ignore[override]
-        return super().compute()["map_50"]
-
-
-class LevelAccuracy(Metric):
-    """Fraction of images whose level assignment is entirely right.
-
-    An image counts as correct when every ground-truth level is present in the prediction with
-    IoU >= ``iou_threshold`` to its ground-truth box, and no level without ground truth is
-    predicted.
-
-    Notes
-    -----
-    ``update(preds, gt_boxes, gt_labels)``: ``preds`` a list of :class:`LevelDetections`,
-    ``gt_boxes`` a list of (n_i, 4) xyxy pixel boxes, ``gt_labels`` a list of (n_i,) 1-based
-    labels. ``compute()`` returns a 0-d float tensor (NaN before any image).
-    """
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    correct: Tensor
-    total: Tensor
-
-    def __init__(self, iou_threshold: float = 0.5, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.iou_threshold = float(iou_threshold)
-        self.add_state("correct", default=torch.tensor(0.0, dtype=torch.float64),
-                       dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64),
-                       dist_reduce_fx="sum")
-
-    def update(self, preds: Sequence[LevelDetections], gt_boxes: Sequence[Tensor],
-               gt_labels: Sequence[Tensor]) -> None:
-        """Add a batch of images; see the class notes."""
-        if not len(preds) == len(gt_boxes) == len(gt_labels):
-            raise ValueError("preds, gt_boxes and gt_labels must have one entry per image")
-        for pred, gb, gl in zip(preds, gt_boxes, gt_labels, strict=True):
-            self.total += 1
-            self.correct += float(self._image_correct(pred, gb, gl))
-
-    def _image_correct(self, pred: LevelDetections, gt_boxes: Tensor, gt_labels: Tensor) -> bool:
-        k = pred.num_levels
-        gb = gt_boxes.detach().to("cpu", torch.float32).reshape(-1, 4)
-        gl = gt_labels.detach().to("cpu", torch.long).reshape(-1) - 1
-        present = pred.present.detach().cpu()
-        boxes = pred.boxes.detach().to("cpu", torch.float32)
-        expected = torch.zeros(k, dtype=torch.bool)
-        valid = (gl >= 0) & (gl < k)
-        expected[gl[valid]] = True
-        if not torch.equal(expected, present):
-            return False
-        for level in gl[valid].tolist():
-            rows = gb[gl == level]
-            if float(box_iou(boxes[level : level + 1], rows).max()) < self.iou_threshold:
-                return False
-        return True
-
-    def compute(self) -> Tensor:
-        if self.total == 0:
-            return torch.tensor(float("nan"), device=self.total.device)
-        return (self.correct / self.total).float()
 
 
 # ------------------------------------------------------------------------------------------------
