@@ -52,8 +52,10 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 from .anatomy._points import _check_points, _masked, _nan, _present
-from .anatomy.angles import LUMBAR_PARAMETERS, wrap_angle
-from .anatomy.vertebrae import level_centres, vertebra_size
+from .anatomy.angles import LUMBAR_PARAMETERS as _LUMBAR_PARAMETERS
+from .anatomy.angles import wrap_angle as _wrap_angle
+from .anatomy.vertebrae import level_centres as _level_centres
+from .anatomy.vertebrae import vertebra_size as _vertebra_size
 from .schema import LUMBAR_SAGITTAL, LandmarkSchema
 
 __all__ = [
@@ -165,7 +167,7 @@ def normalized_errors(pred: Tensor, gt: Tensor, schema: LandmarkSchema = LUMBAR_
     -------
     Tensor, shape (B, P, 2)
         ``100 * |x_pred - x_gt| / W`` and ``100 * |y_pred - y_gt| / H`` with W, H of the point's
-        own ground-truth level (:func:`vertebra_size`). NaN where the ground truth is absent,
+        own ground-truth level (:func:`~spinelandmarks.anatomy.vertebrae.vertebra_size`). NaN where the ground truth is absent,
         where the size cannot be measured and where the prediction is NaN. Callers count a
         NaN prediction of a labelled point as *missed* (detection rate), not as an error.
     """
@@ -174,7 +176,7 @@ def normalized_errors(pred: Tensor, gt: Tensor, schema: LandmarkSchema = LUMBAR_
     if pred.shape != gt.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} differ in shape")
     gt = _masked(gt, visibility)
-    width, height = vertebra_size(gt, schema)
+    width, height = _vertebra_size(gt, schema)
     lvl = schema.point_level.to(gt.device)
     size = torch.stack([width[:, lvl], height[:, lvl]], dim=-1)  # (B, P, 2)
     return 100.0 * (pred.to(gt.dtype) - gt).abs() / size
@@ -218,8 +220,8 @@ def level_identification(pred: Tensor, gt: Tensor, schema: LandmarkSchema = LUMB
                          visibility: Tensor | None = None) -> Tensor:
     """Whether each labelled level was identified: found, and on the right vertebra.
 
-    A predicted level is *identified* when its centre (:func:`level_centres`) lies within half
-    the ground-truth body height (:func:`vertebra_size`; L5's for S1) of the ground-truth centre
+    A predicted level is *identified* when its centre (:func:`~spinelandmarks.anatomy.vertebrae.level_centres`) lies within half
+    the ground-truth body height (:func:`~spinelandmarks.anatomy.vertebrae.vertebra_size`; L5's for S1) of the ground-truth centre
     of the same level. A level predicted on the neighbouring vertebra is about one body height
     plus a disc away, so it fails, as does a level not found (NaN prediction).
 
@@ -243,9 +245,9 @@ def level_identification(pred: Tensor, gt: Tensor, schema: LandmarkSchema = LUMB
     if pred.shape != gt.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} differ in shape")
     gt = _masked(gt, visibility)
-    _, height = vertebra_size(gt, schema)
-    c_gt = level_centres(gt, schema)
-    c_pred = level_centres(pred.to(gt.dtype), schema)
+    _, height = _vertebra_size(gt, schema)
+    c_gt = _level_centres(gt, schema)
+    c_pred = _level_centres(pred.to(gt.dtype), schema)
     dist = torch.linalg.vector_norm(c_pred - c_gt, dim=-1)  # NaN if the prediction is missing
     judged = torch.isfinite(c_gt).all(dim=-1) & torch.isfinite(height) & (height > 0)
     ok = (dist <= 0.5 * height).to(gt.dtype)  # NaN compares False: a miss is not identified
@@ -455,7 +457,7 @@ class AngleError(Metric):
     Parameters
     ----------
     names : sequence of str
-        Keys of the parameter dicts to evaluate (default: :data:`LUMBAR_PARAMETERS`).
+        Keys of the parameter dicts to evaluate (default: :data:`~spinelandmarks.anatomy.angles.LUMBAR_PARAMETERS`).
     **kwargs
         Passed to :class:`torchmetrics.Metric`.
 
@@ -483,7 +485,7 @@ class AngleError(Metric):
     preds: list[Tensor]
     targets: list[Tensor]
 
-    def __init__(self, names: Sequence[str] = LUMBAR_PARAMETERS, **kwargs: Any) -> None:
+    def __init__(self, names: Sequence[str] = _LUMBAR_PARAMETERS, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.names = tuple(names)
         if not self.names:
@@ -520,7 +522,7 @@ class AngleError(Metric):
             both = torch.isfinite(p) & torch.isfinite(g)
             missed = torch.isfinite(g) & ~torch.isfinite(p)
             pb, gb = p[both], g[both]
-            d = wrap_angle(pb - gb)  # 179 vs -179 deg is a 2 deg error, not 358
+            d = _wrap_angle(pb - gb)  # 179 vs -179 deg is a 2 deg error, not 358
             n = d.numel()
             nan = _nan(d)
             bias = d.mean() if n else nan
@@ -592,7 +594,7 @@ class LevelIdentification(Metric):
         table = self.schema.level_point_table().to(gt.device)
         valid = table >= 0
         labelled = (_present(gt)[:, table.clamp_min(0)] & valid).any(dim=-1)  # (B, L)
-        found = torch.isfinite(level_centres(pred, self.schema)).all(dim=-1)
+        found = torch.isfinite(_level_centres(pred, self.schema)).all(dim=-1)
         self.status.append(status.reshape(-1))
         self.extra.append((found & ~labelled).reshape(-1).to(status.dtype))
 
