@@ -40,9 +40,7 @@ reported separately as a detection rate (``NormalizedLocalizationError``), a ``m
 
 from __future__ import annotations
 
-import importlib
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -51,6 +49,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from ._deprecation import moved_names
 from .anatomy._points import _check_points, _masked, _nan, _present
 from .anatomy.angles import LUMBAR_PARAMETERS as _LUMBAR_PARAMETERS
 from .anatomy.angles import wrap_angle as _wrap_angle
@@ -73,22 +72,13 @@ __all__ = [
     "normalized_errors",
 ]
 
-#: Names that moved to :mod:`spinelandmarks.anatomy` in 0.2 (kept here until 0.3).
-_MOVED = {"LUMBAR_PARAMETERS": "angles", "LUMBAR_PARAMETER_ENDPLATES": "angles",
-          "defined_parameters": "angles", "endplate_tilts": "angles", "facing": "angles",
-          "lordosis": "angles", "lumbar_parameters": "angles",
-          "lumbar_parameters_or_nan": "angles", "schema_parameters": "angles",
-          "segmental_angle_names": "angles", "segmental_angles": "angles",
-          "wrap_angle": "angles", "level_centres": "vertebrae", "vertebra_size": "vertebrae"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        warnings.warn(f"spinelandmarks.metrics.{name} is deprecated: import it from "
-                      "spinelandmarks.anatomy", DeprecationWarning, stacklevel=2)
-        module = importlib.import_module(f".anatomy.{_MOVED[name]}", __package__)
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: Names that moved to :mod:`spinelandmarks.anatomy` in 0.2 (served here until 0.3).
+__getattr__ = moved_names(__name__, {
+    **dict.fromkeys(("LUMBAR_PARAMETERS", "LUMBAR_PARAMETER_ENDPLATES", "defined_parameters",
+                     "endplate_tilts", "facing", "lordosis", "lumbar_parameters",
+                     "lumbar_parameters_or_nan", "schema_parameters", "segmental_angle_names",
+                     "segmental_angles", "wrap_angle"), "spinelandmarks.anatomy.angles"),
+    **dict.fromkeys(("level_centres", "vertebra_size"), "spinelandmarks.anatomy.vertebrae")})
 
 
 #: A point further than this from the truth is an outlier (:class:`EuclideanError`), mm.

@@ -17,10 +17,7 @@ the measurement table of a file (``measurements.csv``) in
 
 from __future__ import annotations
 
-import importlib
-import warnings
-from typing import Any
-
+from .._deprecation import moved_names
 from .clinical import CLINICAL_REFERENCE, FRACTURE_LINES, evaluate_clinical
 from .errors import (
     REFERENCE,
@@ -41,14 +38,7 @@ __all__ = ["CLINICAL_REFERENCE", "FRACTURE_LINES", "REFERENCE", "SDR_THRESHOLDS_
            "match_to_ground_truth", "metrics_to_json", "pair_records", "summary_table",
            "tail_figures", "write_report"]
 
-#: Names that moved to :mod:`spinelandmarks.measurement_table` in 0.2 (kept here until 0.3).
-_MOVED = {"ANGLE_COLUMNS", "ANGLE_LABELS", "angle_columns", "measure_records",
-          "write_measurements_csv"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        warnings.warn(f"spinelandmarks.evaluation.{name} is deprecated: import it from "
-                      "spinelandmarks.measurement_table", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module("..measurement_table", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: Names that moved to :mod:`spinelandmarks.measurement_table` in 0.2 (served here until 0.3).
+__getattr__ = moved_names(__name__, dict.fromkeys(
+    ("ANGLE_COLUMNS", "ANGLE_LABELS", "angle_columns", "measure_records",
+     "write_measurements_csv"), "spinelandmarks.measurement_table"))

@@ -29,6 +29,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
+from .._deprecation import moved_names
 from ..data.batch import LandmarkBatch
 from ..defaults import INPUT_SIZE
 from ..schema import LandmarkSchema
@@ -329,13 +330,5 @@ class VertebraDetector(LandmarkTask):
                                   for k, v in d.items()} for d in raw])
 
 
-def __getattr__(name: str) -> Any:
-    if name == "confirm_levels":  # moved to the level rules in 0.2
-        import warnings
-
-        from ..levels import confirm_levels
-
-        warnings.warn("spinelandmarks.models.detector.confirm_levels is deprecated: import it "
-                      "from spinelandmarks.levels", DeprecationWarning, stacklevel=2)
-        return confirm_levels
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: ``confirm_levels`` moved to the level rules in 0.2 (served here until 0.3).
+__getattr__ = moved_names(__name__, {"confirm_levels": "spinelandmarks.levels"})
