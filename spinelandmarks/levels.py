@@ -46,6 +46,7 @@ reported by the QC flags (:mod:`spinelandmarks.qc`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -56,12 +57,19 @@ from .anatomy.angles import schema_parameters
 from .anatomy.vertebrae import level_centres, vertebra_size
 from .schema import LandmarkSchema
 
-__all__ = ["COLUMN_TOLERANCE", "RefineLevel", "anchor_to_sacrum", "column_expectation",
-           "confirm_levels", "consistent_facing", "off_column", "reconcile_chain", "repair_column"]
+__all__ = ["COLUMN_TOLERANCE", "COLUMN_WINDOW", "PRESENCE_GRID", "RefineLevel",
+           "anchor_to_sacrum", "column_expectation", "confirm_levels", "consistent_facing",
+           "fit_presence", "off_column", "reconcile_chain", "repair_column"]
 
 #: A level further than this many typical body heights from where the column below it
 #: continues is re-cropped (:func:`column_expectation`).
 COLUMN_TOLERANCE = 0.5
+
+#: Body size grows down the spine (a lumbar body is about half as tall again as a mid-thoracic
+#: one), so the typical spacing and height behind an expectation are medians over the levels
+#: within this many levels of the pair judged, not over the whole chain. On the short schemas
+#: (L1-S1, T12-S1) the window holds every level.
+COLUMN_WINDOW = 4
 
 
 def _box_centres(boxes: Tensor) -> Tensor:
@@ -293,7 +301,8 @@ def column_expectation(points: Tensor, schema: LandmarkSchema, level: int, ancho
     """Where the column continues from level ``anchor``: the expected centre of ``level``.
 
     The expected centre is the typical centre-to-centre spacing of the image's bodies (their
-    median over consecutive body pairs) from the centre of ``anchor`` along its axis, towards
+    median over the consecutive body pairs within :data:`COLUMN_WINDOW` levels of ``level``
+    and ``anchor``) from the centre of ``anchor`` along its axis, towards
     ``level`` (cranially when ``anchor`` lies caudally, else caudally); when either is a
     plate-only level (S1, whose centre is its plate middle) the spacing less half the
     typical body height. Medians keep one or two misplaced levels from moving the
@@ -314,7 +323,8 @@ def column_expectation(points: Tensor, schema: LandmarkSchema, level: int, ancho
     expected : Tensor
         (B, 2) pixels; NaN when ``anchor`` or the typical sizes are unknown.
     height : Tensor
-        (B,) typical body height in pixels (the median wall length of the image's bodies).
+        (B,) typical body height in pixels (the median wall length of the image's bodies within
+        :data:`COLUMN_WINDOW` levels).
 
     Examples
     --------
@@ -336,10 +346,12 @@ def column_expectation(points: Tensor, schema: LandmarkSchema, level: int, ancho
     centres = level_centres(points, schema)
     body = torch.tensor([lv.has_body for lv in schema.levels], device=points.device)
     pair = body[:-1] & body[1:]
-    gaps = torch.linalg.vector_norm(centres[:, 1:] - centres[:, :-1], dim=-1)[:, pair]
-    spacing = gaps.nanmedian(dim=-1).values if gaps.shape[1] else gaps.new_full(
-        gaps.shape[:1], float("nan"))
-    height = heights[:, body].nanmedian(dim=-1).values
+    gaps = torch.linalg.vector_norm(centres[:, 1:] - centres[:, :-1], dim=-1)
+    gaps = gaps.masked_fill(~pair, math.nan)
+    heights = heights.masked_fill(~body, math.nan)
+    lo, hi = max(min(level, anchor) - COLUMN_WINDOW, 0), max(level, anchor) + COLUMN_WINDOW
+    spacing = _nanmedian(gaps[:, lo:hi])  # pairs lo..hi-1 link levels lo..hi
+    height = _nanmedian(heights[:, lo:hi + 1])
     towards = centres[:, body].nanmean(dim=1)
     axis = _axis(points, schema, anchor, towards)
     if level > anchor:  # schema order is cranio-caudal: walk caudally
@@ -355,6 +367,13 @@ def column_expectation(points: Tensor, schema: LandmarkSchema, level: int, ancho
     if not bool(body[anchor] & body[level]):
         step = step - 0.5 * height
     return centres[:, anchor] + axis * step[:, None], height
+
+
+def _nanmedian(values: Tensor) -> Tensor:
+    """(B, N) -> (B,) median over the finite values; NaN where none (or N == 0)."""
+    if values.shape[1] == 0:
+        return values.new_full(values.shape[:1], math.nan)
+    return values.nanmedian(dim=-1).values
 
 
 def off_column(points: Tensor, schema: LandmarkSchema, order: list[int], j: int
@@ -522,3 +541,59 @@ def confirm_levels(scores: Tensor, found: Tensor, min_score: float = 0.3,
         before_last = present.flip(1).int().cummax(1).values.flip(1).bool()
         present = after_first & before_last
     return present
+
+
+#: Detector thresholds ``(min_score, min_adjacent_score)`` of :func:`confirm_levels` that
+#: :func:`fit_presence` tries besides the pipeline's own.
+PRESENCE_GRID: tuple[tuple[float, float], ...] = ((0.5, 0.2), (0.3, 0.1), (0.2, 0.05),
+                                                   (0.1, 0.02))
+
+
+def fit_presence(scores: Tensor, found: Tensor, labelled: Tensor, current: tuple[float, float]
+                 ) -> tuple[bool, float, float, float]:
+    """Choose how levels are declared present, on annotated images.
+
+    Candidates: the detector with ``current`` thresholds (kept on a tie), with each pair of
+    :data:`PRESENCE_GRID`, and no presence decision at all (every level of the schema is
+    predicted). The winner reports exactly the labelled levels on the most images. The last
+    candidate wins where every film shows every level (full-length films) but the detector is
+    unsure at one end of the chain; the detector wins where the field of view varies.
+
+    Parameters
+    ----------
+    scores, found : Tensor, shape (B, L)
+        Detector scores (0 where no box) and whether a box was assigned, as for
+        :func:`confirm_levels`.
+    labelled : Tensor, shape (B, L)
+        bool, the level is annotated in the ground truth.
+    current : (float, float)
+        The pipeline's ``(min_level_score, min_adjacent_score)``.
+
+    Returns
+    -------
+    from_detector : bool
+    min_score, min_adjacent_score : float
+        The chosen thresholds (``current`` when ``from_detector`` is False).
+    share : float
+        Fraction of the images with exactly their labelled levels present under the choice.
+
+    Examples
+    --------
+    The detector misses the first level on one of two images where every level is labelled:
+
+    >>> s = torch.tensor([[0.0, 0.9, 0.9], [0.8, 0.9, 0.9]])
+    >>> fit_presence(s, s > 0, torch.ones(2, 3, dtype=torch.bool), (0.3, 0.1))
+    (False, 0.3, 0.1, 1.0)
+    """
+    labelled = labelled.bool()
+    candidates = [(True, *current), *((True, *t) for t in PRESENCE_GRID if t != current),
+                  (False, *current)]
+    best = (-1.0, candidates[0])
+    for cand in candidates:
+        present = (confirm_levels(scores, found, cand[1], cand[2]) if cand[0]
+                   else torch.ones_like(labelled))
+        share = float((present == labelled).all(dim=1).double().mean())
+        if share > best[0]:
+            best = (share, cand)
+    share, (from_detector, min_score, min_adjacent) = best
+    return from_detector, min_score, min_adjacent, share

@@ -48,9 +48,9 @@ from .anatomy.angles import wrap_angle
 from .anatomy.vertebrae import level_centres, vertebra_size
 from .schema import LandmarkSchema
 
-__all__ = ["CALIBRATED", "CALIBRATED_BELOW", "IMAGE_FLAGS", "LEVEL_FLAGS", "PLAUSIBLE_DEG", "QCThresholds",
-           "calibrate_thresholds", "disagreeing_parameters", "implausible_angles",
-           "qc_statistics", "quality_flags"]
+__all__ = ["CALIBRATED", "CALIBRATED_BELOW", "CALIBRATED_IMAGE", "IMAGE_FLAGS", "LEVEL_FLAGS",
+           "PLAUSIBLE_DEG", "QCThresholds", "calibrate_thresholds", "disagreeing_parameters",
+           "implausible_angles", "qc_statistics", "quality_flags", "steps_disagreement"]
 
 #: Per-level flags, in report order.
 LEVEL_FLAGS: tuple[str, ...] = ("missing", "overlap", "order", "spacing", "shape",
@@ -117,6 +117,10 @@ CALIBRATED: dict[str, str] = {"max_spread_frac": "spread_frac",
                               "refinement_jump_frac": "refinement_jump_frac"}
 #: The same for thresholds that bound a statistic from below.
 CALIBRATED_BELOW: dict[str, str] = {"min_detector_score": "detector_score"}
+#: The same for a per-image statistic (:func:`steps_disagreement`), fitted on the images
+#: whose levels are all right: a step 1 that is coarse on a long chain (18 levels on a
+#: full-length film) disagrees with step 2 by more than on five lumbar levels.
+CALIBRATED_IMAGE: dict[str, str] = {"steps_disagree_deg": "steps_disagree_deg"}
 
 
 def qc_statistics(points: Tensor, points_step1: Tensor, point_scores: Tensor,
@@ -167,7 +171,7 @@ def qc_statistics(points: Tensor, points_step1: Tensor, point_scores: Tensor,
 
 
 def calibrate_thresholds(statistics: Mapping[str, Tensor], good: Tensor, *,
-                         quantile: float = 0.99, margin: float = 1.25,
+                         good_images: Tensor | None = None, quantile: float = 0.99, margin: float = 1.25,
                          base: QCThresholds | None = None, min_samples: int = 20
                          ) -> QCThresholds:
     """Fit the model-dependent thresholds (:data:`CALIBRATED`) to a trained pipeline.
@@ -182,9 +186,13 @@ def calibrate_thresholds(statistics: Mapping[str, Tensor], good: Tensor, *,
     Parameters
     ----------
     statistics : dict of str to Tensor
-        :func:`qc_statistics` of the validation predictions, each (B, L).
+        :func:`qc_statistics` of the validation predictions, each (B, L), and optionally the
+        per-image statistics of :data:`CALIBRATED_IMAGE`, each (B,) (fitted on the images
+        whose labelled levels are all good).
     good : Tensor, shape (B, L)
         True for levels identified correctly (:func:`~spinelandmarks.metrics.level_identification`).
+    good_images : Tensor, shape (B,), optional
+        True for images whose per-image statistics count (default: every level good).
     quantile, margin : float
         Quantile of the good levels' statistic, and the factor applied to it.
     base : QCThresholds, optional
@@ -198,14 +206,18 @@ def calibrate_thresholds(statistics: Mapping[str, Tensor], good: Tensor, *,
     """
     base = base or QCThresholds()
     fitted: dict[str, float] = {}
-    for name, stat in (*CALIBRATED.items(), *CALIBRATED_BELOW.items()):
+    for name, stat in (*CALIBRATED.items(), *CALIBRATED_BELOW.items(),
+                       *CALIBRATED_IMAGE.items()):
         if stat not in statistics:
             continue
         values = statistics[stat].double()
-        values = values[good.to(values.device).bool() & torch.isfinite(values)]
+        keep = good.to(values.device).bool()
+        if name in CALIBRATED_IMAGE:
+            keep = keep.all(dim=1) if good_images is None else good_images.to(keep)
+        values = values[keep & torch.isfinite(values)]
         if values.numel() < min_samples:
             continue
-        if name in CALIBRATED:
+        if name not in CALIBRATED_BELOW:
             fitted[name] = max(float(getattr(base, name)),
                                float(torch.quantile(values, quantile)) * margin)
         else:
@@ -254,6 +266,19 @@ def implausible_angles(parameters: Mapping[str, Tensor]) -> dict[str, Tensor]:
             v = parameters[name]
             out[name] = torch.isfinite(v) & ((v < lo) | (v > hi))
     return out
+
+
+def steps_disagreement(parameters: Mapping[str, Tensor], parameters_step1: Mapping[str, Tensor]
+                       ) -> Tensor:
+    """(B,) largest absolute difference in degrees between a parameter from the step-2 and
+    from the step-1 points (wrapped; over the parameters in both, of which there must be one;
+    NaN where none is measurable)."""
+    diffs = [wrap_angle(v.double() - parameters_step1[k].double().to(v.device)).abs()
+             for k, v in parameters.items() if k in parameters_step1]
+    if not diffs:
+        raise ValueError("no parameter is measured from both steps' points")
+    return torch.stack(diffs, -1).nan_to_num(nan=-math.inf).amax(-1).nan_to_num(
+        neginf=math.nan)
 
 
 def disagreeing_parameters(parameters: Mapping[str, Tensor],

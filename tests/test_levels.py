@@ -14,6 +14,7 @@ from spinelandmarks.anatomy.vertebrae import level_centres
 from spinelandmarks.levels import (
     anchor_to_sacrum,
     column_expectation,
+    fit_presence,
     off_column,
     reconcile_chain,
     repair_column,
@@ -285,6 +286,58 @@ def test_off_column_judges_from_both_sides() -> None:
     # L4 is off from L3's side only (L3 is the misplaced one): kept
     expected, _ = column_expectation(pts, S, 3, 2)
     assert float(torch.linalg.vector_norm(level_centres(pts, S)[0, 3] - expected[0])) > 15.0
+
+
+def _growing_whole_spine() -> torch.Tensor:
+    """(1, P, 2) WHOLE_SPINE_SAGITTAL on a vertical line: body heights from 14 px (C7) to
+    40 px (L5), discs 0.4 of a body, the S1 plate a disc below L5, hips below."""
+    from spinelandmarks.schema import WHOLE_SPINE_BODIES
+    from spinelandmarks.schema import WHOLE_SPINE_SAGITTAL as W
+
+    pts = torch.full((1, W.num_points, 2), math.nan, dtype=torch.float64)
+    top, prev = 40.0, None
+    for i, lv in enumerate(WHOLE_SPINE_BODIES):
+        h = 14.0 + 26.0 * i / (len(WHOLE_SPINE_BODIES) - 1)
+        top = top if prev is None else top + prev + 0.4 * 0.5 * (prev + h)
+        pts[0, W.level_indices(lv)] = torch.tensor(  # AS, PS, PI, AI; facing right
+            [[520.0, top], [480.0, top], [480.0, top + h], [520.0, top + h]], dtype=torch.float64)
+        prev = h
+    plate = top + prev + 0.4 * prev
+    pts[0, W.level_indices("S1")] = torch.tensor([[520.0, plate], [480.0, plate]], dtype=torch.float64)
+    pts[0, W.level_indices("FH")] = torch.tensor([[540.0, plate + 80.0], [550.0, plate + 80.0]],
+                                                dtype=torch.float64)
+    return pts
+
+
+def test_a_whole_spine_whose_bodies_grow_lies_on_its_column() -> None:
+    from spinelandmarks.schema import WHOLE_SPINE_SAGITTAL as W
+
+    # The column's expectation uses the spacing of nearby bodies: L4 lies 54.9 px above L5,
+    # while the chain's median spacing is 37.8 px (median body 26.2 px): judged by the whole
+    # chain, L4 would be 17.1 px from its expectation, beyond half a median body (13.1 px).
+    truth = _growing_whole_spine()
+    order = [W.level_index(lv) for lv in W.refined_levels]
+    assert not any(bool(off_column(truth, W, order, j)[0]) for j in range(len(order) - 1))
+    l4, l5 = W.level_index("L4"), W.level_index("L5")
+    expected, height = column_expectation(truth, W, l4, l5)
+    centre = level_centres(truth, W)[0, l4]
+    assert float(torch.linalg.vector_norm(centre - expected[0])) < 5.0
+    assert 34.0 < float(height[0]) < 40.0  # the heights near L4-L5, not the median 26.2
+
+
+def test_fit_presence_keeps_the_detector_where_the_field_of_view_varies() -> None:
+    # image 1 shows L1 (weak box), image 2 does not: the detector's default thresholds are right
+    scores = torch.tensor([[0.25, 0.9, 0.9], [0.0, 0.9, 0.9]])
+    labelled = torch.tensor([[True, True, True], [False, True, True]])
+    assert fit_presence(scores, scores > 0, labelled, (0.3, 0.1)) == (True, 0.3, 0.1, 1.0)
+    # a weak false box above the first labelled level: the stricter pair of the grid wins
+    scores = torch.tensor([[0.15, 0.9, 0.9], [0.0, 0.9, 0.9]])
+    labelled = torch.tensor([[False, True, True], [False, True, True]])
+    assert fit_presence(scores, scores > 0, labelled, (0.3, 0.1)) == (True, 0.5, 0.2, 1.0)
+    # nothing fits every image: the best share, the current thresholds on a tie
+    scores = torch.tensor([[0.0, 0.9, 0.9], [0.9, 0.9, 0.9]])
+    labelled = torch.tensor([[False, True, True], [False, True, True]])
+    assert fit_presence(scores, scores > 0, labelled, (0.3, 0.1)) == (True, 0.3, 0.1, 0.5)
 
 
 # -- recrop: step-2 crops across the column, and levels that moved refined again ----------------

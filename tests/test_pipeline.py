@@ -198,6 +198,24 @@ def test_detector_levels_are_confirmed_along_the_spine(pipe: SpineLandmarkPipeli
         assert finite == (lv not in missing)
 
 
+def test_calibrate_qc_chooses_how_levels_are_declared_present(phantom: tuple) -> None:
+    image, _ = phantom
+    lm = FixedSpine(backbone="resnet_lite", input_size=(128, 96))
+    truth = SpineLandmarkPipeline(lm).predict(image)[0].points  # right by construction
+    # the detector misses L1, which every validation image shows: every level is predicted
+    p = SpineLandmarkPipeline(lm, detector=FakeDetector([0.0, 0.9, 0.9, 0.9, 0.9, 0.9]))
+    assert p.predict(image)[0].missing_levels == ["L1"]
+    p.calibrate_qc([image] * 2, [truth] * 2)
+    assert not p.options.detector_presence and p.predict(image)[0].missing_levels == []
+    # ... where the validation images do not show L1, the detector keeps deciding
+    cut = truth.copy()
+    cut[p.schema.level_indices("L1")] = np.nan
+    p = SpineLandmarkPipeline(lm, detector=FakeDetector([0.0, 0.9, 0.9, 0.9, 0.9, 0.9]))
+    p.calibrate_qc([image] * 2, [cut] * 2)
+    assert p.options.detector_presence and p.predict(image)[0].missing_levels == ["L1"]
+    assert PipelineOptions.from_dict(p.options.to_dict()) == p.options  # saved as chosen
+
+
 def test_save_load_and_checkpoint_round_trip(pipe: SpineLandmarkPipeline, phantom: tuple,
                                              tmp_path: Path) -> None:
     image, _ = phantom

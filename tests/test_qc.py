@@ -19,6 +19,7 @@ from spinelandmarks.qc import (
     implausible_angles,
     qc_statistics,
     quality_flags,
+    steps_disagreement,
 )
 from spinelandmarks.schema import LUMBAR_SAGITTAL as S
 
@@ -182,3 +183,28 @@ def test_calibrate_thresholds_quantile_margin_floor_and_sample_size() -> None:
     assert th.aspect_range == base.aspect_range and th.overlap_frac == base.overlap_frac
     few = calibrate_thresholds(stats, good & (torch.arange(n)[:, None] < 10))
     assert few.max_spread_frac == base.max_spread_frac  # 10 < min_samples
+
+
+def test_steps_disagreement_is_the_largest_wrapped_difference_and_is_calibrated() -> None:
+    step2 = {"sacral_slope": torch.tensor([40.0, 10.0, math.nan], dtype=DT),
+             "l1_s1_lordosis": torch.tensor([50.0, 179.0, math.nan], dtype=DT),
+             "only_step2": torch.tensor([0.0, 0.0, 0.0], dtype=DT)}
+    step1 = {"sacral_slope": torch.tensor([43.0, 10.5, 1.0], dtype=DT),
+             "l1_s1_lordosis": torch.tensor([49.0, -179.0, math.nan], dtype=DT)}
+    d = steps_disagreement(step2, step1)
+    # 3 vs 1 deg; 0.5 vs 2 deg (179 and -179 are 2 deg apart); nothing measurable in both
+    torch.testing.assert_close(d[:2], torch.tensor([3.0, 2.0], dtype=DT))
+    assert math.isnan(float(d[2]))
+    with pytest.raises(ValueError, match="no parameter"):
+        steps_disagreement({"a": d}, {"b": d})
+    # fitted over the images whose levels are all good, like the per-level thresholds
+    n = 101
+    stats = {"steps_disagree_deg": torch.linspace(0.0, 20.0, n, dtype=DT)}
+    good = torch.ones(n, 3, dtype=torch.bool)
+    th = calibrate_thresholds(stats, good)
+    assert th.steps_disagree_deg == pytest.approx(1.25 * 19.8)
+    good[50:, 1] = False  # an image with a wrong level does not count: 0, 0.2, ..., 9.8 left
+    fitted = calibrate_thresholds(stats, good).steps_disagree_deg
+    assert fitted == pytest.approx(1.25 * 0.2 * 0.99 * 49)  # the 99th percentile, x 1.25
+    images = torch.arange(n) < 10  # too few images: the base
+    assert calibrate_thresholds(stats, good, good_images=images).steps_disagree_deg == 5.0

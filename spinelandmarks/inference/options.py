@@ -41,6 +41,11 @@ class PipelineOptions:
         Lower detector score in [0, ``min_level_score``] that confirms a level next to a
         confirmed one; levels between two confirmed levels are always kept
         (:func:`~spinelandmarks.levels.confirm_levels`). Other levels are missing.
+    detector_presence : bool
+        Let the detector decide which levels are present (the two scores above). ``False``:
+        every level of the schema is predicted, as without a detector, and the detector's
+        scores and boxes only feed the QC flags. ``calibrate_qc`` chooses this and the two
+        scores on the validation images (:func:`~spinelandmarks.levels.fit_presence`).
     facing_check : bool
         Give all levels the facing of most of them, and the spine a standing patient's
         (:func:`~spinelandmarks.levels.consistent_facing`), before and after step 2.
@@ -72,6 +77,7 @@ class PipelineOptions:
     crop_scale: float | None = None
     min_level_score: float = 0.3
     min_adjacent_score: float = 0.1
+    detector_presence: bool = True
     facing_check: bool = True
     column_repair: bool = True
     recrop: bool = True
@@ -90,7 +96,7 @@ class PipelineOptions:
                     or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
             object.__setattr__(self, name, float(value))  # numpy scalars -> JSON-safe floats
-        for name in ("facing_check", "column_repair", "recrop", "tta"):
+        for name in ("detector_presence", "facing_check", "column_repair", "recrop", "tta"):
             object.__setattr__(self, name, bool(getattr(self, name)))
         if self.masks is not None:
             object.__setattr__(self, "masks", bool(self.masks))

@@ -25,13 +25,14 @@ from torch import Tensor, nn
 
 from ..adaptation.shift_model import ShiftModel, intensity_statistics
 from ..anatomy.measurements import fit_fracture_screen, height_loss
+from ..anatomy.vertebrae import level_centres
 from ..data.intensity import robust_normalize
 from ..data.io import Radiograph
 from ..defaults import CROP_SCALE, CROP_SIZE
 from ..geometry import letterbox, transform_points
-from ..levels import confirm_levels, consistent_facing, repair_column
+from ..levels import confirm_levels, consistent_facing, fit_presence, repair_column
 from ..metrics import level_identification
-from ..qc import QCThresholds, calibrate_thresholds, qc_statistics
+from ..qc import QCThresholds, calibrate_thresholds, qc_statistics, steps_disagreement
 from ..schema import LandmarkSchema
 from .inputs import PipelineInput, describe, equal_size_batches, is_single, to_radiograph
 from .options import REMOVED_OPTIONS, PipelineOptions
@@ -308,7 +309,8 @@ class SpineLandmarkPipeline(nn.Module):
 
     def _levels(self, inputs: Tensor, inv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(B, L) bool levels present, (B, L) detector scores, (B, L, 4) boxes in original
-        pixels; without a detector every level is present, scores and boxes NaN."""
+        pixels; without a detector every level is present, scores and boxes NaN (and every
+        level is present with one whose ``detector_presence`` is off)."""
         b, num_levels, dev = inputs.shape[0], self.schema.num_levels, inputs.device
         if self.detector is None:
             return (torch.ones(b, num_levels, dtype=torch.bool, device=dev),
@@ -318,7 +320,8 @@ class SpineLandmarkPipeline(nn.Module):
         scores = torch.stack([d.scores.to(dev).float() for d in dets])
         found = torch.stack([d.present.to(dev) for d in dets])
         present = confirm_levels(scores, found, self.options.min_level_score,
-                                 self.options.min_adjacent_score)
+                                 self.options.min_adjacent_score) \
+            if self.options.detector_presence else torch.ones_like(found, dtype=torch.bool)
         corners = torch.stack([d.boxes.to(dev).float() for d in dets])
         boxes = transform_points(corners.reshape(b, -1, 2), inv).reshape(b, num_levels, 4)
         return present, scores, boxes
@@ -447,29 +450,55 @@ class SpineLandmarkPipeline(nn.Module):
         QCThresholds
             The thresholds now in use.
         """
-        results = self.predict(list(inputs), batch_size=batch_size)
+        inputs = list(inputs)
+        results = self.predict(inputs, batch_size=batch_size)
         if len(results) != len(truths):
             raise ValueError(f"{len(results)} inputs but {len(truths)} ground truths")
         if not results:
             return self.options.qc_thresholds
+        truth = torch.from_numpy(np.stack(truths).astype(np.float64))
+        if self.detector is not None and self._fit_presence(results, truth):
+            results = self.predict(inputs, batch_size=batch_size)  # with the presence chosen
 
         def stack(name: str) -> Tensor:
             return torch.from_numpy(np.stack([getattr(r, name) for r in results])).double()
+
+        def params(step: str) -> dict[str, Tensor]:
+            return {k: torch.tensor([getattr(r, step)[k] for r in results], dtype=torch.float64)
+                    for k in getattr(results[0], step)}
 
         det = self.detector is not None
         stats = qc_statistics(stack("points"), stack("points_step1"), stack("point_scores"),
                               self.schema, stack("level_boxes") if det else None,
                               stack("level_scores") if det else None)
-        truth = torch.from_numpy(np.stack(truths).astype(np.float64))
-        good = level_identification(stack("points"), truth, self.schema) == 1.0
+        step1 = params("parameters_step1")
+        if step1.keys() & results[0].parameters.keys():
+            stats["steps_disagree_deg"] = steps_disagreement(params("parameters"), step1)
+        status = level_identification(stack("points"), truth, self.schema)
         changes: dict[str, Any] = {"qc_thresholds": calibrate_thresholds(
-            stats, good, quantile=quantile, margin=margin, base=self.options.qc_thresholds)}
+            stats, status == 1.0, good_images=(status != 0.0).all(dim=1), quantile=quantile,
+            margin=margin, base=self.options.qc_thresholds)}
         if self.schema.body_levels:
             changes["fracture_screen_loss"] = fit_fracture_screen(
                 height_loss(stack("points"), self.schema).numpy(),
                 height_loss(truth, self.schema).numpy())
         self.options = dataclasses.replace(self.options, **changes)
         return self.options.qc_thresholds
+
+    def _fit_presence(self, results: Sequence[SpineResult], truth: Tensor) -> bool:
+        """Choose ``detector_presence`` and the detector's thresholds on annotated images
+        (:func:`~spinelandmarks.levels.fit_presence`); True when the options changed."""
+        scores = torch.from_numpy(np.stack([r.level_scores for r in results])).double()
+        scores = scores.nan_to_num(nan=0.0)  # 0: no box assigned
+        labelled = torch.isfinite(level_centres(truth, self.schema)).all(-1)
+        o = self.options
+        from_detector, low, adjacent, _ = fit_presence(
+            scores, scores > 0, labelled, (o.min_level_score, o.min_adjacent_score))
+        chosen = dataclasses.replace(o, detector_presence=from_detector, min_level_score=low,
+                                     min_adjacent_score=adjacent)
+        changed = chosen != o
+        self.options = chosen
+        return changed
 
 
 def _options(options: PipelineOptions | None, values: dict[str, Any]) -> PipelineOptions:
