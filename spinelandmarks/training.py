@@ -611,11 +611,15 @@ def _calibrate_qc(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) 
     t0 = time.perf_counter()
     th = pipe.calibrate_qc(dm.image_paths("val"), truths, batch_size=cfg.batch_size)
     pipe.to("cpu")
+    o = pipe.options
+    presence = (f"the detector's (scores {o.min_level_score:.2f} / {o.min_adjacent_score:.2f})"
+                if o.detector_presence else "every level (the detector only feeds QC)")
     _log.info("QC thresholds fitted on %d validation images in %.0f s: spread %.2f, detector "
-              "distance %.2f, refinement jump %.2f body heights; fracture screen at %.3f height "
-              "loss", n, time.perf_counter() - t0, th.max_spread_frac,
-              th.detector_distance_frac, th.refinement_jump_frac,
-              pipe.options.fracture_screen_loss)
+              "distance %.2f, refinement jump %.2f body heights, steps disagree %.1f deg; "
+              "fracture screen at %.3f height loss; levels present: %s", n,
+              time.perf_counter() - t0, th.max_spread_frac, th.detector_distance_frac,
+              th.refinement_jump_frac, th.steps_disagree_deg, o.fracture_screen_loss,
+              presence if pipe.detector is not None else "every level (no detector)")
 
 
 def _fit_shift(pipe: SpineLandmarkPipeline, data_dir: str, cfg: TrainConfig) -> None:

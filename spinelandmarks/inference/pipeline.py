@@ -425,14 +425,18 @@ class SpineLandmarkPipeline(nn.Module):
     def calibrate_qc(self, inputs: Iterable[PipelineInput], truths: Sequence[np.ndarray], *,
                      quantile: float = 0.99, margin: float = 1.25, batch_size: int = 8
                      ) -> QCThresholds:
-        """Fit the model-dependent QC thresholds and the fracture screen to this pipeline on
-        annotated images.
+        """Fit the model-dependent QC thresholds, the level-presence rule and the fracture
+        screen to this pipeline on annotated images.
 
-        Predicts ``inputs``, keeps the levels it identified correctly (centre within half the
+        Predicts ``inputs``. With a detector, first chooses ``options.detector_presence`` and
+        the detector's two scores (:func:`~spinelandmarks.levels.fit_presence`: the rule that
+        reports exactly the annotated levels on the most images), predicting again when that
+        changed them. Then keeps the levels it identified correctly (centre within half the
         true body height of the true centre) and sets ``options.qc_thresholds`` by
-        :func:`~spinelandmarks.qc.calibrate_thresholds`, and ``options.fracture_screen_loss``
-        by :func:`~spinelandmarks.anatomy.measurements.fit_fracture_screen` from every measurable body
-        (both saved with the pipeline). Use images the networks were not trained on (the
+        :func:`~spinelandmarks.qc.calibrate_thresholds` (``steps_disagree_deg`` over the
+        images with no misidentified level), and ``options.fracture_screen_loss`` by
+        :func:`~spinelandmarks.anatomy.measurements.fit_fracture_screen` from every measurable
+        body (all saved with the pipeline). Use images the networks were not trained on (the
         validation set): ``train`` does this itself.
 
         Parameters
