@@ -30,11 +30,11 @@ P = S.num_points
 
 
 def result(points: np.ndarray, needs_review: bool = False, error: str | None = None,
-           source: str = "x.png") -> SpineResult:
+           source: str = "x.png", qc: dict[str, list[str]] | None = None) -> SpineResult:
     return SpineResult(source=source, image_size=(H, W), pixel_spacing=None, points=points,
                        points_step1=points.copy(), point_scores=np.ones(P),
                        level_scores=np.ones(S.num_levels), needs_review=needs_review,
-                       error=error)
+                       error=error, qc=qc or {})
 
 
 def column(x0: float = 30.0) -> np.ndarray:
@@ -70,6 +70,20 @@ def test_a_prediction_that_fails_qc_is_never_a_training_target() -> None:
     outside = pts.copy()
     outside[0, 1] = H + 1.0
     assert decide(result(outside), result(mirrored_of(outside)), cfg)[0] == "outside_image"
+
+
+def test_only_the_ignored_flags_let_a_flagged_prediction_through() -> None:
+    pts, cfg = column(), SelfTrainingConfig()
+    mirrored = result(mirrored_of(pts))
+    step1_only = result(pts, needs_review=True, qc={"steps_disagree": ["l1_s1_lordosis"]})
+    assert decide(step1_only, mirrored, cfg) == ("kept", 0.0)
+    also = result(pts, needs_review=True, qc={"steps_disagree": ["sacral_slope"],
+                                              "overlap": ["L5", "S1"]})
+    assert decide(also, mirrored, cfg)[0] == "needs_review"
+    strict = SelfTrainingConfig(ignored_flags=())
+    assert decide(step1_only, mirrored, strict)[0] == "needs_review"
+    with pytest.raises(ValueError, match=r"unknown QC flag\(s\) steps_disagre;"):
+        SelfTrainingConfig(ignored_flags=("steps_disagre",))
 
 
 def test_disagreeing_views_are_dropped_at_the_tolerance() -> None:
