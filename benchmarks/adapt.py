@@ -258,8 +258,10 @@ _ANGLES = ("l1_l5_lordosis", "l1_s1_lordosis", "sacral_slope")
 
 
 def _markdown(res: dict[str, Any]) -> str:
+    rounds = res.get("unlabeled_rounds", 1)
     budgets = ("the smoke recipe's epochs" if res["smoke"] else
-               f"source {res['source_budget']} s per stage, fine-tuning {res['budget_s']:g} s")
+               f"source {res['source_budget']} s per stage, fine-tuning {res['budget_s']:g} s"
+               + (f", {rounds} self-training rounds" if rounds > 1 else ""))
     lines = [f"commit {res['commit']}, {res['date']}, {res['machine']}, training {budgets}, "
              f"{res['n_test']} test images, {res['minutes']:.1f} min", "",
              "| source -> target | K | chosen | draw | unlabeled | levels right (images %) | "
@@ -310,6 +312,8 @@ def main() -> None:
     ap.add_argument("--only-source", action="store_true",
                     help="generate the data and train the source models, then stop")
     ap.add_argument("--smoke", action="store_true", help="tiny images and sizes, 1 epoch")
+    ap.add_argument("--unlabeled-rounds", type=int, default=1,
+                    help="rounds of self-training in the cells with unlabeled images")
     ap.add_argument("--accelerator", default="cpu")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -317,7 +321,7 @@ def main() -> None:
     sizes = SMOKE_SIZES if args.smoke else SIZES
     pairs = [(p.split(":")[0], p.split(":")[1]) for p in args.pairs.split(",")]
     _data(out, {s for p in pairs for s in p}, sizes, args.smoke)
-    cfg = _recipe(args.smoke, args.accelerator)
+    cfg = {**_recipe(args.smoke, args.accelerator), "unlabeled_rounds": args.unlabeled_rounds}
     source_budget = None if args.smoke else _time_budget(args.source_budget)
     sources = {src: _source(out, src, sizes, cfg, source_budget)
                for src in sorted({p[0] for p in pairs})}
@@ -336,6 +340,7 @@ def main() -> None:
         "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()} CPU ({torch.get_num_threads()} threads)",
         "source_budget": args.source_budget, "budget_s": args.budget, "smoke": args.smoke,
+        "unlabeled_rounds": args.unlabeled_rounds,
         "n_test": args.test_images or sizes["test"], "select_note": note, "rows": []}
     for cell in grid:
         print(f"[adapt] {cell.key}", flush=True)

@@ -154,6 +154,10 @@ def _add_unlabeled_option(p: argparse.ArgumentParser) -> None:
                         "fine-tuned on DATA if given, labels them; predictions that pass QC "
                         "and agree with the mirrored image's become training targets "
                         "(RUN/pseudo_labels/report.json). DATA may then be left out")
+    p.add_argument("--unlabeled-rounds", type=int_at_least(1), default=1, metavar="N",
+                   help="rounds of self-training with --unlabeled: each round's student "
+                        "labels the images again for the next; the budget is shared "
+                        "(default 1)")
 
 
 def _check_unlabeled_args(args: argparse.Namespace) -> None:
@@ -161,6 +165,9 @@ def _check_unlabeled_args(args: argparse.Namespace) -> None:
     if args.unlabeled is not None and args.init_from is None:
         raise ValueError("--unlabeled needs --init-from PIPELINE: the source pipeline labels "
                          "the unlabeled images")
+    if args.unlabeled_rounds != 1 and args.unlabeled is None:
+        raise ValueError("--unlabeled-rounds needs --unlabeled DIR_OR_LIST (the images the "
+                         "rounds label)")
     if args.data is None and args.unlabeled is None:
         raise ValueError("train needs DATA (a dataset folder), or --init-from PIPELINE "
                          "--unlabeled DIR to adapt from unlabeled images alone")
@@ -507,7 +514,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         landmark_epochs=args.landmark_epochs,
         detector_epochs=args.detector_epochs, refiner_epochs=args.refiner_epochs,
         batch_size=args.batch_size, weights_path=args.weights, init_from=args.init_from,
-        unlabeled=args.unlabeled,
+        unlabeled=args.unlabeled, unlabeled_rounds=args.unlabeled_rounds,
         lr=args.lr, num_workers=args.workers, seed=args.seed,
         stages=stages, val_dir=args.val, time_budget_s=budget or {}, masks=args.masks,
         **network,

@@ -169,6 +169,9 @@ class TrainConfig:
     #: (:func:`~spinelandmarks.adaptation.self_training.train_with_unlabeled`,
     #: ``docs/new-source.md``); the annotated data may then be empty.
     unlabeled: str | None = None
+    #: Rounds of self-training with ``unlabeled``: each round's student labels the archive
+    #: again as the next round's teacher; the student budget is shared between the rounds.
+    unlabeled_rounds: int = 1
 
 
 class StageProgressBar(TQDMProgressBar):
@@ -394,9 +397,11 @@ def train_pipeline(data_dir: str | os.PathLike[str] | None, run_dir: str | os.Pa
     """
     cfg = cfg or TrainConfig()
     if cfg.unlabeled is not None:  # imported here: self-training builds on this module
-        from .adaptation.self_training import train_with_unlabeled
+        from .adaptation.self_training import SelfTrainingConfig, train_with_unlabeled
 
-        return train_with_unlabeled(data_dir, run_dir, cfg, overwrite=overwrite)
+        return train_with_unlabeled(data_dir, run_dir, cfg,
+                                    SelfTrainingConfig(rounds=cfg.unlabeled_rounds),
+                                    overwrite=overwrite)
     if data_dir is None:
         raise ValueError("train_pipeline needs a dataset, or cfg.unlabeled (and cfg.init_from) "
                          "to adapt from unlabeled images alone")

@@ -179,6 +179,8 @@ def test_config_rejects_bad_values() -> None:
         SelfTrainingConfig(annotated_repeats=0)
     with pytest.raises(ValueError, match=r"teacher_share must be in \(0, 1\)"):
         SelfTrainingConfig(teacher_share=1.0)
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        SelfTrainingConfig(rounds=0)
 
 
 def test_train_unlabeled_refuses_without_init_from_or_data(tmp_path: Path,
@@ -188,6 +190,9 @@ def test_train_unlabeled_refuses_without_init_from_or_data(tmp_path: Path,
     assert "train needs DATA" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "r"), "--unlabeled", str(tmp_path)]) == 2
     assert "--unlabeled needs --init-from PIPELINE" in capsys.readouterr().err
+    assert main(["train", str(tmp_path), "--out", str(tmp_path / "r"),
+                 "--unlabeled-rounds", "2"]) == 2
+    assert "--unlabeled-rounds needs --unlabeled" in capsys.readouterr().err
 
 
 #: One epoch of the landmark model alone (a pipeline needs no detector or refiner): every
@@ -270,3 +275,16 @@ def test_train_unlabeled_without_annotated_images(source: tuple[Path, Path, Path
         student = json.loads((run / "pipeline" / "pipeline.json").read_text())
         assert student["qc_thresholds"] == teacher  # not fitted on pseudo-labels
         assert len(read_coco(run / "adapt_data" / "annotations.json", S)) == 4
+    # two rounds: the first round's student labels the archive again for the second
+    run = tmp_path / "rounds"
+    assert main(["train", "--out", str(run), "--init-from", str(pipeline), "--unlabeled",
+                 str(archive), "--unlabeled-rounds", "2", *TINY]) == 0
+    assert (run / "round1" / "pipeline" / "pipeline.json").is_file()
+    assert json.loads((run / "pseudo_labels_round2" / "report.json").read_text())["kept"] == 4
+    adaptation = json.loads((run / "adaptation.json").read_text())
+    assert adaptation["teacher"] == str(run / "round1" / "pipeline")
+    assert json.loads((run / "config.json").read_text())["init_from"] == \
+        str(run / "round1" / "pipeline")
+    teacher = json.loads((pipeline / "pipeline.json").read_text())["qc_thresholds"]
+    for student in (run / "round1" / "pipeline", run / "pipeline"):
+        assert json.loads((student / "pipeline.json").read_text())["qc_thresholds"] == teacher

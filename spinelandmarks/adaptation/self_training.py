@@ -84,6 +84,10 @@ class SelfTrainingConfig:
         disagreement with step 2 says little about the step-2 points that become the targets;
         on the A -> B benchmark it flagged 47 of 50 test images, and the images it alone
         flagged were all right (benchmarks/notes/adapt.md).
+    rounds : int
+        Rounds of pseudo-labelling and training (>= 1). From the second on, the previous
+        round's student is the teacher (it has seen the new source, so more of its
+        predictions pass); the student budget is shared equally between the rounds.
     """
 
     flip_tolerance: float = 0.01
@@ -91,12 +95,15 @@ class SelfTrainingConfig:
     teacher_share: float = 0.5
     batch_size: int = 4
     ignored_flags: tuple[str, ...] = ("steps_disagree",)
+    rounds: int = 1
 
     def __post_init__(self) -> None:
         if not self.flip_tolerance > 0:
             raise ValueError(f"flip_tolerance must be positive, got {self.flip_tolerance}")
         if self.annotated_repeats < 1:
             raise ValueError(f"annotated_repeats must be >= 1, got {self.annotated_repeats}")
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if not 0.0 < self.teacher_share < 1.0:
             raise ValueError(f"teacher_share must be in (0, 1), got {self.teacher_share}")
         unknown = sorted(set(self.ignored_flags) - {*LEVEL_FLAGS, *IMAGE_FLAGS})
@@ -381,39 +388,54 @@ def train_with_unlabeled(data_dir: str | os.PathLike[str] | None,
     paths = _without_annotated(unlabeled_paths(cfg.unlabeled), data_dir)
     inner = dataclasses.replace(cfg, unlabeled=None)
     teacher_dir = _teacher(data_dir if n_annotated else None, run, inner, st, overwrite)
+    source = SpineLandmarkPipeline.load(teacher_dir)  # its QC settings are the students'
+    annotated = Path(data_dir) if data_dir is not None and n_annotated else None
+    budget = _share(cfg.time_budget_s, (1 - st.teacher_share if n_annotated else 1.0) / st.rounds)
+    for r in range(1, st.rounds + 1):
+        out_dir = run if r == st.rounds else run / f"round{r}"
+        suffix = "" if r == 1 else f"_round{r}"
+        teacher_dir = _round(dataclasses.replace(inner, time_budget_s=budget), st, annotated,
+                             n_annotated, paths, teacher_dir, run / f"pseudo_labels{suffix}",
+                             out_dir, overwrite)
+        if not (cfg.calibrate_qc and cfg.val_dir):  # thresholds fitted on real labels only
+            pipe = SpineLandmarkPipeline.load(teacher_dir)
+            pipe.options = dataclasses.replace(
+                pipe.options, qc_thresholds=source.options.qc_thresholds,
+                fracture_screen_loss=source.options.fracture_screen_loss)
+            pipe.save(teacher_dir)
+    return teacher_dir
+
+
+def _round(cfg: TrainConfig, st: SelfTrainingConfig, annotated: Path | None, n_annotated: int,
+           paths: list[Path], teacher_dir: Path, pseudo: Path, out_dir: Path, overwrite: bool
+           ) -> Path:
+    """One round: ``teacher_dir`` labels ``paths`` (``pseudo``; kept when it exists, so a run
+    resumes), and a student fine-tuned from it on those and the annotated images is written to
+    ``out_dir``; returns the student's pipeline directory."""
     teacher = SpineLandmarkPipeline.load(teacher_dir)
-    pseudo = run / "pseudo_labels"
-    if not (pseudo / "report.json").is_file():  # a resumed run keeps its pseudo-labels
+    if not (pseudo / "report.json").is_file():
         _log.info("pseudo-labelling %d unlabeled images with %s", len(paths), teacher_dir)
         write_pseudo_dataset(pseudo_label(teacher, paths, st), teacher.schema, pseudo)
     report = json.loads((pseudo / "report.json").read_text())
     if not report["kept"] and not n_annotated:
         raise ValueError(f"no pseudo-label of the {report['images']} unlabeled images passed "
                          f"QC and the view check ({report['dropped']}; {pseudo}/report.json): "
-                         "the source pipeline does not fit this archive well enough to learn "
+                         f"{teacher_dir} does not fit this archive well enough to learn "
                          "from it alone; annotate a few images (spinelandmarks select) and "
                          "pass them as DATA")
-    annotated = Path(data_dir) if data_dir is not None and n_annotated else None
-    data = mixed_dataset(annotated, pseudo, run / "adapt_data",
-                         teacher.schema, st.annotated_repeats)
+    data = mixed_dataset(annotated, pseudo, out_dir / "adapt_data", teacher.schema,
+                         st.annotated_repeats)
     validation = ("the given validation set" if cfg.val_dir else
                   "a split of the annotated and pseudo-labelled images" if n_annotated else
                   "a split of the pseudo-labelled images only (no annotated image)")
-    student_cfg = dataclasses.replace(
-        inner, init_from=str(teacher_dir), calibrate_qc=cfg.calibrate_qc and bool(cfg.val_dir),
-        time_budget_s=_share(cfg.time_budget_s, 1 - st.teacher_share if n_annotated else 1.0))
-    atomic_write_text(run / "adaptation.json", json.dumps(
-        {"source": str(cfg.init_from), "teacher": str(teacher_dir), "annotated": n_annotated,
-         "unlabeled": len(paths), "pseudo_labels_kept": report["kept"],
+    student_cfg = dataclasses.replace(cfg, init_from=str(teacher_dir),
+                                      calibrate_qc=cfg.calibrate_qc and bool(cfg.val_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "adaptation.json", json.dumps(
+        {"teacher": str(teacher_dir), "annotated": n_annotated, "unlabeled": len(paths),
+         "pseudo_labels": str(pseudo), "pseudo_labels_kept": report["kept"],
          "pseudo_labels_dropped": report["dropped"], "validation": validation,
          "settings": dataclasses.asdict(st)}, indent=1) + "\n")
     _log.info("%d of %d pseudo-labels kept (dropped: %s); validation on %s", report["kept"],
               report["images"], report["dropped"], validation)
-    out = train_pipeline(data, run, student_cfg, overwrite=overwrite)
-    if not student_cfg.calibrate_qc:  # thresholds fitted on real labels, not pseudo-labels
-        pipe = SpineLandmarkPipeline.load(out)
-        pipe.options = dataclasses.replace(
-            pipe.options, qc_thresholds=teacher.options.qc_thresholds,
-            fracture_screen_loss=teacher.options.fracture_screen_loss)
-        pipe.save(out)
-    return out
+    return train_pipeline(data, out_dir, student_cfg, overwrite=overwrite)
