@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -541,7 +542,18 @@ def test_predict_two_processes_merge_to_the_single_process_outputs(
     _, test, run = trained
     files = sorted((test / "images").iterdir())
     kw = dict(accelerator="cpu", batch_size=1, progress=False, overlays=False, tta=False)
-    predict_files(run, files, tmp_path / "one", **kw)  # type: ignore[arg-type]
+    # The threads each of the two processes gets (Lightning shares the cores out, unless
+    # OMP_NUM_THREADS is set): float sums in the convolutions then run in the same order, and
+    # the files are byte-identical.
+    from lightning.fabric.utilities.distributed import _suggested_max_num_threads
+
+    threads = torch.get_num_threads()
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(_suggested_max_num_threads(2))
+    try:
+        predict_files(run, files, tmp_path / "one", **kw)  # type: ignore[arg-type]
+    finally:
+        torch.set_num_threads(threads)
     # Two CPU processes (gloo): each writes its shard; rank 0 merges them in input order.
     predict_files(run, files, tmp_path / "two", devices=2, strategy="ddp_spawn",
                   **kw)  # type: ignore[arg-type]
