@@ -37,7 +37,8 @@ def main() -> None:
     ap.add_argument("--target", default="B")
     args = ap.parse_args()
     bench, cell, out = Path(args.bench), Path(args.cell), Path(args.out)
-    cfg = TrainConfig(**_recipe(False, "cpu"), time_budget_s=split_time_budget(args.budget),
+    recipe = {**_recipe(False, "cpu"), "time_budget_s": split_time_budget(args.budget)}
+    cfg = TrainConfig(**recipe,
                       init_from=str(bench / "source" / args.source / "run" / "pipeline"),
                       unlabeled=str(cell / "unlabeled.txt"),
                       val_dir=str(bench / "data" / args.target / "val"))
