@@ -268,13 +268,20 @@ def implausible_angles(parameters: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def _step_differences(parameters: Mapping[str, Tensor], parameters_step1: Mapping[str, Tensor]
+                      ) -> dict[str, Tensor]:
+    """Per parameter measured from both steps' points: (B,) wrapped absolute difference in
+    degrees between step 2 and step 1 (NaN where either is NaN)."""
+    return {k: wrap_angle(v.double() - parameters_step1[k].double().to(v.device)).abs()
+            for k, v in parameters.items() if k in parameters_step1}
+
+
 def steps_disagreement(parameters: Mapping[str, Tensor], parameters_step1: Mapping[str, Tensor]
                        ) -> Tensor:
     """(B,) largest absolute difference in degrees between a parameter from the step-2 and
     from the step-1 points (wrapped; over the parameters in both, of which there must be one;
     NaN where none is measurable)."""
-    diffs = [wrap_angle(v.double() - parameters_step1[k].double().to(v.device)).abs()
-             for k, v in parameters.items() if k in parameters_step1]
+    diffs = list(_step_differences(parameters, parameters_step1).values())
     if not diffs:
         raise ValueError("no parameter is measured from both steps' points")
     return torch.stack(diffs, -1).nan_to_num(nan=-math.inf).amax(-1).nan_to_num(
@@ -286,12 +293,8 @@ def disagreeing_parameters(parameters: Mapping[str, Tensor],
                            ) -> dict[str, Tensor]:
     """Per parameter present in both: (B,) bool, step 1 and step 2 differ by more than
     ``max_deg`` degrees (wrapped difference; NaN on either side is not flagged)."""
-    out = {}
-    for name, v in parameters.items():
-        if name in parameters_step1:
-            d = wrap_angle(v.double() - parameters_step1[name].double().to(v.device)).abs()
-            out[name] = torch.isfinite(d) & (d > max_deg)
-    return out
+    return {name: torch.isfinite(d) & (d > max_deg)
+            for name, d in _step_differences(parameters, parameters_step1).items()}
 
 
 def quality_flags(points: Tensor, points_step1: Tensor, point_scores: Tensor,

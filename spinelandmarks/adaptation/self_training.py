@@ -388,31 +388,32 @@ def train_with_unlabeled(data_dir: str | os.PathLike[str] | None,
     paths = _without_annotated(unlabeled_paths(cfg.unlabeled), data_dir)
     inner = dataclasses.replace(cfg, unlabeled=None)
     teacher_dir = _teacher(data_dir if n_annotated else None, run, inner, st, overwrite)
-    source = SpineLandmarkPipeline.load(teacher_dir)  # its QC settings are the students'
+    teacher = source = SpineLandmarkPipeline.load(teacher_dir)  # its QC settings: the students'
     annotated = Path(data_dir) if data_dir is not None and n_annotated else None
     budget = _share(cfg.time_budget_s, (1 - st.teacher_share if n_annotated else 1.0) / st.rounds)
+    keep_source_qc = not (cfg.calibrate_qc and cfg.val_dir)  # fitted on real labels only
     for r in range(1, st.rounds + 1):
         out_dir = run if r == st.rounds else run / f"round{r}"
         suffix = "" if r == 1 else f"_round{r}"
         teacher_dir = _round(dataclasses.replace(inner, time_budget_s=budget), st, annotated,
-                             n_annotated, paths, teacher_dir, run / f"pseudo_labels{suffix}",
-                             out_dir, overwrite)
-        if not (cfg.calibrate_qc and cfg.val_dir):  # thresholds fitted on real labels only
-            pipe = SpineLandmarkPipeline.load(teacher_dir)
-            pipe.options = dataclasses.replace(
-                pipe.options, qc_thresholds=source.options.qc_thresholds,
+                             n_annotated, paths, teacher, teacher_dir,
+                             run / f"pseudo_labels{suffix}", out_dir, overwrite)
+        if keep_source_qc or r < st.rounds:  # the student, as the next teacher or to amend
+            teacher = SpineLandmarkPipeline.load(teacher_dir)
+        if keep_source_qc:
+            teacher.options = dataclasses.replace(
+                teacher.options, qc_thresholds=source.options.qc_thresholds,
                 fracture_screen_loss=source.options.fracture_screen_loss)
-            pipe.save(teacher_dir)
+            teacher.save(teacher_dir)
     return teacher_dir
 
 
 def _round(cfg: TrainConfig, st: SelfTrainingConfig, annotated: Path | None, n_annotated: int,
-           paths: list[Path], teacher_dir: Path, pseudo: Path, out_dir: Path, overwrite: bool
-           ) -> Path:
-    """One round: ``teacher_dir`` labels ``paths`` (``pseudo``; kept when it exists, so a run
-    resumes), and a student fine-tuned from it on those and the annotated images is written to
-    ``out_dir``; returns the student's pipeline directory."""
-    teacher = SpineLandmarkPipeline.load(teacher_dir)
+           paths: list[Path], teacher: SpineLandmarkPipeline, teacher_dir: Path, pseudo: Path,
+           out_dir: Path, overwrite: bool) -> Path:
+    """One round: ``teacher`` (saved in ``teacher_dir``) labels ``paths`` (``pseudo``; kept
+    when it exists, so a run resumes), and a student fine-tuned from it on those and the
+    annotated images is written to ``out_dir``; returns the student's pipeline directory."""
     if not (pseudo / "report.json").is_file():
         _log.info("pseudo-labelling %d unlabeled images with %s", len(paths), teacher_dir)
         write_pseudo_dataset(pseudo_label(teacher, paths, st), teacher.schema, pseudo)
