@@ -5,14 +5,21 @@ Usage: python benchmarks/speed.py [--device cpu|cuda] [--precision 32|bf16-mixed
                                   [--no-tta] [--channels-last] [--compile]
                                   [--backend torch onnxruntime] [--flops]
 
-Builds the pipeline at its default sizes (ResNet-18 everywhere, 512x384 input, 128x128 crops;
-weights do not change the cost, so they are random), writes one 16-bit PNG radiograph of
+Builds the pipeline at its default sizes (ResNet-18 everywhere, 512x384 input, 128x128 crops,
+the detector head ``train`` picks for the device) with random weights, writes one 16-bit PNG
+radiograph of
 ``--size`` and reports latency per radiograph with and without decoding, per batch size and
 backend (several backends are timed in alternation, the median of ``--repeats`` each).
 ``--flops`` also counts the floating-point operations of one radiograph
 (``torch.utils.flop_counter.FlopCounterMode``, eager, batch 1), measures the machine's float32
 matmul rate (2048x2048 ``torch.mm`` on the same threads) and prints the fraction of that
 limit each backend reaches.
+
+Random weights cost what trained ones do per network pass, but they move every level off its
+crop, so re-cropping and column repair would refine each level again (three to four refiner
+passes instead of one). A trained pipeline on films like its training images refines each
+level once (``benchmarks/probes/tta_views.py`` counts the crops), so both steps are off by
+default; ``--every-level-again`` keeps them on: the worst case.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import numpy as np
 import torch
 
 from spinelandmarks.data.io import read_image, write_png16
-from spinelandmarks.demo import CPU_DETECTOR
+from spinelandmarks.defaults import DETECTOR_HEADS, detector_head
 from spinelandmarks.inference import SpineLandmarkPipeline
 from spinelandmarks.models import CropRefiner, LandmarkModel
 from spinelandmarks.models.detector import VertebraDetector
@@ -57,6 +64,20 @@ def flops_per_radiograph(pipe: SpineLandmarkPipeline, image: np.ndarray) -> floa
     return float(counter.get_total_flops())
 
 
+def count_crops(pipe: SpineLandmarkPipeline) -> list[int]:
+    """Wrap the eager refiner's ``predict_points``: ``[n]``, the crops it was given since (the
+    FLOP count is the first prediction, so ``n`` is then one radiograph's)."""
+    seen = [0]
+    inner = pipe.refiner.predict_points  # type: ignore[union-attr]
+
+    def counted(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen[0] += x.shape[0]
+        return inner(x)
+
+    object.__setattr__(pipe.refiner, "predict_points", counted)
+    return seen
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -65,8 +86,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-detector", action="store_true")
-    ap.add_argument("--small-detector", action="store_true",
-                    help="the CPU detector head of `train --small-detector` (demo.CPU_DETECTOR)")
+    ap.add_argument("--detector-head", choices=sorted(DETECTOR_HEADS), default=None,
+                    help="default: the head `train` picks for the device (small on CPU)")
+    ap.add_argument("--small-detector", action="store_const", const="small",
+                    dest="detector_head", help="the same as --detector-head small")
+    ap.add_argument("--every-level-again", action="store_true",
+                    help="keep re-cropping and column repair on: with random weights they "
+                         "refine every level again (the worst case)")
     ap.add_argument("--no-tta", action="store_true",
                     help="one step-2 crop per vertebra instead of the six TTA views")
     ap.add_argument("--channels-last", action="store_true")
@@ -78,11 +104,15 @@ def main() -> None:
     h, w = (int(v) for v in args.size.split("x"))
 
     torch.manual_seed(0)
+    head = args.detector_head or detector_head(args.device == "cuda")
+    again = args.every_level_again
     pipe = SpineLandmarkPipeline(LandmarkModel(), CropRefiner(),
                                  None if args.no_detector else VertebraDetector(
-                                     **(CPU_DETECTOR if args.small_detector else {})),
-                                 tta=not args.no_tta, channels_last=args.channels_last,
+                                     **DETECTOR_HEADS[head]),
+                                 tta=not args.no_tta, recrop=again, column_repair=again,
+                                 channels_last=args.channels_last,
                                  compile=args.compile).to(args.device)
+    crops = count_crops(pipe)
     image, _ = generate_phantom(0, PhantomConfig(long_side=max(h, w), aspect=w / h))
     image = np.ascontiguousarray(image[:h, :w])
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,8 +123,8 @@ def main() -> None:
             read_image(path)
         decode = (time.perf_counter() - t0) / args.repeats
         print(f"device={args.device} precision={args.precision} threads={torch.get_num_threads()} "
-              f"input={h}x{w} detector={not args.no_detector} small={args.small_detector} "
-              f"tta={not args.no_tta} "
+              f"input={h}x{w} detector={'none' if args.no_detector else head} "
+              f"tta={not args.no_tta} every_level_again={again} "
               f"channels_last={args.channels_last} compile={args.compile} torch={torch.__version__} "
               f"cpu={platform.processor() or platform.machine()}")
         print(f"decode 16-bit PNG: {decode * 1e3:.0f} ms/radiograph")
@@ -106,8 +136,9 @@ def main() -> None:
         flops = rate = None
         if args.flops:
             flops, rate = flops_per_radiograph(pipe, image), matmul_rate()
-            print(f"{flops / 1e9:.1f} GFLOP per radiograph; matmul rate {rate / 1e9:.1f} "
-                  f"GFLOP/s (float32, {torch.get_num_threads()} threads)")
+            print(f"{flops / 1e9:.1f} GFLOP per radiograph ({crops[0]} refiner crops); "
+                  f"matmul rate {rate / 1e9:.1f} GFLOP/s (float32, "
+                  f"{torch.get_num_threads()} threads)")
         for b in args.batch:
             batch = [image] * b
             times: dict[str, list[float]] = {k: [] for k in args.backend}

@@ -36,7 +36,14 @@ from ._cli_values import (
 )
 from ._output import configure_output
 from ._version import __version__
-from .defaults import BUDGET_SHARES, CROP_SIZE, INPUT_SIZE, OVERLAY_MAX_SIDE
+from .defaults import (
+    BUDGET_SHARES,
+    CROP_SIZE,
+    DETECTOR_HEADS,
+    INPUT_SIZE,
+    OVERLAY_MAX_SIDE,
+    detector_head,
+)
 
 if TYPE_CHECKING:
     from .training import TrainConfig
@@ -233,9 +240,12 @@ def _verb_train(sub: Any) -> None:
                    help="DataLoader processes (0: the main process)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, sampling and "
                                                         "initialization")
-    p.add_argument("--small-detector", action="store_true",
-                   help="a lighter Faster R-CNN head (64-channel FPN, 256-wide box head): "
-                        "much faster on CPU")
+    p.add_argument("--detector-head", choices=sorted(DETECTOR_HEADS), default=None,
+                   help="Faster R-CNN head: small (64-channel FPN, 256-wide box head) or "
+                        "full (torchvision's); default: small when training on CPU, full on "
+                        "a GPU, the source's with --init-from")
+    p.add_argument("--small-detector", action="store_const", const="small",
+                   dest="detector_head", help="the same as --detector-head small")
     _add_schema_option(p)
     p.add_argument("--overwrite", action="store_true",
                    help="OUT holds a run trained from other data or settings: clear it and "
@@ -297,8 +307,9 @@ def _add_overlay_options(p: argparse.ArgumentParser) -> None:
 
 def _add_backend_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
-                   help="inference backend of the landmark model and refiner: onnxruntime "
-                        "runs them on the CPU with ONNX Runtime (pip install "
+                   help="inference backend of the networks: onnxruntime runs the "
+                        "landmark model, the refiner and the detector's backbone on the CPU "
+                        "with ONNX Runtime, the fastest on a CPU (pip install "
                         "'spinelandmarks[onnxruntime]'; exported once per pipeline) "
                         "(default: torch)")
 
@@ -334,7 +345,7 @@ def _verb_predict(sub: Any) -> None:
                         "predictions there (without this such a folder is refused; rerunning "
                         "on the same inputs replaces them)")
     p.add_argument("--no-tta", action="store_true",
-                   help="refine each vertebra in one crop instead of averaging six views "
+                   help="refine each vertebra in one crop instead of averaging four views "
                         "(faster, less accurate)")
 
 
@@ -494,7 +505,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .defaults import CPU_DETECTOR
     from .schema import resolve_schema
     from .training import TrainConfig, split_time_budget, train_pipeline
 
@@ -506,7 +516,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     budget = args.time_budget
     if isinstance(budget, float):
         budget = split_time_budget(budget, stages)
-    network = _network_options(args, CPU_DETECTOR)
+    network = _network_options(args)
     cfg = TrainConfig(
         accelerator=args.accelerator, devices=_devices(args.devices),
         num_nodes=args.num_nodes, strategy=args.strategy,
@@ -540,14 +550,17 @@ def _check_init_from(source: str | None) -> None:
                          "or in its pipeline/ folder); give RUN/pipeline of a finished run")
 
 
-def _network_options(args: argparse.Namespace, small_detector: dict[str, Any]
-                     ) -> dict[str, Any]:
+def _network_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``TrainConfig`` fields that shape the networks, for the options given (the others
-    keep the defaults, or come from ``--init-from``)."""
+    keep the defaults, or come from ``--init-from``; the detector head defaults to the
+    accelerator's, :func:`~spinelandmarks.defaults.detector_head`)."""
+    head = args.detector_head
+    if head is None and args.init_from is None:
+        head = detector_head(_accelerator_device(args.accelerator) == "cuda")
     given = {"schema": args.schema, "image_size": args.image_size,
              "crop_size": args.crop_size, "backbone": args.backbone,
              "detector_backbone": args.detector_backbone,
-             "detector_kwargs": dict(small_detector) if args.small_detector else None}
+             "detector_kwargs": None if head is None else dict(DETECTOR_HEADS[head])}
     return {k: v for k, v in given.items() if v is not None}
 
 

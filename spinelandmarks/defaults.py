@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 __all__ = ["BUDGET_SHARES", "CPU_BUDGET_S", "CPU_DETECTOR", "CROP_SCALE", "CROP_SIZE",
-           "GPU_BUDGET_S", "INPUT_SIZE"]
+           "DETECTOR_HEADS", "GPU_BUDGET_S", "INPUT_SIZE", "detector_head"]
 
 #: Input ``(H, W)`` of the detector and the step-1 landmark model (``spinelandmarks train``).
 INPUT_SIZE: Final[tuple[int, int]] = (512, 384)
@@ -44,12 +44,22 @@ BUDGET_SHARES: Final[dict[str, float]] = {
     stage: seconds / sum(CPU_BUDGET_S.values()) for stage, seconds in CPU_BUDGET_S.items()}
 
 #: Keyword arguments of :class:`~spinelandmarks.models.VertebraDetector` for a smaller
-#: Faster R-CNN head on CPU (torchvision's defaults cost seconds per step there; the demo, the
-#: CPU benchmark and ``train --small-detector``). Copy it before changing it.
+#: Faster R-CNN head on CPU (torchvision's defaults cost seconds per training step there and
+#: 3.6x the inference FLOPs; ``train --detector-head small``, the default of ``train`` and the
+#: demo on CPU). Copy it before changing it.
 CPU_DETECTOR: Final[dict[str, Any]] = {
     "fpn_channels": 64, "representation_size": 256, "proposals_train": 300,
     "proposals_test": 100, "box_batch_size_per_image": 64,
     "anchor_sizes": (16, 32, 64, 128, 256)}
+
+#: ``train --detector-head``: the keyword arguments of each named detector head.
+DETECTOR_HEADS: Final[dict[str, dict[str, Any]]] = {"small": CPU_DETECTOR, "full": {}}
+
+
+def detector_head(gpu: bool) -> str:
+    """The detector head trained by default: ``"full"`` (torchvision's) on a GPU, ``"small"``
+    (:data:`CPU_DETECTOR`) on a CPU, where the full head's cost is not repaid."""
+    return "full" if gpu else "small"
 
 #: Long side of the overlay images ``predict`` writes, in pixels (smaller radiographs keep
 #: their size; ``--overlay-size 0``: full resolution).

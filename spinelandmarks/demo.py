@@ -18,6 +18,7 @@ import torch
 from .data.annotations import ImageRecord, read_coco
 from .defaults import CPU_BUDGET_S as CPU_BUDGET_S  # re-exported: demo.CPU_BUDGET_S
 from .defaults import CPU_DETECTOR as CPU_DETECTOR
+from .defaults import DETECTOR_HEADS, detector_head
 from .defaults import GPU_BUDGET_S as GPU_BUDGET_S
 from .evaluation import evaluate
 from .evaluation.report import summary_table, write_report
@@ -103,7 +104,7 @@ def run_demo(out: str | Path = "demo_out", *, num_train: int = 160, num_test: in
         detector_backbone="resnet18" if gpu else "resnet_lite",
         lr=2e-3, num_workers=2, seed=seed,
         time_budget_s={} if max_epochs else dict(budget), progress=True,
-        detector_kwargs={} if gpu else dict(CPU_DETECTOR))
+        detector_kwargs=dict(DETECTOR_HEADS[detector_head(gpu)]))
     print(f"[2/4] training detector, landmark model and refiner "
           f"({'GPU' if gpu else 'CPU'}, {cfg.backbone}, input {cfg.image_size[0]}x"
           f"{cfg.image_size[1]}, crops {cfg.crop_size[0]}x{cfg.crop_size[1]})")

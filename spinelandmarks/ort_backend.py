@@ -1,4 +1,4 @@
-"""ONNX Runtime inference for the pipeline's landmark model and refiner (CPU).
+"""ONNX Runtime inference for the pipeline's networks (CPU).
 
 :func:`use_onnxruntime` exports each network (:meth:`~spinelandmarks.models.LandmarkModel.export`,
 ONNX with a dynamic batch) once per weights, input size and torch version into a cache folder,
@@ -6,8 +6,9 @@ opens it in an ``onnxruntime.InferenceSession`` and routes the network's
 :meth:`~spinelandmarks.models.LandmarkModel.predict_points` through it; everything around the
 networks (letterbox, crops, the test-time views, DSNT decoding, levels, QC) stays as it is, so
 the coordinates equal the eager backend's up to float rounding. The refiner receives all the
-crops of a batch, every test-time view included, in one call. The detector and a refiner with
-a mask head stay eager.
+crops of a batch, every test-time view included, in one call. Of the detector, the backbone
+and its feature pyramid (nearly all of its arithmetic) run in ONNX Runtime; the region
+proposals, box head and level assignment stay eager, as does a refiner with a mask head.
 """
 
 from __future__ import annotations
@@ -15,19 +16,21 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ._atomic import atomic_write
+from .models.detector import VertebraDetector
 from .models.landmark import LandmarkModel
 
 if TYPE_CHECKING:
     from .inference import SpineLandmarkPipeline
 
-__all__ = ["BACKENDS", "OrtNetwork", "onnx_cache_dir", "use_onnxruntime"]
+__all__ = ["BACKENDS", "OrtFeatures", "OrtNetwork", "onnx_cache_dir", "use_onnxruntime"]
 
 #: Inference backends of :meth:`SpineLandmarkPipeline.load` and ``predict --backend``.
 BACKENDS = ("torch", "onnxruntime")
@@ -69,6 +72,9 @@ class OrtNetwork:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # idle workers sleep instead of spinning: the eager steps between two sessions' runs
+        # (crops, proposals, level rules) use the same cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
@@ -81,21 +87,95 @@ class OrtNetwork:
                 torch.from_numpy(heatmaps).to(images.device))
 
 
+class OrtFeatures:
+    """The detector's backbone and feature pyramid run by ONNX Runtime on the CPU: the
+    ``forward`` of torchvision's ``FasterRCNN.backbone``.
+
+    Parameters
+    ----------
+    path : Path
+        ONNX file of :func:`_export_features` (input ``images``, one output per map).
+    names : sequence of str
+        Names of the feature maps, in the order of the outputs (``"0"`` ... ``"pool"``).
+    threads : int, optional
+        As for :class:`OrtNetwork`.
+    """
+
+    def __init__(self, path: Path, names: list[str], threads: int | None = None) -> None:
+        self.network = OrtNetwork(path, threads)
+        self.names = list(names)
+
+    def __call__(self, images: Tensor) -> OrderedDict[str, Tensor]:
+        """(B, 3, H, W) normalized, padded images -> the feature maps by name, float32."""
+        x = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        maps = self.network.session.run(self.names, {"images": x})
+        return OrderedDict((n, torch.from_numpy(m).to(images.device))
+                           for n, m in zip(self.names, maps, strict=True))
+
+
+class _FeatureTuple(nn.Module):
+    """A feature extractor's ordered dict of maps as a tuple (what ONNX export takes)."""
+
+    def __init__(self, features: nn.Module) -> None:
+        super().__init__()
+        self.features = features
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        return tuple(self.features(x).values())
+
+
+def _export_features(detector: VertebraDetector, path: str | os.PathLike[str]) -> list[str]:
+    """Export the detector's backbone and FPN (eval mode, dynamic batch) to ``path``; return
+    the names of its maps."""
+    h, w = (int(v) for v in detector.hparams["input_size"])
+    example = torch.rand(1, 3, h, w)
+    features = detector.model.backbone
+    with torch.no_grad():
+        names = list(features(example).keys())
+        torch.onnx.export(_FeatureTuple(features).eval(), (example,), str(path),
+                          input_names=["images"], output_names=names,
+                          dynamic_axes={"images": {0: "batch"}}, verbose=False)
+    return names
+
+
+def _key(net: nn.Module, hparams: Any) -> str:
+    """Cache key of a network: its weights, class, settings and the torch version."""
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    return hashlib.sha256(buf.getvalue() + repr((type(net).__name__, dict(hparams),
+                                                 torch.__version__)).encode()).hexdigest()[:32]
+
+
 def _exported(model: LandmarkModel, cache_dir: Path) -> Path:
     """The ONNX file of ``model``'s network, exported on the first use of these weights."""
-    buf = io.BytesIO()
-    torch.save(model.network().state_dict(), buf)
-    key = hashlib.sha256(buf.getvalue() + repr((type(model).__name__, dict(model.hparams),
-                                                torch.__version__)).encode()).hexdigest()
-    path = cache_dir / f"{key[:32]}.onnx"
+    path = cache_dir / f"{_key(model.network(), model.hparams)}.onnx"
     if not path.is_file():
         atomic_write(path, lambda tmp: model.export(tmp, "onnx"))
     return path
 
 
+def _detector_features(detector: VertebraDetector, cache_dir: Path,
+                       threads: int | None) -> OrtFeatures:
+    """The detector's features in ONNX Runtime, exported on the first use of these weights."""
+    backbone = detector.model.backbone
+    path = cache_dir / f"{_key(backbone, detector.hparams)}.onnx"
+    with torch.no_grad():
+        h, w = (int(v) for v in detector.hparams["input_size"])
+        was_training = backbone.training
+        backbone.eval()
+        try:
+            names = list(backbone(torch.zeros(1, 3, h, w)).keys())
+            if not path.is_file():
+                atomic_write(path, lambda tmp: _export_features(detector, tmp))
+        finally:
+            backbone.train(was_training)
+    return OrtFeatures(path, names, threads)
+
+
 def use_onnxruntime(pipeline: SpineLandmarkPipeline, cache_dir: str | os.PathLike[str] | None
                     = None, threads: int | None = None) -> SpineLandmarkPipeline:
-    """Run ``pipeline``'s landmark model and refiner with ONNX Runtime from now on (in place).
+    """Run ``pipeline``'s networks with ONNX Runtime from now on (in place): the landmark
+    model, the refiner (not one with a mask head) and the detector's backbone and FPN.
 
     Parameters
     ----------
@@ -127,4 +207,9 @@ def use_onnxruntime(pipeline: SpineLandmarkPipeline, cache_dir: str | os.PathLik
                             f"subclasses), not {type(net).__name__}; use backend='torch'")
         # the hook of LandmarkModel.predict_points (a plain attribute, not a submodule)
         net.__dict__["_compiled"] = OrtNetwork(_exported(net, folder), threads)
+    if isinstance(pipeline.detector, VertebraDetector):
+        # an instance attribute ahead of the class's forward: the weights stay in the
+        # module tree, so the pipeline saves as before
+        backbone = pipeline.detector.model.backbone
+        backbone.__dict__["forward"] = _detector_features(pipeline.detector, folder, threads)
     return pipeline

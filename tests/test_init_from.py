@@ -131,3 +131,18 @@ def test_cli_corrected_rerun_takes_source_settings(source: Path, data: Path,
     # source's (the batch-norm running statistics, not weights, do move)
     for a, b in zip(tuned.parameters(), start.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("flags", "head"), [
+    (["--accelerator", "cpu"], SMALL),
+    (["--accelerator", "cpu", "--detector-head", "full"], {}),
+    (["--accelerator", "cpu", "--small-detector"], SMALL),
+    (["--accelerator", "cpu", "--init-from", "SRC"], None),  # the source's, not a default
+    (["--accelerator", "cpu", "--init-from", "SRC", "--detector-head", "full"], {}),
+])
+def test_cli_detector_head_default_follows_the_accelerator(flags: list[str],
+                                                           head: dict | None) -> None:
+    from spinelandmarks.cli import _network_options, build_parser
+
+    args = build_parser().parse_args(["train", "DATA", "--out", "OUT", *flags])
+    assert _network_options(args).get("detector_kwargs") == head

@@ -70,3 +70,36 @@ def test_onnxruntime_backend_equals_eager(saved: Path, tmp_path: Path,
 def test_unknown_backend_is_refused(saved: Path) -> None:
     with pytest.raises(ValueError, match="backend must be one of"):
         SpineLandmarkPipeline.load(saved, backend="tensorrt")
+
+
+def test_onnxruntime_detector_features_equal_eager(tmp_path: Path) -> None:
+    """The detector's backbone and FPN in ONNX Runtime: the same maps and detections as eager,
+    and the pipeline still saves the detector's weights."""
+    from spinelandmarks.defaults import CPU_DETECTOR
+    from spinelandmarks.models.detector import VertebraDetector
+    from spinelandmarks.ort_backend import OrtFeatures, use_onnxruntime
+
+    torch.manual_seed(0)
+    size = (128, 96)
+    detector = VertebraDetector(backbone="resnet_lite", input_size=size, **CPU_DETECTOR)
+    pipe = SpineLandmarkPipeline(LandmarkModel(backbone="resnet_lite", input_size=size),
+                                 detector=detector)
+    x = torch.rand(2, 3, *size)
+    images = torch.rand(2, 1, *size)
+    with torch.no_grad():
+        ref = detector.eval().model.backbone(x)
+    ref_det = detector.detect(images)
+    weights = {k: v.clone() for k, v in pipe.state_dict().items()}
+    use_onnxruntime(pipe, tmp_path / "onnx")
+    hook = detector.model.backbone.__dict__["forward"]
+    assert isinstance(hook, OrtFeatures) and hook.names == list(ref)
+    with torch.no_grad():
+        got = detector.model.backbone(x)
+    assert list(got) == list(ref)
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], atol=1e-4, rtol=1e-4)
+    for a, b in zip(ref_det, detector.detect(images), strict=True):
+        torch.testing.assert_close(b.scores, a.scores, atol=1e-4, rtol=0, equal_nan=True)
+        torch.testing.assert_close(b.boxes, a.boxes, atol=1e-2, rtol=0, equal_nan=True)
+    assert pipe.state_dict().keys() == weights.keys()  # saved as before
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 2  # landmark model and features

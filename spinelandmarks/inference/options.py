@@ -61,7 +61,7 @@ class PipelineOptions:
         :data:`~spinelandmarks.inference.RECROP_ANGLE_DEG`).
     tta : bool
         Step-2 test-time augmentation over
-        :data:`~spinelandmarks.inference.TTA_VIEWS` (six times the refiner's work; cost and
+        :data:`~spinelandmarks.inference.TTA_VIEWS` (four times the refiner's work; cost and
         gain in BENCHMARKS.md).
     masks : bool or None
         Paste the refiner's body masks back (needs a refiner trained with masks); ``None``:

@@ -40,9 +40,12 @@ RECROP_ANGLE_DEG = 10.0
 
 #: Step-2 test-time augmentation views, ``(crop side factor, mirrored left-right)``: the
 #: refiner is trained on both patient facings and on jittered crop sizes, so each view is an
-#: input it knows; the scales stay inside the training jitter.
+#: input it knows; the scales stay inside the training jitter. The plain crop first (its masks
+#: are the ones pasted back). Four views: the two more of the six used before 0.3 (0.94
+#: mirrored, 1.06 plain) cost half as much again and changed no figure measurably
+#: (``benchmarks/probes/tta_views.py``, BENCHMARKS.md).
 TTA_VIEWS: tuple[tuple[float, bool], ...] = (
-    (1.0, False), (1.0, True), (0.94, False), (0.94, True), (1.06, False), (1.06, True))
+    (1.0, False), (1.0, True), (0.94, False), (1.06, True))
 
 
 @dataclass(frozen=True)
