@@ -5,10 +5,12 @@ Usage: python benchmarks/archive.py throughput [--num 200] [--size 2560x2048] [-
        python benchmarks/archive.py memory [--counts 1000 10000]
        python benchmarks/archive.py kill [--num 300] [--tries 3]
 
-``throughput`` runs ``predict_files`` (the engine of ``spinelandmarks predict``) at the default
-sizes (ResNet-18 everywhere, 512x384 input, 128x128 crops, six-view TTA, overlays on; weights do
-not change the cost, so they are random) over ``--num`` 16-bit PNG radiographs, once per
-``--workers`` value, and reports images/s and the share of the time spent decoding.
+``throughput`` times, side by side in one run, the pipeline alone
+(``SpineLandmarkPipeline.predict`` on decoded radiographs, batch 1, the first 20 films) and
+``predict_files`` (the engine of ``spinelandmarks predict``, overlays on) over ``--num`` 16-bit
+PNG radiographs, once per ``--workers`` value, with the networks of ``benchmarks/speed.py``
+(default sizes, random weights, the steps a trained pipeline runs; ``--backend``), and reports
+seconds per radiograph, their ratio and the share of the time spent decoding.
 ``memory`` predicts 1,000 and 10,000 small radiographs with a tiny pipeline, each run in its own
 process, and reports the peak RSS. ``kill`` SIGKILLs a prediction at a random moment, resumes it
 and compares the final files with those of an uninterrupted run.
@@ -30,11 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from speed import default_pipeline  # benchmarks/speed.py: the same networks
 
 from spinelandmarks.data.io import read_image, write_png16
+from spinelandmarks.defaults import detector_head
 from spinelandmarks.inference import SpineLandmarkPipeline
 from spinelandmarks.models import CropRefiner, LandmarkModel
-from spinelandmarks.models.detector import VertebraDetector
 from spinelandmarks.phantoms import PhantomConfig, generate_phantom
 from spinelandmarks.predict import predict_files
 
@@ -56,9 +59,8 @@ def _films(folder: Path, num: int, h: int, w: int, unique: int = 10) -> list[Pat
     return files
 
 
-def _default_pipeline(folder: Path) -> Path:
-    torch.manual_seed(0)
-    return SpineLandmarkPipeline(LandmarkModel(), CropRefiner(), VertebraDetector()).save(folder)
+def _default_pipeline(folder: Path, accelerator: str = "cpu") -> Path:
+    return default_pipeline(detector_head(accelerator == "gpu")).save(folder)
 
 
 def _tiny_pipeline(folder: Path) -> Path:
@@ -73,22 +75,29 @@ def throughput(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         files = _films(root / "films", args.num, h, w)
-        run = _default_pipeline(root / "pipeline")
+        run = _default_pipeline(root / "pipeline", args.accelerator)
         t0 = time.perf_counter()
-        for f in files[:20]:
-            read_image(f)
-        decode = (time.perf_counter() - t0) / min(20, len(files))
+        decoded = [read_image(f).pixels for f in files[:20]]
+        decode = (time.perf_counter() - t0) / len(decoded)
         print(f"{args.num} radiographs {h}x{w}, threads={torch.get_num_threads()}, "
-              f"torch={torch.__version__}, cpu={platform.processor() or platform.machine()}")
+              f"backend={args.backend}, batch={args.batch}, torch={torch.__version__}, "
+              f"cpu={platform.processor() or platform.machine()}")
         print(f"decode alone: {decode * 1e3:.0f} ms/radiograph (main process)")
+        pipe = SpineLandmarkPipeline.load(run, backend=args.backend)
+        pipe.predict(decoded[:1], batch_size=1)  # warm-up (and the ONNX export)
+        t0 = time.perf_counter()
+        pipe.predict(decoded, batch_size=1)
+        alone = (time.perf_counter() - t0) / len(decoded) + decode
+        print(f"pipeline alone: {alone * 1e3:.0f} ms/radiograph with decoding")
         for workers in args.workers:
             t0 = time.perf_counter()
             predict_files(run, files, root / f"out{workers}", batch_size=args.batch,
                           accelerator=args.accelerator, precision=args.precision,
-                          progress=False, workers=workers)
+                          progress=False, workers=workers, backend=args.backend)
             per = (time.perf_counter() - t0) / len(files)
             share = decode / per if workers == 0 else float("nan")
-            print(f"--workers {workers}: {1 / per:.3f} radiographs/s, {per * 1e3:.0f} ms each"
+            print(f"--workers {workers}: {1 / per:.3f} radiographs/s, {per * 1e3:.0f} ms each, "
+                  f"{per / alone:.2f}x the pipeline"
                   + (f", decode {100 * share:.1f} % of the time" if workers == 0 else ""))
 
 
@@ -177,7 +186,8 @@ def main() -> None:
     p.add_argument("--num", type=int, default=200)
     p.add_argument("--size", default="2560x2048", help="radiograph HxW")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     p.add_argument("--accelerator", default="cpu", help="cpu or gpu (default cpu)")
     p.add_argument("--precision", default="32", help="32, bf16-mixed or 16-mixed")
     p = sub.add_parser("memory")

@@ -64,6 +64,18 @@ def flops_per_radiograph(pipe: SpineLandmarkPipeline, image: np.ndarray) -> floa
     return float(counter.get_total_flops())
 
 
+def default_pipeline(head: str | None = "small", *, every_level_again: bool = False,
+                     **kwargs: bool) -> SpineLandmarkPipeline:
+    """The default networks and sizes with random weights (seed 0): the detector head
+    ``head`` (None: no detector); re-cropping and column repair only with
+    ``every_level_again`` (see the module docstring); ``kwargs``: pipeline options."""
+    torch.manual_seed(0)
+    detector = None if head is None else VertebraDetector(**DETECTOR_HEADS[head])
+    return SpineLandmarkPipeline(LandmarkModel(), CropRefiner(), detector,
+                                 recrop=every_level_again, column_repair=every_level_again,
+                                 **kwargs)
+
+
 def count_crops(pipe: SpineLandmarkPipeline) -> list[int]:
     """Wrap the eager refiner's ``predict_points``: ``[n]``, the crops it was given since (the
     FLOP count is the first prediction, so ``n`` is then one radiograph's)."""
@@ -103,15 +115,11 @@ def main() -> None:
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.split("x"))
 
-    torch.manual_seed(0)
     head = args.detector_head or detector_head(args.device == "cuda")
     again = args.every_level_again
-    pipe = SpineLandmarkPipeline(LandmarkModel(), CropRefiner(),
-                                 None if args.no_detector else VertebraDetector(
-                                     **DETECTOR_HEADS[head]),
-                                 tta=not args.no_tta, recrop=again, column_repair=again,
-                                 channels_last=args.channels_last,
-                                 compile=args.compile).to(args.device)
+    pipe = default_pipeline(None if args.no_detector else head, every_level_again=again,
+                            tta=not args.no_tta, channels_last=args.channels_last,
+                            compile=args.compile).to(args.device)
     crops = count_crops(pipe)
     image, _ = generate_phantom(0, PhantomConfig(long_side=max(h, w), aspect=w / h))
     image = np.ascontiguousarray(image[:h, :w])
