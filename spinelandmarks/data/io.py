@@ -250,8 +250,9 @@ def _raster_to_float(img: Image.Image, fmt: str) -> tuple[np.ndarray, int]:
     if mode == "L":
         return np.asarray(img, dtype=np.float32) / np.float32(255.0), 8
     if mode.startswith("I;16"):
-        arr = np.asarray(img).astype(np.float64)
-        return (arr / 65535.0).astype(np.float32), 16
+        # float32 division is exact to the last bit here (every 16-bit value checked against
+        # the float64 route) and a quarter of its memory traffic on a 3000-px film
+        return np.asarray(img).astype(np.float32) / np.float32(65535.0), 16
     if mode == "I":
         arr = np.asarray(img).astype(np.float64)
         if arr.size and arr.min() < 0:
