@@ -66,7 +66,7 @@ def detector_head(gpu: bool) -> str:
 OVERLAY_MAX_SIDE: Final[int] = 1024
 
 #: Default byte budget of a training-data memory cache
-#: (:class:`~spinelandmarks.data.datasets.ImageCache`), per process (each worker has its own).
+#: (:class:`~spinelandmarks.data.image_cache.ImageCache`), per process (each worker has its own).
 DEFAULT_CACHE_BYTES: Final[int] = 1 << 30
 
 #: The crop datasets keep each radiograph at the resolution where its smallest training crop

@@ -160,7 +160,7 @@ class TrainConfig:
     #: Leave out the images whose annotations have problems (listed in
     #: ``RUN/skipped_records.csv``) instead of refusing the data set.
     skip_invalid: bool = False
-    #: Cache of the decoded, normalized radiographs (:class:`~spinelandmarks.data.datasets.ImageCache`):
+    #: Cache of the decoded, normalized radiographs (:class:`~spinelandmarks.data.image_cache.ImageCache`):
     #: ``"memory"`` (per worker, within its byte budget), ``"disk"`` (memory-mapped files in
     #: ``RUN/cache``, shared by the workers and kept between stages and runs) or ``"none"``.
     cache: str = "memory"

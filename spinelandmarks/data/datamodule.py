@@ -17,17 +17,12 @@ from torch.utils.data import DataLoader, Dataset
 from ..defaults import CROP_SCALE, CROP_SIZE, INPUT_SIZE
 from ..schema import LUMBAR_SAGITTAL, LandmarkSchema, resolve_schema
 from .annotations import AnnotationError, AnnotationProblem, ImageRecord, read_coco_problems
+from .augment import AugmentConfig
 from .batch import LandmarkBatch, collate
-from .datasets import (
-    AugmentConfig,
-    CacheMode,
-    CropDataset,
-    DetectionDataset,
-    EpochSampler,
-    GroupedEpochSampler,
-    LandmarkDataset,
-)
+from .datasets import CropDataset, DetectionDataset, LandmarkDataset
+from .image_cache import CacheMode
 from .lenient import clip_to_border, leave_out_invalid
+from .samplers import EpochSampler, GroupedEpochSampler
 from .splits import split_records
 
 __all__ = ["SpineDataModule", "schema_for", "seed_worker"]
@@ -92,10 +87,10 @@ class SpineDataModule(L.LightningDataModule):
     seed : int
         Seed of the split, the shuffling and the augmentation.
     cache : {"none", "memory", "disk"}
-        Image cache of the datasets (:class:`~spinelandmarks.data.datasets.ImageCache`): each
+        Image cache of the datasets (:class:`~spinelandmarks.data.image_cache.ImageCache`): each
         radiograph is decoded and normalized once, then kept (uint16) at the resolution the
         samples need; the training crops come grouped by radiograph
-        (:class:`~spinelandmarks.data.datasets.GroupedEpochSampler`).
+        (:class:`~spinelandmarks.data.samplers.GroupedEpochSampler`).
     cache_dir : str, optional
         Folder of the ``"disk"`` cache (default: ``ImageCache``'s).
     cache_bytes : int, optional

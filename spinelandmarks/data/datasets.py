@@ -1,5 +1,9 @@
 """Torch datasets of whole radiographs, detector targets and per-vertebra crops.
 
+Their augmentation is in :mod:`~spinelandmarks.data.augment`, the decoded-radiograph cache in
+:mod:`~spinelandmarks.data.image_cache` and the epoch samplers in
+:mod:`~spinelandmarks.data.samplers` (the names are also importable from here).
+
 Every dataset returns a dict with the keys of :func:`spinelandmarks.data.batch.collate`:
 
 ``image``
@@ -45,25 +49,18 @@ every epoch also with persistent workers (which never see a changed ``epoch`` at
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import random
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import albumentations as A
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
-from .._atomic import atomic_write, atomic_write_text
 from .._types import StrPath
 from ..anatomy.measurements import height_loss
 from ..defaults import (
@@ -83,9 +80,20 @@ from ..geometry import (
 )
 from ..schema import NON_VERTEBRAL_LEVEL, LandmarkSchema
 from .annotations import ImageRecord
+from .augment import (
+    AugmentConfig,
+    Key,
+    photometric_pipeline,
+    random_similarity,
+    resolve_augment,
+    sample_generators,
+    translation,
+)
+from .image_cache import Cached, CacheMode, ImageCache, dequantize, quantize
 from .intensity import robust_normalize
 from .io import read_image
 from .masks import warp_segmentation
+from .samplers import EpochSampler, GroupedEpochSampler
 
 __all__ = [
     "CROP_SOURCE_OVERSAMPLE",
@@ -105,9 +113,6 @@ __all__ = [
     "reference_height_loss",
 ]
 
-CacheMode = Literal["none", "memory", "disk"]
-#: A dataset key: a plain index, or ``(index, sample_seed)`` from :class:`EpochSampler`.
-Key = int | tuple[int, int]
 #: Height loss from which :meth:`CropDataset.deformity_weights` counts a body as deformed.
 DEFORMITY_MIN_LOSS = 0.15
 #: A femoral head's radius over the mean vertebral body height (adult: about 24 mm over
@@ -116,143 +121,8 @@ FEMORAL_HEAD_RADIUS = 0.85
 
 
 # ---------------------------------------------------------------------------------------------
-# augmentation settings
+# sample helpers
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Training augmentation.
-
-    The defaults are wide enough to cover both phantom styles of the cross-style benchmark
-    (field of view and magnification through ``scale``, contrast, gamma, noise, blur and edge
-    enhancement of processed images); see ``benchmarks/accuracy.py --mode cross``.
-
-    Attributes
-    ----------
-    geometric : bool
-        Random similarity (whole images) and flip (whole images and crops).
-    rotate_deg : float
-        Rotation uniform in ``+-rotate_deg`` degrees about the input centre.
-    scale : (float, float)
-        Isotropic scale range (log-uniform).
-    translate_frac : float
-        Shift uniform in ``+-translate_frac`` of the input width / height.
-    hflip_p : float
-        Probability of a horizontal flip (points keep their names).
-    photometric : bool
-        Intensity augmentation (albumentations).
-    brightness, contrast : float
-        Limits of ``RandomBrightnessContrast`` (applied with probability ``brightness_contrast_p``).
-    gamma : (float, float)
-        Gamma range of ``RandomGamma`` (probability ``gamma_p``).
-    clahe_p : float
-        Probability of CLAHE (clip limit 1-3, 8x8 tiles), see :class:`CLAHEFloat`.
-    sharpen_p : float
-        Probability of an unsharp-mask edge enhancement (the look of processed DR images).
-    noise_std : (float, float)
-        Gaussian noise standard deviation range, intensity units (probability ``noise_p``).
-    blur_sigma : (float, float)
-        Gaussian blur sigma range, pixels (probability ``blur_p``).
-    """
-
-    geometric: bool = True
-    rotate_deg: float = 10.0
-    scale: tuple[float, float] = (0.75, 1.3)
-    translate_frac: float = 0.08
-    hflip_p: float = 0.5
-    photometric: bool = True
-    brightness: float = 0.15
-    contrast: float = 0.3
-    brightness_contrast_p: float = 0.5
-    gamma: tuple[float, float] = (0.7, 1.4)
-    gamma_p: float = 0.5
-    clahe_p: float = 0.2
-    sharpen_p: float = 0.2
-    noise_std: tuple[float, float] = (0.003, 0.03)
-    noise_p: float = 0.3
-    blur_sigma: tuple[float, float] = (0.3, 1.5)
-    blur_p: float = 0.25
-
-    @classmethod
-    def off(cls) -> AugmentConfig:
-        """No augmentation at all."""
-        return cls(geometric=False, photometric=False)
-
-
-class CLAHEFloat(A.CLAHE):
-    """CLAHE on a float image that keeps its full (e.g. 16-bit) precision.
-
-    OpenCV's CLAHE needs 8 bits (its 16-bit version uses 65536 histogram bins, far too many for
-    the tiles of a model input, which changes what the clip limit means). The contrast mapping
-    is computed on an 8-bit copy ``q`` and added as a correction: ``out = x + clahe(q) - q``,
-    so the detail below 1/255 of the input survives.
-    """
-
-    def apply(self, img: np.ndarray, clip_limit: float, **params: Any) -> np.ndarray:
-        q = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-        eq = super().apply(q, clip_limit, **params)
-        out = img + (eq.astype(np.float32) - q.astype(np.float32)) / np.float32(255.0)
-        return np.clip(out, 0.0, 1.0).astype(np.float32)
-
-
-def _photometric_pipeline(cfg: AugmentConfig) -> A.Compose:
-    """Image-only albumentations pipeline for float32 (H, W) images in [0, 1]."""
-    sig = (float(cfg.blur_sigma[0]), float(cfg.blur_sigma[1]))
-    return A.Compose([
-        A.RandomBrightnessContrast(brightness_limit=cfg.brightness, contrast_limit=cfg.contrast,
-                                   p=cfg.brightness_contrast_p),
-        A.RandomGamma(gamma_limit=(100 * cfg.gamma[0], 100 * cfg.gamma[1]), p=cfg.gamma_p),
-        CLAHEFloat(clip_limit=(1.0, 3.0), tile_grid_size=(8, 8), p=cfg.clahe_p),
-        A.UnsharpMask(blur_limit=(3, 9), alpha=(0.2, 0.6), threshold=0, p=cfg.sharpen_p),
-        A.GaussianBlur(blur_limit=0, sigma_limit=sig, p=cfg.blur_p),
-        A.GaussNoise(std_range=cfg.noise_std, p=cfg.noise_p),
-    ])
-
-
-def _resolve_augment(train: bool, augment: AugmentConfig | bool | None) -> AugmentConfig:
-    if not train or augment is False:
-        return AugmentConfig.off()
-    if augment is None or augment is True:
-        return AugmentConfig()
-    return augment
-
-
-# ---------------------------------------------------------------------------------------------
-# matrices
-# ---------------------------------------------------------------------------------------------
-def _translate(tx: float, ty: float) -> np.ndarray:
-    return np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]])
-
-
-def _similarity(rng: np.random.Generator, cfg: AugmentConfig, size: Sequence[int]
-                ) -> np.ndarray:
-    """Random similarity (+ optional flip) about the centre of an image of ``size`` (H, W)."""
-    h, w = float(size[0]), float(size[1])
-    theta = math.radians(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg))
-    lo, hi = math.log(cfg.scale[0]), math.log(cfg.scale[1])
-    s = math.exp(rng.uniform(lo, hi))
-    tx, ty = rng.uniform(-cfg.translate_frac, cfg.translate_frac, 2) * (w, h)
-    flip = -1.0 if rng.random() < cfg.hflip_p else 1.0
-    c, si = math.cos(theta) * s, math.sin(theta) * s
-    core = np.array([[c * flip, -si, 0.0], [si * flip, c, 0.0], [0.0, 0.0, 1.0]])
-    return _translate(w / 2 + tx, h / 2 + ty) @ core @ _translate(-w / 2, -h / 2)
-
-
-def _seed_state(seed: int, epoch: int, index: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(index)])
-
-
-def _rngs(key: Key, seed: int, epoch: int) -> tuple[int, np.random.Generator, random.Random]:
-    """Index and the numpy / python generators of one sample."""
-    if isinstance(key, tuple):
-        index, sample_seed = int(key[0]), int(key[1])
-        ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, sample_seed, index])
-    else:
-        index = int(key)
-        ss = _seed_state(seed, epoch, index)
-    state = ss.generate_state(2, np.uint64)
-    return index, np.random.default_rng(int(state[0])), random.Random(int(state[1]))
-
-
 def _points_in(points: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """(P,) bool: finite points inside ``[0, W] x [0, H]``."""
     h, w = float(size[0]), float(size[1])
@@ -293,135 +163,6 @@ def _roots(root: StrPath | Sequence[StrPath], n: int) -> list[Path]:
     if len(roots) != n:
         raise ValueError(f"got {len(roots)} roots for {n} records; pass one root or one per record")
     return roots
-
-
-# ---------------------------------------------------------------------------------------------
-# cache
-# ---------------------------------------------------------------------------------------------
-Cached = tuple[np.ndarray, tuple[int, int], tuple[float, float] | None]
-
-
-def quantize(px: np.ndarray) -> np.ndarray:
-    """Intensities in ``[0, 1]`` as uint16 (``round(x * 65535)``: within ``0.5 / 65535``)."""
-    return np.clip(np.rint(px * np.float32(65535.0)), 0, 65535).astype(np.uint16)
-
-
-def dequantize(px: np.ndarray) -> np.ndarray:
-    """uint16 from :func:`quantize` back to float32 in ``[0, 1]``."""
-    return np.asarray(px, dtype=np.float32) * np.float32(1.0 / 65535.0)
-
-
-class ImageCache:
-    """Cache of decoded, normalized (and possibly resized) images, stored as uint16.
-
-    The datasets always quantize their normalized images to uint16 (:func:`quantize`), with
-    or without a cache, so a cached sample equals an uncached one exactly.
-
-    Parameters
-    ----------
-    mode : {"none", "memory", "disk"}
-        ``"memory"``: an LRU of at most ``max_bytes`` of pixels (and ``max_items`` images)
-        *per process*: every DataLoader worker has its own. ``"disk"``: one ``.npy`` file
-        per image in ``cache_dir``, read memory-mapped (a crop reads only the pages it
-        covers; the operating system's page cache is shared by the workers), keyed by the
-        absolute path, size and mtime of the source file and by the variant (e.g. the
-        resized size), so a changed file is re-read.
-    cache_dir : str or PathLike, optional
-        Default ``$SPINELANDMARKS_CACHE`` or ``~/.cache/spinelandmarks``; ``spinelandmarks
-        train`` uses ``RUN/cache``.
-    max_items : int, optional
-        Most images in the memory LRU (None: no limit but the bytes).
-    max_bytes : int
-        Most bytes of pixels in the memory LRU (default :data:`DEFAULT_CACHE_BYTES`); an
-        image larger than that is not kept.
-
-    Attributes
-    ----------
-    hits, misses : int
-        Look-ups served from the cache / computed, in this process.
-    """
-
-    def __init__(self, mode: CacheMode = "none", cache_dir: StrPath | None = None,
-                 max_items: int | None = None, max_bytes: int | None = None) -> None:
-        if mode not in ("none", "memory", "disk"):
-            raise ValueError(f"cache must be 'none', 'memory' or 'disk', got {mode!r}")
-        self.mode: CacheMode = mode
-        default = os.environ.get("SPINELANDMARKS_CACHE",
-                                 str(Path.home() / ".cache" / "spinelandmarks"))
-        self.cache_dir = Path(cache_dir if cache_dir is not None else default)
-        self.max_items = None if max_items is None else int(max_items)
-        self.max_bytes = DEFAULT_CACHE_BYTES if max_bytes is None else int(max_bytes)
-        self._mem: OrderedDict[str, Cached] = OrderedDict()
-        self.nbytes = 0
-        self.hits = 0
-        self.misses = 0
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_mem"] = OrderedDict()  # workers start empty
-        state["nbytes"] = 0
-        return state
-
-    def get(self, path: Path, variant: str, compute: Callable[[], Cached]) -> Cached:
-        """``(pixels, original (H, W), file pixel spacing)``, computed by ``compute()`` on a miss.
-
-        ``compute`` returns the same triple; ``pixels`` is a uint16 array (:func:`quantize`),
-        read-only when it comes from the disk cache.
-        """
-        if self.mode == "none":
-            return compute()
-        key = f"{path.resolve()}|{variant}"
-        if self.mode == "memory":
-            return self._get_memory(key, compute)
-        return self._get_disk(path, key, compute)
-
-    def _get_memory(self, key: str, compute: Callable[[], Cached]) -> Cached:
-        hit = self._mem.get(key)
-        if hit is not None:
-            self._mem.move_to_end(key)
-            self.hits += 1
-            return hit
-        self.misses += 1
-        val = compute()
-        size = int(val[0].nbytes)
-        if size > self.max_bytes:
-            return val
-        self._mem[key] = val
-        self.nbytes += size
-        while self.nbytes > self.max_bytes or (
-                self.max_items is not None and len(self._mem) > self.max_items):
-            _, old = self._mem.popitem(last=False)
-            self.nbytes -= int(old[0].nbytes)
-        return val
-
-    def _get_disk(self, path: Path, key: str, compute: Callable[[], Cached]) -> Cached:
-        st = path.stat()
-        digest = hashlib.sha1(f"{key}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
-        file = self.cache_dir / f"{digest}.npy"
-        meta = file.with_suffix(".json")
-        if file.is_file() and meta.is_file():
-            try:
-                info = json.loads(meta.read_text())
-                px = np.load(file, mmap_mode="r")
-                sp = info["spacing"]
-                self.hits += 1
-                return (px, (int(info["orig"][0]), int(info["orig"][1])),
-                        None if sp is None else (float(sp[0]), float(sp[1])))
-            except (OSError, ValueError, KeyError):
-                pass  # corrupt or concurrent write: recompute
-        self.misses += 1
-        px, orig, spacing = compute()
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        # metadata first, pixels last: a complete .npy means a complete entry
-        atomic_write_text(meta, json.dumps({"orig": list(orig), "spacing": spacing,
-                                            "source": str(path)}))
-        atomic_write(file, lambda tmp: _save_npy(tmp, px))
-        return px, orig, spacing
-
-
-def _save_npy(path: str, px: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a name
-        np.save(f, np.asarray(px, np.uint16))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,11 +230,11 @@ class LandmarkDataset(Dataset[dict[str, Any]]):
         self.schema = schema
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.train = bool(train)
-        self.augment = _resolve_augment(self.train, augment)
+        self.augment = resolve_augment(self.train, augment)
         self.cache = ImageCache(cache, cache_dir, max_cache_items, cache_bytes)
         self.seed = int(seed)
         self.epoch = 0
-        self._photo = _photometric_pipeline(self.augment) if self.augment.photometric else None
+        self._photo = photometric_pipeline(self.augment) if self.augment.photometric else None
         for r in self.records:
             if r.points.shape != (schema.num_points, 2):
                 raise ValueError(f"{r.file_name}: points {r.points.shape} do not match the "
@@ -563,8 +304,8 @@ class LandmarkDataset(Dataset[dict[str, Any]]):
         if px.shape != (h_r, w_r):  # defensive: a cache written for another size
             px = _resize(px, (h_r, w_r))
         if self.augment.geometric:
-            aug = _similarity(rng, self.augment, self.input_size)
-            warp = aug @ _translate(left, top)  # resized image -> input
+            aug = random_similarity(rng, self.augment, self.input_size)
+            warp = aug @ translation(left, top)  # resized image -> input
             img = cv2.warpAffine(px, opencv_affine(warp), (w, h), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
             matrix = torch.from_numpy(aug @ lb_np)
@@ -577,7 +318,7 @@ class LandmarkDataset(Dataset[dict[str, Any]]):
 
     def _sample(self, key: Key) -> tuple[dict[str, Any], torch.Tensor]:
         """The sample and its transformed points before removal of the absent ones."""
-        i, rng, py = _rngs(key, self.seed, self.epoch)
+        i, rng, py = sample_generators(key, self.seed, self.epoch)
         rec = self.records[i]
         img, matrix, file_spacing = self._render(i, rng, py)
         raw = transform_points(torch.as_tensor(rec.points, dtype=torch.float64), matrix)
@@ -840,11 +581,11 @@ class CropDataset(Dataset[dict[str, Any]]):
         self.jitter: tuple[float, float, float] = (jf[0], jf[1], jf[2])
         self.train = bool(train)
         self.eval_jitter = bool(eval_jitter)
-        self.augment = _resolve_augment(self.train, augment)
+        self.augment = resolve_augment(self.train, augment)
         self.cache = ImageCache(cache, cache_dir, max_cache_items, cache_bytes)
         self.seed = int(seed)
         self.epoch = 0
-        self._photo = _photometric_pipeline(self.augment) if self.augment.photometric else None
+        self._photo = photometric_pipeline(self.augment) if self.augment.photometric else None
         self.samples: list[tuple[int, int]] = []
         for ri, rec in enumerate(self.records):
             ok = (rec.visibility > 0) & np.isfinite(rec.points).all(-1)
@@ -956,9 +697,9 @@ class CropDataset(Dataset[dict[str, Any]]):
         return m, flip
 
     def __getitem__(self, key: Key) -> dict[str, Any]:
-        index, rng, py = _rngs(key, self.seed, self.epoch)
+        index, rng, py = sample_generators(key, self.seed, self.epoch)
         if not self.train and self.eval_jitter:
-            _, rng, py = _rngs(index, self.seed, 0)
+            _, rng, py = sample_generators(index, self.seed, 0)
         use_rng = rng if (self.train or self.eval_jitter) else None
         ri, li = self.samples[index]
         rec = self.records[ri]
@@ -1006,106 +747,3 @@ class CropDataset(Dataset[dict[str, Any]]):
         self._photo.set_random_state(rng, py)
         return np.clip(self._photo(image=img)["image"], 0.0, 1.0).astype(np.float32)
 
-
-# ---------------------------------------------------------------------------------------------
-# sampler
-# ---------------------------------------------------------------------------------------------
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, sample_seed)`` pairs, shuffled or not, new seeds every epoch.
-
-    The order and the seeds come from ``numpy.random.default_rng([seed, epoch])`` in the
-    main process, so the augmentation of every sample is reproducible from ``seed`` and the
-    epoch alone, whatever the number of workers and with persistent workers. ``epoch``
-    advances by one after every iteration; Lightning's ``set_epoch`` overrides it.
-
-    Parameters
-    ----------
-    num_samples : int
-        Dataset length.
-    shuffle : bool
-        Random order per epoch.
-    seed : int
-        Base seed.
-    weights : array-like, optional
-        (num_samples,) non-negative sampling weights: an epoch is then ``num_samples``
-        draws with replacement, each index with probability proportional to its weight
-        (with ``shuffle`` only). None: every index once per epoch.
-    """
-
-    def __init__(self, num_samples: int, shuffle: bool = True, seed: int = 0,
-                 weights: Sequence[float] | np.ndarray | None = None) -> None:
-        self.num_samples = int(num_samples)
-        self.shuffle = bool(shuffle)
-        self.seed = int(seed)
-        self.epoch = 0
-        self.p: np.ndarray | None = None
-        if weights is not None:
-            w = np.asarray(weights, dtype=np.float64)
-            if w.shape != (self.num_samples,) or not np.isfinite(w).all() or (w < 0).any() \
-                    or (self.num_samples and w.sum() <= 0):
-                raise ValueError(f"weights must be {self.num_samples} finite non-negative "
-                                 f"numbers with a positive sum, got shape {w.shape}")
-            self.p = w / w.sum() if self.num_samples else w
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch])
-        self.epoch += 1
-        order, seeds = self._draw(rng)
-        for i, s in zip(order, seeds, strict=True):
-            yield int(i), int(s)
-
-    def _draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """The epoch's sample indices and their seeds, (num_samples,) int64 each."""
-        if self.shuffle and self.p is not None:
-            order = rng.choice(self.num_samples, self.num_samples, p=self.p)
-        elif self.shuffle:
-            order = rng.permutation(self.num_samples)
-        else:
-            order = np.arange(self.num_samples)
-        seeds = rng.integers(0, 2**62, self.num_samples)
-        if self.p is None:
-            seeds = seeds[order]  # the seed belongs to the sample
-        # Weighted, the seed belongs to the draw: a sample drawn twice is augmented twice.
-        return order, seeds
-
-
-class GroupedEpochSampler(EpochSampler):
-    """:class:`EpochSampler` whose draws come grouped: all the crops of one radiograph in a
-    row, the radiographs in random order.
-
-    An epoch draws exactly the ``(index, sample_seed)`` pairs of :class:`EpochSampler` with
-    the same ``seed`` and epoch (so the same samples with the same augmentation), then
-    orders them by a random permutation of the groups; within a group the draws keep their
-    random order. A radiograph is then decoded about once per epoch instead of once per crop
-    (its crops follow each other, so the dataset's cache holds it while they are made), and
-    every batch still mixes several radiographs. Without ``shuffle`` the draws keep the index
-    order.
-
-    Parameters
-    ----------
-    groups : sequence of int
-        (num_samples,) the group (radiograph) of every sample, e.g.
-        :attr:`CropDataset.groups`.
-    shuffle, seed, weights
-        As :class:`EpochSampler`.
-    """
-
-    def __init__(self, groups: Sequence[int] | np.ndarray, shuffle: bool = True,
-                 seed: int = 0, weights: Sequence[float] | np.ndarray | None = None) -> None:
-        self.groups = np.asarray(groups, dtype=np.int64).reshape(-1)
-        super().__init__(len(self.groups), shuffle, seed, weights)
-        _, self._group_index = np.unique(self.groups, return_inverse=True)
-
-    def _draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        order, seeds = super()._draw(rng)
-        if not self.shuffle or self.num_samples == 0:
-            return order, seeds
-        rank = rng.permutation(int(self._group_index.max()) + 1)[self._group_index[order]]
-        grouped = np.argsort(rank, kind="stable")
-        return order[grouped], seeds[grouped]

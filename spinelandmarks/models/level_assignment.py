@@ -174,25 +174,27 @@ def _group_detections(b: Tensor, s: Tensor, lab: Tensor, num_levels: int, group_
     Returns the leader (best box) of each group, the (G, K) best score per group and level,
     and the (G, K) index of that member (-1 if none).
     """
-    iou = box_iou(b, b)
+    # Python lists: the loops below read single elements, which tensors make ~50x slower
+    iou = box_iou(b, b).tolist()
+    labels, scores = lab.tolist(), s.tolist()
     leaders: list[int] = []
-    group_of = [0] * b.shape[0]
-    for i in range(b.shape[0]):
+    group_of = [0] * len(labels)
+    for i, row in enumerate(iou):
         for g, lead in enumerate(leaders):
-            if iou[i, lead] >= group_iou:
+            if row[lead] >= group_iou:
                 group_of[i] = g
                 break
         else:
             group_of[i] = len(leaders)
             leaders.append(i)
-    level_score = torch.zeros(len(leaders), num_levels, dtype=torch.float64)
-    level_member = torch.full((len(leaders), num_levels), -1, dtype=torch.long)
-    for i in range(b.shape[0]):  # sorted by score: the first member of a label is its best
-        g, k = group_of[i], int(lab[i])
-        if level_member[g, k] < 0:
-            level_member[g, k] = i
-            level_score[g, k] = s[i]
-    return leaders, level_score, level_member
+    level_score = [[0.0] * num_levels for _ in leaders]
+    level_member = [[-1] * num_levels for _ in leaders]
+    for i, (g, k) in enumerate(zip(group_of, labels, strict=True)):
+        if level_member[g][k] < 0:  # sorted by score: the first member of a label is its best
+            level_member[g][k] = i
+            level_score[g][k] = scores[i]
+    return (leaders, torch.tensor(level_score, dtype=torch.float64).reshape(-1, num_levels),
+            torch.tensor(level_member, dtype=torch.long).reshape(-1, num_levels))
 
 
 def _monotone_match(sc: list[list[float]], num_levels: int) -> list[tuple[int, int]]:
