@@ -65,7 +65,7 @@ class SourceSettings:
     detector_kwargs : dict
         The detector's hyper-parameters that differ from
         :class:`~spinelandmarks.models.detector.VertebraDetector`'s defaults (e.g. the
-        small head of ``--small-detector``).
+        small head of ``--detector-head small``).
     masks : bool
         The refiner segments bodies (``train --masks``).
     """
