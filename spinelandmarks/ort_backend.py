@@ -78,13 +78,22 @@ class OrtNetwork:
         self.path = path
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
+    @property
+    def output_names(self) -> list[str]:
+        """Names of the graph's outputs, in order."""
+        return [o.name for o in self.session.get_outputs()]
+
+    def run(self, images: Tensor, names: list[str]) -> list[Tensor]:
+        """The outputs ``names`` for ``images`` (the graph's input), float32 on their device."""
+        x = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        return [torch.from_numpy(y).to(images.device)
+                for y in self.session.run(names, {"images": x})]
+
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 1, H, W) images -> normalized coordinates (B, P, 2) and heatmaps (B, P, h, w),
         float32 on the images' device."""
-        x = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        coords, heatmaps = self.session.run(["coords", "heatmaps"], {"images": x})
-        return (torch.from_numpy(coords).to(images.device),
-                torch.from_numpy(heatmaps).to(images.device))
+        coords, heatmaps = self.run(images, ["coords", "heatmaps"])
+        return coords, heatmaps
 
 
 class OrtFeatures:
@@ -94,23 +103,19 @@ class OrtFeatures:
     Parameters
     ----------
     path : Path
-        ONNX file of :func:`_export_features` (input ``images``, one output per map).
-    names : sequence of str
-        Names of the feature maps, in the order of the outputs (``"0"`` ... ``"pool"``).
+        ONNX file of :func:`_export_features` (input ``images``, one output per map, named
+        as the map: ``"0"`` ... ``"pool"``).
     threads : int, optional
         As for :class:`OrtNetwork`.
     """
 
-    def __init__(self, path: Path, names: list[str], threads: int | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None) -> None:
         self.network = OrtNetwork(path, threads)
-        self.names = list(names)
+        self.names = self.network.output_names
 
     def __call__(self, images: Tensor) -> OrderedDict[str, Tensor]:
         """(B, 3, H, W) normalized, padded images -> the feature maps by name, float32."""
-        x = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        maps = self.network.session.run(self.names, {"images": x})
-        return OrderedDict((n, torch.from_numpy(m).to(images.device))
-                           for n, m in zip(self.names, maps, strict=True))
+        return OrderedDict(zip(self.names, self.network.run(images, self.names), strict=True))
 
 
 class _FeatureTuple(nn.Module):
@@ -124,18 +129,22 @@ class _FeatureTuple(nn.Module):
         return tuple(self.features(x).values())
 
 
-def _export_features(detector: VertebraDetector, path: str | os.PathLike[str]) -> list[str]:
-    """Export the detector's backbone and FPN (eval mode, dynamic batch) to ``path``; return
-    the names of its maps."""
+def _export_features(detector: VertebraDetector, path: str | os.PathLike[str]) -> None:
+    """Export the detector's backbone and FPN in eval mode (dynamic batch) to ``path``, each
+    output named as its map; the backbone's mode is restored."""
     h, w = (int(v) for v in detector.hparams["input_size"])
     example = torch.rand(1, 3, h, w)
     features = detector.model.backbone
-    with torch.no_grad():
-        names = list(features(example).keys())
-        torch.onnx.export(_FeatureTuple(features).eval(), (example,), str(path),
-                          input_names=["images"], output_names=names,
-                          dynamic_axes={"images": {0: "batch"}}, verbose=False)
-    return names
+    was_training = features.training
+    features.eval()
+    try:
+        with torch.no_grad():
+            names = list(features(example).keys())
+            torch.onnx.export(_FeatureTuple(features), (example,), str(path),
+                              input_names=["images"], output_names=names,
+                              dynamic_axes={"images": {0: "batch"}}, verbose=False)
+    finally:
+        features.train(was_training)
 
 
 def _key(net: nn.Module, hparams: Any) -> str:
@@ -157,19 +166,10 @@ def _exported(model: LandmarkModel, cache_dir: Path) -> Path:
 def _detector_features(detector: VertebraDetector, cache_dir: Path,
                        threads: int | None) -> OrtFeatures:
     """The detector's features in ONNX Runtime, exported on the first use of these weights."""
-    backbone = detector.model.backbone
-    path = cache_dir / f"{_key(backbone, detector.hparams)}.onnx"
-    with torch.no_grad():
-        h, w = (int(v) for v in detector.hparams["input_size"])
-        was_training = backbone.training
-        backbone.eval()
-        try:
-            names = list(backbone(torch.zeros(1, 3, h, w)).keys())
-            if not path.is_file():
-                atomic_write(path, lambda tmp: _export_features(detector, tmp))
-        finally:
-            backbone.train(was_training)
-    return OrtFeatures(path, names, threads)
+    path = cache_dir / f"{_key(detector.model.backbone, detector.hparams)}.onnx"
+    if not path.is_file():
+        atomic_write(path, lambda tmp: _export_features(detector, tmp))
+    return OrtFeatures(path, threads)
 
 
 def use_onnxruntime(pipeline: SpineLandmarkPipeline, cache_dir: str | os.PathLike[str] | None

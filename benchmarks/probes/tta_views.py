@@ -14,12 +14,16 @@ Usage
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 from spinelandmarks.data.annotations import read_coco
 from spinelandmarks.evaluation import evaluate
 from spinelandmarks.inference import SpineLandmarkPipeline, refinement
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from speed import count_crops  # benchmarks/speed.py
 
 SUBSETS: dict[str, tuple[tuple[float, bool], ...]] = {
     "six views (1.0, 0.94, 1.06; plain + mirrored)":
@@ -34,19 +38,6 @@ SUBSETS: dict[str, tuple[tuple[float, bool], ...]] = {
 }
 
 
-def _count_crops(pipe: SpineLandmarkPipeline) -> list[int]:
-    """Wrap the refiner's ``predict_points`` to count the crops it is given."""
-    seen = [0]
-    inner = pipe.refiner.predict_points  # type: ignore[union-attr]
-
-    def counted(crops):  # type: ignore[no-untyped-def]
-        seen[0] += crops.shape[0]
-        return inner(crops)
-
-    object.__setattr__(pipe.refiner, "predict_points", counted)
-    return seen
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pipeline", required=True)
@@ -58,7 +49,7 @@ def main() -> None:
     gt = read_coco(test / "annotations.json", schema)[:args.num]
     for r in gt:
         r.file_name = str(test / r.file_name)
-    seen = _count_crops(pipe)
+    seen = count_crops(pipe)
     angles = [a for a in ("l1_l5_lordosis", "l1_s1_lordosis", "sacral_slope")]
     print(f"{args.pipeline}: {len(gt)} images of {test}; angles {angles}")
     for name, views in SUBSETS.items():
