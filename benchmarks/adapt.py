@@ -237,7 +237,8 @@ def run_cell(out: Path, cell: Cell, source: Path, cfg: dict[str, Any],
         row["pseudo_kept"], row["pseudo_images"] = rep["kept"], rep["images"]
         row["pseudo_dropped"] = rep["dropped"]
     row.update({"source": cell.source, "target": cell.target, "k": cell.k, "how": cell.how,
-                "draw": cell.draw, "unlabeled": cell.unlabeled, "train_s": seconds})
+                "draw": cell.draw, "unlabeled": cell.unlabeled, "train_s": seconds,
+                "unlabeled_rounds": cfg.get("unlabeled_rounds", 1) if cell.unlabeled else 0})
     return row
 
 

@@ -76,3 +76,41 @@ def test_adapt_grid_order_and_size() -> None:
     full = cells([(s, t) for s in "ABC" for t in "ABC" if s != t], [0, 5, 10, 20], 3,
                  ["random", "select"], [False, True])
     assert len(full) == 6 * (2 + 3 * 2 * 4)
+
+
+def _adapt_row(k: int, how: str, draw: int, unlabeled: bool, levels: float, ss: float,
+               **extra: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "source": "A", "target": "C", "k": k, "how": how, "draw": draw, "unlabeled": unlabeled,
+        "levels_identified_images": levels, "median_nle_x": 0.5, "median_nle_y": 0.8,
+        "p95_mm": 1.2, "failures": 1, "refused": None, **extra}
+    for a in ("l1_l5_lordosis", "l1_s1_lordosis", "sacral_slope"):
+        row[f"{a}_mean_abs"], row[f"{a}_pearson_r"] = (ss if a == "sacral_slope" else 1.0), 0.99
+    return row
+
+
+def test_adapt_summary_merges_runs_averages_draws_and_names_misses(tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCH))
+    from adapt_summary import curve_table, load, target_table
+
+    old = {"commit": "aaa", "unlabeled_rounds": 1,
+           "rows": [_adapt_row(10, "select", 0, True, 90.0, 9.0)]}
+    new = {"commit": "bbb", "unlabeled_rounds": 1, "rows": [
+        _adapt_row(10, "select", 0, True, 100.0, 1.6),  # the same cell again: replaces aaa's
+        _adapt_row(10, "random", 0, False, 96.0, 1.0),
+        _adapt_row(10, "random", 1, False, 100.0, 2.0),
+        _adapt_row(0, "random", 0, True, 92.0, 3.0, unlabeled_rounds=2)]}
+    files = []
+    for name, res in (("old.json", old), ("new.json", new)):
+        files.append(tmp_path / name)
+        files[-1].write_text(json.dumps(res))
+    grouped = load(files)
+    assert [r["commit"] for r in grouped[("A", "C", 10, "select", True, 1)]] == ["bbb"]
+    assert len(grouped[("A", "C", 10, "random", False, 0)]) == 2
+    assert ("A", "C", 0, "-", True, 2) in grouped  # the row's own rounds, not the file's
+    curve = curve_table(grouped)
+    # two draws: levels 98.0 (96.0-100.0), SS 1.50 (1.00-2.00)
+    assert "| A -> C | 10 | random | without | 2 | 98.0 (96.0-100.0) |" in curve
+    assert "1.50 (1.00-2.00)" in curve
+    assert target_table(grouped).splitlines()[-1] == (
+        "| A -> C | missed: sacral_slope_mean_abs 1.60 | all met |")
