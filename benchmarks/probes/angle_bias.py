@@ -29,14 +29,17 @@ from spinelandmarks.data.annotations import read_coco
 from spinelandmarks.evaluation.errors import pair_records
 
 
-def cell_report(bench: Path, cell: str, n_test: int) -> list[str]:
-    """The lines of one cell (``PAIR/CELL``, e.g. ``A_B/k10_select0_plain``)."""
+def cell_report(bench: Path, cell: str, n_test: int, pred_dir: Path | None = None
+                ) -> list[str]:
+    """The lines of one cell (``PAIR/CELL``, e.g. ``A_B/k10_select0_plain``); its predictions
+    from ``pred_dir`` when given, else from the cell's ``predictions``."""
     pair, name = cell.split("/")
     test = bench / "data" / pair.split("_")[1] / "test"
     gt = read_coco(test / "annotations.json", S)[:n_test]
     for r in gt:  # predictions name files by the path given to predict
         r.file_name = str(test / r.file_name)
-    pred = read_coco(bench / "cells" / pair / name / "predictions" / "predictions.json", S)
+    pred_dir = pred_dir or bench / "cells" / pair / name / "predictions"
+    pred = read_coco(pred_dir / "predictions.json", S)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         paired = pair_records(pred, gt, S)

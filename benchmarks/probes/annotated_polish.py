@@ -44,10 +44,6 @@ def main() -> None:
                       val_dir=str(bench / "data" / target / "val"))
     run = out / "cells" / pair / f"{name}_polish"
     train_pipeline(cell / "data", run / "run", cfg)
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    link = out / "data" / target
-    if not link.exists():  # angle_bias reads the test set under OUT/data
-        link.symlink_to((bench / "data" / target).resolve(), target_is_directory=True)
     row = _evaluate(bench, run / "run", target, run / "predictions", args.test_images, "cpu")
     print(f"{args.cell} + {args.budget:.0f} s on the annotated images alone: levels right "
           f"{row['levels_identified_images']:.1f} %, mean abs. "
@@ -55,7 +51,7 @@ def main() -> None:
           + ", Pearson r " + " / ".join(f"{row[f'{a}_pearson_r']:.3f}" for a in _ANGLES)
           + f", median NLE {row['median_nle_x']:.2f} / {row['median_nle_y']:.2f} %, "
           f"p95 {row['p95_mm']:.2f} mm, failures {row['failures']}")
-    print("\n".join(cell_report(out, f"{pair}/{name}_polish", args.test_images)))
+    print("\n".join(cell_report(bench, args.cell, args.test_images, run / "predictions")))
 
 
 if __name__ == "__main__":
