@@ -151,29 +151,3 @@ def test_cli_select_writes_paths_and_pre_annotations(pipe: SpineLandmarkPipeline
     assert main(["select", str(run), folder, "--n", "2", "--out", str(listing),
                  "--export", "cvat"]) == 2
     assert "--export needs --export-out" in capsys.readouterr().err
-
-
-def test_a_level_outside_the_film_is_no_reason_to_choose_it(pipe: SpineLandmarkPipeline
-                                                              ) -> None:
-    pts = _spine()  # level centres y = 60, 90, 120, 150, 180; S1's plate at y = 200
-    pts[20:] = np.nan  # S1 not found
-
-    def result(height: int) -> SpineResult:
-        return SpineResult("x.png", (height, 300), None, pts, pts.copy(), np.full(22, 0.5),
-                           np.full(6, np.nan), missing_levels=["S1"], qc={"missing": ["S1"]},
-                           level_boxes=np.full((6, 4), np.nan))
-
-    # extrapolated from L4 and L5 (pitch 30 px), half a pitch below L5: y = 195
-    cut, whole = result(190), result(400)
-    assert sel.out_of_field(cut, S) == ["S1"]
-    assert sel.out_of_field(whole, S) == []
-    calm = (1.0 / 20) / 0.35  # the spread term alone
-    score, reason = uncertainty(cut, pipe)
-    assert score == pytest.approx(calm)
-    assert reason == "0 QC flag(s), S1 outside the film, heatmap spread 0.14 x its threshold"
-    assert uncertainty(whole, pipe)[0] == pytest.approx(2 + calm)  # flag + missing level
-    gap = pts.copy()
-    gap[8:12] = np.nan  # L3 missing inside the spine: never outside
-    inner = SpineResult("y.png", (100, 300), None, gap, gap, np.full(22, 0.5), np.full(6, np.nan),
-                        missing_levels=["L3", "S1"], level_boxes=np.full((6, 4), np.nan))
-    assert sel.out_of_field(inner, S) == ["S1"]

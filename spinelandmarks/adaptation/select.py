@@ -23,7 +23,6 @@ from torch import Tensor
 
 from ..inference import SpineLandmarkPipeline, SpineResult
 from ..qc import qc_statistics
-from ..schema import LandmarkSchema
 from .features import pooled_features
 
 __all__ = ["RATIO_CAP", "Selection", "diverse_order", "select_images", "uncertainty"]
@@ -72,8 +71,6 @@ def uncertainty(result: SpineResult, pipeline: SpineLandmarkPipeline) -> tuple[f
     spread, the step-1 to step-2 jump, the distance to the detector's box (each per level,
     over the body height, divided by its QC threshold) and the step-1 / step-2 disagreement
     of any clinical angle over ``steps_disagree_deg``; each ratio at most :data:`RATIO_CAP`.
-    A missing level the film cannot hold (:func:`out_of_field`) counts neither as missing nor
-    as a ``missing`` flag.
 
     Parameters
     ----------
@@ -105,59 +102,14 @@ def uncertainty(result: SpineResult, pipeline: SpineLandmarkPipeline) -> tuple[f
     ratios["step 1-2 angle"] = _max(np.array(angles)) / th.steps_disagree_deg
     name, worst = max(((k, min(v, RATIO_CAP)) for k, v in ratios.items()),
                       key=lambda kv: kv[1])
-    outside = set(out_of_field(result, schema))
-    qc = {k: [lv for lv in v if not (k == "missing" and lv in outside)]
-          for k, v in result.qc.items()}
-    flags = sum(len(v) for v in qc.values())
-    missing = [lv for lv in result.missing_levels if lv not in outside]
-    raised = "; ".join(f"{k}: {' '.join(v)}" for k, v in qc.items() if v)
+    flags = sum(len(v) for v in result.qc.values())
+    missing = len(result.missing_levels)
+    raised = "; ".join(f"{k}: {' '.join(v)}" for k, v in result.qc.items())
     parts = [f"{flags} QC flag(s)" + (f" ({raised})" if flags else "")]
     if missing:
-        parts.append(f"missing {' '.join(missing)}")
-    if outside:
-        parts.append(f"{' '.join(sorted(outside, key=schema.level_index))} outside the film")
+        parts.append(f"missing {' '.join(result.missing_levels)}")
     parts.append(f"{name} {worst:.2f} x its threshold")
-    return float(flags + len(missing) + worst), ", ".join(parts)
-
-
-def out_of_field(result: SpineResult, schema: LandmarkSchema) -> list[str]:
-    """Missing levels at an end of the found spine that lie beyond the film's edge.
-
-    The spine is extrapolated from the two found levels nearest to the missing one (mean of
-    each level's points, one level pitch per level); the missing level is outside when the
-    point half a pitch before it (its near endplate or the disc above it) is outside the image.
-    A gap inside the spine is never outside. Annotating a film cut above the sacrum teaches the
-    model nothing about S1, so such levels are no reason to choose an image.
-
-    Parameters
-    ----------
-    result : SpineResult
-        ``points`` (P, 2) in pixels, NaN where missing; ``image_size`` (H, W).
-    schema : LandmarkSchema
-
-    Returns
-    -------
-    list of str
-        The levels of ``result.missing_levels`` that are outside, in schema order.
-    """
-    pts = torch.as_tensor(np.asarray(result.points, dtype=np.float64))
-    level_of = schema.point_level
-    centres = torch.stack([pts[level_of == i].nanmean(0) for i in range(schema.num_levels)])
-    found = [i for i in range(schema.num_levels) if bool(torch.isfinite(centres[i]).all())]
-    if len(found) < 2:
-        return []
-    height, width = result.image_size
-    outside = []
-    for name in result.missing_levels:
-        i = schema.level_index(name)
-        if found[0] < i < found[-1]:
-            continue
-        a, b = (found[0], found[1]) if i < found[0] else (found[-1], found[-2])
-        pitch = (centres[a] - centres[b]) / (a - b)
-        x, y = (centres[a] + pitch * (i - a - 0.5 * math.copysign(1, i - a))).tolist()
-        if not (0 <= x < width and 0 <= y < height):
-            outside.append(name)
-    return outside
+    return float(flags + missing + worst), ", ".join(parts)
 
 
 def _max(x: Tensor | np.ndarray) -> float:
