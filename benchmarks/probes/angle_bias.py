@@ -55,7 +55,7 @@ def cell_report(bench: Path, cell: str, n_test: int, pred_dir: Path | None = Non
                      f"{np.median(err[ok]):+.2f} sd {err[ok].std():.2f} deg; error = "
                      f"{slope:+.3f} x truth {offset:+.2f} (n {fit.sum()})")
     mm = paired.spacing.numpy()[:, None, ::-1]  # (row, col) spacing -> (x, y)
-    s1 = ((paired.pred - paired.gt).numpy() * mm)[:, -2:, :]
+    s1 = ((paired.pred - paired.gt).numpy() * mm)[:, S.level_indices("S1"), :]
     med = np.nanmedian(s1, axis=0)
     lines.append(f"{cell} S1 corner offsets (median, mm, x right / y down): anterior-superior "
                  f"{med[0, 0]:+.2f} / {med[0, 1]:+.2f}, posterior-superior "

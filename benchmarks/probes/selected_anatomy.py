@@ -35,7 +35,8 @@ def main() -> None:
     train = args.bench / "data" / args.pair.split("_")[1] / "train"
     archive = read_coco(train / "annotations.json", S)[: SIZES["archive"]]
     slope = lumbar_parameters_or_nan(record_points(archive, S).double(), S)["sacral_slope"].numpy()
-    s1_seen = np.array([np.all(np.asarray(r.visibility)[-2:] > 0) for r in archive])
+    s1 = S.level_indices("S1")
+    s1_seen = np.array([np.all(np.asarray(r.visibility)[s1] > 0) for r in archive])
     index = {(train / r.file_name).resolve(): i for i, r in enumerate(archive)}
     print(f"archive: {len(archive)} images, SS {np.nanmean(slope):.1f} +- {np.nanstd(slope):.1f} "
           f"deg, S1 visible on {s1_seen.sum()}")
